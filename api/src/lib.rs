@@ -1,0 +1,364 @@
+//! Wire types of Haven's HTTP API.
+//!
+//! The shapes follow the Heroku Platform API v3 (`shared/reference/heroku-platform-api-schema.json`).
+//! These are *wire* types: the agent converts its domain model into them by hand at the API
+//! boundary, and `hctl` decodes them. Timestamps are RFC 3339 strings, ids are UUID strings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `Accept` header every client sends.
+pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";
+
+/// Error body of every non-2xx answer: `{"id": "not_found", "message": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub id: String,
+    pub message: String,
+}
+
+/// `{id, name}` reference to another resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NamedRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// `{id}` reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdRef {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Generation {
+    pub id: String,
+    pub name: String,
+}
+
+/// An app, as `GET /apps/{app}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub git_url: String,
+    pub web_url: String,
+    pub maintenance: bool,
+    pub stack: NamedRef,
+    pub build_stack: NamedRef,
+    pub generation: Generation,
+    pub owner: UserRef,
+    pub region: NamedRef,
+    pub organization: Option<NamedRef>,
+    pub team: Option<NamedRef>,
+    pub space: Option<NamedRef>,
+    pub internal_routing: Option<bool>,
+    pub acm: bool,
+    pub buildpack_provided_description: Option<String>,
+    pub repo_size: Option<u64>,
+    pub slug_size: Option<u64>,
+    pub archived_at: Option<String>,
+    pub released_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+}
+
+/// `PATCH /apps/{app}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
+}
+
+/// Config vars: `GET/PATCH /apps/{app}/config-vars`. In a PATCH body a `null` value unsets.
+pub type ConfigVars = BTreeMap<String, String>;
+pub type ConfigVarsPatch = BTreeMap<String, Option<String>>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A release, as `GET /apps/{app}/releases/{id-or-version}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Release {
+    pub id: String,
+    pub version: u64,
+    pub status: String,
+    pub current: bool,
+    pub description: String,
+    pub app: AppRef,
+    pub slug: Option<IdRef>,
+    pub user: UserRef,
+    pub addon_plan_names: Vec<String>,
+    pub artifacts: Vec<serde_json::Value>,
+    pub output_stream_url: Option<String>,
+    pub eligible_for_rollback: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps/{app}/releases` body: `{"release": ID-OR-VERSION}` rolls back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReleaseCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A process type's formation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Formation {
+    pub id: String,
+    pub app: AppRef,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: String,
+    pub dyno_size: NamedRef,
+    pub command: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A quantity in a formation update: a number, or a string holding a number or a relative
+/// change (`"+1"`, `"-1"`), as the Heroku CLI sends them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(i64),
+    Text(String),
+}
+
+/// One entry of `PATCH /apps/{app}/formation` `{"updates": [...]}`, or the body of
+/// `PATCH /apps/{app}/formation/{type}` (where `type` may be absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FormationUpdate {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub process_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FormationBatchUpdate {
+    pub updates: Vec<FormationUpdate>,
+}
+
+/// `GET /account`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub allow_tracking: bool,
+    pub beta: bool,
+    pub verified: bool,
+    pub federated: bool,
+    pub two_factor_authentication: bool,
+    pub last_login: Option<String>,
+    pub suspended_at: Option<String>,
+    pub delinquent_at: Option<String>,
+    pub sms_number: Option<String>,
+    pub country_of_residence: Option<String>,
+    pub default_organization: Option<NamedRef>,
+    pub default_team: Option<NamedRef>,
+    pub identity_provider: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `GET /cluster/status`: Haven-only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    pub cluster_name: String,
+    pub app_domain: String,
+    /// The node that answered.
+    pub node_id: String,
+    pub node_name: String,
+    pub leader: Option<String>,
+    pub leader_name: Option<String>,
+    pub term: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub applied_index: Option<u64>,
+    pub committed_index: Option<u64>,
+}
+
+/// One entry of `GET /cluster/nodes`: Haven-only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub id: String,
+    pub name: String,
+    pub api_url: String,
+    pub peer_addr: String,
+    pub router_url: String,
+    pub role: String,
+    pub status: String,
+    pub leader: bool,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub labels: BTreeMap<String, String>,
+    pub joined_at: String,
+}
+
+/// Parses a `Range` header value such as `id ..; max=200, order=desc` or
+/// `version 5..; max=10;`. Lenient about separators, as Heroku is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSpec {
+    pub field: String,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub max: usize,
+    pub descending: bool,
+}
+
+/// The default and largest page sizes of list calls.
+pub const DEFAULT_PAGE: usize = 200;
+pub const MAX_PAGE: usize = 1000;
+
+impl RangeSpec {
+    /// Parses a `Range` header. Errors name what is wrong.
+    pub fn parse(header: &str) -> Result<RangeSpec, String> {
+        let header = header.trim();
+        let mut parts = header.split([';', ',']).map(str::trim).filter(|p| !p.is_empty());
+        let first = parts.next().ok_or_else(|| "empty Range header".to_string())?;
+        let (field, range) = match first.split_once(char::is_whitespace) {
+            Some((f, r)) => (f.trim(), r.trim()),
+            None => (first, ""),
+        };
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid Range field {field:?}"));
+        }
+        let (start, end) = if range.is_empty() {
+            (None, None)
+        } else {
+            let (s, e) = range
+                .split_once("..")
+                .ok_or_else(|| format!("invalid Range {range:?}: expected START..END"))?;
+            let s = s.trim();
+            let e = e.trim();
+            (
+                (!s.is_empty()).then(|| s.to_string()),
+                (!e.is_empty()).then(|| e.to_string()),
+            )
+        };
+        let mut spec = RangeSpec {
+            field: field.to_string(),
+            start,
+            end,
+            max: DEFAULT_PAGE,
+            descending: false,
+        };
+        for p in parts {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("invalid Range parameter {p:?}"))?;
+            match k.trim() {
+                "max" => {
+                    let n: usize = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("invalid Range max {v:?}"))?;
+                    if n == 0 {
+                        return Err("Range max must be at least 1".into());
+                    }
+                    spec.max = n.min(MAX_PAGE);
+                }
+                "order" => match v.trim() {
+                    "asc" => spec.descending = false,
+                    "desc" => spec.descending = true,
+                    o => return Err(format!("invalid Range order {o:?}: use asc or desc")),
+                },
+                other => return Err(format!("unknown Range parameter {other:?}")),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Renders as a header value (used for `Next-Range`).
+    pub fn render(&self) -> String {
+        format!(
+            "{} {}..{}; max={}{}",
+            self.field,
+            self.start.as_deref().unwrap_or(""),
+            self.end.as_deref().unwrap_or(""),
+            self.max,
+            if self.descending { ", order=desc" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ranges_leniently() {
+        let cases: &[(&str, RangeSpec)] = &[
+            (
+                "id ..",
+                RangeSpec { field: "id".into(), start: None, end: None, max: 200, descending: false },
+            ),
+            (
+                "id ..; max=10;",
+                RangeSpec { field: "id".into(), start: None, end: None, max: 10, descending: false },
+            ),
+            (
+                "version 5..; max=2, order=desc",
+                RangeSpec { field: "version".into(), start: Some("5".into()), end: None, max: 2, descending: true },
+            ),
+            (
+                "name a..z; max=5000",
+                RangeSpec { field: "name".into(), start: Some("a".into()), end: Some("z".into()), max: 1000, descending: false },
+            ),
+            (
+                "id",
+                RangeSpec { field: "id".into(), start: None, end: None, max: 200, descending: false },
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(&RangeSpec::parse(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_ranges() {
+        for bad in ["", "id ..; max=x", "id ..; max=0", "id ..; order=up", "id 5", "i-d ..", "id ..; foo=1"] {
+            assert!(RangeSpec::parse(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn quantity_accepts_numbers_and_strings() {
+        let u: FormationUpdate = serde_json::from_str(r#"{"type":"web","quantity":"+1"}"#).unwrap();
+        assert_eq!(u.quantity, Some(Quantity::Text("+1".into())));
+        let u: FormationUpdate = serde_json::from_str(r#"{"quantity":3,"size":"standard-2x"}"#).unwrap();
+        assert_eq!(u.quantity, Some(Quantity::Number(3)));
+    }
+}

@@ -1,0 +1,628 @@
+//! Commands: the only way the replicated [`State`] changes.
+//!
+//! A command carries every id and timestamp it needs; the proposer picks them, so applying
+//! a command is a pure function of the state and the command, the same on every replica.
+//! A command that breaks a rule (a taken name, an unknown app) is rejected during apply
+//! with a [`CommandError`] and changes nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{
+    normalize_size, validate_app_name, validate_config_key, validate_process_type, App, Cluster,
+    Formation, Node, NodeId, NodeStatus, Release, ReleaseStatus, State, Token, User, DEFAULT_SIZE,
+    MAX_QUANTITY,
+};
+
+/// Who asked for a change and when; recorded in releases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Actor {
+    pub email: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A change of quantity in a formation update.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum QuantityChange {
+    Set(u32),
+    /// `+1`, `-2`: relative to the current quantity (0 for a new type).
+    Add(i64),
+}
+
+impl QuantityChange {
+    /// Parses `3`, `"3"`, `"+1"`, `"-1"`.
+    pub fn parse(text: &str) -> Result<QuantityChange, String> {
+        let t = text.trim();
+        let bad = || format!("quantity {text:?} is invalid: use a number such as 2, or +1 / -1");
+        if let Some(rest) = t.strip_prefix('+') {
+            rest.parse::<i64>().map(QuantityChange::Add).map_err(|_| bad())
+        } else if t.starts_with('-') {
+            t.parse::<i64>().map(QuantityChange::Add).map_err(|_| bad())
+        } else {
+            t.parse::<u32>().map(QuantityChange::Set).map_err(|_| bad())
+        }
+    }
+}
+
+/// One process type's change in a [`Command::UpdateFormation`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FormationChange {
+    pub process_type: String,
+    pub quantity: Option<QuantityChange>,
+    pub size: Option<String>,
+    /// Id for the formation if this change creates it.
+    pub new_id: Uuid,
+}
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    /// The first command of a cluster: who it is, its first node and its admin.
+    Bootstrap {
+        cluster: Cluster,
+        node: Node,
+        admin: User,
+        admin_token: Token,
+    },
+    /// Adds a node or updates its addresses (a joining or restarted node).
+    RegisterNode { node: Node },
+    /// Records a node's liveness.
+    SetNodeStatus { node_id: NodeId, status: NodeStatus },
+    /// Removes a node from the model.
+    RemoveNode { node_id: NodeId },
+    /// Creates an app and its release v1.
+    CreateApp {
+        id: Uuid,
+        name: String,
+        stack: String,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Renames an app and/or turns maintenance mode on or off.
+    UpdateApp {
+        app: Uuid,
+        name: Option<String>,
+        maintenance: Option<bool>,
+        actor: Actor,
+    },
+    DeleteApp { app: Uuid },
+    /// Sets (`Some`) and unsets (`None`) config vars; makes the next release.
+    SetConfig {
+        app: Uuid,
+        changes: BTreeMap<String, Option<String>>,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Makes the next release with the slug and config vars of an earlier one.
+    Rollback {
+        app: Uuid,
+        to_version: u64,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Sets quantities and sizes of process types.
+    UpdateFormation {
+        app: Uuid,
+        changes: Vec<FormationChange>,
+        actor: Actor,
+    },
+    /// Adds an API token.
+    AddToken { token: Token },
+}
+
+/// Why a command was rejected. The variants map onto HTTP statuses at the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+    /// 422
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a successful command produced, so that a client answered by a follower gets the
+/// result without a second read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CommandOutput {
+    #[default]
+    Done,
+    App(Box<App>),
+    Release { app: Box<App>, version: u64 },
+    Formation { app: Box<App>, types: Vec<String> },
+}
+
+/// The result of applying a command, as stored in the state machine's responses.
+pub type CommandResult = Result<CommandOutput, CommandError>;
+
+fn not_found_app(id: &Uuid) -> CommandError {
+    CommandError::NotFound(format!("app {id} not found"))
+}
+
+fn app_mut<'a>(state: &'a mut State, id: &Uuid) -> Result<&'a mut App, CommandError> {
+    state.apps.get_mut(id).ok_or_else(|| not_found_app(id))
+}
+
+fn push_release(
+    app: &mut App,
+    id: Uuid,
+    slug: Option<Uuid>,
+    config: BTreeMap<String, String>,
+    description: String,
+    actor: &Actor,
+) -> u64 {
+    let version = app.releases.len() as u64 + 1;
+    app.releases.push(Release {
+        id,
+        version,
+        slug,
+        config,
+        description,
+        status: ReleaseStatus::Succeeded,
+        created_at: actor.at,
+        user: actor.email.clone(),
+    });
+    app.released_at = Some(actor.at);
+    app.updated_at = actor.at;
+    version
+}
+
+/// Heroku-style description of a config change.
+pub fn config_description(changes: &BTreeMap<String, Option<String>>) -> String {
+    let set: Vec<&str> = changes
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let unset: Vec<&str> = changes
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    match (set.is_empty(), unset.is_empty()) {
+        (false, true) => format!("Set {} config vars", set.join(", ")),
+        (true, false) => format!("Remove {} config vars", unset.join(", ")),
+        _ => format!(
+            "Set {} and remove {} config vars",
+            set.join(", "),
+            unset.join(", ")
+        ),
+    }
+}
+
+impl Command {
+    /// Applies the command to `state`. Deterministic; on error nothing changed.
+    pub fn apply(&self, state: &mut State) -> CommandResult {
+        match self {
+            Command::Bootstrap {
+                cluster,
+                node,
+                admin,
+                admin_token,
+            } => {
+                if state.cluster.is_some() {
+                    return Err(CommandError::Conflict(
+                        "cluster is already bootstrapped".into(),
+                    ));
+                }
+                state.cluster = Some(cluster.clone());
+                state.nodes.insert(node.id, node.clone());
+                state.users.insert(admin.id, admin.clone());
+                state
+                    .tokens
+                    .insert(admin_token.sha256.clone(), admin_token.clone());
+                Ok(CommandOutput::Done)
+            }
+            Command::RegisterNode { node } => {
+                if let Some(other) = state
+                    .nodes
+                    .values()
+                    .find(|n| n.name == node.name && n.id != node.id)
+                {
+                    return Err(CommandError::Conflict(format!(
+                        "node name {:?} is taken by node {}",
+                        node.name, other.id
+                    )));
+                }
+                let mut node = node.clone();
+                if let Some(old) = state.nodes.get(&node.id) {
+                    node.joined_at = old.joined_at;
+                }
+                state.nodes.insert(node.id, node);
+                Ok(CommandOutput::Done)
+            }
+            Command::SetNodeStatus { node_id, status } => {
+                let node = state.nodes.get_mut(node_id).ok_or_else(|| {
+                    CommandError::NotFound(format!("node {node_id} not found"))
+                })?;
+                node.status = *status;
+                Ok(CommandOutput::Done)
+            }
+            Command::RemoveNode { node_id } => {
+                state.nodes.remove(node_id).ok_or_else(|| {
+                    CommandError::NotFound(format!("node {node_id} not found"))
+                })?;
+                Ok(CommandOutput::Done)
+            }
+            Command::CreateApp {
+                id,
+                name,
+                stack,
+                release_id,
+                actor,
+            } => {
+                validate_app_name(name).map_err(CommandError::Invalid)?;
+                if state.apps.values().any(|a| &a.name == name) {
+                    return Err(CommandError::Conflict(format!(
+                        "name {name} is already taken"
+                    )));
+                }
+                if state.apps.contains_key(id) {
+                    return Err(CommandError::Conflict(format!("app id {id} exists")));
+                }
+                let mut app = App {
+                    id: *id,
+                    name: name.clone(),
+                    stack: stack.clone(),
+                    buildpacks: Vec::new(),
+                    maintenance: false,
+                    domains: Vec::new(),
+                    created_at: actor.at,
+                    updated_at: actor.at,
+                    released_at: None,
+                    config: BTreeMap::new(),
+                    releases: Vec::new(),
+                    formation: BTreeMap::new(),
+                };
+                push_release(
+                    &mut app,
+                    *release_id,
+                    None,
+                    BTreeMap::new(),
+                    "Initial release".into(),
+                    actor,
+                );
+                state.apps.insert(*id, app.clone());
+                Ok(CommandOutput::App(Box::new(app)))
+            }
+            Command::UpdateApp {
+                app,
+                name,
+                maintenance,
+                actor,
+            } => {
+                if let Some(name) = name {
+                    validate_app_name(name).map_err(CommandError::Invalid)?;
+                    if state.apps.values().any(|a| &a.name == name && a.id != *app) {
+                        return Err(CommandError::Conflict(format!(
+                            "name {name} is already taken"
+                        )));
+                    }
+                }
+                let a = app_mut(state, app)?;
+                if let Some(name) = name {
+                    a.name = name.clone();
+                }
+                if let Some(m) = maintenance {
+                    a.maintenance = *m;
+                }
+                a.updated_at = actor.at;
+                Ok(CommandOutput::App(Box::new(a.clone())))
+            }
+            Command::DeleteApp { app } => {
+                let removed = state.apps.remove(app).ok_or_else(|| not_found_app(app))?;
+                Ok(CommandOutput::App(Box::new(removed)))
+            }
+            Command::SetConfig {
+                app,
+                changes,
+                release_id,
+                actor,
+            } => {
+                for key in changes.keys() {
+                    validate_config_key(key).map_err(CommandError::Invalid)?;
+                }
+                if changes.is_empty() {
+                    return Err(CommandError::Invalid("no config vars to change".into()));
+                }
+                let a = app_mut(state, app)?;
+                let mut config = a.config.clone();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => {
+                            config.insert(k.clone(), v.clone());
+                        }
+                        None => {
+                            config.remove(k);
+                        }
+                    }
+                }
+                let slug = a.current_release().and_then(|r| r.slug);
+                a.config = config.clone();
+                let version = push_release(
+                    a,
+                    *release_id,
+                    slug,
+                    config,
+                    config_description(changes),
+                    actor,
+                );
+                Ok(CommandOutput::Release {
+                    app: Box::new(a.clone()),
+                    version,
+                })
+            }
+            Command::Rollback {
+                app,
+                to_version,
+                release_id,
+                actor,
+            } => {
+                let a = app_mut(state, app)?;
+                let target = a
+                    .releases
+                    .iter()
+                    .find(|r| r.version == *to_version)
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!("release v{to_version} not found"))
+                    })?
+                    .clone();
+                if target.status != ReleaseStatus::Succeeded {
+                    return Err(CommandError::Invalid(format!(
+                        "release v{to_version} is {} and cannot be rolled back to",
+                        target.status.as_str()
+                    )));
+                }
+                a.config = target.config.clone();
+                let version = push_release(
+                    a,
+                    *release_id,
+                    target.slug,
+                    target.config,
+                    format!("Rollback to v{to_version}"),
+                    actor,
+                );
+                Ok(CommandOutput::Release {
+                    app: Box::new(a.clone()),
+                    version,
+                })
+            }
+            Command::UpdateFormation {
+                app,
+                changes,
+                actor,
+            } => {
+                let a = app_mut(state, app)?;
+                let mut formation = a.formation.clone();
+                let mut types = Vec::new();
+                for change in changes {
+                    validate_process_type(&change.process_type).map_err(CommandError::Invalid)?;
+                    let entry = formation
+                        .entry(change.process_type.clone())
+                        .or_insert_with(|| Formation {
+                            id: change.new_id,
+                            process_type: change.process_type.clone(),
+                            quantity: 0,
+                            size: DEFAULT_SIZE.into(),
+                            command: String::new(),
+                            created_at: actor.at,
+                            updated_at: actor.at,
+                        });
+                    if let Some(q) = change.quantity {
+                        let new = match q {
+                            QuantityChange::Set(n) => i64::from(n),
+                            QuantityChange::Add(d) => i64::from(entry.quantity).saturating_add(d),
+                        };
+                        if !(0..=i64::from(MAX_QUANTITY)).contains(&new) {
+                            return Err(CommandError::Invalid(format!(
+                                "quantity of {} would be {new}: it must be between 0 and {MAX_QUANTITY}",
+                                change.process_type
+                            )));
+                        }
+                        entry.quantity = new as u32;
+                    }
+                    if let Some(size) = &change.size {
+                        entry.size = normalize_size(size).map_err(CommandError::Invalid)?;
+                    }
+                    entry.updated_at = actor.at;
+                    types.push(change.process_type.clone());
+                }
+                a.formation = formation;
+                a.updated_at = actor.at;
+                Ok(CommandOutput::Formation {
+                    app: Box::new(a.clone()),
+                    types,
+                })
+            }
+            Command::AddToken { token } => {
+                if state.tokens.contains_key(&token.sha256) {
+                    return Err(CommandError::Conflict("token exists".into()));
+                }
+                state.tokens.insert(token.sha256.clone(), token.clone());
+                Ok(CommandOutput::Done)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(secs: i64) -> Actor {
+        Actor {
+            email: "admin@haven.local".into(),
+            at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
+        }
+    }
+
+    fn create(state: &mut State, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        Command::CreateApp {
+            id,
+            name: name.into(),
+            stack: "heroku-24".into(),
+            release_id: Uuid::new_v4(),
+            actor: actor(0),
+        }
+        .apply(state)
+        .unwrap();
+        id
+    }
+
+    fn set(app: Uuid, pairs: &[(&str, Option<&str>)]) -> Command {
+        Command::SetConfig {
+            app,
+            changes: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            release_id: Uuid::new_v4(),
+            actor: actor(1),
+        }
+    }
+
+    #[test]
+    fn create_app_makes_release_v1_and_rejects_duplicates() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        let app = &s.apps[&id];
+        assert_eq!(app.releases.len(), 1);
+        assert_eq!(app.releases[0].version, 1);
+        assert_eq!(app.releases[0].description, "Initial release");
+        let before = s.clone();
+        let dup = Command::CreateApp {
+            id: Uuid::new_v4(),
+            name: "my-app".into(),
+            stack: "heroku-24".into(),
+            release_id: Uuid::new_v4(),
+            actor: actor(0),
+        }
+        .apply(&mut s);
+        assert!(matches!(dup, Err(CommandError::Conflict(_))));
+        assert_eq!(s, before, "a rejected command changes nothing");
+    }
+
+    #[test]
+    fn config_changes_make_releases_with_descriptions() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1")), ("BAR", Some("2"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", None)]).apply(&mut s).unwrap();
+        set(id, &[("BAZ", Some("3")), ("BAR", None)]).apply(&mut s).unwrap();
+        let app = &s.apps[&id];
+        let descs: Vec<&str> = app.releases.iter().map(|r| r.description.as_str()).collect();
+        assert_eq!(
+            descs,
+            [
+                "Initial release",
+                "Set BAR, FOO config vars",
+                "Remove FOO config vars",
+                "Set BAZ and remove BAR config vars"
+            ]
+        );
+        assert_eq!(app.config, BTreeMap::from([("BAZ".to_string(), "3".to_string())]));
+        assert_eq!(app.releases[1].config.len(), 2);
+    }
+
+    #[test]
+    fn rollback_restores_config_and_names_the_target() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
+        let out = Command::Rollback {
+            app: id,
+            to_version: 2,
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        }
+        .apply(&mut s)
+        .unwrap();
+        assert!(matches!(out, CommandOutput::Release { version: 4, .. }));
+        let app = &s.apps[&id];
+        assert_eq!(app.releases[3].description, "Rollback to v2");
+        assert_eq!(app.config["FOO"], "1");
+        let missing = Command::Rollback {
+            app: id,
+            to_version: 9,
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        }
+        .apply(&mut s);
+        assert!(matches!(missing, Err(CommandError::NotFound(_))));
+    }
+
+    #[test]
+    fn formation_quantities_absolute_and_relative() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        let change = |t: &str, q: Option<QuantityChange>, size: Option<&str>| FormationChange {
+            process_type: t.into(),
+            quantity: q,
+            size: size.map(str::to_string),
+            new_id: Uuid::new_v4(),
+        };
+        let cases: Vec<(Vec<FormationChange>, Result<(u32, &str), ()>)> = vec![
+            (vec![change("web", Some(QuantityChange::Set(2)), None)], Ok((2, "standard-1x"))),
+            (vec![change("web", Some(QuantityChange::Add(1)), None)], Ok((3, "standard-1x"))),
+            (vec![change("web", Some(QuantityChange::Add(-1)), Some("Standard-2X"))], Ok((2, "standard-2x"))),
+            (vec![change("web", Some(QuantityChange::Add(-5)), None)], Err(())),
+            (vec![change("web", Some(QuantityChange::Set(101)), None)], Err(())),
+            (vec![change("web", None, Some("giant"))], Err(())),
+            (vec![change("we b", Some(QuantityChange::Set(1)), None)], Err(())),
+        ];
+        for (changes, want) in cases {
+            let before = s.clone();
+            let got = Command::UpdateFormation { app: id, changes: changes.clone(), actor: actor(3) }.apply(&mut s);
+            match want {
+                Ok((q, size)) => {
+                    got.unwrap();
+                    let f = &s.apps[&id].formation["web"];
+                    assert_eq!((f.quantity, f.size.as_str()), (q, size), "{changes:?}");
+                }
+                Err(()) => {
+                    assert!(got.is_err(), "{changes:?}");
+                    assert_eq!(s, before);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantity_parsing() {
+        assert_eq!(QuantityChange::parse("3"), Ok(QuantityChange::Set(3)));
+        assert_eq!(QuantityChange::parse("+1"), Ok(QuantityChange::Add(1)));
+        assert_eq!(QuantityChange::parse("-2"), Ok(QuantityChange::Add(-2)));
+        assert!(QuantityChange::parse("x").is_err());
+        assert!(QuantityChange::parse("").is_err());
+    }
+
+    #[test]
+    fn rename_and_delete() {
+        let mut s = State::default();
+        let a = create(&mut s, "one");
+        let _b = create(&mut s, "two");
+        let taken = Command::UpdateApp { app: a, name: Some("two".into()), maintenance: None, actor: actor(1) }.apply(&mut s);
+        assert!(matches!(taken, Err(CommandError::Conflict(_))));
+        Command::UpdateApp { app: a, name: Some("uno".into()), maintenance: Some(true), actor: actor(1) }.apply(&mut s).unwrap();
+        assert_eq!(s.find_app("uno").map(|x| x.maintenance), Some(true));
+        Command::DeleteApp { app: a }.apply(&mut s).unwrap();
+        assert!(s.find_app("uno").is_none());
+        assert!(matches!(Command::DeleteApp { app: a }.apply(&mut s), Err(CommandError::NotFound(_))));
+    }
+
+    #[test]
+    fn commands_roundtrip_through_bincode() {
+        let cmd = set(Uuid::new_v4(), &[("A", Some("1")), ("B", None)]);
+        let bytes = bincode::serialize(&cmd).unwrap();
+        let back: Command = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(cmd, back);
+    }
+}

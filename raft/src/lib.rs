@@ -1,0 +1,174 @@
+//! haven-raft: Haven's replicated state.
+//!
+//! - [`model`]: the domain model every replica holds ([`model::State`]).
+//! - [`command`]: the commands that change it, applied deterministically.
+//! - `store`: openraft's log store and state machine over one RocksDB (column families for
+//!   the log, the Raft metadata and the state machine's snapshot). The WAL is synced before
+//!   an append is reported persisted and before a vote is saved.
+//! - [`rpc`]: the tarpc `Peer` service (Raft RPCs, write forwarding, read index, joining)
+//!   and helpers to run it over any byte stream (the agent gives QUIC bi-streams).
+//! - `network`: openraft's network factory over [`PeerConnector`].
+//!
+//! **Architecture invariant:** only this crate names openraft and RocksDB. The agent uses
+//! [`HavenRaft`] and the tarpc service, nothing else.
+
+pub mod command;
+pub mod model;
+pub mod rpc;
+
+mod network;
+mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use command::{Command, CommandResult};
+use model::{Node, NodeId, State};
+
+pub use store::open_store_for_tests;
+
+/// Opens tarpc clients to other nodes. The agent implements it over QUIC with the
+/// cluster's mutual TLS; `peer_addr` is the `host:port` in the Raft membership.
+pub trait PeerConnector: Send + Sync + 'static {
+    fn connect(
+        &self,
+        target: NodeId,
+        peer_addr: String,
+    ) -> BoxFuture<'static, Result<rpc::PeerClient, String>>;
+}
+
+/// Timing of the Raft node.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_after: u64,
+    /// Entries kept in the log behind the last snapshot before purging.
+    pub keep_logs: u64,
+    /// How long a forwarded write or read barrier may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
+            snapshot_after: 5000,
+            keep_logs: 1000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a write or a consistent read could not be served (the command itself was not
+/// judged). The API answers 503 for these.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error, PartialEq, Eq)]
+pub enum ClusterError {
+    #[error("the cluster has no leader right now; retry in a moment")]
+    NoLeader,
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Raft status of this node, for `GET /cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub node_id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub applied_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    /// Peer address of every member, from the membership config.
+    pub members: Vec<(NodeId, String)>,
+}
+
+/// Most voters a cluster has; further nodes stay learners.
+pub const MAX_VOTERS: usize = 5;
+
+/// A running Raft node with its store. Cheap to clone.
+#[derive(Clone)]
+pub struct HavenRaft {
+    inner: Arc<network::Inner>,
+}
+
+impl HavenRaft {
+    /// Opens (or creates) the store under `data_dir` and starts the Raft node.
+    pub async fn open(
+        node_id: NodeId,
+        data_dir: &Path,
+        connector: Arc<dyn PeerConnector>,
+        settings: RaftSettings,
+    ) -> anyhow::Result<HavenRaft> {
+        network::Inner::open(node_id, data_dir, connector, settings)
+            .await
+            .map(|inner| HavenRaft { inner: Arc::new(inner) })
+    }
+
+    /// Makes this node a one-member cluster, if no cluster was initialized in its store.
+    /// Returns whether it did.
+    pub async fn initialize_single(&self, peer_addr: &str) -> anyhow::Result<bool> {
+        self.inner.initialize_single(peer_addr).await
+    }
+
+    /// Whether the store holds a membership (this node was initialized or has joined).
+    pub fn is_initialized(&self) -> bool {
+        self.inner.is_initialized()
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied on the leader. A follower
+    /// forwards it to the leader. The inner result says whether the state machine
+    /// accepted the command.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ClusterError> {
+        self.inner.write(cmd).await
+    }
+
+    /// Linearizable read barrier: returns once this node's state machine has applied
+    /// everything the leader had committed when the barrier was asked. A read of
+    /// [`HavenRaft::state`] after it sees every write acknowledged before it.
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        self.inner.read_barrier().await
+    }
+
+    /// Runs `f` on this node's replica of the state (no barrier: may lag the leader).
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.inner.with_state(f)
+    }
+
+    /// Raft status of this node.
+    pub fn status(&self) -> RaftStatus {
+        self.inner.status()
+    }
+
+    /// Adds `node` to the cluster: registers it in the model, adds it as a learner (waits
+    /// until it has caught up) and promotes it to voter while there are fewer than
+    /// [`MAX_VOTERS`] voters. Forwarded to the leader when called on a follower.
+    pub async fn add_node(&self, node: Node) -> Result<CommandResult, ClusterError> {
+        self.inner.add_node(node).await
+    }
+
+    /// Waits until some node is leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ClusterError> {
+        self.inner.wait_for_leader(timeout).await
+    }
+
+    /// The tarpc server that answers peers; serve it on every incoming peer stream with
+    /// [`rpc::serve_peer`].
+    pub fn peer_server(&self) -> rpc::PeerServer {
+        rpc::PeerServer::new(self.inner.clone())
+    }
+
+    /// Stops the Raft node and closes the store.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}

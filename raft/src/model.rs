@@ -1,0 +1,310 @@
+//! The replicated model (design §2): cluster, nodes, apps, config vars, releases,
+//! formations and API tokens.
+//!
+//! Every replica holds the same [`State`]; it changes only by applying a
+//! [`Command`](crate::command::Command). Types here are domain types, serialized with
+//! bincode in the log and snapshots: no `skip_serializing_if`, no untagged enums.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A Raft node id. Chosen at random by the node when it is created.
+pub type NodeId = u64;
+
+/// Sizes of dynos and the memory each one reserves, in MiB.
+pub const DYNO_SIZES: &[(&str, u64)] = &[
+    ("eco", 512),
+    ("basic", 512),
+    ("standard-1x", 512),
+    ("standard-2x", 1024),
+    ("performance-m", 2560),
+    ("performance-l", 14336),
+];
+
+/// The default dyno size of a new formation.
+pub const DEFAULT_SIZE: &str = "standard-1x";
+
+/// Upper bound of one process type's quantity.
+pub const MAX_QUANTITY: u32 = 100;
+
+/// The one cluster this state belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cluster {
+    pub id: Uuid,
+    pub name: String,
+    /// Apps answer at `<app>.<app_domain>`.
+    pub app_domain: String,
+    pub created_at: DateTime<Utc>,
+    /// sha256 (hex) of the join secret carried by join tokens.
+    pub join_secret_sha256: String,
+    /// sha256 (hex) of the cluster CA certificate (DER).
+    pub ca_fingerprint: String,
+}
+
+/// Liveness of a node as the cluster records it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NodeStatus {
+    Up,
+    Down,
+    Draining,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Up => "up",
+            NodeStatus::Down => "down",
+            NodeStatus::Draining => "draining",
+        }
+    }
+}
+
+/// A host running `havend`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    /// `host:port` of the QUIC peer endpoint.
+    pub peer_addr: String,
+    /// `http://host:port` of the HTTP API.
+    pub api_url: String,
+    /// `http://host:port` of the HTTP router.
+    pub router_url: String,
+    pub memory_mb: u64,
+    pub cpus: u32,
+    pub labels: BTreeMap<String, String>,
+    pub status: NodeStatus,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An app. Names follow Heroku: `^[a-z][a-z0-9-]{1,28}[a-z0-9]$`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct App {
+    pub id: Uuid,
+    pub name: String,
+    pub stack: String,
+    pub buildpacks: Vec<String>,
+    pub maintenance: bool,
+    pub domains: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Time of the newest release.
+    pub released_at: Option<DateTime<Utc>>,
+    /// The config vars now in force (those of the newest release).
+    pub config: BTreeMap<String, String>,
+    /// Releases in version order: `releases[i].version == i + 1`.
+    pub releases: Vec<Release>,
+    /// Formation by process type.
+    pub formation: BTreeMap<String, Formation>,
+}
+
+impl App {
+    /// The release in force: the newest that succeeded.
+    pub fn current_release(&self) -> Option<&Release> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| r.status == ReleaseStatus::Succeeded)
+    }
+
+    /// A release by version (`5`, `v5`) or id.
+    pub fn find_release(&self, key: &str) -> Option<&Release> {
+        let version = key.strip_prefix('v').unwrap_or(key).parse::<u64>().ok();
+        match version {
+            Some(v) => self.releases.iter().find(|r| r.version == v),
+            None => self.releases.iter().find(|r| r.id.to_string() == key),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ReleaseStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseStatus::Pending => "pending",
+            ReleaseStatus::Succeeded => "succeeded",
+            ReleaseStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A release: a slug (none before the first build) paired with config vars.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Release {
+    pub id: Uuid,
+    pub version: u64,
+    pub slug: Option<Uuid>,
+    pub config: BTreeMap<String, String>,
+    pub description: String,
+    pub status: ReleaseStatus,
+    pub created_at: DateTime<Utc>,
+    /// Email of who made it.
+    pub user: String,
+}
+
+/// The wanted quantity and size of one process type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Formation {
+    pub id: Uuid,
+    pub process_type: String,
+    pub quantity: u32,
+    pub size: String,
+    pub command: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An API token. Only its sha256 is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Token {
+    pub id: Uuid,
+    pub sha256: String,
+    pub user_email: String,
+    pub user_id: Uuid,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user account (today: the admin made at `havend init`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub cluster: Option<Cluster>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Apps by id.
+    pub apps: BTreeMap<Uuid, App>,
+    pub users: BTreeMap<Uuid, User>,
+    /// Tokens by their sha256 (hex).
+    pub tokens: BTreeMap<String, Token>,
+}
+
+impl State {
+    /// An app by name or id.
+    pub fn find_app(&self, key: &str) -> Option<&App> {
+        if let Ok(id) = key.parse::<Uuid>() {
+            if let Some(app) = self.apps.get(&id) {
+                return Some(app);
+            }
+        }
+        self.apps.values().find(|a| a.name == key)
+    }
+
+    /// The token whose sha256 is `sha256_hex`.
+    pub fn token(&self, sha256_hex: &str) -> Option<&Token> {
+        self.tokens.get(sha256_hex)
+    }
+}
+
+/// Checks an app name against Heroku's rule.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let ok = (3..=30).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes[1..bytes.len() - 1]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name {name:?} is invalid: it must start with a letter, hold only lowercase letters, digits and dashes, end with a letter or digit, and be 3 to 30 characters long"
+        ))
+    }
+}
+
+/// Checks a process type name (`web`, `worker`, `release`, ...).
+pub fn validate_process_type(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 30
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "process type {name:?} is invalid: use 1 to 30 letters, digits, dashes or underscores"
+        ))
+    }
+}
+
+/// Normalizes a dyno size (`Standard-1X` → `standard-1x`), rejecting unknown ones.
+pub fn normalize_size(size: &str) -> Result<String, String> {
+    let lower = size.trim().to_ascii_lowercase();
+    if DYNO_SIZES.iter().any(|(name, _)| *name == lower) {
+        Ok(lower)
+    } else {
+        let names: Vec<&str> = DYNO_SIZES.iter().map(|(n, _)| *n).collect();
+        Err(format!(
+            "size {size:?} is unknown: use one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// Checks a config var name: like an environment variable.
+pub fn validate_config_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && key.len() <= 256
+        && !key.as_bytes()[0].is_ascii_digit()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "config var name {key:?} is invalid: use letters, digits and underscores, not starting with a digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names() {
+        for good in ["abc", "my-app", "a1b", "app-2024", "a234567890123456789012345678zz"] {
+            assert!(validate_app_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "ab", "1app", "App", "my_app", "app-", "-app", "a2345678901234567890123456789zz", "ünï"] {
+            assert!(validate_app_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_normalize() {
+        assert_eq!(normalize_size("Standard-1X").unwrap(), "standard-1x");
+        assert_eq!(normalize_size("performance-l").unwrap(), "performance-l");
+        assert!(normalize_size("huge").is_err());
+    }
+
+    #[test]
+    fn config_keys() {
+        assert!(validate_config_key("DATABASE_URL").is_ok());
+        assert!(validate_config_key("foo1").is_ok());
+        for bad in ["", "1X", "A-B", "A B", "A=B"] {
+            assert!(validate_config_key(bad).is_err(), "{bad}");
+        }
+    }
+}
