@@ -1,0 +1,313 @@
+//! The agent's data dir and its configuration.
+//!
+//! Layout of `DATA_DIR`:
+//! - `havend.toml`: this node's identity and listen addresses ([`NodeConfig`]), written
+//!   by `init`/`join`, so that a restart needs only `--data-dir`;
+//! - `ca.pem`, `ca-key.pem`, `node.pem`, `node-key.pem`: the cluster CA and this node's
+//!   certificate (keys mode 0600);
+//! - `bootstrap.json`: the first command of a new cluster, present between `init` and
+//!   the first run that commits it;
+//! - `raft/`: the RocksDB store.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::tls::CertKey;
+
+/// Default listen addresses.
+pub const DEFAULT_API_LISTEN: &str = "0.0.0.0:7400";
+pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:7401";
+pub const DEFAULT_ROUTER_LISTEN: &str = "0.0.0.0:7480";
+
+/// Timings of Raft, overridable in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_after: u64,
+    pub keep_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        let d = haven_raft::RaftSettings::default();
+        RaftTuning {
+            heartbeat_ms: d.heartbeat.as_millis() as u64,
+            election_timeout_min_ms: d.election_timeout_min.as_millis() as u64,
+            election_timeout_max_ms: d.election_timeout_max.as_millis() as u64,
+            snapshot_after: d.snapshot_after,
+            keep_logs: d.keep_logs,
+        }
+    }
+}
+
+impl RaftTuning {
+    pub fn settings(&self) -> Result<haven_raft::RaftSettings> {
+        if self.heartbeat_ms == 0 || self.election_timeout_min_ms <= self.heartbeat_ms {
+            bail!("raft timings: election_timeout_min_ms must exceed heartbeat_ms, which must be above 0");
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            bail!("raft timings: election_timeout_max_ms must exceed election_timeout_min_ms");
+        }
+        Ok(haven_raft::RaftSettings {
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            election_timeout_min: Duration::from_millis(self.election_timeout_min_ms),
+            election_timeout_max: Duration::from_millis(self.election_timeout_max_ms),
+            snapshot_after: self.snapshot_after.max(1),
+            keep_logs: self.keep_logs,
+            ..haven_raft::RaftSettings::default()
+        })
+    }
+}
+
+/// This node's configuration, stored as `havend.toml` in the data dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub name: String,
+    pub cluster_id: String,
+    pub api_listen: String,
+    pub peer_listen: String,
+    pub router_listen: String,
+    /// Host or IP other nodes and clients use to reach this one.
+    pub advertise_host: String,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+impl NodeConfig {
+    fn port_of(listen: &str) -> Result<u16> {
+        listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .with_context(|| format!("listen address {listen:?} has no port; use HOST:PORT"))
+    }
+
+    fn host_port(&self, listen: &str) -> Result<String> {
+        let port = Self::port_of(listen)?;
+        if self.advertise_host.contains(':') {
+            Ok(format!("[{}]:{port}", self.advertise_host))
+        } else {
+            Ok(format!("{}:{port}", self.advertise_host))
+        }
+    }
+
+    /// `host:port` other nodes dial for QUIC.
+    pub fn peer_addr(&self) -> Result<String> {
+        self.host_port(&self.peer_listen)
+    }
+
+    pub fn api_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.host_port(&self.api_listen)?))
+    }
+
+    pub fn router_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.host_port(&self.router_listen)?))
+    }
+
+    /// Checks the addresses parse.
+    pub fn validate(&self) -> Result<()> {
+        for (what, addr) in [
+            ("api", &self.api_listen),
+            ("peer", &self.peer_listen),
+            ("router", &self.router_listen),
+        ] {
+            addr.parse::<std::net::SocketAddr>()
+                .with_context(|| format!("{what} listen address {addr:?} is invalid; use IP:PORT such as 0.0.0.0:7400"))?;
+        }
+        if self.advertise_host.is_empty() {
+            bail!("advertise host is empty; pass --advertise-host with an address other nodes can reach");
+        }
+        self.raft.settings()?;
+        Ok(())
+    }
+}
+
+/// Paths inside a data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("havend.toml")
+    }
+    pub fn bootstrap_path(&self) -> PathBuf {
+        self.root.join("bootstrap.json")
+    }
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
+    }
+
+    /// Whether `init` or `join` already ran here.
+    pub fn is_set_up(&self) -> bool {
+        self.config_path().exists()
+    }
+
+    /// Creates the directory (mode 0700) for `init`/`join`, refusing one already set up.
+    pub fn create(&self) -> Result<()> {
+        if self.is_set_up() {
+            bail!(
+                "{} already holds a havend node; start it with `havend run --data-dir {}` or choose another --data-dir",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("create data dir {}", self.root.display()))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    pub fn load_config(&self) -> Result<NodeConfig> {
+        let path = self.config_path();
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "read {}; is {} a havend data dir? create one with `havend init` or `havend join`",
+                path.display(),
+                self.root.display()
+            )
+        })?;
+        let cfg: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn save_config(&self, cfg: &NodeConfig) -> Result<()> {
+        write_private(&self.config_path(), toml::to_string_pretty(cfg)?.as_bytes())
+    }
+
+    pub fn save_certs(&self, ca: &CertKey, node: &CertKey) -> Result<()> {
+        write_private(&self.root.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write_private(&self.root.join("ca-key.pem"), ca.key_pem.as_bytes())?;
+        write_private(&self.root.join("node.pem"), node.cert_pem.as_bytes())?;
+        write_private(&self.root.join("node-key.pem"), node.key_pem.as_bytes())?;
+        Ok(())
+    }
+
+    /// Returns (CA, node) certificates and keys.
+    pub fn load_certs(&self) -> Result<(CertKey, CertKey)> {
+        let read = |name: &str| {
+            let p = self.root.join(name);
+            fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))
+        };
+        Ok((
+            CertKey {
+                cert_pem: read("ca.pem")?,
+                key_pem: read("ca-key.pem")?,
+            },
+            CertKey {
+                cert_pem: read("node.pem")?,
+                key_pem: read("node-key.pem")?,
+            },
+        ))
+    }
+}
+
+/// Writes a file readable only by its owner, atomically (temp file + rename + fsync).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// Memory of this host in MiB, from /proc/meminfo.
+pub fn host_memory_mb() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+/// CPUs available to this process.
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig {
+            node_id: 1,
+            name: "n1".into(),
+            cluster_id: "c".into(),
+            api_listen: "0.0.0.0:7400".into(),
+            peer_listen: "0.0.0.0:7401".into(),
+            router_listen: "0.0.0.0:7480".into(),
+            advertise_host: "10.77.0.11".into(),
+            raft: RaftTuning::default(),
+        }
+    }
+
+    #[test]
+    fn advertised_addresses() {
+        let c = cfg();
+        assert_eq!(c.peer_addr().unwrap(), "10.77.0.11:7401");
+        assert_eq!(c.api_url().unwrap(), "http://10.77.0.11:7400");
+        assert_eq!(c.router_url().unwrap(), "http://10.77.0.11:7480");
+        let mut v6 = cfg();
+        v6.advertise_host = "::1".into();
+        assert_eq!(v6.peer_addr().unwrap(), "[::1]:7401");
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = cfg();
+        c.api_listen = "nonsense".into();
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("api listen address"), "{err}");
+        let mut c = cfg();
+        c.raft.election_timeout_min_ms = 10;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn config_roundtrip_and_private_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(&dir.path().join("node"));
+        dd.create().unwrap();
+        dd.save_config(&cfg()).unwrap();
+        assert_eq!(dd.load_config().unwrap().name, "n1");
+        let mode = fs::metadata(dd.config_path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(dd.create().is_err(), "a set-up dir is refused");
+    }
+}

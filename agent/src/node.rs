@@ -1,0 +1,236 @@
+//! One running agent: wires the peer endpoint, the Raft node, the HTTP API and the router
+//! listener, and shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use haven_raft::command::{Command, CommandError};
+use haven_raft::model::{Node, NodeStatus};
+use haven_raft::HavenRaft;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::{self, ApiContext};
+use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
+use crate::join::JoinServer;
+use crate::peer::{self, QuicConnector, Services};
+
+/// This node as the replicated model describes it.
+pub fn node_record(cfg: &NodeConfig) -> Result<Node> {
+    Ok(Node {
+        id: cfg.node_id,
+        name: cfg.name.clone(),
+        peer_addr: cfg.peer_addr()?,
+        api_url: cfg.api_url()?,
+        router_url: cfg.router_url()?,
+        memory_mb: host_memory_mb(),
+        cpus: host_cpus(),
+        labels: Default::default(),
+        status: NodeStatus::Up,
+        joined_at: Utc::now(),
+    })
+}
+
+/// A started agent.
+pub struct Agent {
+    pub cfg: NodeConfig,
+    pub raft: HavenRaft,
+    pub connector: QuicConnector,
+    endpoint: quinn::Endpoint,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Starts every part of the agent from its data dir.
+    pub async fn start(data: &DataDir) -> Result<Agent> {
+        let cfg = data.load_config()?;
+        let (ca, node_cert) = data.load_certs()?;
+        let peer_listen: SocketAddr = cfg.peer_listen.parse()?;
+        let endpoint = peer::bind_endpoint(peer_listen, &node_cert, &ca.cert_pem)?;
+        let connector = QuicConnector::new(endpoint.clone());
+        let raft = HavenRaft::open(
+            cfg.node_id,
+            &data.raft_dir(),
+            Arc::new(connector.clone()),
+            cfg.raft.settings()?,
+        )
+        .await
+        .context("open the raft store")?;
+        let services = Services {
+            peer: raft.peer_server(),
+            join: JoinServer {
+                ca: ca.clone(),
+                raft: raft.clone(),
+            },
+        };
+        let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
+        info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let api_listener = TcpListener::bind(&cfg.api_listen)
+            .await
+            .with_context(|| format!("bind the API on {}", cfg.api_listen))?;
+        let app = api::router(ApiContext {
+            raft: raft.clone(),
+            node_id: cfg.node_id,
+        });
+        tasks.push(tokio::spawn(serve_http("api", api_listener, app, shutdown_rx.clone())));
+        info!(addr = %cfg.api_listen, "API listening");
+
+        let router_listener = TcpListener::bind(&cfg.router_listen)
+            .await
+            .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
+        tasks.push(tokio::spawn(serve_http(
+            "router",
+            router_listener,
+            placeholder_router(),
+            shutdown_rx.clone(),
+        )));
+
+        let agent = Agent {
+            cfg,
+            raft,
+            connector,
+            endpoint,
+            shutdown_tx,
+            tasks,
+        };
+        agent.bootstrap_if_new(data).await?;
+        tasks_push_register(&agent);
+        Ok(agent)
+    }
+
+    /// On the first run after `init`: make a one-node cluster and commit the bootstrap
+    /// command kept in the data dir.
+    async fn bootstrap_if_new(&self, data: &DataDir) -> Result<()> {
+        let path = data.bootstrap_path();
+        if !path.exists() {
+            return Ok(());
+        }
+        let cmd: Command = serde_json::from_slice(&std::fs::read(&path)?)
+            .with_context(|| format!("parse {}", path.display()))?;
+        if !self.raft.is_initialized() {
+            self.raft.initialize_single(&self.cfg.peer_addr()?).await?;
+            info!("initialized a new one-node cluster");
+        }
+        self.raft
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .context("wait for this node to lead the new cluster")?;
+        match self.raft.write(cmd).await {
+            Ok(Ok(_)) => info!("cluster bootstrapped"),
+            Ok(Err(CommandError::Conflict(_))) => info!("cluster was already bootstrapped"),
+            Ok(Err(e)) => anyhow::bail!("bootstrap command rejected: {e}"),
+            Err(e) => anyhow::bail!("bootstrap: {e}"),
+        }
+        std::fs::remove_file(&path)?;
+        Ok(())
+    }
+
+    /// Asks the cluster, through the node at `peer_addr`, to add this node.
+    pub async fn request_membership(&self, peer_addr: &str, deadline: Duration) -> Result<()> {
+        let node = node_record(&self.cfg)?;
+        let start = tokio::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < deadline {
+            match self.connector.client(peer_addr).await {
+                Ok(client) => {
+                    let mut ctx = tarpc::context::current();
+                    ctx.deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    match client.add_node(ctx, node.clone()).await {
+                        Ok(Ok(Ok(_))) => return Ok(()),
+                        Ok(Ok(Err(e))) => anyhow::bail!("the cluster refused this node: {e}"),
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("could not join through {peer_addr}: {last}")
+    }
+
+    /// Stops serving and closes the store.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        let _ = self.shutdown_tx.send(true);
+        self.endpoint.close(0u32.into(), b"shutdown");
+        self.raft.shutdown().await;
+        for t in self.tasks {
+            t.abort();
+        }
+        self.endpoint.wait_idle().await;
+        info!("stopped");
+    }
+}
+
+/// Keeps this node's record (addresses, capacity) current in the model after a restart.
+fn tasks_push_register(agent: &Agent) {
+    let raft = agent.raft.clone();
+    let Ok(me) = node_record(&agent.cfg) else { return };
+    tokio::spawn(async move {
+        for _ in 0..120 {
+            if raft.wait_for_leader(Duration::from_secs(5)).await.is_ok() {
+                let known = raft.with_state(|s| s.nodes.get(&me.id).cloned());
+                let Some(known) = known else {
+                    // Not registered yet: a joining node is registered by `add_node`.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                if known.peer_addr == me.peer_addr
+                    && known.api_url == me.api_url
+                    && known.router_url == me.router_url
+                    && known.memory_mb == me.memory_mb
+                    && known.cpus == me.cpus
+                {
+                    return;
+                }
+                match raft.write(Command::RegisterNode { node: me.clone() }).await {
+                    Ok(Ok(_)) => {
+                        info!("updated this node's record");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "node record update rejected");
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "node record update failed; retrying"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn serve_http(
+    what: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        error!(error = %e, "{what} server failed");
+    }
+}
+
+/// Until the router exists, the router address answers every request with a plain 404.
+fn placeholder_router() -> axum::Router {
+    axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "No app is routed here yet: this Haven version does not run dynos.\n",
+        )
+    })
+}

@@ -1,0 +1,208 @@
+//! The peer transport: one QUIC endpoint per agent (design §3).
+//!
+//! Every agent-to-agent call rides on it. Connections with ALPN [`ALPN_PEER`] must present
+//! a certificate from the cluster CA (rustls verifies the chain; we refuse connections
+//! without one); each bi-stream on them carries one tarpc `Peer` session (Raft RPCs,
+//! write forwarding, read index, joining). Connections with ALPN [`ALPN_JOIN`] come from
+//! nodes that have no certificate yet and may only call the join service.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::future::BoxFuture;
+use haven_raft::model::NodeId;
+use haven_raft::rpc::{peer_client, PeerClient, PeerServer};
+use haven_raft::PeerConnector;
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use tracing::{debug, info, warn};
+
+use crate::join::JoinServer;
+use crate::tls::{self, CertKey, ALPN_JOIN, ALPN_PEER, NODE_SERVER_NAME};
+
+/// QUIC transport settings shared by both sides: keep-alives well under the idle timeout
+/// so that a dead peer is noticed within seconds.
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(300)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(3)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.max_concurrent_bidi_streams(1024u32.into());
+    Arc::new(t)
+}
+
+/// Builds the QUIC client config of a node holding a cluster certificate.
+pub fn peer_quic_client(node: &CertKey, ca_pem: &str) -> Result<quinn::ClientConfig> {
+    let crypto = QuicClientConfig::try_from(tls::peer_client_config(node, ca_pem)?)
+        .context("QUIC client config")?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport_config());
+    Ok(cfg)
+}
+
+/// Binds the QUIC endpoint on `listen` with the node's certificate.
+pub fn bind_endpoint(listen: SocketAddr, node: &CertKey, ca_pem: &str) -> Result<quinn::Endpoint> {
+    let crypto = QuicServerConfig::try_from(tls::server_config(node, ca_pem)?)
+        .context("QUIC server config")?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport_config());
+    let mut endpoint = quinn::Endpoint::server(server, listen)
+        .with_context(|| format!("bind peer endpoint on udp {listen}"))?;
+    endpoint.set_default_client_config(peer_quic_client(node, ca_pem)?);
+    Ok(endpoint)
+}
+
+/// Resolves `host:port` to a socket address.
+pub async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("resolve {addr}: no address"))
+}
+
+/// Opens tarpc `Peer` clients over the QUIC endpoint, one connection per peer address,
+/// one bi-stream per client.
+#[derive(Clone)]
+pub struct QuicConnector {
+    endpoint: quinn::Endpoint,
+    conns: Arc<Mutex<HashMap<String, quinn::Connection>>>,
+}
+
+impl QuicConnector {
+    pub fn new(endpoint: quinn::Endpoint) -> QuicConnector {
+        QuicConnector {
+            endpoint,
+            conns: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A live connection to `addr`, reusing the cached one.
+    pub async fn connection(&self, addr: &str) -> Result<quinn::Connection, String> {
+        let cached = self
+            .conns
+            .lock()
+            .ok()
+            .and_then(|m| m.get(addr).cloned())
+            .filter(|c| c.close_reason().is_none());
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let sock = resolve(addr).await?;
+        let connecting = self
+            .endpoint
+            .connect(sock, NODE_SERVER_NAME)
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| format!("connect to {addr}: timed out"))?
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(addr.to_string(), conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// A new `Peer` client on a fresh bi-stream to `addr`.
+    pub async fn client(&self, addr: &str) -> Result<PeerClient, String> {
+        let conn = self.connection(addr).await?;
+        match conn.open_bi().await {
+            Ok((send, recv)) => Ok(peer_client(tokio::io::join(recv, send))),
+            Err(e) => {
+                if let Ok(mut m) = self.conns.lock() {
+                    m.remove(addr);
+                }
+                Err(format!("open stream to {addr}: {e}"))
+            }
+        }
+    }
+}
+
+impl PeerConnector for QuicConnector {
+    fn connect(
+        &self,
+        _target: NodeId,
+        peer_addr: String,
+    ) -> BoxFuture<'static, Result<PeerClient, String>> {
+        let this = self.clone();
+        Box::pin(async move { this.client(&peer_addr).await })
+    }
+}
+
+/// What incoming connections are served with.
+#[derive(Clone)]
+pub struct Services {
+    pub peer: PeerServer,
+    pub join: JoinServer,
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, services: Services) {
+    while let Some(incoming) = endpoint.accept().await {
+        let services = services.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => handle_connection(conn, services).await,
+                Err(e) => debug!(%remote, error = %e, "peer handshake failed"),
+            }
+        });
+    }
+}
+
+fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+fn has_client_cert(conn: &quinn::Connection) -> bool {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .is_some_and(|certs| !certs.is_empty())
+}
+
+async fn handle_connection(conn: quinn::Connection, services: Services) {
+    let remote = conn.remote_address();
+    match alpn_of(&conn).as_deref() {
+        Some(p) if p == ALPN_PEER => {
+            if !has_client_cert(&conn) {
+                warn!(%remote, "refused a peer connection without a cluster certificate");
+                conn.close(1u32.into(), b"a cluster certificate is required");
+                return;
+            }
+            loop {
+                let (send, recv) = match conn.accept_bi().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(%remote, error = %e, "peer connection closed");
+                        return;
+                    }
+                };
+                tokio::spawn(haven_raft::rpc::serve_peer(
+                    tokio::io::join(recv, send),
+                    services.peer.clone(),
+                ));
+            }
+        }
+        Some(p) if p == ALPN_JOIN => {
+            info!(%remote, "join connection");
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(crate::join::serve(
+                    tokio::io::join(recv, send),
+                    services.join.clone(),
+                ));
+            }
+        }
+        _ => {
+            conn.close(2u32.into(), b"unknown protocol");
+        }
+    }
+}
