@@ -207,7 +207,9 @@ pub struct ClusterStatus {
     pub voters: Vec<String>,
     pub learners: Vec<String>,
     pub applied_index: Option<u64>,
-    pub committed_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
 }
 
 /// One entry of `GET /cluster/nodes`: Haven-only.

@@ -2,22 +2,24 @@
 //!
 //! - [`model`]: the domain model every replica holds ([`model::State`]).
 //! - [`command`]: the commands that change it, applied deterministically.
-//! - `store`: openraft's log store and state machine over one RocksDB (column families for
+//! - `storage`: openraft's log store and state machine over one RocksDB (column families for
 //!   the log, the Raft metadata and the state machine's snapshot). The WAL is synced before
 //!   an append is reported persisted and before a vote is saved.
 //! - [`rpc`]: the tarpc `Peer` service (Raft RPCs, write forwarding, read index, joining)
 //!   and helpers to run it over any byte stream (the agent gives QUIC bi-streams).
-//! - `network`: openraft's network factory over [`PeerConnector`].
+//! - `node`: the Raft node: write forwarding, read barriers, membership, and openraft's
+//!   network over [`PeerConnector`].
 //!
 //! **Architecture invariant:** only this crate names openraft and RocksDB. The agent uses
 //! [`HavenRaft`] and the tarpc service, nothing else.
 
 pub mod command;
 pub mod model;
+#[path = "service.rs"]
 pub mod rpc;
 
-mod network;
-mod store;
+mod node;
+mod storage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +31,17 @@ use serde::{Deserialize, Serialize};
 use command::{Command, CommandResult};
 use model::{Node, NodeId, State};
 
-pub use store::open_store_for_tests;
+pub use storage::open_store;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for Haven.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
 
 /// Opens tarpc clients to other nodes. The agent implements it over QUIC with the
 /// cluster's mutual TLS; `peer_addr` is the `host:port` in the Raft membership.
@@ -87,7 +99,12 @@ pub struct RaftStatus {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub applied_index: Option<u64>,
-    pub committed_index: Option<u64>,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Last index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last index purged from this node's log.
+    pub purged_index: Option<u64>,
     /// Peer address of every member, from the membership config.
     pub members: Vec<(NodeId, String)>,
 }
@@ -98,7 +115,7 @@ pub const MAX_VOTERS: usize = 5;
 /// A running Raft node with its store. Cheap to clone.
 #[derive(Clone)]
 pub struct HavenRaft {
-    inner: Arc<network::Inner>,
+    inner: Arc<node::Inner>,
 }
 
 impl HavenRaft {
@@ -109,7 +126,7 @@ impl HavenRaft {
         connector: Arc<dyn PeerConnector>,
         settings: RaftSettings,
     ) -> anyhow::Result<HavenRaft> {
-        network::Inner::open(node_id, data_dir, connector, settings)
+        node::Inner::open(node_id, data_dir, connector, settings)
             .await
             .map(|inner| HavenRaft { inner: Arc::new(inner) })
     }
