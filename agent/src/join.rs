@@ -71,7 +71,7 @@ pub fn secret_hash(secret: &str) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinRequest {
+pub struct JoinApplication {
     pub secret: String,
     pub node_id: u64,
     pub name: String,
@@ -89,7 +89,7 @@ pub struct JoinGrant {
 #[tarpc::service]
 pub trait Join {
     /// Proves the join secret and receives a node certificate.
-    async fn join(req: JoinRequest) -> Result<JoinGrant, String>;
+    async fn join(req: JoinApplication) -> Result<JoinGrant, String>;
 }
 
 /// Answers joins on this node.
@@ -100,7 +100,7 @@ pub struct JoinServer {
 }
 
 impl Join for JoinServer {
-    async fn join(self, _: tarpc::context::Context, req: JoinRequest) -> Result<JoinGrant, String> {
+    async fn join(self, _: tarpc::context::Context, req: JoinApplication) -> Result<JoinGrant, String> {
         let cluster = self
             .raft
             .with_state(|s| s.cluster.clone())
@@ -161,9 +161,9 @@ pub async fn request_grant(token: &JoinToken, peer_addr: &str, node_id: u64, nam
     let framed = tokio_util::codec::Framed::new(tokio::io::join(recv, send), codec());
     let client = JoinClient::new(Default::default(), transport::new(framed, Bincode::default())).spawn();
     let mut ctx = tarpc::context::current();
-    ctx.deadline = std::time::Instant::now() + Duration::from_secs(15);
+    ctx.deadline = std::time::SystemTime::now() + Duration::from_secs(15);
     let grant = client
-        .join(ctx, JoinRequest { secret: token.s.clone(), node_id, name: name.to_string() })
+        .join(ctx, JoinApplication { secret: token.s.clone(), node_id, name: name.to_string() })
         .await
         .with_context(|| format!("join request to {peer_addr}"))?
         .map_err(|e| anyhow::anyhow!("{peer_addr} refused the join: {e}"))?;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::api::{self, ApiContext};
+use crate::http_api::{self as api, ApiContext};
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
 use crate::join::JoinServer;
 use crate::peer::{self, QuicConnector, Services};
@@ -142,7 +142,7 @@ impl Agent {
             match self.connector.client(peer_addr).await {
                 Ok(client) => {
                     let mut ctx = tarpc::context::current();
-                    ctx.deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    ctx.deadline = std::time::SystemTime::now() + Duration::from_secs(60);
                     match client.add_node(ctx, node.clone()).await {
                         Ok(Ok(Ok(_))) => return Ok(()),
                         Ok(Ok(Err(e))) => anyhow::bail!("the cluster refused this node: {e}"),

@@ -206,3 +206,97 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{generate_ca, issue_node_cert};
+
+    /// Accepts one connection and reports whether its handshake succeeded.
+    async fn accept_one(endpoint: quinn::Endpoint) -> bool {
+        match endpoint.accept().await {
+            Some(incoming) => match incoming.await {
+                Ok(conn) => {
+                    // Mirror `handle_connection`'s rule for peer connections.
+                    alpn_of(&conn).as_deref() == Some(ALPN_PEER) && has_client_cert(&conn)
+                }
+                Err(_) => false,
+            },
+            None => false,
+        }
+    }
+
+    async fn try_connect(client: quinn::ClientConfig, server: SocketAddr) -> bool {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client);
+        let Ok(connecting) = ep.connect(server, NODE_SERVER_NAME) else { return false };
+        match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+            Ok(Ok(conn)) => {
+                // With TLS 1.3 the client may finish before the server rejects its
+                // certificate: a stream round trip shows the server's verdict.
+                match conn.open_uni().await {
+                    Ok(mut s) => {
+                        let _ = s.write_all(b"x").await;
+                        let _ = s.finish();
+                        tokio::time::timeout(Duration::from_secs(5), conn.closed()).await.is_err()
+                            || conn.close_reason().is_none()
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_certificates_from_the_cluster_ca_are_accepted() {
+        let ca = generate_ca().unwrap();
+        let server_cert = issue_node_cert(&ca, 1).unwrap();
+        let server = bind_endpoint("127.0.0.1:0".parse().unwrap(), &server_cert, &ca.cert_pem).unwrap();
+        let addr = server.local_addr().unwrap();
+
+        // A member of the cluster is accepted.
+        let member = issue_node_cert(&ca, 2).unwrap();
+        let accept = tokio::spawn(accept_one(server.clone()));
+        let client_ok = try_connect(peer_quic_client(&member, &ca.cert_pem).unwrap(), addr).await;
+        assert!(accept.await.unwrap(), "the server accepts a cluster certificate");
+        assert!(client_ok);
+
+        // A node of another cluster (its own CA), trusting our CA, is refused.
+        let other_ca = generate_ca().unwrap();
+        let stranger = issue_node_cert(&other_ca, 3).unwrap();
+        // The stranger presents its own chain but verifies the server against our CA.
+        let crypto = {
+            let (chain, key) = parse_test_chain(&stranger, &other_ca.cert_pem);
+            let roots = {
+                let mut r = rustls::RootCertStore::empty();
+                r.add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()).unwrap();
+                r
+            };
+            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap();
+            c.alpn_protocols = vec![ALPN_PEER.to_vec()];
+            c
+        };
+        let accept = tokio::spawn(accept_one(server.clone()));
+        let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto).unwrap()));
+        let stranger_ok = try_connect(client, addr).await;
+        assert!(!accept.await.unwrap(), "the server refuses a foreign certificate");
+        assert!(!stranger_ok, "the stranger cannot use the connection");
+    }
+
+    fn parse_test_chain(
+        node: &CertKey,
+        ca_pem: &str,
+    ) -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) {
+        use rustls::pki_types::pem::PemObject;
+        let leaf = rustls::pki_types::CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
+        let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).unwrap();
+        (vec![leaf, ca], key)
+    }
+}

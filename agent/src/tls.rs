@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, KeyPair, KeyUsagePurpose,
@@ -234,13 +234,6 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// Checks that a PEM certificate parses; used when loading the data dir.
-pub fn check_pem(pem: &str) -> Result<()> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|_| ())
-        .map_err(|e| anyhow!("invalid certificate PEM: {e}"))
 }
 
 #[cfg(test)]
