@@ -1,1 +1,539 @@
-fn main() {}
+//! `hctl`: Haven's command-line client, modeled on the Heroku CLI.
+
+mod client;
+mod output;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use client::{Api, Login};
+use output::{age, header, join_and, key_values, table};
+
+#[derive(Parser)]
+#[command(name = "hctl", version, about = "Manage apps on a Haven cluster")]
+struct Cli {
+    /// API URL of any node (overrides HAVEN_API and the saved login).
+    #[arg(long, global = true)]
+    api: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct AppArg {
+    /// The app (or set HAVEN_APP).
+    #[arg(short = 'a', long = "app", env = "HAVEN_APP")]
+    app: Option<String>,
+}
+
+impl AppArg {
+    fn name(&self) -> Result<&str> {
+        self.app.as_deref().filter(|a| !a.is_empty()).ok_or_else(|| anyhow!("no app specified; use -a APP or set HAVEN_APP"))
+    }
+}
+
+#[derive(Args, Clone, Copy)]
+struct JsonArg {
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Save the API URL and token (~/.config/hctl/config.toml, mode 0600).
+    Login {
+        /// The token (read from the terminal or stdin when absent).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Forget the saved login.
+    Logout,
+    /// Show who the token belongs to.
+    Whoami,
+    /// List apps.
+    Apps(JsonArg),
+    /// Create an app.
+    #[command(name = "apps:create")]
+    AppsCreate { name: Option<String>, #[command(flatten)] json: JsonArg },
+    /// Show an app.
+    #[command(name = "apps:info")]
+    AppsInfo { #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Rename an app.
+    #[command(name = "apps:rename")]
+    AppsRename { newname: String, #[command(flatten)] app: AppArg },
+    /// Delete an app and everything it has.
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        #[command(flatten)]
+        app: AppArg,
+        /// The app's name again, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Show config vars.
+    Config {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+        /// Print KEY=value lines.
+        #[arg(long)]
+        shell: bool,
+    },
+    /// Print one config var's value.
+    #[command(name = "config:get")]
+    ConfigGet { key: String, #[command(flatten)] app: AppArg },
+    /// Set config vars (KEY=value ...); makes a new release.
+    #[command(name = "config:set")]
+    ConfigSet { #[arg(required = true)] pairs: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Unset config vars (KEY ...); makes a new release.
+    #[command(name = "config:unset")]
+    ConfigUnset { #[arg(required = true)] keys: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// List releases, newest first.
+    Releases { #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Show one release.
+    #[command(name = "releases:info")]
+    ReleasesInfo { release: String, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Roll back to a release (default: the one before the current).
+    Rollback { release: Option<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Scale process types: web=2 worker=1:standard-2x web+1.
+    #[command(name = "ps:scale")]
+    PsScale { #[arg(required = true)] changes: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    /// Show maintenance mode.
+    Maintenance { #[command(flatten)] app: AppArg },
+    /// Turn maintenance mode on.
+    #[command(name = "maintenance:on")]
+    MaintenanceOn { #[command(flatten)] app: AppArg },
+    /// Turn maintenance mode off.
+    #[command(name = "maintenance:off")]
+    MaintenanceOff { #[command(flatten)] app: AppArg },
+    /// List the cluster's nodes.
+    Nodes(JsonArg),
+    /// Show the Raft status of the node you talk to.
+    #[command(name = "cluster:status")]
+    ClusterStatus(JsonArg),
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Splits `KEY=value` (the value may hold `=`).
+pub fn parse_pair(arg: &str) -> Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("{arg:?} is not KEY=value; write config:set KEY=value"),
+    }
+}
+
+/// One `ps:scale` argument: `web=2`, `web=2:standard-2x`, `web=standard-2x`, `web+1`, `web-1`.
+pub fn parse_scale(arg: &str) -> Result<Value> {
+    let bad = || anyhow!("{arg:?} is not TYPE=QUANTITY[:SIZE], TYPE=SIZE, TYPE+N or TYPE-N");
+    if let Some(pos) = arg.find(['=', '+', '-']).filter(|p| *p > 0) {
+        let (ptype, rest) = arg.split_at(pos);
+        if ptype.is_empty() {
+            return Err(bad());
+        }
+        let mut update = serde_json::Map::new();
+        update.insert("type".into(), json!(ptype));
+        if let Some(spec) = rest.strip_prefix('=') {
+            let (q, size) = match spec.split_once(':') {
+                Some((q, s)) => (Some(q), Some(s)),
+                None if spec.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-') => (Some(spec), None),
+                None => (None, Some(spec)),
+            };
+            if let Some(q) = q {
+                if q.is_empty() {
+                    return Err(bad());
+                }
+                update.insert("quantity".into(), json!(q));
+            }
+            if let Some(size) = size {
+                if size.is_empty() {
+                    return Err(bad());
+                }
+                update.insert("size".into(), json!(size));
+            }
+        } else {
+            // `web+1` / `web-1`
+            if rest.len() < 2 || !rest[1..].chars().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            update.insert("quantity".into(), json!(rest));
+        }
+        return Ok(Value::Object(update));
+    }
+    Err(bad())
+}
+
+fn read_token_interactively() -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("API token: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    let t = line.trim().to_string();
+    if t.is_empty() {
+        bail!("no token given; pass --token or type the token printed by havend init");
+    }
+    Ok(t)
+}
+
+fn app_path(app: &AppArg) -> Result<String> {
+    Ok(format!("/apps/{}", app.name()?))
+}
+
+fn current_version(api: &Api, app: &AppArg) -> Result<u64> {
+    let rels = api.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000")?;
+    Ok(rels.iter().filter_map(|r| r["version"].as_u64()).max().unwrap_or(0))
+}
+
+fn print_config(config: &Value) {
+    let map = config.as_object().cloned().unwrap_or_default();
+    let rows: Vec<(&str, String)> = map.iter().map(|(k, v)| (k.as_str(), s(v))).collect();
+    if !rows.is_empty() {
+        println!("{}", key_values(&rows));
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let api = || Api::from_env(cli.api.as_deref());
+    match &cli.cmd {
+        Cmd::Login { token } => {
+            let url = cli
+                .api
+                .clone()
+                .or_else(|| std::env::var("HAVEN_API").ok())
+                .ok_or_else(|| anyhow!("pass --api http://NODE:7400 (the API of any node)"))?;
+            let token = match token {
+                Some(t) => t.clone(),
+                None => read_token_interactively()?,
+            };
+            let client = Api::new(&url, &token)?;
+            let account = client.get("/account")?;
+            let path = Login { api: Some(client.url.clone()), token: Some(token) }.save()?;
+            println!("Logged in as {} at {} (saved in {})", s(&account["email"]), client.url, path.display());
+        }
+        Cmd::Logout => {
+            let path = client::config_path()?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => println!("Logged out (removed {})", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("Not logged in"),
+                Err(e) => return Err(e).context(format!("remove {}", path.display())),
+            }
+        }
+        Cmd::Whoami => println!("{}", s(&api()?.get("/account")?["email"])),
+        Cmd::Apps(j) => {
+            let apps = api()?.get_all("/apps", "name ..; max=1000")?;
+            if j.json {
+                return print_json(&Value::Array(apps));
+            }
+            println!("{}", header("Apps"));
+            for a in &apps {
+                println!("{}", s(&a["name"]));
+            }
+        }
+        Cmd::AppsCreate { name, json: j } => {
+            let body = match name {
+                Some(n) => json!({ "name": n }),
+                None => json!({}),
+            };
+            let app = api()?.call(Method::POST, "/apps", Some(&body))?;
+            if j.json {
+                return print_json(&app);
+            }
+            println!("Creating ⬢ {}... done", s(&app["name"]));
+            println!("{} | {}", s(&app["web_url"]), s(&app["git_url"]));
+        }
+        Cmd::AppsInfo { app, json: j } => {
+            let api = api()?;
+            let info = api.get(&app_path(app)?)?;
+            if j.json {
+                return print_json(&info);
+            }
+            let formation = api.get(&format!("{}/formation", app_path(app)?))?;
+            let dynos: Vec<String> = formation
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{}: {}", s(&f["type"]), s(&f["quantity"])))
+                .collect();
+            println!("{}", header(&s(&info["name"])));
+            println!(
+                "{}",
+                key_values(&[
+                    ("Dynos", dynos.join(", ")),
+                    ("Git URL", s(&info["git_url"])),
+                    ("Maintenance", s(&info["maintenance"])),
+                    ("Owner", s(&info["owner"]["email"])),
+                    ("Region", s(&info["region"]["name"])),
+                    ("Stack", s(&info["stack"]["name"])),
+                    ("Web URL", s(&info["web_url"])),
+                ])
+            );
+        }
+        Cmd::AppsRename { newname, app } => {
+            let out = api()?.call(Method::PATCH, &app_path(app)?, Some(&json!({ "name": newname })))?;
+            println!("Renaming {} to {}... done", app.name()?, s(&out["name"]));
+            println!("{} | {}", s(&out["web_url"]), s(&out["git_url"]));
+        }
+        Cmd::AppsDestroy { app, confirm } => {
+            let name = app.name()?;
+            if confirm.as_deref() != Some(name) {
+                bail!("this deletes {name} and all its releases; run again with --confirm {name}");
+            }
+            api()?.call(Method::DELETE, &app_path(app)?, None)?;
+            println!("Destroying ⬢ {name}... done");
+        }
+        Cmd::Config { app, json: j, shell } => {
+            let config = api()?.get(&format!("{}/config-vars", app_path(app)?))?;
+            if j.json {
+                return print_json(&config);
+            }
+            if *shell {
+                for (k, v) in config.as_object().into_iter().flatten() {
+                    println!("{k}={}", s(v));
+                }
+                return Ok(());
+            }
+            println!("{}", header(&format!("{} Config Vars", app.name()?)));
+            print_config(&config);
+        }
+        Cmd::ConfigGet { key, app } => {
+            let config = api()?.get(&format!("{}/config-vars", app_path(app)?))?;
+            // Like the Heroku CLI: an unset var prints an empty line.
+            println!("{}", config.get(key).map(s).unwrap_or_default());
+        }
+        Cmd::ConfigSet { pairs, app, json: j } => {
+            let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>>>()?;
+            let body: serde_json::Map<String, Value> = pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let api = api()?;
+            let config = api.call(Method::PATCH, &format!("{}/config-vars", app_path(app)?), Some(&Value::Object(body)))?;
+            if j.json {
+                return print_json(&config);
+            }
+            let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+            let v = current_version(&api, app)?;
+            println!("Setting {} and restarting ⬢ {}... done, v{v}", join_and(&keys), app.name()?);
+            let set: BTreeMap<String, Value> = pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            print_config(&serde_json::to_value(set)?);
+        }
+        Cmd::ConfigUnset { keys, app, json: j } => {
+            let body: serde_json::Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+            let api = api()?;
+            let config = api.call(Method::PATCH, &format!("{}/config-vars", app_path(app)?), Some(&Value::Object(body)))?;
+            if j.json {
+                return print_json(&config);
+            }
+            let v = current_version(&api, app)?;
+            println!("Unsetting {} and restarting ⬢ {}... done, v{v}", join_and(keys), app.name()?);
+        }
+        Cmd::Releases { app, json: j } => {
+            let mut rels = api()?.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000, order=desc")?;
+            rels.sort_by_key(|r| std::cmp::Reverse(r["version"].as_u64().unwrap_or(0)));
+            if j.json {
+                return print_json(&Value::Array(rels));
+            }
+            println!("{}", header(&format!("{} Releases - Current: v{}", app.name()?, rels.iter().find(|r| r["current"] == json!(true)).map(|r| s(&r["version"])).unwrap_or_default())));
+            let now = Utc::now();
+            let rows: Vec<Vec<String>> = rels
+                .iter()
+                .map(|r| {
+                    vec![
+                        format!("v{}", s(&r["version"])),
+                        s(&r["description"]),
+                        s(&r["user"]["email"]),
+                        age(&s(&r["created_at"]), now),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["Version", "Description", "User", "Created"], &rows));
+        }
+        Cmd::ReleasesInfo { release, app, json: j } => {
+            let key = release.trim_start_matches('v');
+            let api = api()?;
+            let r = api.get(&format!("{}/releases/{key}", app_path(app)?))?;
+            if j.json {
+                return print_json(&r);
+            }
+            let config = api.get(&format!("{}/releases/{key}/config-vars", app_path(app)?))?;
+            println!("{}", header(&format!("Release v{}", s(&r["version"]))));
+            println!(
+                "{}",
+                key_values(&[
+                    ("Add-ons", String::new()),
+                    ("By", s(&r["user"]["email"])),
+                    ("Change", s(&r["description"])),
+                    ("Status", s(&r["status"])),
+                    ("When", s(&r["created_at"])),
+                ])
+            );
+            println!();
+            println!("{}", header(&format!("v{} Config vars", s(&r["version"]))));
+            print_config(&config);
+        }
+        Cmd::Rollback { release, app, json: j } => {
+            let api = api()?;
+            let target = match release {
+                Some(r) => r.trim_start_matches('v').to_string(),
+                None => {
+                    let rels = api.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000")?;
+                    let current = rels.iter().find(|r| r["current"] == json!(true)).and_then(|r| r["version"].as_u64()).unwrap_or(0);
+                    rels.iter()
+                        .filter_map(|r| r["version"].as_u64().filter(|v| *v < current && r["status"] == json!("succeeded")))
+                        .max()
+                        .ok_or_else(|| anyhow!("there is no earlier release to roll back to"))?
+                        .to_string()
+                }
+            };
+            let r = api.call(Method::POST, &format!("{}/releases", app_path(app)?), Some(&json!({ "release": target })))?;
+            if j.json {
+                return print_json(&r);
+            }
+            println!("Rolling back ⬢ {} to v{target}... done, v{}", app.name()?, s(&r["version"]));
+        }
+        Cmd::PsScale { changes, app, json: j } => {
+            let updates = changes.iter().map(|c| parse_scale(c)).collect::<Result<Vec<_>>>()?;
+            let out = api()?.call(Method::PATCH, &format!("{}/formation", app_path(app)?), Some(&json!({ "updates": updates })))?;
+            if j.json {
+                return print_json(&out);
+            }
+            let now: Vec<String> = out
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| format!("{}={}:{}", s(&f["type"]), s(&f["quantity"]), s(&f["size"])))
+                .collect();
+            println!("Scaling dynos... done, now running {}", now.join(", "));
+        }
+        Cmd::Maintenance { app } => {
+            let info = api()?.get(&app_path(app)?)?;
+            println!("{}", if info["maintenance"] == json!(true) { "on" } else { "off" });
+        }
+        Cmd::MaintenanceOn { app } | Cmd::MaintenanceOff { app } => {
+            let on = matches!(cli.cmd, Cmd::MaintenanceOn { .. });
+            api()?.call(Method::PATCH, &app_path(app)?, Some(&json!({ "maintenance": on })))?;
+            println!("{} maintenance mode for ⬢ {}... done", if on { "Enabling" } else { "Disabling" }, app.name()?);
+        }
+        Cmd::Nodes(j) => {
+            let nodes = api()?.get("/cluster/nodes")?;
+            if j.json {
+                return print_json(&nodes);
+            }
+            let rows: Vec<Vec<String>> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    vec![
+                        format!("{}{}", s(&n["name"]), if n["leader"] == json!(true) { " *" } else { "" }),
+                        s(&n["id"]),
+                        s(&n["status"]),
+                        s(&n["role"]),
+                        format!("{} MiB", s(&n["memory_mb"])),
+                        s(&n["cpus"]),
+                        s(&n["api_url"]),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["Name", "ID", "Status", "Role", "Memory", "CPUs", "API"], &rows));
+            println!("(* leader)");
+        }
+        Cmd::ClusterStatus(j) => {
+            let st = api()?.get("/cluster/status")?;
+            if j.json {
+                return print_json(&st);
+            }
+            let list = |k: &str| st[k].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            println!("{}", header(&format!("Cluster {}", s(&st["cluster_name"]))));
+            println!(
+                "{}",
+                key_values(&[
+                    ("Cluster ID", s(&st["cluster_id"])),
+                    ("App domain", s(&st["app_domain"])),
+                    ("This node", format!("{} ({})", s(&st["node_name"]), s(&st["node_id"]))),
+                    ("Leader", format!("{} ({})", s(&st["leader_name"]), s(&st["leader"]))),
+                    ("Term", s(&st["term"])),
+                    ("Voters", list("voters")),
+                    ("Learners", list("learners")),
+                    ("Applied index", s(&st["applied_index"])),
+                ])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs() {
+        assert_eq!(parse_pair("A=1").unwrap(), ("A".into(), "1".into()));
+        assert_eq!(parse_pair("URL=postgres://u:p@h/db?x=y").unwrap().1, "postgres://u:p@h/db?x=y");
+        assert_eq!(parse_pair("EMPTY=").unwrap().1, "");
+        assert!(parse_pair("NOEQUALS").is_err());
+        assert!(parse_pair("=v").is_err());
+    }
+
+    #[test]
+    fn scale_arguments() {
+        let cases = [
+            ("web=2", json!({"type":"web","quantity":"2"})),
+            ("web=2:standard-2x", json!({"type":"web","quantity":"2","size":"standard-2x"})),
+            ("worker=Standard-1X", json!({"type":"worker","size":"Standard-1X"})),
+            ("web+1", json!({"type":"web","quantity":"+1"})),
+            ("web-2", json!({"type":"web","quantity":"-2"})),
+            ("web=+3", json!({"type":"web","quantity":"+3"})),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(parse_scale(arg).unwrap(), want, "{arg}");
+        }
+        for bad in ["web", "=2", "web=", "web+", "web+x", "web=2:"] {
+            assert!(parse_scale(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn login_is_saved_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Tests in this binary that touch XDG_CONFIG_HOME run only here.
+        std::env::set_var("XDG_CONFIG_HOME", dir.path());
+        let login = Login { api: Some("http://n:7400".into()), token: Some("t".into()) };
+        let path = login.save().unwrap();
+        assert_eq!(Login::load().unwrap(), login);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+}

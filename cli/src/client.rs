@@ -1,0 +1,153 @@
+//! The HTTP client of `hctl`: login config, requests with the token, one-line errors.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use haven_api::ErrorBody;
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `~/.config/hctl/config.toml`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Login {
+    pub api: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Where the login is kept: `$XDG_CONFIG_HOME/hctl/config.toml`, else `~/.config/...`.
+pub fn config_path() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?).join(".config"),
+    };
+    Ok(base.join("hctl").join("config.toml"))
+}
+
+impl Login {
+    pub fn load() -> Result<Login> {
+        let path = config_path()?;
+        match fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("parse {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Login::default()),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    /// Saves with mode 0600 in a 0700 directory.
+    pub fn save(&self) -> Result<PathBuf> {
+        let path = config_path()?;
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(toml::to_string(self)?.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+}
+
+/// An API client bound to one node and token.
+pub struct Api {
+    pub url: String,
+    token: String,
+    http: Client,
+}
+
+impl Api {
+    /// From flags, env (`HAVEN_API`, `HAVEN_TOKEN`) and the saved login, in that order.
+    pub fn from_env(api_flag: Option<&str>) -> Result<Api> {
+        let login = Login::load()?;
+        let url = api_flag
+            .map(str::to_string)
+            .or_else(|| std::env::var("HAVEN_API").ok().filter(|v| !v.is_empty()))
+            .or(login.api)
+            .ok_or_else(|| anyhow!("no API URL; run hctl login --api http://NODE:7400 or set HAVEN_API"))?;
+        let token = std::env::var("HAVEN_TOKEN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or(login.token)
+            .ok_or_else(|| anyhow!("no API token; run hctl login or set HAVEN_TOKEN"))?;
+        Api::new(&url, &token)
+    }
+
+    pub fn new(url: &str, token: &str) -> Result<Api> {
+        let http = Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Api { url: url.trim_end_matches('/').to_string(), token: token.to_string(), http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+            .header("Accept", haven_api::ACCEPT)
+    }
+
+    fn send(&self, req: RequestBuilder) -> Result<reqwest::blocking::Response> {
+        let resp = req.send().map_err(|e| {
+            let why = if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "connection refused or unreachable".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow!("cannot reach {}: {why}; check the URL (hctl login --api URL) and that havend is running there", self.url)
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: Option<ErrorBody> = resp.json().ok();
+        let message = body.map(|b| b.message).unwrap_or_else(|| status.to_string());
+        match status {
+            StatusCode::UNAUTHORIZED => bail!("the token was refused by {}; run hctl login", self.url),
+            _ => bail!("{message}"),
+        }
+    }
+
+    /// Sends a request and decodes JSON.
+    pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = self.send(req)?;
+        resp.json().with_context(|| format!("decode the answer of {}{path}", self.url))
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.call(Method::GET, path, None)
+    }
+
+    /// GETs every page of a list, following `Next-Range`.
+    pub fn get_all(&self, path: &str, first_range: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut range = Some(first_range.to_string());
+        let mut pages = 0;
+        while let Some(r) = range.take() {
+            pages += 1;
+            if pages > 1000 {
+                bail!("the server kept paginating {path}; giving up");
+            }
+            let resp = self.send(self.request(Method::GET, path).header("Range", r))?;
+            let next = (resp.status() == StatusCode::PARTIAL_CONTENT)
+                .then(|| resp.headers().get("next-range").and_then(|v| v.to_str().ok()).map(str::to_string))
+                .flatten();
+            let page: Vec<Value> = resp.json().with_context(|| format!("decode the answer of {}{path}", self.url))?;
+            out.extend(page);
+            range = next;
+        }
+        Ok(out)
+    }
+}
