@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use client::{Api, Login};
-use output::{age, header, join_and, key_values, table};
+use output::{age, header, key_values, table};
 
 #[derive(Parser)]
 #[command(name = "hctl", version, about = "Manage apps on a Haven cluster")]
@@ -333,7 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
             let v = current_version(&api, app)?;
-            println!("Setting {} and restarting ⬢ {}... done, v{v}", join_and(&keys), app.name()?);
+            println!("Setting {} and restarting ⬢ {}... done, v{v}", keys.join(", "), app.name()?);
             let set: BTreeMap<String, Value> = pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
             print_config(&serde_json::to_value(set)?);
         }
@@ -345,7 +345,7 @@ fn run(cli: Cli) -> Result<()> {
                 return print_json(&config);
             }
             let v = current_version(&api, app)?;
-            println!("Unsetting {} and restarting ⬢ {}... done, v{v}", join_and(keys), app.name()?);
+            println!("Unsetting {} and restarting ⬢ {}... done, v{v}", keys.join(", "), app.name()?);
         }
         Cmd::Releases { app, json: j } => {
             let mut rels = api()?.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000, order=desc")?;

@@ -57,15 +57,6 @@ pub fn age(time: &str, now: DateTime<Utc>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-/// `A, B and C`.
-pub fn join_and(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,11 +85,5 @@ mod tests {
         assert_eq!(age("2026-01-01T09:00:00Z", now), "3 hours ago");
         assert_eq!(age("2025-12-30T12:00:00Z", now), "2 days ago");
         assert_eq!(age("garbage", now), "garbage");
-    }
-
-    #[test]
-    fn joins() {
-        assert_eq!(join_and(&["A".into()]), "A");
-        assert_eq!(join_and(&["A".into(), "B".into(), "C".into()]), "A, B and C");
     }
 }
