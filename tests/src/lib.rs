@@ -1,1 +1,209 @@
-//! End-to-end tests live in tests/tests/.
+//! Helpers shared by the end-to-end tests and benchmarks: a cluster in a temp dir, and a
+//! small JSON-schema checker for the Heroku Platform API schema.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use haven_testcluster::{Options, TestCluster};
+use serde_json::Value;
+
+/// A running cluster and the temp dir that holds it (removed after the cluster stops).
+pub struct Env {
+    pub tc: TestCluster,
+    // Dropped after `tc` (fields drop in order): the nodes stop before their dir goes.
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Env {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.tc
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestCluster {
+        &mut self.tc
+    }
+}
+
+/// Starts an `n`-node cluster in a fresh temp dir.
+pub fn cluster(n: usize) -> Env {
+    cluster_with(n, None)
+}
+
+/// Starts an `n`-node cluster whose nodes get `config_toml` as their `--config` file.
+pub fn cluster_with(n: usize, config_toml: Option<&str>) -> Env {
+    let dir = tempfile::Builder::new().prefix("haven-e2e-").tempdir().expect("temp dir");
+    let mut opts = Options::new(n, dir.path());
+    opts.config_toml = config_toml.map(str::to_string);
+    let tc = TestCluster::start(opts).unwrap_or_else(|e| panic!("start a {n}-node cluster: {e:#}"));
+    Env { tc, _dir: dir }
+}
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A binary of the workspace, next to the test executable's target dir.
+pub fn binary(name: &str) -> PathBuf {
+    haven_testcluster::find_binary(name, None, &format!("{}_BIN", name.to_uppercase()))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The Heroku Platform API schema shipped in `shared/reference`.
+pub fn heroku_schema() -> Value {
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/heroku-platform-api-schema.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/heroku-platform-api-schema.json"),
+    ];
+    let path = candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("heroku-platform-api-schema.json not found; looked at {candidates:?}"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read schema")).expect("parse schema")
+}
+
+/// Checks `value` against `schema` (a subset of JSON Schema draft 4: `$ref`, `type`,
+/// `properties`, `items`, `enum`, `pattern`, `format: uuid|date-time`, `anyOf`), resolving
+/// references in `root`. Returns every violation with its JSON path.
+pub fn validate(root: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    check(root, schema, value, "$", &mut errors, 0);
+    errors
+}
+
+fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    let pointer = reference.strip_prefix('#')?;
+    root.pointer(pointer)
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "string" => v.is_string(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => true,
+    }
+}
+
+fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        match resolve(root, r) {
+            Some(target) => check(root, target, v, path, errors, depth + 1),
+            None => errors.push(format!("{path}: unresolvable $ref {r}")),
+        }
+        return;
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+        let ok = any.iter().any(|s| validate_at(root, s, v, depth));
+        if !ok {
+            errors.push(format!("{path}: matches none of anyOf"));
+        }
+    }
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        if !types.is_empty() && !types.iter().any(|t| type_matches(t, v)) {
+            errors.push(format!("{path}: {v} is not of type {types:?}"));
+            return;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            errors.push(format!("{path}: {v} is not one of {e:?}"));
+        }
+    }
+    if let (Some(s), Some(fmt)) = (v.as_str(), schema.get("format").and_then(Value::as_str)) {
+        let ok = match fmt {
+            "uuid" => s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "date-time" => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+            _ => true,
+        };
+        if !ok {
+            errors.push(format!("{path}: {s:?} is not a {fmt}"));
+        }
+    }
+    if let (Some(s), Some(p)) = (v.as_str(), schema.get("pattern").and_then(Value::as_str)) {
+        match regex::Regex::new(p) {
+            Ok(re) if !re.is_match(s) => errors.push(format!("{path}: {s:?} does not match {p}")),
+            _ => {}
+        }
+    }
+    if let (Some(obj), Some(props)) = (v.as_object(), schema.get("properties").and_then(Value::as_object)) {
+        for (k, sub) in props {
+            if let Some(field) = obj.get(k) {
+                check(root, sub, field, &format!("{path}.{k}"), errors, depth + 1);
+            }
+        }
+    }
+    if let (Some(items), Some(sub)) = (v.as_array(), schema.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            check(root, sub, item, &format!("{path}[{i}]"), errors, depth + 1);
+        }
+    }
+}
+
+fn validate_at(root: &Value, schema: &Value, v: &Value, depth: usize) -> bool {
+    let mut errors = Vec::new();
+    check(root, schema, v, "$", &mut errors, depth + 1);
+    errors.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validator_catches_type_format_and_pattern_errors() {
+        let root = json!({
+            "definitions": {
+                "thing": {
+                    "properties": {
+                        "id": {"type": ["string"], "format": "uuid"},
+                        "name": {"type": ["string"], "pattern": "^[a-z]+$"},
+                        "count": {"type": ["integer", "null"]},
+                        "tags": {"type": ["array"], "items": {"type": ["string"]}},
+                        "ref": {"$ref": "#/definitions/other"}
+                    }
+                },
+                "other": {"type": ["boolean"]}
+            }
+        });
+        let schema = root["definitions"]["thing"].clone();
+        let good = json!({"id": "01234567-89ab-cdef-0123-456789abcdef", "name": "abc", "count": null, "tags": ["x"], "ref": true});
+        assert_eq!(validate(&root, &schema, &good), Vec::<String>::new());
+        let bad = json!({"id": "nope", "name": "ABC", "count": "3", "tags": [1], "ref": "yes"});
+        let errors = validate(&root, &schema, &bad);
+        assert_eq!(errors.len(), 5, "{errors:?}");
+    }
+
+    #[test]
+    fn heroku_schema_resolves() {
+        let root = heroku_schema();
+        let app = root["definitions"]["app"].clone();
+        assert!(app["properties"]["name"]["$ref"].is_string());
+        assert!(validate(&root, &app, &json!({"name": "UPPER"})).len() == 1);
+    }
+}

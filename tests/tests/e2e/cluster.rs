@@ -1,0 +1,200 @@
+//! Raft cluster behaviour over real clusters: formation, forwarding, failover, restarts,
+//! snapshots, partitions and foreign peers.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use haven_tests::{binary, cluster, cluster_with, eventually};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn status(env: &haven_tests::Env, i: usize) -> Option<Value> {
+    env.get_json(i, "/cluster/status").ok()
+}
+
+fn create_app(env: &haven_tests::Env, i: usize, name: &str) {
+    let (st, body) = env.request(i, Method::POST, "/apps", Some(&json!({ "name": name }))).unwrap();
+    assert_eq!(st.as_u16(), 201, "create {name} on node {i}: {body}");
+}
+
+fn set_var(env: &haven_tests::Env, i: usize, app: &str, key: &str, value: &str) -> Result<(), String> {
+    match env.request(i, Method::PATCH, &format!("/apps/{app}/config-vars"), Some(&json!({ key: value }))) {
+        Ok((st, _)) if st.is_success() => Ok(()),
+        Ok((st, body)) => Err(format!("{st} {body}")),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+#[test]
+fn three_nodes_form_one_cluster() {
+    let env = cluster(3);
+    for i in 0..3 {
+        let s = status(&env, i).expect("status");
+        assert_eq!(s["voters"].as_array().map(Vec::len), Some(3), "node {i}: {s}");
+        assert_eq!(s["leader"], status(&env, 0).unwrap()["leader"], "all nodes agree on the leader");
+    }
+    let nodes = env.get_json(2, "/cluster/nodes").unwrap();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(3));
+    assert_eq!(nodes.as_array().unwrap().iter().filter(|n| n["leader"] == json!(true)).count(), 1);
+}
+
+#[test]
+fn app_created_through_a_follower_is_visible_on_every_node_at_once() {
+    let mut env = cluster(3);
+    let leader = env.leader_index().expect("leader");
+    let follower = (leader + 1) % 3;
+    create_app(&env, follower, "seen-everywhere");
+    for i in 0..3 {
+        // No waiting: the read barrier makes an acknowledged write visible on any node.
+        let (st, body) = env.request(i, Method::GET, "/apps/seen-everywhere", None).unwrap();
+        assert_eq!(st.as_u16(), 200, "node {i}: {body}");
+    }
+}
+
+#[test]
+fn killing_the_leader_elects_another_and_keeps_acknowledged_writes() {
+    let mut env = cluster(3);
+    create_app(&env, 0, "durable");
+    // 30 acknowledged writes through every node.
+    for k in 0..30 {
+        set_var(&env, k % 3, "durable", &format!("K{k}"), &k.to_string()).expect("write");
+    }
+    let old = env.leader_index().expect("leader");
+    let old_id = env.node_id(old).to_string();
+    env.kill(old).unwrap();
+    let started = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new_leader = eventually("a new leader", Duration::from_secs(10), || {
+        let s = status(&env, survivors[0])?;
+        let l = s["leader"].as_str()?.to_string();
+        (l != old_id).then_some(l)
+    });
+    let elected = started.elapsed();
+    println!("new leader {new_leader} elected {elected:?} after the leader was killed");
+    assert!(elected < Duration::from_secs(5), "election took {elected:?}");
+    for i in &survivors {
+        let config = env.get_json(*i, "/apps/durable/config-vars").unwrap();
+        for k in 0..30 {
+            assert_eq!(config[format!("K{k}")], json!(k.to_string()), "node {i} lost K{k}");
+        }
+    }
+    // And the cluster takes new writes.
+    set_var(&env, survivors[1], "durable", "AFTER", "1").expect("write after failover");
+}
+
+#[test]
+fn a_killed_node_restarts_and_catches_up() {
+    let mut env = cluster(3);
+    let leader = env.leader_index().expect("leader");
+    let victim = (leader + 1) % 3;
+    env.kill(victim).unwrap();
+    let other = (0..3).find(|i| *i != victim && *i != leader).unwrap();
+    create_app(&env, other, "while-down");
+    set_var(&env, leader, "while-down", "A", "1").unwrap();
+    env.restart(victim).unwrap();
+    let config = eventually("the restarted node to answer with the new app", Duration::from_secs(20), || {
+        let (st, body) = env.request(victim, Method::GET, "/apps/while-down/config-vars", None).ok()?;
+        st.is_success().then_some(body)
+    });
+    assert_eq!(config["A"], "1");
+    // Its own replica caught up too: applied index reaches the leader's.
+    let target = status(&env, leader).unwrap()["applied_index"].as_u64().unwrap();
+    eventually("the replica to catch up", Duration::from_secs(10), || {
+        (status(&env, victim)?["applied_index"].as_u64()? >= target).then_some(())
+    });
+}
+
+#[test]
+fn a_node_behind_a_purged_log_catches_up_by_snapshot() {
+    let mut env = cluster_with(3, Some("[raft]\nsnapshot_after = 20\nkeep_logs = 5\n"));
+    let leader = env.leader_index().expect("leader");
+    let victim = (leader + 2) % 3;
+    create_app(&env, leader, "snappy");
+    let before = status(&env, victim).unwrap()["last_log_index"].as_u64().unwrap();
+    env.kill(victim).unwrap();
+    for k in 0..80 {
+        set_var(&env, leader, "snappy", "N", &k.to_string()).unwrap();
+    }
+    let purged = eventually("the leader to purge its log", Duration::from_secs(10), || {
+        let p = status(&env, leader)?["purged_index"].as_u64()?;
+        (p > before + 1).then_some(p)
+    });
+    println!("leader purged up to {purged}; the stopped node had {before}");
+    env.restart(victim).unwrap();
+    let s = eventually("the node to install a snapshot", Duration::from_secs(30), || {
+        let s = status(&env, victim)?;
+        (s["snapshot_index"].as_u64()? > before).then_some(s)
+    });
+    println!("restarted node status: {s}");
+    let config = env.get_json(victim, "/apps/snappy/config-vars").unwrap();
+    assert_eq!(config["N"], "79");
+}
+
+#[test]
+fn a_partitioned_minority_cannot_commit_and_heals() {
+    let mut env = cluster(3);
+    if !env.is_netns() {
+        println!("skipped: partitions need root and iproute2 (network namespaces)");
+        return;
+    }
+    create_app(&env, 0, "split");
+    let old = env.leader_index().expect("leader");
+    env.partition(old).unwrap();
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    // The majority elects a leader and commits.
+    eventually("the majority to commit", Duration::from_secs(15), || {
+        set_var(&env, majority[0], "split", "MAJORITY", "yes").ok()
+    });
+    // The isolated old leader cannot commit.
+    let lost = set_var(&env, old, "split", "MINORITY", "no");
+    assert!(lost.is_err(), "a write on the minority side must fail");
+    env.heal(old).unwrap();
+    let expect_leader = status(&env, majority[0]).unwrap()["leader"].clone();
+    eventually("all nodes to agree after heal", Duration::from_secs(20), || {
+        let agree = (0..3).all(|i| status(&env, i).is_some_and(|s| s["leader"] == expect_leader));
+        agree.then_some(())
+    });
+    for i in 0..3 {
+        let c = env.get_json(i, "/apps/split/config-vars").unwrap();
+        assert_eq!(c["MAJORITY"], "yes", "node {i}");
+        assert!(c.get("MINORITY").is_none(), "node {i} has the write the minority refused: {c}");
+    }
+}
+
+/// Rewrites a join token's fields (it is base64url JSON).
+fn edit_token(token: &str, f: impl FnOnce(&mut Value)) -> String {
+    let body = token.strip_prefix("HVNJ1.").unwrap();
+    let mut v: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+    f(&mut v);
+    format!("HVNJ1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap()))
+}
+
+fn try_join(token: &str, peer: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(binary("havend"))
+        .args(["join", "--token", token, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--name", "intruder", "--api-listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--advertise-host", "127.0.0.1", peer])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn peers_without_the_cluster_ca_or_secret_are_refused() {
+    let env = cluster(1);
+    let other = cluster(1);
+    let peer = env.file.nodes[0].peer.clone();
+    // A token of another cluster: its CA fingerprint does not match this cluster's chain.
+    let (ok, err) = try_join(&other.file.join_token, &peer);
+    assert!(!ok, "joining with a foreign cluster's token must fail");
+    assert!(err.contains("not from the cluster CA") || err.contains("certificate"), "{err}");
+    // The right CA but a wrong secret.
+    let forged = edit_token(&env.file.join_token, |v| v["s"] = json!("guess"));
+    let (ok, err) = try_join(&forged, &peer);
+    assert!(!ok);
+    assert!(err.contains("join secret was refused"), "{err}");
+    let s = status(&env, 0).unwrap();
+    assert_eq!(s["voters"].as_array().map(Vec::len), Some(1), "membership unchanged: {s}");
+    assert_eq!(s["learners"].as_array().map(Vec::len), Some(0));
+}
