@@ -1,6 +1,6 @@
 //! The HTTP API as a Heroku client sees it: shapes, statuses, errors, pagination, schema.
 
-use haven_tests::{cluster, heroku_schema, validate};
+use haven_tests::{cluster, heroku_schema, validate_haven as validate};
 use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::{json, Value};
