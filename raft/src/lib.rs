@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use command::{Command, CommandResult};
 use model::{Node, NodeId, State};
 
-pub use storage::open_store;
+pub use storage::{open_store, LogStore, StateMachineStore};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Haven.

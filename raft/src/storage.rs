@@ -233,7 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
         // Record the purge point first: entries below it may then go at any time.
-        self.put_meta(KEY_PURGED, &Some(log_id))?;
+        self.put_meta(KEY_PURGED, &log_id)?;
         let cf = self.cf(CF_LOG);
         self.db
             .delete_range_cf(cf, idx_key(0), idx_key(log_id.index.saturating_add(1)))
