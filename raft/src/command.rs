@@ -128,7 +128,8 @@ pub enum CommandError {
 }
 
 /// What a successful command produced, so that a client answered by a follower gets the
-/// result without a second read.
+/// result without a second read. Apps in outputs are [`App::summary`]s: their size does not
+/// grow with the release history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CommandOutput {
     #[default]
@@ -289,7 +290,7 @@ impl Command {
                     actor,
                 );
                 state.apps.insert(*id, app.clone());
-                Ok(CommandOutput::App(Box::new(app)))
+                Ok(CommandOutput::App(Box::new(app.summary())))
             }
             Command::UpdateApp {
                 app,
@@ -313,11 +314,11 @@ impl Command {
                     a.maintenance = *m;
                 }
                 a.updated_at = actor.at;
-                Ok(CommandOutput::App(Box::new(a.clone())))
+                Ok(CommandOutput::App(Box::new(a.summary())))
             }
             Command::DeleteApp { app } => {
                 let removed = state.apps.remove(app).ok_or_else(|| not_found_app(app))?;
-                Ok(CommandOutput::App(Box::new(removed)))
+                Ok(CommandOutput::App(Box::new(removed.summary())))
             }
             Command::SetConfig {
                 app,
@@ -354,7 +355,7 @@ impl Command {
                     actor,
                 );
                 Ok(CommandOutput::Release {
-                    app: Box::new(a.clone()),
+                    app: Box::new(a.summary()),
                     version,
                 })
             }
@@ -389,7 +390,7 @@ impl Command {
                     actor,
                 );
                 Ok(CommandOutput::Release {
-                    app: Box::new(a.clone()),
+                    app: Box::new(a.summary()),
                     version,
                 })
             }
@@ -436,7 +437,7 @@ impl Command {
                 a.formation = formation;
                 a.updated_at = actor.at;
                 Ok(CommandOutput::Formation {
-                    app: Box::new(a.clone()),
+                    app: Box::new(a.summary()),
                     types,
                 })
             }

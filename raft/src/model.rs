@@ -110,6 +110,38 @@ impl App {
             .find(|r| r.status == ReleaseStatus::Succeeded)
     }
 
+    /// A copy without the release history: only the newest release and the current one.
+    /// Command outputs carry this, so that their size does not grow with the history.
+    pub fn summary(&self) -> App {
+        let mut releases: Vec<Release> = Vec::new();
+        if let Some(current) = self.current_release() {
+            releases.push(current.clone());
+        }
+        if let Some(last) = self.releases.last() {
+            if releases.last().map(|r| r.id) != Some(last.id) {
+                releases.push(last.clone());
+            }
+        }
+        App { releases, ..self.clone_without_releases() }
+    }
+
+    fn clone_without_releases(&self) -> App {
+        App {
+            id: self.id,
+            name: self.name.clone(),
+            stack: self.stack.clone(),
+            buildpacks: self.buildpacks.clone(),
+            maintenance: self.maintenance,
+            domains: self.domains.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            released_at: self.released_at,
+            config: self.config.clone(),
+            releases: Vec::new(),
+            formation: self.formation.clone(),
+        }
+    }
+
     /// A release by version (`5`, `v5`) or id.
     pub fn find_release(&self, key: &str) -> Option<&Release> {
         let version = key.strip_prefix('v').unwrap_or(key).parse::<u64>().ok();

@@ -45,8 +45,20 @@ async fn read<R>(ctx: &ApiContext, f: impl FnOnce(&model::State) -> R) -> Result
     Ok(ctx.raft.with_state(f))
 }
 
-async fn find_app(ctx: &ApiContext, key: &str) -> Result<model::App, ApiError> {
-    read(ctx, |s| s.find_app(key).cloned()).await?.ok_or_else(ApiError::app_not_found)
+/// Runs `f` on the app `key` (name or id) after the read barrier. Handlers take only what
+/// they need: cloning a whole app would copy its release history.
+async fn with_app<R>(ctx: &ApiContext, key: &str, f: impl FnOnce(&model::State, &model::App) -> R) -> Result<R, ApiError> {
+    read(ctx, |s| s.find_app(key).map(|a| f(s, a))).await?.ok_or_else(ApiError::app_not_found)
+}
+
+/// The id of app `key`, for a write. A write needs no read barrier: the local replica
+/// resolves names it knows, and the command itself is judged on the leader. Only a name
+/// this replica does not know yet (just created elsewhere) waits at the barrier.
+async fn app_id(ctx: &ApiContext, key: &str) -> Result<Uuid, ApiError> {
+    match ctx.raft.with_state(|s| s.find_app(key).map(|a| a.id)) {
+        Some(id) => Ok(id),
+        None => with_app(ctx, key, |_, a| a.id).await,
+    }
 }
 
 async fn write(ctx: &ApiContext, cmd: Command) -> Result<CommandOutput, ApiError> {
@@ -130,8 +142,8 @@ pub async fn create_app(State(ctx): State<ApiContext>, Extension(caller): Extens
 }
 
 pub async fn app_info(State(ctx): State<ApiContext>, Path(key): Path<String>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    Ok(Json(ctx.raft.with_state(|s| wire::app(s, ctx.node_id, &app))).into_response())
+    let node = ctx.node_id;
+    Ok(Json(with_app(&ctx, &key, |s, a| wire::app(s, node, a)).await?).into_response())
 }
 
 pub async fn update_app(
@@ -144,10 +156,10 @@ pub async fn update_app(
     if let Some(n) = &req.name {
         validate_app_name(n).map_err(ApiError::invalid)?;
     }
-    let app = find_app(&ctx, &key).await?;
+    let id = app_id(&ctx, &key).await?;
     let out = write(
         &ctx,
-        Command::UpdateApp { app: app.id, name: req.name, maintenance: req.maintenance, actor: actor(&caller) },
+        Command::UpdateApp { app: id, name: req.name, maintenance: req.maintenance, actor: actor(&caller) },
     )
     .await?;
     let app = app_of(out)?;
@@ -155,17 +167,15 @@ pub async fn update_app(
 }
 
 pub async fn delete_app(State(ctx): State<ApiContext>, Path(key): Path<String>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let body = ctx.raft.with_state(|s| wire::app(s, ctx.node_id, &app));
-    write(&ctx, Command::DeleteApp { app: app.id }).await?;
-    Ok(Json(body).into_response())
+    let id = app_id(&ctx, &key).await?;
+    let app = app_of(write(&ctx, Command::DeleteApp { app: id }).await?)?;
+    Ok(Json(ctx.raft.with_state(|s| wire::app(s, ctx.node_id, &app))).into_response())
 }
 
 // ---- config vars -------------------------------------------------------------------
 
 pub async fn config_vars(State(ctx): State<ApiContext>, Path(key): Path<String>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    Ok(Json(app.config).into_response())
+    Ok(Json(with_app(&ctx, &key, |_, a| a.config.clone()).await?).into_response())
 }
 
 /// Validates a config-vars PATCH body: values are strings (set) or null (unset).
@@ -201,29 +211,27 @@ pub async fn patch_config_vars(
     body: Bytes,
 ) -> ApiResult {
     let changes = parse_config_patch(&body)?;
-    let app = find_app(&ctx, &key).await?;
     if changes.is_empty() {
-        return Ok(Json(app.config).into_response());
+        return Ok(Json(with_app(&ctx, &key, |_, a| a.config.clone()).await?).into_response());
     }
+    let id = app_id(&ctx, &key).await?;
     let out = write(
         &ctx,
-        Command::SetConfig { app: app.id, changes, release_id: Uuid::new_v4(), actor: actor(&caller) },
+        Command::SetConfig { app: id, changes, release_id: Uuid::new_v4(), actor: actor(&caller) },
     )
     .await?;
     Ok(Json(app_of(out)?.config).into_response())
 }
 
 pub async fn release_config_vars(State(ctx): State<ApiContext>, Path((key, rel)): Path<(String, String)>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let r = app.find_release(&rel).ok_or_else(ApiError::release_not_found)?;
-    Ok(Json(r.config.clone()).into_response())
+    let config = with_app(&ctx, &key, |_, a| a.find_release(&rel).map(|r| r.config.clone())).await?;
+    Ok(Json(config.ok_or_else(ApiError::release_not_found)?).into_response())
 }
 
 // ---- releases ----------------------------------------------------------------------
 
 pub async fn list_releases(State(ctx): State<ApiContext>, Path(key): Path<String>, headers: HeaderMap) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let rels: Vec<w::Release> = ctx.raft.with_state(|s| app.releases.iter().map(|r| wire::release(s, &app, r)).collect());
+    let rels: Vec<w::Release> = with_app(&ctx, &key, |s, a| a.releases.iter().map(|r| wire::release(s, a, r)).collect()).await?;
     paged(
         rels,
         &headers,
@@ -235,9 +243,8 @@ pub async fn list_releases(State(ctx): State<ApiContext>, Path(key): Path<String
 }
 
 pub async fn release_info(State(ctx): State<ApiContext>, Path((key, rel)): Path<(String, String)>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let r = app.find_release(&rel).ok_or_else(ApiError::release_not_found)?;
-    Ok(Json(ctx.raft.with_state(|s| wire::release(s, &app, r))).into_response())
+    let r = with_app(&ctx, &key, |s, a| a.find_release(&rel).map(|r| wire::release(s, a, r))).await?;
+    Ok(Json(r.ok_or_else(ApiError::release_not_found)?).into_response())
 }
 
 pub async fn create_release(
@@ -256,9 +263,9 @@ pub async fn create_release(
         }
         None => return Err(ApiError::invalid("missing release: send {\"release\": ID-OR-VERSION} to roll back")),
     };
-    let app = find_app(&ctx, &key).await?;
-    let to = app.find_release(&target).ok_or_else(ApiError::release_not_found)?.version;
-    let out = write(&ctx, Command::Rollback { app: app.id, to_version: to, release_id: Uuid::new_v4(), actor: actor(&caller) }).await?;
+    let (id, to) = with_app(&ctx, &key, |_, a| (a.id, a.find_release(&target).map(|r| r.version))).await?;
+    let to = to.ok_or_else(ApiError::release_not_found)?;
+    let out = write(&ctx, Command::Rollback { app: id, to_version: to, release_id: Uuid::new_v4(), actor: actor(&caller) }).await?;
     let CommandOutput::Release { app, version } = out else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "rollback returned no release"));
     };
@@ -294,8 +301,7 @@ fn formation_change(u: &w::FormationUpdate, ptype: &str) -> Result<FormationChan
 }
 
 pub async fn list_formation(State(ctx): State<ApiContext>, Path(key): Path<String>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let list: Vec<w::Formation> = app.formation.values().map(|f| wire::formation(&app, f)).collect();
+    let list: Vec<w::Formation> = with_app(&ctx, &key, |_, a| a.formation.values().map(|f| wire::formation(a, f)).collect()).await?;
     Ok(Json(list).into_response())
 }
 
@@ -307,9 +313,8 @@ fn find_formation<'a>(app: &'a model::App, key: &str) -> Result<&'a model::Forma
 }
 
 pub async fn formation_info(State(ctx): State<ApiContext>, Path((key, ptype)): Path<(String, String)>) -> ApiResult {
-    let app = find_app(&ctx, &key).await?;
-    let f = find_formation(&app, &ptype)?;
-    Ok(Json(wire::formation(&app, f)).into_response())
+    let f = with_app(&ctx, &key, |_, a| find_formation(a, &ptype).map(|f| wire::formation(a, f))).await??;
+    Ok(Json(f).into_response())
 }
 
 pub async fn batch_update_formation(
@@ -331,8 +336,8 @@ pub async fn batch_update_formation(
             formation_change(u, t)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let app = find_app(&ctx, &key).await?;
-    let out = write(&ctx, Command::UpdateFormation { app: app.id, changes, actor: actor(&caller) }).await?;
+    let id = app_id(&ctx, &key).await?;
+    let out = write(&ctx, Command::UpdateFormation { app: id, changes, actor: actor(&caller) }).await?;
     let CommandOutput::Formation { app, types } = out else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "formation update returned nothing"));
     };
@@ -353,8 +358,8 @@ pub async fn update_formation(
     let req: w::FormationUpdate = json_body(&body, false)?;
     model::validate_process_type(&ptype).map_err(ApiError::invalid)?;
     let change = formation_change(&req, &ptype)?;
-    let app = find_app(&ctx, &key).await?;
-    let out = write(&ctx, Command::UpdateFormation { app: app.id, changes: vec![change], actor: actor(&caller) }).await?;
+    let id = app_id(&ctx, &key).await?;
+    let out = write(&ctx, Command::UpdateFormation { app: id, changes: vec![change], actor: actor(&caller) }).await?;
     let app = app_of(out)?;
     let f = find_formation(&app, &ptype)?;
     Ok(Json(wire::formation(&app, f)).into_response())
