@@ -198,3 +198,51 @@ fn peers_without_the_cluster_ca_or_secret_are_refused() {
     assert_eq!(s["voters"].as_array().map(Vec::len), Some(1), "membership unchanged: {s}");
     assert_eq!(s["learners"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn secrets_never_appear_in_node_logs() {
+    // Debug logging on: even then no token or config value may be written.
+    std::env::set_var("HAVEN_LOG", "debug");
+    let env = cluster(3);
+    create_app(&env, 1, "secretive");
+    set_var(&env, 2, "secretive", "DATABASE_URL", "postgres://u:hunter2-s3cr3t@db/x").unwrap();
+    set_var(&env, 0, "secretive", "API_KEY", "k3y-v4lue-never-logged").unwrap();
+    let token = env.token().to_string();
+    for n in &env.file.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap();
+        assert!(log.lines().count() > 10, "node log {} is nearly empty", n.log.display());
+        for secret in ["hunter2-s3cr3t", "k3y-v4lue-never-logged", token.as_str()] {
+            assert!(!log.contains(secret), "{} contains a secret", n.log.display());
+        }
+    }
+}
+
+#[test]
+fn a_sixth_node_joins_as_a_learner() {
+    let env = cluster(6);
+    let s = status(&env, 5).expect("status");
+    assert_eq!(s["voters"].as_array().map(Vec::len), Some(5), "{s}");
+    assert_eq!(s["learners"].as_array().map(Vec::len), Some(1), "{s}");
+    assert_eq!(s["learners"][0], env.node_id(5), "{s}");
+    // The learner serves the API like any node.
+    create_app(&env, 5, "from-learner");
+    let (st, _) = env.request(0, Method::GET, "/apps/from-learner", None).unwrap();
+    assert_eq!(st.as_u16(), 200);
+}
+
+#[test]
+fn sigterm_stops_a_node_cleanly_and_it_restarts_from_its_data_dir() {
+    let mut env = cluster(3);
+    create_app(&env, 0, "survives-restart");
+    let victim = (env.leader_index().expect("leader") + 1) % 3;
+    let pid = env.file.nodes[victim].pid;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    eventually("the node to exit after SIGTERM", Duration::from_secs(10), || (!env.alive(victim)).then_some(()));
+    let log = std::fs::read_to_string(&env.file.nodes[victim].log).unwrap();
+    assert!(log.contains("SIGTERM received") && log.contains("stopped"), "no clean shutdown in the log");
+    env.restart(victim).unwrap();
+    let (st, _) = eventually("the restarted node to answer", Duration::from_secs(20), || {
+        env.request(victim, Method::GET, "/apps/survives-restart", None).ok().filter(|(st, _)| st.is_success())
+    });
+    assert_eq!(st.as_u16(), 200);
+}
