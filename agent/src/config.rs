@@ -80,6 +80,10 @@ pub struct NodeConfig {
     pub router_listen: String,
     /// Host or IP other nodes and clients use to reach this one.
     pub advertise_host: String,
+    /// The peer a joining node asked to be added through; kept so that a node whose join
+    /// was interrupted asks again when it starts.
+    #[serde(default)]
+    pub join_peer: Option<String>,
     #[serde(default)]
     pub raft: RaftTuning,
 }
@@ -160,12 +164,19 @@ impl DataDir {
         self.config_path().exists()
     }
 
-    /// Creates the directory (mode 0700) for `init`/`join`, refusing one already set up.
+    /// Creates the directory (mode 0700) for `init`/`join`, refusing one already set up or
+    /// holding anything else (a failed join removes the directory again).
     pub fn create(&self) -> Result<()> {
         if self.is_set_up() {
             bail!(
                 "{} already holds a havend node; start it with `havend run --data-dir {}` or choose another --data-dir",
                 self.root.display(),
+                self.root.display()
+            );
+        }
+        if fs::read_dir(&self.root).is_ok_and(|mut entries| entries.next().is_some()) {
+            bail!(
+                "{} exists and is not empty; choose a new or empty --data-dir",
                 self.root.display()
             );
         }
@@ -273,6 +284,7 @@ mod tests {
             peer_listen: "0.0.0.0:7401".into(),
             router_listen: "0.0.0.0:7480".into(),
             advertise_host: "10.77.0.11".into(),
+            join_peer: None,
             raft: RaftTuning::default(),
         }
     }
@@ -309,5 +321,7 @@ mod tests {
         let mode = fs::metadata(dd.config_path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(dd.create().is_err(), "a set-up dir is refused");
+        let other = DataDir::new(dir.path());
+        assert!(other.create().is_err(), "a non-empty dir is refused");
     }
 }

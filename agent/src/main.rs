@@ -140,6 +140,7 @@ impl NodeFlags {
             peer_listen: pick(&self.peer_listen, &file.peer_listen, config::DEFAULT_PEER_LISTEN),
             router_listen: pick(&self.router_listen, &file.router_listen, config::DEFAULT_ROUTER_LISTEN),
             advertise_host: pick(&self.advertise_host, &file.advertise_host, default_host),
+            join_peer: None,
             raft: file.raft.clone().unwrap_or_default(),
         };
         if cfg.name.is_empty() || cfg.name.len() > 63 {
@@ -255,7 +256,8 @@ async fn cmd_join(token: &str, node: &NodeFlags, peer: &str) -> Result<node::Age
     let token = JoinToken::decode(token)?;
     let node_id = random_node_id();
     let default_host = local_addr_towards(peer).unwrap_or_else(|| "127.0.0.1".into());
-    let (cfg, _) = node.resolve(&token.c, node_id, &default_host)?;
+    let (mut cfg, _) = node.resolve(&token.c, node_id, &default_host)?;
+    cfg.join_peer = Some(peer.to_string());
     let data = DataDir::new(&node.data_dir);
     data.create()?;
     let grant = match join::request_grant(&token, peer, node_id, &cfg.name).await {

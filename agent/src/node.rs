@@ -103,6 +103,7 @@ impl Agent {
         };
         agent.bootstrap_if_new(data).await?;
         tasks_push_register(&agent);
+        agent.resume_interrupted_join();
         Ok(agent)
     }
 
@@ -133,28 +134,27 @@ impl Agent {
         Ok(())
     }
 
+    /// A node that joined but is not yet a member (its join was cut short) asks again.
+    fn resume_interrupted_join(&self) {
+        let Some(peer) = self.cfg.join_peer.clone() else { return };
+        let raft = self.raft.clone();
+        let connector = self.connector.clone();
+        let Ok(node) = node_record(&self.cfg) else { return };
+        tokio::spawn(async move {
+            // A member hears from the leader within a few election timeouts.
+            if raft.wait_for_leader(Duration::from_secs(5)).await.is_ok() {
+                return;
+            }
+            info!(%peer, "not a cluster member yet; asking to join again");
+            if let Err(e) = request_membership(&connector, &node, &peer, Duration::from_secs(300)).await {
+                error!(error = %e, "joining the cluster failed");
+            }
+        });
+    }
+
     /// Asks the cluster, through the node at `peer_addr`, to add this node.
     pub async fn request_membership(&self, peer_addr: &str, deadline: Duration) -> Result<()> {
-        let node = node_record(&self.cfg)?;
-        let start = tokio::time::Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < deadline {
-            match self.connector.client(peer_addr).await {
-                Ok(client) => {
-                    let mut ctx = tarpc::context::current();
-                    ctx.deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-                    match client.add_node(ctx, node.clone()).await {
-                        Ok(Ok(Ok(_))) => return Ok(()),
-                        Ok(Ok(Err(e))) => anyhow::bail!("the cluster refused this node: {e}"),
-                        Ok(Err(e)) => last = e.to_string(),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        anyhow::bail!("could not join through {peer_addr}: {last}")
+        request_membership(&self.connector, &node_record(&self.cfg)?, peer_addr, deadline).await
     }
 
     /// Stops serving and closes the store.
@@ -169,6 +169,30 @@ impl Agent {
         self.endpoint.wait_idle().await;
         info!("stopped");
     }
+}
+
+/// Asks the cluster, through the node at `peer_addr`, to add `node`, retrying until
+/// `deadline` while the cluster is unreachable or has no leader.
+async fn request_membership(connector: &QuicConnector, node: &Node, peer_addr: &str, deadline: Duration) -> Result<()> {
+    let start = tokio::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < deadline {
+        match connector.client(peer_addr).await {
+            Ok(client) => {
+                let mut ctx = tarpc::context::current();
+                ctx.deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+                match client.add_node(ctx, node.clone()).await {
+                    Ok(Ok(Ok(_))) => return Ok(()),
+                    Ok(Ok(Err(e))) => anyhow::bail!("the cluster refused this node: {e}"),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("could not join through {peer_addr}: {last}")
 }
 
 /// Keeps this node's record (addresses, capacity) current in the model after a restart.
