@@ -1,14 +1,24 @@
 //! `testcluster`: start a local multi-node Haven cluster and inject faults.
+//!
+//! `up` starts the nodes and exits, leaving them running; the other commands find them
+//! through `DIR/cluster.json` and update it (e.g. a restarted node's pid).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use haven_testcluster::{netns, Mode, Options, TestCluster};
+use haven_testcluster::{netns, pid_alive, ClusterFile, Mode, Options, TestCluster};
 
 #[derive(Parser)]
-#[command(name = "testcluster", about = "Start N havend agents as separate hosts and inject faults")]
+#[command(
+    name = "testcluster",
+    about = "Start N havend agents as separate hosts and inject faults",
+    after_help = "As root with iproute2 every node gets its own network namespace (hvK-nI) on a \
+                  bridge (hvbrK, 10.77.K.0/24); otherwise nodes share 127.0.0.1 on distinct \
+                  ports and partitions are unavailable. After a crash, `testcluster down --dir \
+                  DIR` or `testcluster gc` removes leftover namespaces and bridges."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -16,88 +26,204 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a cluster, write DIR/cluster.json and leave it running.
+    /// Start a cluster, write DIR/cluster.json and exit leaving it running.
     Up {
+        /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Directory for cluster.json, data dirs and logs (DIR/nodeI/havend.log).
         #[arg(long)]
         dir: PathBuf,
+        /// The havend binary (default: $HAVEND_BIN, or next to this binary).
         #[arg(long)]
         havend: Option<PathBuf>,
+        /// Where nodes live.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        /// TOML file given to every node's init/join as --config (e.g. a [raft] table).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Extra environment for every havend, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
     },
-    /// Show every node: process, API URL, leader.
+    /// Show every node: process, API URL, role as the node itself reports it.
     Status {
         #[arg(long)]
         dir: PathBuf,
     },
     /// SIGKILL a node and everything it started.
     Kill(NodeArgs),
-    /// SIGSTOP a node.
+    /// SIGSTOP a node (it hangs like a frozen host).
     Stop(NodeArgs),
     /// SIGCONT a stopped node.
     Cont(NodeArgs),
-    /// Start a node again from its data dir.
+    /// Start a node again from its data dir (killing it first if it runs).
     Restart(NodeArgs),
-    /// Cut a node off from the others (netns mode).
+    /// Cut a node off from the other nodes; the host still reaches it (netns mode).
     Partition(NodeArgs),
     /// Undo a partition.
     Heal(NodeArgs),
-    /// Stop every node and remove namespaces and the bridge.
+    /// Stop every node and remove the cluster's namespaces, veths and bridge.
     Down {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Remove leftover bridges and namespaces of crashed runs.
+    /// Remove ALL hvbr* bridges and hv*-n* namespaces (and their processes): leftovers of
+    /// crashed runs. Run it only when no test cluster should be running.
     Gc,
 }
 
 #[derive(clap::Args)]
 struct NodeArgs {
+    /// The cluster's directory.
     #[arg(long)]
     dir: PathBuf,
+    /// Node index (0-based).
     #[arg(long)]
     node: usize,
 }
 
 fn with_node(a: &NodeArgs, f: impl FnOnce(&mut TestCluster, usize) -> Result<()>) -> Result<()> {
     let mut tc = TestCluster::load(&a.dir)?;
-    if a.node >= tc.len() {
-        anyhow::bail!("node {} does not exist; the cluster has nodes 0 to {}", a.node, tc.len() - 1);
-    }
     f(&mut tc, a.node)?;
     tc.save()
 }
 
-fn status(dir: &PathBuf) -> Result<()> {
-    let mut tc = TestCluster::load(dir)?;
-    println!("{:<5} {:<8} {:<7} {:<28} {:<8} {}", "node", "pid", "alive", "api", "leader", "log");
-    for i in 0..tc.len() {
-        let alive = tc.alive(i);
-        let leader = tc
-            .get_json(i, "/cluster/status")
-            .ok()
-            .map(|s| if s["leader"] == s["node_id"] { "leader" } else { "follower" })
-            .unwrap_or("-");
-        let n = &tc.file.nodes[i];
-        println!("{:<5} {:<8} {:<7} {:<28} {:<8} {}", i, n.pid, alive, n.api, leader, n.log.display());
+/// `R` running, `T` stopped, ... from /proc; `None` when the process is gone.
+fn process_state(pid: i32) -> Option<char> {
+    if !pid_alive(pid) {
+        return None;
     }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let tc = TestCluster::load(dir)?;
+    println!(
+        "{:<5} {:<8} {:<8} {:<8} {:<26} {:<12} {:<6} log",
+        "node", "name", "pid", "process", "api", "role", "term"
+    );
+    for (i, n) in tc.file.nodes.iter().enumerate() {
+        let process = match process_state(n.pid) {
+            None => "dead",
+            Some('T') | Some('t') => "stopped",
+            Some(_) => "running",
+        };
+        let (role, term) = match tc.status(i) {
+            Ok(s) => {
+                let role = if s["leader"].is_null() {
+                    "no leader"
+                } else if s["leader"] == s["node_id"] {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                (role.to_string(), s["term"].to_string())
+            }
+            Err(_) => ("unreachable".to_string(), "-".to_string()),
+        };
+        let role = if tc.file.partitioned.contains(&i) {
+            format!("{role}*")
+        } else {
+            role
+        };
+        println!(
+            "{:<5} {:<8} {:<8} {:<8} {:<26} {:<12} {:<6} {}",
+            i,
+            n.name,
+            n.pid,
+            process,
+            n.api,
+            role,
+            term,
+            n.log.display()
+        );
+    }
+    if !tc.file.partitioned.is_empty() {
+        println!("* partitioned");
+    }
+    println!("mode {}, token {}", tc.file.mode, tc.token());
+    Ok(())
+}
+
+fn up(
+    nodes: usize,
+    dir: PathBuf,
+    havend: Option<PathBuf>,
+    mode: Mode,
+    config: Option<PathBuf>,
+    env: Vec<String>,
+) -> Result<()> {
+    // Never start over a cluster that still runs: its nodes would keep the addresses.
+    if let Ok(old) = ClusterFile::read(&dir) {
+        if old.nodes.iter().any(|n| pid_alive(n.pid)) {
+            bail!(
+                "{} holds a running cluster; stop it with `testcluster down --dir {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    let config_toml = match config {
+        Some(p) => {
+            Some(std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env = env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut tc = TestCluster::start(Options {
+        nodes,
+        dir: dir.clone(),
+        havend,
+        mode,
+        config_toml,
+        env,
+    })?;
+    tc.keep();
+    println!(
+        "started {nodes} nodes ({} mode); cluster file {}",
+        tc.file.mode,
+        ClusterFile::path(tc.dir()).display()
+    );
+    println!(
+        "{:<5} {:<8} {:<8} {:<26} {:<26} log",
+        "node", "name", "pid", "api", "router"
+    );
+    for (i, n) in tc.file.nodes.iter().enumerate() {
+        println!(
+            "{:<5} {:<8} {:<8} {:<26} {:<26} {}",
+            i,
+            n.name,
+            n.pid,
+            n.api,
+            n.router,
+            n.log.display()
+        );
+    }
+    println!("admin token: {}", tc.token());
+    println!("stop it with: testcluster down --dir {}", dir.display());
     Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Up { nodes, dir, havend, mode } => {
-            let mut tc = TestCluster::start(Options { nodes, dir: dir.clone(), havend, mode, config_toml: None })?;
-            tc.keep();
-            println!("Started {nodes} nodes ({:?} mode); cluster file {}", tc.file.mode, dir.join("cluster.json").display());
-            for (i, n) in tc.file.nodes.iter().enumerate() {
-                println!("  node {i}: {}  api {}  router {}", n.name, n.api, n.router);
-            }
-            println!("Admin token: {}", tc.token());
-            Ok(())
-        }
+        Cmd::Up {
+            nodes,
+            dir,
+            havend,
+            mode,
+            config,
+            env,
+        } => up(nodes, dir, havend, mode, config, env),
         Cmd::Status { dir } => status(&dir),
         Cmd::Kill(a) => with_node(&a, |tc, i| tc.kill(i)),
         Cmd::Stop(a) => with_node(&a, |tc, i| tc.stop(i)),
@@ -106,15 +232,23 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Partition(a) => with_node(&a, |tc, i| tc.partition(i)),
         Cmd::Heal(a) => with_node(&a, |tc, i| tc.heal(i)),
         Cmd::Down { dir } => {
+            if !ClusterFile::path(&dir).exists() {
+                bail!(
+                    "no cluster.json in {}, so nothing to stop; `testcluster gc` removes leftovers of crashed runs",
+                    dir.display()
+                );
+            }
             let mut tc = TestCluster::load(&dir)?;
             tc.down();
-            std::fs::remove_file(dir.join("cluster.json"))?;
-            println!("Stopped the cluster in {}", dir.display());
+            println!("stopped the cluster in {}", dir.display());
             Ok(())
         }
         Cmd::Gc => {
+            if !netns::available() {
+                bail!("gc needs root and iproute2 (only netns mode leaves anything behind)");
+            }
             let n = netns::gc()?;
-            println!("Removed {n} leftover bridges and namespaces");
+            println!("removed {n} leftover bridges, veths and namespaces");
             Ok(())
         }
     }
