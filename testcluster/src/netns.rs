@@ -132,8 +132,10 @@ pub fn create_host(k: u8, i: usize) -> Result<String> {
     }
     let ns = ns_name(k, i);
     let veth = veth_name(k, i);
-    // We own bridge k, so a namespace of that name is a leftover of a crashed run.
+    // We own bridge k, so a namespace or veth of that name is a leftover of a crashed run
+    // or of a cluster that held index k a moment ago and is still being torn down.
     remove_host(&ns);
+    let _ = ip(&["link", "del", &veth]);
     ip(&["netns", "add", &ns])?;
     ip(&[
         "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
