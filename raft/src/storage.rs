@@ -11,19 +11,23 @@
 //! durable by snapshots, and on start the committed entries after the snapshot are
 //! re-applied by openraft (we persist `committed` for that).
 
+// openraft's `StorageError` is large, and it is the error type its traits require.
+#![allow(clippy::result_large_err)]
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
-    RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership, Vote,
+    AnyError, BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::CommandResult;
@@ -42,7 +46,11 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 
-fn io_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> SErr {
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> SErr {
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
@@ -91,7 +99,9 @@ impl LogStore {
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // The families are created at open; their absence is a programming error.
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     fn get_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
@@ -108,8 +118,8 @@ impl LogStore {
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), SErr> {
-        let bytes =
-            bincode::serialize(value).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let bytes = bincode::serialize(value)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.db
             .put_cf_opt(self.cf(CF_META), key, bytes, &synced())
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
@@ -191,7 +201,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        Ok(self.get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
@@ -263,7 +275,14 @@ pub struct StateMachineStore {
     pub state: Arc<RwLock<State>>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
-    snapshot_seq: u64,
+    snapshots: Arc<SnapshotSlot>,
+}
+
+/// Serializes writes of the stored snapshot and numbers the snapshots built.
+#[derive(Default)]
+struct SnapshotSlot {
+    write: Mutex<()>,
+    built: AtomicU64,
 }
 
 impl StateMachineStore {
@@ -274,37 +293,12 @@ impl StateMachineStore {
             state: Arc::new(RwLock::new(State::default())),
             last_applied: None,
             membership: StoredMembership::default(),
-            snapshot_seq: 0,
+            snapshots: Arc::default(),
         };
-        if let Some(stored) = sm.read_snapshot()? {
+        if let Some(stored) = read_snapshot(&sm.db)? {
             sm.load(&stored.data)?;
         }
         Ok(sm)
-    }
-
-    fn cf(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(CF_SM).expect("column family created at open")
-    }
-
-    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, SErr> {
-        let raw = self
-            .db
-            .get_cf(self.cf(), KEY_SNAPSHOT)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        match raw {
-            None => Ok(None),
-            Some(b) => bincode::deserialize(&b)
-                .map(Some)
-                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
-        }
-    }
-
-    fn write_snapshot(&self, stored: &StoredSnapshot) -> Result<(), SErr> {
-        let bytes = bincode::serialize(stored)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        self.db
-            .put_cf_opt(self.cf(), KEY_SNAPSHOT, bytes, &synced())
-            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
     }
 
     fn load(&mut self, data: &[u8]) -> Result<(), SErr> {
@@ -317,29 +311,69 @@ impl StateMachineStore {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+fn sm_cf(db: &DB) -> &rocksdb::ColumnFamily {
+    // The families are created at open; their absence is a programming error.
+    db.cf_handle(CF_SM).expect("column family created at open")
+}
+
+fn read_snapshot(db: &DB) -> Result<Option<StoredSnapshot>, SErr> {
+    let raw = db
+        .get_cf(sm_cf(db), KEY_SNAPSHOT)
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+    match raw {
+        None => Ok(None),
+        Some(b) => bincode::deserialize(&b)
+            .map(Some)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
+    }
+}
+
+/// Stores `stored` as the current snapshot unless a newer one is stored already (a
+/// snapshot built in the background may finish after a newer one was installed).
+fn write_snapshot(db: &DB, slot: &SnapshotSlot, stored: &StoredSnapshot) -> Result<(), SErr> {
+    let _guard = slot.write.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(current) = read_snapshot(db)? {
+        if current.meta.last_log_id > stored.meta.last_log_id {
+            return Ok(());
+        }
+    }
+    let bytes = bincode::serialize(stored)
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+    db.put_cf_opt(sm_cf(db), KEY_SNAPSHOT, bytes, &synced())
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
+}
+
+/// Builds a snapshot from a copy of the state taken when openraft asked for the builder:
+/// openraft builds in a background task while entries keep being applied, so the shared
+/// state must not be read then (it would run ahead of `last_applied`).
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshots: Arc<SnapshotSlot>,
+    body: SnapshotBody,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let body = SnapshotBody {
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            state: self.state.read().unwrap_or_else(|p| p.into_inner()).clone(),
-        };
-        let data = bincode::serialize(&body)
+        let data = bincode::serialize(&self.body)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        self.snapshot_seq += 1;
-        let snapshot_id = match self.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.snapshot_seq),
-            None => format!("--{}", self.snapshot_seq),
+        let seq = self.snapshots.built.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        let snapshot_id = match self.body.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("--{seq}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
+            last_log_id: self.body.last_applied,
+            last_membership: self.body.membership.clone(),
             snapshot_id,
         };
-        self.write_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
+        write_snapshot(
+            &self.db,
+            &self.snapshots,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+        )?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -348,7 +382,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -378,7 +412,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            body: SnapshotBody {
+                last_applied: self.last_applied,
+                membership: self.membership.clone(),
+                state: self.state.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            },
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
@@ -395,14 +437,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // The snapshot's meta is authoritative for what it covers.
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.write_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
+        write_snapshot(
+            &self.db,
+            &self.snapshots,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            },
+        )
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        Ok(self.read_snapshot()?.map(|s| Snapshot {
+        Ok(read_snapshot(&self.db)?.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))

@@ -1,0 +1,468 @@
+//! Multi-node behaviour of `HavenRaft`: real openraft, real RocksDB stores in temp dirs,
+//! and the real tarpc `Peer` service over in-process byte pipes (`tokio::io::duplex`)
+//! instead of QUIC, which lives in the agent.
+
+#![allow(clippy::unwrap_used)]
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use haven_raft::command::{Command, CommandOutput};
+use haven_raft::model::{Node, NodeId, NodeStatus, State, Token};
+use haven_raft::rpc::{peer_client, serve_peer, PeerClient, PeerServer};
+use haven_raft::{HavenRaft, PeerConnector, RaftSettings};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// An in-process network: a peer address maps to a running node's server; every
+/// `connect` makes a fresh pipe and serves the Peer service on its far end.
+#[derive(Clone, Default)]
+struct PipeNet {
+    nodes: Arc<Mutex<HashMap<String, Attached>>>,
+}
+
+/// A node on the network: its server and the pipes served by it.
+type Attached = (PeerServer, Vec<AbortHandle>);
+
+impl PipeNet {
+    fn attach(&self, addr: &str, server: PeerServer) {
+        self.nodes
+            .lock()
+            .unwrap()
+            .insert(addr.to_string(), (server, Vec::new()));
+    }
+
+    /// Takes `addr` off the network and cuts every pipe into it, as a crash would.
+    fn detach(&self, addr: &str) {
+        if let Some((_, pipes)) = self.nodes.lock().unwrap().remove(addr) {
+            for p in pipes {
+                p.abort();
+            }
+        }
+    }
+}
+
+impl PeerConnector for PipeNet {
+    fn connect(
+        &self,
+        _target: NodeId,
+        peer_addr: String,
+    ) -> BoxFuture<'static, Result<PeerClient, String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut nodes = this.nodes.lock().unwrap();
+            let (server, pipes) = nodes
+                .get_mut(&peer_addr)
+                .ok_or_else(|| format!("connect to {peer_addr}: unreachable"))?;
+            let (near, far) = tokio::io::duplex(1 << 20);
+            let serving = tokio::spawn(serve_peer(far, server.clone()));
+            pipes.push(serving.abort_handle());
+            Ok(peer_client(near))
+        })
+    }
+}
+
+fn settings() -> RaftSettings {
+    RaftSettings {
+        heartbeat: Duration::from_millis(50),
+        election_timeout_min: Duration::from_millis(300),
+        election_timeout_max: Duration::from_millis(600),
+        request_timeout: Duration::from_secs(10),
+        ..RaftSettings::default()
+    }
+}
+
+fn addr(id: NodeId) -> String {
+    format!("node{id}.test:7000")
+}
+
+fn node_record(id: NodeId) -> Node {
+    Node {
+        id,
+        name: format!("node-{id}"),
+        peer_addr: addr(id),
+        api_url: format!("http://node{id}.test:8080"),
+        router_url: format!("http://node{id}.test:8081"),
+        memory_mb: 1024,
+        cpus: 2,
+        labels: Default::default(),
+        status: NodeStatus::Up,
+        joined_at: chrono::Utc::now(),
+    }
+}
+
+fn add_token(n: usize) -> Command {
+    Command::AddToken {
+        token: Token {
+            id: uuid::Uuid::new_v4(),
+            sha256: format!("token-{n:04}"),
+            user_email: "admin@example.com".into(),
+            user_id: uuid::Uuid::nil(),
+            description: format!("token {n}"),
+            created_at: chrono::Utc::now(),
+        },
+    }
+}
+
+fn has_token(state: &State, n: usize) -> bool {
+    state.tokens.contains_key(&format!("token-{n:04}"))
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct TestCluster {
+    net: PipeNet,
+    root: tempfile::TempDir,
+    settings: RaftSettings,
+    nodes: HashMap<NodeId, HavenRaft>,
+}
+
+impl TestCluster {
+    fn new(settings: RaftSettings) -> TestCluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        TestCluster {
+            net: PipeNet::default(),
+            root: tempfile::tempdir().unwrap(),
+            settings,
+            nodes: HashMap::new(),
+        }
+    }
+
+    fn dir(&self, id: NodeId) -> PathBuf {
+        self.root.path().join(format!("node{id}")).join("raft")
+    }
+
+    /// Opens node `id` from its directory and puts it on the network.
+    async fn start(&mut self, id: NodeId) -> HavenRaft {
+        let raft = open(id, &self.dir(id), &self.net, self.settings.clone()).await;
+        self.net.attach(&addr(id), raft.peer_server());
+        self.nodes.insert(id, raft.clone());
+        raft
+    }
+
+    fn node(&self, id: NodeId) -> &HavenRaft {
+        &self.nodes[&id]
+    }
+
+    /// Takes node `id` off the network and shuts it down.
+    async fn stop(&mut self, id: NodeId) {
+        self.net.detach(&addr(id));
+        if let Some(raft) = self.nodes.remove(&id) {
+            raft.shutdown().await;
+        }
+    }
+
+    /// Node 1 alone, initialized and leader.
+    async fn bootstrap(&mut self) {
+        let first = self.start(1).await;
+        assert!(first.initialize_single(&addr(1)).await.unwrap());
+        assert!(
+            !first.initialize_single(&addr(1)).await.unwrap(),
+            "initialize twice"
+        );
+        assert!(first.is_initialized());
+        assert_eq!(first.wait_for_leader(WAIT).await.unwrap(), 1);
+    }
+
+    /// Starts node `id` and adds it through `via`.
+    async fn join(&mut self, id: NodeId, via: NodeId) {
+        let joining = self.start(id).await;
+        assert!(!joining.is_initialized());
+        let result = self.node(via).add_node(node_record(id)).await.unwrap();
+        assert_eq!(result, Ok(CommandOutput::Done));
+        let joining = joining.clone();
+        eventually("the new node knows its membership", WAIT, || {
+            let joining = joining.clone();
+            async move { joining.is_initialized() }
+        })
+        .await;
+    }
+
+    /// The current leader as seen by every running node, once they agree.
+    async fn agreed_leader(&self) -> NodeId {
+        let mut leader = None;
+        eventually("every node sees the same leader", WAIT, || {
+            let seen: Vec<Option<NodeId>> =
+                self.nodes.values().map(|n| n.status().leader).collect();
+            let agreed = match seen.first() {
+                Some(Some(l))
+                    if seen.iter().all(|s| *s == Some(*l)) && self.nodes.contains_key(l) =>
+                {
+                    Some(*l)
+                }
+                _ => None,
+            };
+            leader = agreed;
+            async move { agreed.is_some() }
+        })
+        .await;
+        leader.unwrap()
+    }
+}
+
+async fn open(id: NodeId, dir: &Path, net: &PipeNet, settings: RaftSettings) -> HavenRaft {
+    HavenRaft::open(id, dir, Arc::new(net.clone()), settings)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_and_a_follower_write_is_seen_everywhere() {
+    let mut c = TestCluster::new(settings());
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    // Through a follower: the add is forwarded to the leader.
+    c.join(3, 2).await;
+
+    let status = c.node(1).status();
+    assert_eq!(status.voters, vec![1, 2, 3]);
+    assert!(status.learners.is_empty());
+    assert_eq!(status.members.len(), 3);
+    // Adding a member again changes nothing.
+    assert_eq!(
+        c.node(1).add_node(node_record(3)).await.unwrap(),
+        Ok(CommandOutput::Done)
+    );
+    assert_eq!(c.node(1).status().voters, vec![1, 2, 3]);
+
+    let leader = c.agreed_leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let result = c.node(follower).write(add_token(1)).await.unwrap();
+    assert_eq!(result, Ok(CommandOutput::Done));
+    // A rejected command comes back as the state machine's verdict, not a cluster error.
+    let again = c.node(follower).write(add_token(1)).await.unwrap();
+    assert!(again.is_err(), "duplicate token accepted: {again:?}");
+
+    for id in [1, 2, 3] {
+        c.node(id).read_barrier().await.unwrap();
+        assert!(
+            c.node(id).with_state(|s| has_token(s, 1)),
+            "node {id} misses the write"
+        );
+        assert_eq!(
+            c.node(id).with_state(|s| s.nodes.len()),
+            2,
+            "nodes 2 and 3 registered"
+        );
+    }
+    for id in [3, 2, 1] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_restart_of_every_node() {
+    // A low snapshot threshold so that the restart loads a snapshot and re-applies the
+    // committed log after it.
+    let mut c = TestCluster::new(RaftSettings {
+        snapshot_after: 20,
+        keep_logs: 5,
+        ..settings()
+    });
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    c.join(3, 1).await;
+    for n in 0..30 {
+        let via = [1, 2, 3][n % 3];
+        assert_eq!(
+            c.node(via).write(add_token(n)).await.unwrap(),
+            Ok(CommandOutput::Done)
+        );
+    }
+    // Leave entries after node 1's last snapshot, so that the restart must re-apply them.
+    let mut written = 30;
+    loop {
+        for id in [1, 2, 3] {
+            c.node(id).read_barrier().await.unwrap();
+        }
+        let st = c.node(1).status();
+        if st.snapshot_index.is_some() && st.applied_index > st.snapshot_index {
+            break;
+        }
+        assert!(
+            written < 40,
+            "node 1 never has entries after its snapshot: {st:?}"
+        );
+        assert_eq!(
+            c.node(1).write(add_token(written)).await.unwrap(),
+            Ok(CommandOutput::Done)
+        );
+        written += 1;
+    }
+    let before = c.node(1).with_state(|s| s.clone());
+    assert_eq!(before.tokens.len(), written);
+
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+    // Node 1 alone first: with no quorum there is no leader to learn anything from, so
+    // its state comes from its own store (snapshot plus the committed log after it).
+    let alone = c.start(1).await;
+    assert!(alone.is_initialized(), "node 1 forgot its membership");
+    assert!(!alone.initialize_single(&addr(1)).await.unwrap());
+    let restored = alone.status();
+    assert!(
+        restored.snapshot_index.is_some(),
+        "no snapshot was taken: {restored:?}"
+    );
+    assert!(
+        restored.applied_index > restored.snapshot_index,
+        "nothing re-applied after the snapshot: {restored:?}"
+    );
+    assert!(
+        alone.with_state(|s| *s == before),
+        "node 1 restored a different state"
+    );
+    for id in [2, 3] {
+        let raft = c.start(id).await;
+        assert!(raft.is_initialized(), "node {id} forgot its membership");
+        assert!(!raft.initialize_single(&addr(id)).await.unwrap());
+    }
+    // The committed state is back on every node without any new write.
+    for id in [1, 2, 3] {
+        let node = c.node(id).clone();
+        let expected = before.clone();
+        eventually(&format!("node {id} restores its state"), WAIT, || {
+            let same = node.with_state(|s| *s == expected);
+            async move { same }
+        })
+        .await;
+    }
+    c.node(1).wait_for_leader(WAIT).await.unwrap();
+    assert_eq!(
+        c.node(2).write(add_token(100)).await.unwrap(),
+        Ok(CommandOutput::Done)
+    );
+    for id in [1, 2, 3] {
+        c.node(id).read_barrier().await.unwrap();
+        assert!(c
+            .node(id)
+            .with_state(|s| has_token(s, 100) && s.tokens.len() == written + 1));
+    }
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_catches_up_from_a_snapshot() {
+    let mut c = TestCluster::new(RaftSettings {
+        snapshot_after: 20,
+        keep_logs: 5,
+        ..settings()
+    });
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    for n in 0..100 {
+        let via = if n % 2 == 0 { 1 } else { 2 };
+        assert_eq!(
+            c.node(via).write(add_token(n)).await.unwrap(),
+            Ok(CommandOutput::Done)
+        );
+    }
+    let leader = c.agreed_leader().await;
+    let leader_node = c.node(leader).clone();
+    eventually("the leader purges its log", WAIT, || {
+        let purged = leader_node.status().purged_index.unwrap_or(0);
+        async move { purged > 1 }
+    })
+    .await;
+    let status = leader_node.status();
+    assert!(status.snapshot_index.is_some(), "no snapshot: {status:?}");
+
+    // Entries 1.. are gone from the leader's log: node 3 can only catch up by snapshot.
+    c.join(3, leader).await;
+    let third = c.node(3).clone();
+    third.read_barrier().await.unwrap();
+    let expected = leader_node.with_state(|s| s.clone());
+    assert_eq!(expected.tokens.len(), 100);
+    assert!(
+        third.with_state(|s| *s == expected),
+        "node 3 state differs from the leader's"
+    );
+    let third_status = third.status();
+    assert!(
+        third_status.snapshot_index.is_some(),
+        "node 3 has no snapshot: {third_status:?}"
+    );
+    assert_eq!(third_status.voters, vec![1, 2, 3]);
+
+    // It keeps up with new writes by log replication.
+    assert_eq!(
+        third.write(add_token(1000)).await.unwrap(),
+        Ok(CommandOutput::Done)
+    );
+    third.read_barrier().await.unwrap();
+    assert!(third.with_state(|s| has_token(s, 1000)));
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_leader_elects_another_and_keeps_acknowledged_writes() {
+    let mut c = TestCluster::new(settings());
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    c.join(3, 1).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let via = [1, 2, 3][n % 3];
+        if c.node(via).write(add_token(n)).await.unwrap().is_ok() {
+            acknowledged.push(n);
+        }
+    }
+    assert_eq!(acknowledged.len(), 20);
+
+    let old = c.agreed_leader().await;
+    c.stop(old).await;
+    let survivors: Vec<NodeId> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
+    let new = c.agreed_leader().await;
+    assert_ne!(new, old);
+    assert!(survivors.contains(&new));
+
+    // Writes go on, through either survivor.
+    for (i, n) in (20..30).enumerate() {
+        let via = survivors[i % 2];
+        assert_eq!(
+            c.node(via).write(add_token(n)).await.unwrap(),
+            Ok(CommandOutput::Done)
+        );
+        acknowledged.push(n);
+    }
+    for id in &survivors {
+        c.node(*id).read_barrier().await.unwrap();
+        let node = c.node(*id);
+        for n in &acknowledged {
+            assert!(
+                node.with_state(|s| has_token(s, *n)),
+                "node {id} lost write {n}"
+            );
+        }
+    }
+    for id in survivors {
+        c.stop(id).await;
+    }
+}
