@@ -2,8 +2,9 @@
 //! every write is a Raft commit synced to disk on a quorum), with 1 and 32 clients, sent
 //! to the leader and to a follower (which forwards to the leader).
 //!
-//! Run: `cargo bench -p haven-tests --bench writes`. Prints one line per case and a JSON
-//! line with every figure.
+//! Run: `cargo build --release --bin havend && cargo bench -p haven-tests --bench writes`.
+//! Prints one line per case and a JSON line with every figure. `BENCH_HAVEND_CONFIG` may
+//! hold TOML given to every node (e.g. a `[raft]` table) to compare settings.
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,7 @@ async fn run_case(url: String, token: String, clients: usize, target: &'static s
 
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    let mut env = cluster(3);
+    let mut env = haven_tests::cluster_with(3, std::env::var("BENCH_HAVEND_CONFIG").ok().as_deref());
     let leader = env.leader_index().expect("a leader");
     let follower = (leader + 1) % 3;
     let (st, body) = env.request(leader, reqwest::Method::POST, "/apps", Some(&json!({"name": "bench"}))).expect("create app");
