@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::http_api::{self as api, ApiContext};
+use crate::api::{self, ApiContext};
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
 use crate::join::JoinServer;
 use crate::peer::{self, QuicConnector, Services};

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use haven_tests::cluster;
+use haven_tests::cluster_with;
 use serde_json::json;
 
 const RUN: Duration = Duration::from_secs(5);
@@ -68,7 +68,7 @@ async fn run_case(url: String, token: String, clients: usize, target: &'static s
 
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    let mut env = haven_tests::cluster_with(3, std::env::var("BENCH_HAVEND_CONFIG").ok().as_deref());
+    let mut env = cluster_with(3, std::env::var("BENCH_HAVEND_CONFIG").ok().as_deref());
     let leader = env.leader_index().expect("a leader");
     let follower = (leader + 1) % 3;
     let (st, body) = env.request(leader, reqwest::Method::POST, "/apps", Some(&json!({"name": "bench"}))).expect("create app");

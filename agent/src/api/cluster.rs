@@ -1,0 +1,188 @@
+//! Haven-only calls: `GET /cluster/status` and `GET /cluster/nodes`.
+//!
+//! They read this node's replica and Raft status without a read barrier on purpose: they
+//! are how an operator finds out why a cluster has no leader, so they must answer then too.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use haven_api as w;
+use haven_raft::model::{self, State as Model};
+use haven_raft::RaftStatus;
+
+use super::apps::time;
+use super::{ApiContext, ApiError};
+
+/// Model and Raft status → wire for the cluster's status as node `status.node_id` sees it.
+pub fn status_to_wire(state: &Model, status: &RaftStatus) -> w::ClusterStatus {
+    let name_of = |id: u64| state.nodes.get(&id).map(|n| n.name.clone());
+    let cluster = state.cluster.as_ref();
+    w::ClusterStatus {
+        cluster_id: cluster.map(|c| c.id.to_string()).unwrap_or_default(),
+        cluster_name: cluster.map(|c| c.name.clone()).unwrap_or_default(),
+        app_domain: cluster.map(|c| c.app_domain.clone()).unwrap_or_default(),
+        node_id: status.node_id.to_string(),
+        node_name: name_of(status.node_id).unwrap_or_default(),
+        leader: status.leader.map(|l| l.to_string()),
+        leader_name: status.leader.and_then(name_of),
+        term: status.term,
+        voters: status.voters.iter().map(u64::to_string).collect(),
+        learners: status.learners.iter().map(u64::to_string).collect(),
+        applied_index: status.applied_index,
+        last_log_index: status.last_log_index,
+        snapshot_index: status.snapshot_index,
+        purged_index: status.purged_index,
+    }
+}
+
+/// Model → wire for one node; its role comes from the Raft membership.
+pub fn node_to_wire(n: &model::Node, status: &RaftStatus) -> w::ClusterNode {
+    let role = if status.voters.contains(&n.id) {
+        "voter"
+    } else if status.learners.contains(&n.id) {
+        "learner"
+    } else {
+        // Registered in the model but not (or no longer) in the membership.
+        "none"
+    };
+    w::ClusterNode {
+        id: n.id.to_string(),
+        name: n.name.clone(),
+        api_url: n.api_url.clone(),
+        peer_addr: n.peer_addr.clone(),
+        router_url: n.router_url.clone(),
+        role: role.into(),
+        status: n.status.as_str().into(),
+        leader: status.leader == Some(n.id),
+        memory_mb: n.memory_mb,
+        cpus: n.cpus,
+        labels: n.labels.clone(),
+        joined_at: time(n.joined_at),
+    }
+}
+
+/// `GET /cluster/status`.
+pub async fn status(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+    let st = ctx.raft.status();
+    let body = ctx.raft.with_state(|s| status_to_wire(s, &st));
+    Ok(Json(body).into_response())
+}
+
+/// `GET /cluster/nodes`.
+pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+    let st = ctx.raft.status();
+    let body: Vec<w::ClusterNode> = ctx
+        .raft
+        .with_state(|s| s.nodes.values().map(|n| node_to_wire(n, &st)).collect());
+    Ok(Json(body).into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::DateTime;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn node(id: u64, name: &str) -> model::Node {
+        model::Node {
+            id,
+            name: name.into(),
+            peer_addr: format!("127.0.0.1:{id}"),
+            api_url: format!("http://127.0.0.1:1{id}"),
+            router_url: format!("http://127.0.0.1:2{id}"),
+            memory_mb: 2048,
+            cpus: 4,
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            status: if id == 3 {
+                model::NodeStatus::Down
+            } else {
+                model::NodeStatus::Up
+            },
+            joined_at: DateTime::from_timestamp(0, 0).unwrap(),
+        }
+    }
+
+    fn sample() -> (Model, RaftStatus) {
+        let mut s = Model {
+            cluster: Some(model::Cluster {
+                id: Uuid::from_u128(9),
+                name: "prod".into(),
+                app_domain: "apps.test".into(),
+                created_at: DateTime::from_timestamp(0, 0).unwrap(),
+                join_secret_sha256: String::new(),
+                ca_fingerprint: String::new(),
+            }),
+            ..Model::default()
+        };
+        for (id, name) in [(1, "n1"), (2, "n2"), (3, "n3"), (4, "n4")] {
+            s.nodes.insert(id, node(id, name));
+        }
+        let st = RaftStatus {
+            node_id: 2,
+            leader: Some(1),
+            term: 5,
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            applied_index: Some(10),
+            last_log_index: Some(11),
+            snapshot_index: None,
+            purged_index: None,
+            members: vec![],
+        };
+        (s, st)
+    }
+
+    #[test]
+    fn status_names_the_leader() {
+        let (s, st) = sample();
+        let w = status_to_wire(&s, &st);
+        assert_eq!(w.cluster_id, Uuid::from_u128(9).to_string());
+        assert_eq!(
+            (w.cluster_name.as_str(), w.app_domain.as_str()),
+            ("prod", "apps.test")
+        );
+        assert_eq!((w.node_id.as_str(), w.node_name.as_str()), ("2", "n2"));
+        assert_eq!(
+            (w.leader.as_deref(), w.leader_name.as_deref()),
+            (Some("1"), Some("n1"))
+        );
+        assert_eq!(w.voters, ["1", "2", "3"]);
+        assert_eq!(w.learners, ["4"]);
+        assert_eq!(
+            (w.term, w.applied_index, w.last_log_index),
+            (5, Some(10), Some(11))
+        );
+        let leaderless = RaftStatus { leader: None, ..st };
+        let w = status_to_wire(&s, &leaderless);
+        assert_eq!((w.leader, w.leader_name), (None, None));
+    }
+
+    #[test]
+    fn nodes_carry_role_status_and_leader() {
+        let (s, st) = sample();
+        let got: Vec<(String, String, String, bool)> = s
+            .nodes
+            .values()
+            .map(|n| node_to_wire(n, &st))
+            .map(|n| (n.id, n.role, n.status, n.leader))
+            .collect();
+        let want = [
+            ("1", "voter", "up", true),
+            ("2", "voter", "up", false),
+            ("3", "voter", "down", false),
+            ("4", "learner", "up", false),
+        ];
+        let want: Vec<(String, String, String, bool)> = want
+            .iter()
+            .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d))
+            .collect();
+        assert_eq!(got, want);
+        let n = node_to_wire(&s.nodes[&1], &st);
+        assert_eq!(n.joined_at, "1970-01-01T00:00:00Z");
+        assert_eq!(n.labels["zone"], "a");
+    }
+}

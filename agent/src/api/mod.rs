@@ -1,0 +1,402 @@
+//! The HTTP API every node serves: a subset of the Heroku Platform API v3, plus Haven's
+//! `/cluster/...` calls.
+//!
+//! Cross-cutting rules live here, in one middleware: every response carries a
+//! `Request-Id`; an `Accept` header must allow JSON or Heroku's v3 media type; every call is
+//! authenticated by a bearer token (or Basic with the token as password) whose sha256 is
+//! looked up in the replicated tokens; every error is `{"id","message"}`, including the ones
+//! axum itself produces. Handlers (one module per resource) choose ids and times, build a
+//! command, call [`HavenRaft::write`] and answer from the command's output; reads pass the
+//! read barrier first. Model → wire conversion is by hand, one function per resource.
+
+mod account;
+mod apps;
+mod body;
+mod cluster;
+mod config_vars;
+mod error;
+mod formation;
+mod paging;
+mod releases;
+#[cfg(test)]
+mod tests;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use chrono::Utc;
+use haven_raft::command::{Actor, Command, CommandOutput};
+use haven_raft::model::{self, NodeId};
+use haven_raft::HavenRaft;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use error::ApiError;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub raft: HavenRaft,
+    pub node_id: NodeId,
+}
+
+/// Who made the request, from their token. Put into the request's extensions by the
+/// middleware.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub email: String,
+    pub user_id: Uuid,
+}
+
+impl Caller {
+    /// The actor of a command made now. Times are chosen here, by the proposer, so that
+    /// applying the command is deterministic.
+    fn actor(&self) -> Actor {
+        Actor {
+            email: self.email.clone(),
+            at: Utc::now(),
+        }
+    }
+}
+
+/// The API's routes, with auth, Request-Id and Accept handling.
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .route("/account", get(account::info))
+        .route("/apps", get(apps::list).post(apps::create))
+        .route(
+            "/apps/{app}",
+            get(apps::info).patch(apps::update).delete(apps::delete),
+        )
+        .route(
+            "/apps/{app}/config-vars",
+            get(config_vars::info).patch(config_vars::update),
+        )
+        .route(
+            "/apps/{app}/releases",
+            get(releases::list).post(releases::create),
+        )
+        .route("/apps/{app}/releases/{release}", get(releases::info))
+        .route(
+            "/apps/{app}/releases/{release}/config-vars",
+            get(config_vars::of_release),
+        )
+        .route(
+            "/apps/{app}/formation",
+            get(formation::list).patch(formation::batch_update),
+        )
+        .route(
+            "/apps/{app}/formation/{formation}",
+            get(formation::info).patch(formation::update),
+        )
+        .route("/cluster/status", get(cluster::status))
+        .route("/cluster/nodes", get(cluster::nodes))
+        .fallback(|| async {
+            ApiError::not_found("no such resource; see the API reference in README.md")
+        })
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+/// A client's request id is kept when it looks like one (Heroku's router rule):
+/// 20 to 200 characters of `[A-Za-z0-9+/=-]`.
+pub fn valid_request_id(id: &str) -> bool {
+    (20..=200).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-'))
+}
+
+/// The request id of a request: the client's `X-Request-Id` or `Request-Id` if valid, else
+/// a new uuid.
+pub fn request_id(headers: &HeaderMap) -> String {
+    ["x-request-id", "request-id"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .find(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::new_v4().to_string())
+}
+
+/// Whether an `Accept` header allows the v3 JSON this API answers: `*/*`,
+/// `application/json`, or `application/vnd.heroku+json` with version 3 or a `3.*` variant.
+/// Any one entry of a list suffices; q-values are ignored.
+pub fn acceptable(accept: &str) -> bool {
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|entry| {
+        let mut params = entry.split(';').map(str::trim);
+        let media = params.next().unwrap_or("").to_ascii_lowercase();
+        match media.as_str() {
+            "*/*" | "application/*" | "application/json" => true,
+            "application/vnd.heroku+json" => params.all(|p| match p.split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("version") => {
+                    let v = v.trim().trim_matches('"');
+                    v == "3" || v.starts_with("3.")
+                }
+                _ => true,
+            }),
+            _ => false,
+        }
+    })
+}
+
+/// The token in an `Authorization` header: `Bearer TOKEN`, or Basic with the token as the
+/// password (any username), as git and the Heroku CLI send it.
+pub fn token_from_authorization(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return (!rest.is_empty()).then(|| rest.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        return (!password.is_empty()).then(|| password.to_string());
+    }
+    None
+}
+
+/// sha256 of a token, hex: the key of the replicated tokens.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The middleware: Accept, auth, Request-Id, and Heroku's error shape for every error.
+async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> Response {
+    let rid = request_id(req.headers());
+    let mut resp = match authorize(&ctx, req.headers()) {
+        Err(e) => e.into_response(),
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            json_errors(next.run(req).await).await
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}
+
+fn authorize(ctx: &ApiContext, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if let Some(accept) = headers.get(header::ACCEPT) {
+        // A header that is not even text allows nothing we answer.
+        if !accept.to_str().is_ok_and(acceptable) {
+            return Err(ApiError::not_acceptable());
+        }
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_from_authorization)
+        .ok_or_else(ApiError::unauthorized)?;
+    let hash = token_hash(&token);
+    // No read barrier: tokens change only at bootstrap, and a lagging replica should still
+    // authenticate (the call itself then waits at the barrier or forwards its write).
+    ctx.raft
+        .with_state(|s| {
+            s.token(&hash).map(|t| Caller {
+                email: t.user_email.clone(),
+                user_id: t.user_id,
+            })
+        })
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Rewrites an error that a layer below the handlers answered as plain text (axum's
+/// rejections, 405 from the router) into `{"id","message"}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut out = ApiError::from_status(status, &text).into_response();
+    // Keep headers such as `Allow` on a 405.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+// ---- helpers shared by the handlers ------------------------------------------------
+
+/// Waits at the read barrier, then reads this node's replica.
+async fn read<R>(ctx: &ApiContext, f: impl FnOnce(&model::State) -> R) -> Result<R, ApiError> {
+    ctx.raft.read_barrier().await?;
+    Ok(ctx.raft.with_state(f))
+}
+
+/// Runs `f` on the app `key` (name or id) after the read barrier. Handlers take only what
+/// they need: cloning a whole app would copy its release history.
+async fn with_app<R>(
+    ctx: &ApiContext,
+    key: &str,
+    f: impl FnOnce(&model::State, &model::App) -> R,
+) -> Result<R, ApiError> {
+    read(ctx, |s| s.find_app(key).map(|a| f(s, a)))
+        .await?
+        .ok_or_else(ApiError::app_not_found)
+}
+
+/// The id of app `key`, for a write. The local replica resolves names it knows without a
+/// barrier (the command is judged on the leader anyway, and answers 404 if the app is
+/// gone); only a name it does not know yet (just created through another node) waits at
+/// the barrier.
+async fn app_id(ctx: &ApiContext, key: &str) -> Result<Uuid, ApiError> {
+    match ctx.raft.with_state(|s| s.find_app(key).map(|a| a.id)) {
+        Some(id) => Ok(id),
+        None => with_app(ctx, key, |_, a| a.id).await,
+    }
+}
+
+/// Proposes a command; cluster trouble and rejections become API errors. A rejected
+/// command's "app ... not found" is worded like Heroku.
+async fn write(ctx: &ApiContext, cmd: Command) -> Result<CommandOutput, ApiError> {
+    match ctx.raft.write(cmd).await? {
+        Ok(out) => Ok(out),
+        Err(haven_raft::command::CommandError::NotFound(m)) if m.starts_with("app ") => {
+            Err(ApiError::app_not_found())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The app a command's output carries.
+fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
+    match out {
+        CommandOutput::App(a) => Ok(*a),
+        CommandOutput::Release { app, .. } | CommandOutput::Formation { app, .. } => Ok(*app),
+        CommandOutput::Done => Err(ApiError::internal("the command returned no app")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id("0123456789abcdefghij"));
+        assert!(valid_request_id(&"a+/=-".repeat(8)));
+        assert!(valid_request_id(&"A".repeat(200)));
+        assert!(!valid_request_id("short"));
+        assert!(!valid_request_id(&"a".repeat(19)));
+        assert!(!valid_request_id(&"a".repeat(201)));
+        assert!(!valid_request_id("0123456789abcdefghij with space"));
+        assert!(!valid_request_id("0123456789abcdefghij_under"));
+        assert!(!valid_request_id("0123456789abcdefghijé"));
+    }
+
+    #[test]
+    fn request_id_prefers_valid_client_ids() {
+        let mut h = HeaderMap::new();
+        let fresh = request_id(&h);
+        assert!(fresh.parse::<Uuid>().is_ok());
+        h.insert(
+            "request-id",
+            HeaderValue::from_static("bbbbbbbbbbbbbbbbbbbbbbbb"),
+        );
+        assert_eq!(request_id(&h), "bbbbbbbbbbbbbbbbbbbbbbbb");
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_static("aaaaaaaaaaaaaaaaaaaaaaaa"),
+        );
+        assert_eq!(request_id(&h), "aaaaaaaaaaaaaaaaaaaaaaaa");
+        h.insert("x-request-id", HeaderValue::from_static("bad id"));
+        assert_eq!(request_id(&h), "bbbbbbbbbbbbbbbbbbbbbbbb");
+        h.insert("request-id", HeaderValue::from_static("short"));
+        assert!(request_id(&h).parse::<Uuid>().is_ok());
+    }
+
+    #[test]
+    fn accept_headers() {
+        for ok in [
+            "application/vnd.heroku+json; version=3",
+            "application/vnd.heroku+json;version=3",
+            "application/vnd.heroku+json; version=3.sdk",
+            "application/vnd.heroku+json; version=3.variant",
+            "application/vnd.heroku+json",
+            "Application/JSON",
+            "application/json",
+            "application/json; charset=utf-8",
+            "*/*",
+            "application/*",
+            "",
+            "text/html, application/json;q=0.9",
+            "text/html, */*;q=0.1",
+        ] {
+            assert!(acceptable(ok), "{ok}");
+        }
+        for bad in [
+            "text/html",
+            "text/plain",
+            "application/vnd.heroku+json; version=2",
+            "application/vnd.heroku+json; version=30",
+            "application/xml",
+            "image/*",
+        ] {
+            assert!(!acceptable(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn authorization_schemes() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cases: Vec<(String, Option<&str>)> = vec![
+            ("Bearer abc".into(), Some("abc")),
+            ("bearer  abc ".into(), Some("abc")),
+            (format!("Basic {}", b64("any:tok")), Some("tok")),
+            (format!("Basic {}", b64(":tok")), Some("tok")),
+            (
+                format!("basic {}", b64("me@x.org:t:with:colons")),
+                Some("t:with:colons"),
+            ),
+            (format!("Basic {}", b64("user:")), None),
+            (format!("Basic {}", b64("nocolon")), None),
+            ("Basic !!!".into(), None),
+            ("Token abc".into(), None),
+            ("Bearer".into(), None),
+            ("Bearer ".into(), None),
+            ("".into(), None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(
+                token_from_authorization(&header).as_deref(),
+                want,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_hash_is_sha256_hex() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
