@@ -125,8 +125,11 @@ impl NodeConfig {
             ("peer", &self.peer_listen),
             ("router", &self.router_listen),
         ] {
-            addr.parse::<std::net::SocketAddr>()
-                .with_context(|| format!("{what} listen address {addr:?} is invalid; use IP:PORT such as 0.0.0.0:7400"))?;
+            addr.parse::<std::net::SocketAddr>().with_context(|| {
+                format!(
+                    "{what} listen address {addr:?} is invalid; use IP:PORT such as 0.0.0.0:7400"
+                )
+            })?;
         }
         if self.advertise_host.is_empty() {
             bail!("advertise host is empty; pass --advertise-host with an address other nodes can reach");

@@ -100,20 +100,26 @@ pub struct JoinServer {
 }
 
 impl Join for JoinServer {
-    async fn join(self, _: tarpc::context::Context, req: JoinApplication) -> Result<JoinGrant, String> {
-        let cluster = self
-            .raft
-            .with_state(|s| s.cluster.clone())
-            .ok_or_else(|| "this node's cluster is not bootstrapped yet; retry in a moment".to_string())?;
+    async fn join(
+        self,
+        _: tarpc::context::Context,
+        req: JoinApplication,
+    ) -> Result<JoinGrant, String> {
+        let cluster = self.raft.with_state(|s| s.cluster.clone()).ok_or_else(|| {
+            "this node's cluster is not bootstrapped yet; retry in a moment".to_string()
+        })?;
         // Constant-time comparison is moot: we compare hashes of the secret.
         if secret_hash(&req.secret) != cluster.join_secret_sha256 {
             warn!(node_name = %req.name, "join refused: wrong secret");
-            return Err("the join secret was refused; use the join token printed by `havend init`".into());
+            return Err(
+                "the join secret was refused; use the join token printed by `havend init`".into(),
+            );
         }
         if req.node_id == 0 {
             return Err("node id 0 is reserved".into());
         }
-        let node = tls::issue_node_cert(&self.ca, req.node_id).map_err(|e| format!("issue certificate: {e}"))?;
+        let node = tls::issue_node_cert(&self.ca, req.node_id)
+            .map_err(|e| format!("issue certificate: {e}"))?;
         info!(node_id = req.node_id, node_name = %req.name, "issued a node certificate");
         Ok(JoinGrant {
             cluster_id: cluster.id.to_string(),
@@ -147,28 +153,60 @@ where
 }
 
 /// Asks the node at `peer_addr` for a certificate. Uses a temporary client endpoint.
-pub async fn request_grant(token: &JoinToken, peer_addr: &str, node_id: u64, name: &str) -> Result<JoinGrant> {
-    let sock = crate::peer::resolve(peer_addr).await.map_err(anyhow::Error::msg)?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::join_client_config(&token.f)?)?;
-    let bind: std::net::SocketAddr = if sock.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+pub async fn request_grant(
+    token: &JoinToken,
+    peer_addr: &str,
+    node_id: u64,
+    name: &str,
+) -> Result<JoinGrant> {
+    let sock = crate::peer::resolve(peer_addr)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls::join_client_config(&token.f)?)?;
+    let bind: std::net::SocketAddr = if sock.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
-    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(sock, NODE_SERVER_NAME)?)
-        .await
-        .with_context(|| format!("connecting to {peer_addr} timed out; check the address and that havend runs there"))?
-        .with_context(|| format!("connect to {peer_addr}"))?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(sock, NODE_SERVER_NAME)?,
+    )
+    .await
+    .with_context(|| {
+        format!("connecting to {peer_addr} timed out; check the address and that havend runs there")
+    })?
+    .with_context(|| format!("connect to {peer_addr}"))?;
     let (send, recv) = conn.open_bi().await.context("open join stream")?;
     let framed = tokio_util::codec::Framed::new(tokio::io::join(recv, send), codec());
-    let client = JoinClient::new(Default::default(), transport::new(framed, Bincode::default())).spawn();
+    let client = JoinClient::new(
+        Default::default(),
+        transport::new(framed, Bincode::default()),
+    )
+    .spawn();
     let mut ctx = tarpc::context::current();
     ctx.deadline = std::time::SystemTime::now() + Duration::from_secs(15);
     let grant = client
-        .join(ctx, JoinApplication { secret: token.s.clone(), node_id, name: name.to_string() })
+        .join(
+            ctx,
+            JoinApplication {
+                secret: token.s.clone(),
+                node_id,
+                name: name.to_string(),
+            },
+        )
         .await
         .with_context(|| format!("join request to {peer_addr}"))?
         .map_err(|e| anyhow::anyhow!("{peer_addr} refused the join: {e}"))?;
     if grant.cluster_id != token.c {
-        bail!("{peer_addr} belongs to cluster {} but the token is for cluster {}", grant.cluster_id, token.c);
+        bail!(
+            "{peer_addr} belongs to cluster {} but the token is for cluster {}",
+            grant.cluster_id,
+            token.c
+        );
     }
     if tls::pem_fingerprint(&grant.ca_cert_pem)? != token.f {
         bail!("{peer_addr} sent a CA that does not match the token's fingerprint");
@@ -184,7 +222,11 @@ mod tests {
 
     #[test]
     fn tokens_roundtrip_and_reject_garbage() {
-        let t = JoinToken { c: "abc".into(), f: "a".repeat(64), s: "secret".into() };
+        let t = JoinToken {
+            c: "abc".into(),
+            f: "a".repeat(64),
+            s: "secret".into(),
+        };
         let enc = t.encode();
         assert!(enc.starts_with("HVNJ1."));
         assert_eq!(JoinToken::decode(&enc).unwrap(), t);

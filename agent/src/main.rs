@@ -121,7 +121,12 @@ struct ConfigFile {
 }
 
 impl NodeFlags {
-    fn resolve(&self, cluster_id: &str, node_id: u64, default_host: &str) -> Result<(NodeConfig, ConfigFile)> {
+    fn resolve(
+        &self,
+        cluster_id: &str,
+        node_id: u64,
+        default_host: &str,
+    ) -> Result<(NodeConfig, ConfigFile)> {
         let file: ConfigFile = match &self.config {
             Some(p) => toml::from_str(
                 &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
@@ -130,15 +135,29 @@ impl NodeFlags {
             None => ConfigFile::default(),
         };
         let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
-            flag.clone().or_else(|| file.clone()).unwrap_or_else(|| default.to_string())
+            flag.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| default.to_string())
         };
         let cfg = NodeConfig {
             node_id,
             name: pick(&self.name, &file.name, &hostname()),
             cluster_id: cluster_id.to_string(),
-            api_listen: pick(&self.api_listen, &file.api_listen, config::DEFAULT_API_LISTEN),
-            peer_listen: pick(&self.peer_listen, &file.peer_listen, config::DEFAULT_PEER_LISTEN),
-            router_listen: pick(&self.router_listen, &file.router_listen, config::DEFAULT_ROUTER_LISTEN),
+            api_listen: pick(
+                &self.api_listen,
+                &file.api_listen,
+                config::DEFAULT_API_LISTEN,
+            ),
+            peer_listen: pick(
+                &self.peer_listen,
+                &file.peer_listen,
+                config::DEFAULT_PEER_LISTEN,
+            ),
+            router_listen: pick(
+                &self.router_listen,
+                &file.router_listen,
+                config::DEFAULT_ROUTER_LISTEN,
+            ),
             advertise_host: pick(&self.advertise_host, &file.advertise_host, default_host),
             join_peer: None,
             raft: file.raft.clone().unwrap_or_default(),
@@ -183,7 +202,13 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_email: &str, json_out: bool) -> Result<()> {
+fn cmd_init(
+    node: &NodeFlags,
+    domain: Option<String>,
+    cluster_name: &str,
+    admin_email: &str,
+    json_out: bool,
+) -> Result<()> {
     let data = DataDir::new(&node.data_dir);
     let cluster_id = Uuid::new_v4();
     let node_id = random_node_id();
@@ -196,7 +221,11 @@ fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_
     let join_secret = random_hex(24);
     let ca_fp = tls::pem_fingerprint(&ca.cert_pem)?;
     let now = Utc::now();
-    let admin = User { id: Uuid::new_v4(), email: admin_email.to_string(), created_at: now };
+    let admin = User {
+        id: Uuid::new_v4(),
+        email: admin_email.to_string(),
+        created_at: now,
+    };
     let bootstrap = Command::Bootstrap {
         cluster: Cluster {
             id: cluster_id,
@@ -220,7 +249,12 @@ fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_
     data.save_certs(&ca, &node_cert)?;
     config::write_private(&data.bootstrap_path(), &serde_json::to_vec(&bootstrap)?)?;
     data.save_config(&cfg)?;
-    let join_token = JoinToken { c: cluster_id.to_string(), f: ca_fp, s: join_secret }.encode();
+    let join_token = JoinToken {
+        c: cluster_id.to_string(),
+        f: ca_fp,
+        s: join_secret,
+    }
+    .encode();
     let api_url = cfg.api_url()?;
     if json_out {
         println!(
@@ -230,7 +264,11 @@ fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_
     } else {
         let dir = data.root.display();
         println!("Initialized Haven cluster {cluster_name:?} ({cluster_id}) in {dir}");
-        println!("Node {} (id {node_id}), API {api_url}, peers {}", cfg.name, cfg.peer_addr()?);
+        println!(
+            "Node {} (id {node_id}), API {api_url}, peers {}",
+            cfg.name,
+            cfg.peer_addr()?
+        );
         println!();
         println!("Admin API token (shown only once; keep it safe):");
         println!("  {admin_token}");
@@ -238,7 +276,10 @@ fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_
         println!("  {join_token}");
         println!();
         println!("Start this node:  havend run --data-dir {dir}");
-        println!("Add a node:       havend join --token JOIN_TOKEN --data-dir DIR {}", cfg.peer_addr()?);
+        println!(
+            "Add a node:       havend join --token JOIN_TOKEN --data-dir DIR {}",
+            cfg.peer_addr()?
+        );
         println!("Log in:           hctl login --api {api_url}");
     }
     Ok(())
@@ -247,7 +288,12 @@ fn cmd_init(node: &NodeFlags, domain: Option<String>, cluster_name: &str, admin_
 /// The local address used to reach `peer`: a good default advertise host for a joiner.
 fn local_addr_towards(peer: &str) -> Option<String> {
     let addr: std::net::SocketAddr = peer.parse().ok()?;
-    let sock = std::net::UdpSocket::bind(if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).ok()?;
+    let sock = std::net::UdpSocket::bind(if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .ok()?;
     sock.connect(addr).ok()?;
     Some(sock.local_addr().ok()?.ip().to_string())
 }
@@ -269,15 +315,26 @@ async fn cmd_join(token: &str, node: &NodeFlags, peer: &str) -> Result<node::Age
         }
     };
     data.save_certs(
-        &tls::CertKey { cert_pem: grant.ca_cert_pem, key_pem: grant.ca_key_pem },
-        &tls::CertKey { cert_pem: grant.node_cert_pem, key_pem: grant.node_key_pem },
+        &tls::CertKey {
+            cert_pem: grant.ca_cert_pem,
+            key_pem: grant.ca_key_pem,
+        },
+        &tls::CertKey {
+            cert_pem: grant.node_cert_pem,
+            key_pem: grant.node_key_pem,
+        },
     )?;
     data.save_config(&cfg)?;
     info!(node_id, "received a node certificate; starting");
     let agent = node::Agent::start(&data).await?;
-    agent.request_membership(peer, Duration::from_secs(120)).await?;
+    agent
+        .request_membership(peer, Duration::from_secs(120))
+        .await?;
     info!(node_id, "joined the cluster");
-    println!("Joined cluster {} as node {} (id {node_id})", token.c, cfg.name);
+    println!(
+        "Joined cluster {} as node {} (id {node_id})",
+        token.c, cfg.name
+    );
     Ok(agent)
 }
 
@@ -315,9 +372,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     let result = match &cli.command {
-        Cmd::Init { node, domain, cluster_name, admin_email, json } => {
-            cmd_init(node, domain.clone(), cluster_name, admin_email, *json)
-        }
+        Cmd::Init {
+            node,
+            domain,
+            cluster_name,
+            admin_email,
+            json,
+        } => cmd_init(node, domain.clone(), cluster_name, admin_email, *json),
         Cmd::Run { data_dir } => start_run(data_dir),
         Cmd::Join { token, node, peer } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

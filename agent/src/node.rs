@@ -80,7 +80,12 @@ impl Agent {
             raft: raft.clone(),
             node_id: cfg.node_id,
         });
-        tasks.push(tokio::spawn(serve_http("api", api_listener, app, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve_http(
+            "api",
+            api_listener,
+            app,
+            shutdown_rx.clone(),
+        )));
         info!(addr = %cfg.api_listen, "API listening");
 
         let router_listener = TcpListener::bind(&cfg.router_listen)
@@ -136,17 +141,23 @@ impl Agent {
 
     /// A node that joined but is not yet a member (its join was cut short) asks again.
     fn resume_interrupted_join(&self) {
-        let Some(peer) = self.cfg.join_peer.clone() else { return };
+        let Some(peer) = self.cfg.join_peer.clone() else {
+            return;
+        };
         let raft = self.raft.clone();
         let connector = self.connector.clone();
-        let Ok(node) = node_record(&self.cfg) else { return };
+        let Ok(node) = node_record(&self.cfg) else {
+            return;
+        };
         tokio::spawn(async move {
             // A member hears from the leader within a few election timeouts.
             if raft.wait_for_leader(Duration::from_secs(5)).await.is_ok() {
                 return;
             }
             info!(%peer, "not a cluster member yet; asking to join again");
-            if let Err(e) = request_membership(&connector, &node, &peer, Duration::from_secs(300)).await {
+            if let Err(e) =
+                request_membership(&connector, &node, &peer, Duration::from_secs(300)).await
+            {
                 error!(error = %e, "joining the cluster failed");
             }
         });
@@ -154,7 +165,13 @@ impl Agent {
 
     /// Asks the cluster, through the node at `peer_addr`, to add this node.
     pub async fn request_membership(&self, peer_addr: &str, deadline: Duration) -> Result<()> {
-        request_membership(&self.connector, &node_record(&self.cfg)?, peer_addr, deadline).await
+        request_membership(
+            &self.connector,
+            &node_record(&self.cfg)?,
+            peer_addr,
+            deadline,
+        )
+        .await
     }
 
     /// Stops serving and closes the store.
@@ -173,7 +190,12 @@ impl Agent {
 
 /// Asks the cluster, through the node at `peer_addr`, to add `node`, retrying until
 /// `deadline` while the cluster is unreachable or has no leader.
-async fn request_membership(connector: &QuicConnector, node: &Node, peer_addr: &str, deadline: Duration) -> Result<()> {
+async fn request_membership(
+    connector: &QuicConnector,
+    node: &Node,
+    peer_addr: &str,
+    deadline: Duration,
+) -> Result<()> {
     let start = tokio::time::Instant::now();
     let mut last = String::new();
     while start.elapsed() < deadline {
@@ -198,7 +220,9 @@ async fn request_membership(connector: &QuicConnector, node: &Node, peer_addr: &
 /// Keeps this node's record (addresses, capacity) current in the model after a restart.
 fn tasks_push_register(agent: &Agent) {
     let raft = agent.raft.clone();
-    let Ok(me) = node_record(&agent.cfg) else { return };
+    let Ok(me) = node_record(&agent.cfg) else {
+        return;
+    };
     tokio::spawn(async move {
         for _ in 0..120 {
             if raft.wait_for_leader(Duration::from_secs(5)).await.is_ok() {

@@ -165,7 +165,10 @@ fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
 
 fn has_client_cert(conn: &quinn::Connection) -> bool {
     conn.peer_identity()
-        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .is_some_and(|certs| !certs.is_empty())
 }
 
@@ -220,11 +223,17 @@ mod tests {
     }
 
     /// Connects; returns the connection if the handshake completed.
-    async fn connect(client: quinn::ClientConfig, server: SocketAddr) -> (quinn::Endpoint, Option<quinn::Connection>) {
+    async fn connect(
+        client: quinn::ClientConfig,
+        server: SocketAddr,
+    ) -> (quinn::Endpoint, Option<quinn::Connection>) {
         let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         ep.set_default_client_config(client);
         let conn = match ep.connect(server, NODE_SERVER_NAME) {
-            Ok(c) => tokio::time::timeout(Duration::from_secs(5), c).await.ok().and_then(Result::ok),
+            Ok(c) => tokio::time::timeout(Duration::from_secs(5), c)
+                .await
+                .ok()
+                .and_then(Result::ok),
             Err(_) => None,
         };
         (ep, conn)
@@ -234,14 +243,18 @@ mod tests {
     async fn only_certificates_from_the_cluster_ca_are_accepted() {
         let ca = generate_ca().unwrap();
         let server_cert = issue_node_cert(&ca, 1).unwrap();
-        let server = bind_endpoint("127.0.0.1:0".parse().unwrap(), &server_cert, &ca.cert_pem).unwrap();
+        let server =
+            bind_endpoint("127.0.0.1:0".parse().unwrap(), &server_cert, &ca.cert_pem).unwrap();
         let addr = server.local_addr().unwrap();
 
         // A member of the cluster is accepted.
         let member = issue_node_cert(&ca, 2).unwrap();
         let accept = tokio::spawn(accept_one(server.clone()));
         let (_ep, conn) = connect(peer_quic_client(&member, &ca.cert_pem).unwrap(), addr).await;
-        let server_side = accept.await.unwrap().expect("the server accepts a cluster certificate");
+        let server_side = accept
+            .await
+            .unwrap()
+            .expect("the server accepts a cluster certificate");
         let conn = conn.expect("the member's handshake completes");
         // The connection carries data both ways.
         let mut s = conn.open_uni().await.unwrap();
@@ -258,37 +271,55 @@ mod tests {
             let (chain, key) = parse_test_chain(&stranger, &other_ca.cert_pem);
             let roots = {
                 let mut r = rustls::RootCertStore::empty();
-                r.add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()).unwrap();
+                r.add(
+                    rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
                 r
             };
-            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .unwrap();
+            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
             c.alpn_protocols = vec![ALPN_PEER.to_vec()];
             c
         };
         let accept = tokio::spawn(accept_one(server.clone()));
-        let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto).unwrap()));
+        let client =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto).unwrap()));
         let (_ep, conn) = connect(client, addr).await;
-        assert!(accept.await.unwrap().is_none(), "the server refuses a foreign certificate");
+        assert!(
+            accept.await.unwrap().is_none(),
+            "the server refuses a foreign certificate"
+        );
         // With TLS 1.3 the client may finish its side first; the server's refusal closes it.
         if let Some(conn) = conn {
             let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-            assert!(closed.is_ok(), "the stranger's connection is closed by the server");
+            assert!(
+                closed.is_ok(),
+                "the stranger's connection is closed by the server"
+            );
         }
     }
 
     fn parse_test_chain(
         node: &CertKey,
         ca_pem: &str,
-    ) -> (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) {
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
         use rustls::pki_types::pem::PemObject;
-        let leaf = rustls::pki_types::CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
+        let leaf =
+            rustls::pki_types::CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
         let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).unwrap();
         (vec![leaf, ca], key)
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -79,8 +79,10 @@ pub fn issue_node_cert(ca: &CertKey, node_id: u64) -> Result<CertKey> {
     // against the stored CA certificate.
     let issuer = ca_params()?.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params =
-        CertificateParams::new(vec![NODE_SERVER_NAME.to_string(), format!("node-{node_id}")])?;
+    let mut params = CertificateParams::new(vec![
+        NODE_SERVER_NAME.to_string(),
+        format!("node-{node_id}"),
+    ])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("haven node {node_id}"));
     params.distinguished_name = dn;
@@ -106,8 +108,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn parse_chain(node: &CertKey, ca_pem: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let leaf = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).context("parse node cert")?;
+fn parse_chain(
+    node: &CertKey,
+    ca_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let leaf =
+        CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).context("parse node cert")?;
     let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).context("parse CA cert")?;
     let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).context("parse node key")?;
     Ok((vec![leaf, ca], key))
@@ -125,10 +131,11 @@ fn roots(ca_pem: &str) -> Result<RootCertStore> {
 /// after the handshake, since joining clients have none).
 pub fn server_config(node: &CertKey, ca_pem: &str) -> Result<rustls::ServerConfig> {
     let (chain, key) = parse_chain(node, ca_pem)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
-        .allow_unauthenticated()
-        .build()
-        .context("build client verifier")?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider())
+            .allow_unauthenticated()
+            .build()
+            .context("build client verifier")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -185,7 +192,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .find(|c| fingerprint(c) == self.fingerprint)
             .ok_or_else(|| {
                 rustls::Error::General(
-                    "the peer's certificate is not from the cluster CA named in the join token".into(),
+                    "the peer's certificate is not from the cluster CA named in the join token"
+                        .into(),
                 )
             })?;
         let mut roots = RootCertStore::empty();

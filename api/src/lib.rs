@@ -248,8 +248,13 @@ impl RangeSpec {
     /// Parses a `Range` header. Errors name what is wrong.
     pub fn parse(header: &str) -> Result<RangeSpec, String> {
         let header = header.trim();
-        let mut parts = header.split([';', ',']).map(str::trim).filter(|p| !p.is_empty());
-        let first = parts.next().ok_or_else(|| "empty Range header".to_string())?;
+        let mut parts = header
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
+        let first = parts
+            .next()
+            .ok_or_else(|| "empty Range header".to_string())?;
         let (field, range) = match first.split_once(char::is_whitespace) {
             Some((f, r)) => (f.trim(), r.trim()),
             None => (first, ""),
@@ -325,23 +330,53 @@ mod tests {
         let cases: &[(&str, RangeSpec)] = &[
             (
                 "id ..",
-                RangeSpec { field: "id".into(), start: None, end: None, max: 200, descending: false },
+                RangeSpec {
+                    field: "id".into(),
+                    start: None,
+                    end: None,
+                    max: 200,
+                    descending: false,
+                },
             ),
             (
                 "id ..; max=10;",
-                RangeSpec { field: "id".into(), start: None, end: None, max: 10, descending: false },
+                RangeSpec {
+                    field: "id".into(),
+                    start: None,
+                    end: None,
+                    max: 10,
+                    descending: false,
+                },
             ),
             (
                 "version 5..; max=2, order=desc",
-                RangeSpec { field: "version".into(), start: Some("5".into()), end: None, max: 2, descending: true },
+                RangeSpec {
+                    field: "version".into(),
+                    start: Some("5".into()),
+                    end: None,
+                    max: 2,
+                    descending: true,
+                },
             ),
             (
                 "name a..z; max=5000",
-                RangeSpec { field: "name".into(), start: Some("a".into()), end: Some("z".into()), max: 1000, descending: false },
+                RangeSpec {
+                    field: "name".into(),
+                    start: Some("a".into()),
+                    end: Some("z".into()),
+                    max: 1000,
+                    descending: false,
+                },
             ),
             (
                 "id",
-                RangeSpec { field: "id".into(), start: None, end: None, max: 200, descending: false },
+                RangeSpec {
+                    field: "id".into(),
+                    start: None,
+                    end: None,
+                    max: 200,
+                    descending: false,
+                },
             ),
         ];
         for (input, want) in cases {
@@ -351,7 +386,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_ranges() {
-        for bad in ["", "id ..; max=x", "id ..; max=0", "id ..; order=up", "id 5", "i-d ..", "id ..; foo=1"] {
+        for bad in [
+            "",
+            "id ..; max=x",
+            "id ..; max=0",
+            "id ..; order=up",
+            "id 5",
+            "i-d ..",
+            "id ..; foo=1",
+        ] {
             assert!(RangeSpec::parse(bad).is_err(), "{bad:?} should fail");
         }
     }
@@ -360,7 +403,8 @@ mod tests {
     fn quantity_accepts_numbers_and_strings() {
         let u: FormationUpdate = serde_json::from_str(r#"{"type":"web","quantity":"+1"}"#).unwrap();
         assert_eq!(u.quantity, Some(Quantity::Text("+1".into())));
-        let u: FormationUpdate = serde_json::from_str(r#"{"quantity":3,"size":"standard-2x"}"#).unwrap();
+        let u: FormationUpdate =
+            serde_json::from_str(r#"{"quantity":3,"size":"standard-2x"}"#).unwrap();
         assert_eq!(u.quantity, Some(Quantity::Number(3)));
     }
 }

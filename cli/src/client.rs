@@ -24,7 +24,8 @@ pub struct Login {
 pub fn config_path() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?).join(".config"),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?)
+            .join(".config"),
     };
     Ok(base.join("hctl").join("config.toml"))
 }
@@ -43,10 +44,18 @@ impl Login {
     pub fn save(&self) -> Result<PathBuf> {
         let path = config_path()?;
         if let Some(dir) = path.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
         let tmp = path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(toml::to_string(self)?.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, &path)?;
@@ -69,7 +78,9 @@ impl Api {
             .map(str::to_string)
             .or_else(|| std::env::var("HAVEN_API").ok().filter(|v| !v.is_empty()))
             .or(login.api)
-            .ok_or_else(|| anyhow!("no API URL; run hctl login --api http://NODE:7400 or set HAVEN_API"))?;
+            .ok_or_else(|| {
+                anyhow!("no API URL; run hctl login --api http://NODE:7400 or set HAVEN_API")
+            })?;
         let token = std::env::var("HAVEN_TOKEN")
             .ok()
             .filter(|v| !v.is_empty())
@@ -83,7 +94,11 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Api { url: url.trim_end_matches('/').to_string(), token: token.to_string(), http })
+        Ok(Api {
+            url: url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -109,9 +124,13 @@ impl Api {
             return Ok(resp);
         }
         let body: Option<ErrorBody> = resp.json().ok();
-        let message = body.map(|b| b.message).unwrap_or_else(|| status.to_string());
+        let message = body
+            .map(|b| b.message)
+            .unwrap_or_else(|| status.to_string());
         match status {
-            StatusCode::UNAUTHORIZED => bail!("the token was refused by {}; run hctl login", self.url),
+            StatusCode::UNAUTHORIZED => {
+                bail!("the token was refused by {}; run hctl login", self.url)
+            }
             _ => bail!("{message}"),
         }
     }
@@ -123,7 +142,8 @@ impl Api {
             req = req.json(b);
         }
         let resp = self.send(req)?;
-        resp.json().with_context(|| format!("decode the answer of {}{path}", self.url))
+        resp.json()
+            .with_context(|| format!("decode the answer of {}{path}", self.url))
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
@@ -142,9 +162,16 @@ impl Api {
             }
             let resp = self.send(self.request(Method::GET, path).header("Range", r))?;
             let next = (resp.status() == StatusCode::PARTIAL_CONTENT)
-                .then(|| resp.headers().get("next-range").and_then(|v| v.to_str().ok()).map(str::to_string))
+                .then(|| {
+                    resp.headers()
+                        .get("next-range")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
                 .flatten();
-            let page: Vec<Value> = resp.json().with_context(|| format!("decode the answer of {}{path}", self.url))?;
+            let page: Vec<Value> = resp
+                .json()
+                .with_context(|| format!("decode the answer of {}{path}", self.url))?;
             out.extend(page);
             range = next;
         }

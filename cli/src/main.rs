@@ -35,7 +35,10 @@ struct AppArg {
 
 impl AppArg {
     fn name(&self) -> Result<&str> {
-        self.app.as_deref().filter(|a| !a.is_empty()).ok_or_else(|| anyhow!("no app specified; use -a APP or set HAVEN_APP"))
+        self.app
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow!("no app specified; use -a APP or set HAVEN_APP"))
     }
 }
 
@@ -62,13 +65,26 @@ enum Cmd {
     Apps(JsonArg),
     /// Create an app.
     #[command(name = "apps:create")]
-    AppsCreate { name: Option<String>, #[command(flatten)] json: JsonArg },
+    AppsCreate {
+        name: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Show an app.
     #[command(name = "apps:info")]
-    AppsInfo { #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    AppsInfo {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Rename an app.
     #[command(name = "apps:rename")]
-    AppsRename { newname: String, #[command(flatten)] app: AppArg },
+    AppsRename {
+        newname: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Delete an app and everything it has.
     #[command(name = "apps:destroy")]
     AppsDestroy {
@@ -90,31 +106,82 @@ enum Cmd {
     },
     /// Print one config var's value.
     #[command(name = "config:get")]
-    ConfigGet { key: String, #[command(flatten)] app: AppArg },
+    ConfigGet {
+        key: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Set config vars (KEY=value ...); makes a new release.
     #[command(name = "config:set")]
-    ConfigSet { #[arg(required = true)] pairs: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    ConfigSet {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Unset config vars (KEY ...); makes a new release.
     #[command(name = "config:unset")]
-    ConfigUnset { #[arg(required = true)] keys: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    ConfigUnset {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// List releases, newest first.
-    Releases { #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    Releases {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Show one release.
     #[command(name = "releases:info")]
-    ReleasesInfo { release: String, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    ReleasesInfo {
+        release: String,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Roll back to a release (default: the one before the current).
-    Rollback { release: Option<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    Rollback {
+        release: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Scale process types: web=2 worker=1:standard-2x web+1.
     #[command(name = "ps:scale")]
-    PsScale { #[arg(required = true)] changes: Vec<String>, #[command(flatten)] app: AppArg, #[command(flatten)] json: JsonArg },
+    PsScale {
+        #[arg(required = true)]
+        changes: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Show maintenance mode.
-    Maintenance { #[command(flatten)] app: AppArg },
+    Maintenance {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Turn maintenance mode on.
     #[command(name = "maintenance:on")]
-    MaintenanceOn { #[command(flatten)] app: AppArg },
+    MaintenanceOn {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Turn maintenance mode off.
     #[command(name = "maintenance:off")]
-    MaintenanceOff { #[command(flatten)] app: AppArg },
+    MaintenanceOff {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// List the cluster's nodes.
     Nodes(JsonArg),
     /// Show the Raft status of the node you talk to.
@@ -156,7 +223,13 @@ pub fn parse_scale(arg: &str) -> Result<Value> {
         if let Some(spec) = rest.strip_prefix('=') {
             let (q, size) = match spec.split_once(':') {
                 Some((q, s)) => (Some(q), Some(s)),
-                None if spec.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-') => (Some(spec), None),
+                None if spec
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit() || c == '+' || c == '-') =>
+                {
+                    (Some(spec), None)
+                }
                 None => (None, Some(spec)),
             };
             if let Some(q) = q {
@@ -203,8 +276,15 @@ fn app_path(app: &AppArg) -> Result<String> {
 }
 
 fn current_version(api: &Api, app: &AppArg) -> Result<u64> {
-    let rels = api.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000")?;
-    Ok(rels.iter().filter_map(|r| r["version"].as_u64()).max().unwrap_or(0))
+    let rels = api.get_all(
+        &format!("{}/releases", app_path(app)?),
+        "version ..; max=1000",
+    )?;
+    Ok(rels
+        .iter()
+        .filter_map(|r| r["version"].as_u64())
+        .max()
+        .unwrap_or(0))
 }
 
 fn print_config(config: &Value) {
@@ -230,8 +310,17 @@ fn run(cli: Cli) -> Result<()> {
             };
             let client = Api::new(&url, &token)?;
             let account = client.get("/account")?;
-            let path = Login { api: Some(client.url.clone()), token: Some(token) }.save()?;
-            println!("Logged in as {} at {} (saved in {})", s(&account["email"]), client.url, path.display());
+            let path = Login {
+                api: Some(client.url.clone()),
+                token: Some(token),
+            }
+            .save()?;
+            println!(
+                "Logged in as {} at {} (saved in {})",
+                s(&account["email"]),
+                client.url,
+                path.display()
+            );
         }
         Cmd::Logout => {
             let path = client::config_path()?;
@@ -292,7 +381,11 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Cmd::AppsRename { newname, app } => {
-            let out = api()?.call(Method::PATCH, &app_path(app)?, Some(&json!({ "name": newname })))?;
+            let out = api()?.call(
+                Method::PATCH,
+                &app_path(app)?,
+                Some(&json!({ "name": newname })),
+            )?;
             println!("Renaming {} to {}... done", app.name()?, s(&out["name"]));
             println!("{} | {}", s(&out["web_url"]), s(&out["git_url"]));
         }
@@ -304,7 +397,11 @@ fn run(cli: Cli) -> Result<()> {
             api()?.call(Method::DELETE, &app_path(app)?, None)?;
             println!("Destroying ⬢ {name}... done");
         }
-        Cmd::Config { app, json: j, shell } => {
+        Cmd::Config {
+            app,
+            json: j,
+            shell,
+        } => {
             let config = api()?.get(&format!("{}/config-vars", app_path(app)?))?;
             if j.json {
                 return print_json(&config);
@@ -323,37 +420,76 @@ fn run(cli: Cli) -> Result<()> {
             // Like the Heroku CLI: an unset var prints an empty line.
             println!("{}", config.get(key).map(s).unwrap_or_default());
         }
-        Cmd::ConfigSet { pairs, app, json: j } => {
-            let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>>>()?;
-            let body: serde_json::Map<String, Value> = pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        Cmd::ConfigSet {
+            pairs,
+            app,
+            json: j,
+        } => {
+            let pairs = pairs
+                .iter()
+                .map(|p| parse_pair(p))
+                .collect::<Result<Vec<_>>>()?;
+            let body: serde_json::Map<String, Value> =
+                pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             let api = api()?;
-            let config = api.call(Method::PATCH, &format!("{}/config-vars", app_path(app)?), Some(&Value::Object(body)))?;
+            let config = api.call(
+                Method::PATCH,
+                &format!("{}/config-vars", app_path(app)?),
+                Some(&Value::Object(body)),
+            )?;
             if j.json {
                 return print_json(&config);
             }
             let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
             let v = current_version(&api, app)?;
-            println!("Setting {} and restarting ⬢ {}... done, v{v}", keys.join(", "), app.name()?);
-            let set: BTreeMap<String, Value> = pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            println!(
+                "Setting {} and restarting ⬢ {}... done, v{v}",
+                keys.join(", "),
+                app.name()?
+            );
+            let set: BTreeMap<String, Value> =
+                pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
             print_config(&serde_json::to_value(set)?);
         }
         Cmd::ConfigUnset { keys, app, json: j } => {
-            let body: serde_json::Map<String, Value> = keys.iter().map(|k| (k.clone(), Value::Null)).collect();
+            let body: serde_json::Map<String, Value> =
+                keys.iter().map(|k| (k.clone(), Value::Null)).collect();
             let api = api()?;
-            let config = api.call(Method::PATCH, &format!("{}/config-vars", app_path(app)?), Some(&Value::Object(body)))?;
+            let config = api.call(
+                Method::PATCH,
+                &format!("{}/config-vars", app_path(app)?),
+                Some(&Value::Object(body)),
+            )?;
             if j.json {
                 return print_json(&config);
             }
             let v = current_version(&api, app)?;
-            println!("Unsetting {} and restarting ⬢ {}... done, v{v}", keys.join(", "), app.name()?);
+            println!(
+                "Unsetting {} and restarting ⬢ {}... done, v{v}",
+                keys.join(", "),
+                app.name()?
+            );
         }
         Cmd::Releases { app, json: j } => {
-            let mut rels = api()?.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000, order=desc")?;
+            let mut rels = api()?.get_all(
+                &format!("{}/releases", app_path(app)?),
+                "version ..; max=1000, order=desc",
+            )?;
             rels.sort_by_key(|r| std::cmp::Reverse(r["version"].as_u64().unwrap_or(0)));
             if j.json {
                 return print_json(&Value::Array(rels));
             }
-            println!("{}", header(&format!("{} Releases - Current: v{}", app.name()?, rels.iter().find(|r| r["current"] == json!(true)).map(|r| s(&r["version"])).unwrap_or_default())));
+            println!(
+                "{}",
+                header(&format!(
+                    "{} Releases - Current: v{}",
+                    app.name()?,
+                    rels.iter()
+                        .find(|r| r["current"] == json!(true))
+                        .map(|r| s(&r["version"]))
+                        .unwrap_or_default()
+                ))
+            );
             let now = Utc::now();
             let rows: Vec<Vec<String>> = rels
                 .iter()
@@ -366,9 +502,16 @@ fn run(cli: Cli) -> Result<()> {
                     ]
                 })
                 .collect();
-            println!("{}", table(&["Version", "Description", "User", "Created"], &rows));
+            println!(
+                "{}",
+                table(&["Version", "Description", "User", "Created"], &rows)
+            );
         }
-        Cmd::ReleasesInfo { release, app, json: j } => {
+        Cmd::ReleasesInfo {
+            release,
+            app,
+            json: j,
+        } => {
             let key = release.trim_start_matches('v');
             let api = api()?;
             let r = api.get(&format!("{}/releases/{key}", app_path(app)?))?;
@@ -391,29 +534,63 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", header(&format!("v{} Config vars", s(&r["version"]))));
             print_config(&config);
         }
-        Cmd::Rollback { release, app, json: j } => {
+        Cmd::Rollback {
+            release,
+            app,
+            json: j,
+        } => {
             let api = api()?;
             let target = match release {
                 Some(r) => r.trim_start_matches('v').to_string(),
                 None => {
-                    let rels = api.get_all(&format!("{}/releases", app_path(app)?), "version ..; max=1000")?;
-                    let current = rels.iter().find(|r| r["current"] == json!(true)).and_then(|r| r["version"].as_u64()).unwrap_or(0);
+                    let rels = api.get_all(
+                        &format!("{}/releases", app_path(app)?),
+                        "version ..; max=1000",
+                    )?;
+                    let current = rels
+                        .iter()
+                        .find(|r| r["current"] == json!(true))
+                        .and_then(|r| r["version"].as_u64())
+                        .unwrap_or(0);
                     rels.iter()
-                        .filter_map(|r| r["version"].as_u64().filter(|v| *v < current && r["status"] == json!("succeeded")))
+                        .filter_map(|r| {
+                            r["version"]
+                                .as_u64()
+                                .filter(|v| *v < current && r["status"] == json!("succeeded"))
+                        })
                         .max()
                         .ok_or_else(|| anyhow!("there is no earlier release to roll back to"))?
                         .to_string()
                 }
             };
-            let r = api.call(Method::POST, &format!("{}/releases", app_path(app)?), Some(&json!({ "release": target })))?;
+            let r = api.call(
+                Method::POST,
+                &format!("{}/releases", app_path(app)?),
+                Some(&json!({ "release": target })),
+            )?;
             if j.json {
                 return print_json(&r);
             }
-            println!("Rolling back ⬢ {} to v{target}... done, v{}", app.name()?, s(&r["version"]));
+            println!(
+                "Rolling back ⬢ {} to v{target}... done, v{}",
+                app.name()?,
+                s(&r["version"])
+            );
         }
-        Cmd::PsScale { changes, app, json: j } => {
-            let updates = changes.iter().map(|c| parse_scale(c)).collect::<Result<Vec<_>>>()?;
-            let out = api()?.call(Method::PATCH, &format!("{}/formation", app_path(app)?), Some(&json!({ "updates": updates })))?;
+        Cmd::PsScale {
+            changes,
+            app,
+            json: j,
+        } => {
+            let updates = changes
+                .iter()
+                .map(|c| parse_scale(c))
+                .collect::<Result<Vec<_>>>()?;
+            let out = api()?.call(
+                Method::PATCH,
+                &format!("{}/formation", app_path(app)?),
+                Some(&json!({ "updates": updates })),
+            )?;
             if j.json {
                 return print_json(&out);
             }
@@ -427,12 +604,27 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Maintenance { app } => {
             let info = api()?.get(&app_path(app)?)?;
-            println!("{}", if info["maintenance"] == json!(true) { "on" } else { "off" });
+            println!(
+                "{}",
+                if info["maintenance"] == json!(true) {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
         }
         Cmd::MaintenanceOn { app } | Cmd::MaintenanceOff { app } => {
             let on = matches!(cli.cmd, Cmd::MaintenanceOn { .. });
-            api()?.call(Method::PATCH, &app_path(app)?, Some(&json!({ "maintenance": on })))?;
-            println!("{} maintenance mode for ⬢ {}... done", if on { "Enabling" } else { "Disabling" }, app.name()?);
+            api()?.call(
+                Method::PATCH,
+                &app_path(app)?,
+                Some(&json!({ "maintenance": on })),
+            )?;
+            println!(
+                "{} maintenance mode for ⬢ {}... done",
+                if on { "Enabling" } else { "Disabling" },
+                app.name()?
+            );
         }
         Cmd::Nodes(j) => {
             let nodes = api()?.get("/cluster/nodes")?;
@@ -445,7 +637,11 @@ fn run(cli: Cli) -> Result<()> {
                 .flatten()
                 .map(|n| {
                     vec![
-                        format!("{}{}", s(&n["name"]), if n["leader"] == json!(true) { " *" } else { "" }),
+                        format!(
+                            "{}{}",
+                            s(&n["name"]),
+                            if n["leader"] == json!(true) { " *" } else { "" }
+                        ),
                         s(&n["id"]),
                         s(&n["status"]),
                         s(&n["role"]),
@@ -455,7 +651,13 @@ fn run(cli: Cli) -> Result<()> {
                     ]
                 })
                 .collect();
-            println!("{}", table(&["Name", "ID", "Status", "Role", "Memory", "CPUs", "API"], &rows));
+            println!(
+                "{}",
+                table(
+                    &["Name", "ID", "Status", "Role", "Memory", "CPUs", "API"],
+                    &rows
+                )
+            );
             println!("(* leader)");
         }
         Cmd::ClusterStatus(j) => {
@@ -463,15 +665,26 @@ fn run(cli: Cli) -> Result<()> {
             if j.json {
                 return print_json(&st);
             }
-            let list = |k: &str| st[k].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            let list = |k: &str| {
+                st[k]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            };
             println!("{}", header(&format!("Cluster {}", s(&st["cluster_name"]))));
             println!(
                 "{}",
                 key_values(&[
                     ("Cluster ID", s(&st["cluster_id"])),
                     ("App domain", s(&st["app_domain"])),
-                    ("This node", format!("{} ({})", s(&st["node_name"]), s(&st["node_id"]))),
-                    ("Leader", format!("{} ({})", s(&st["leader_name"]), s(&st["leader"]))),
+                    (
+                        "This node",
+                        format!("{} ({})", s(&st["node_name"]), s(&st["node_id"]))
+                    ),
+                    (
+                        "Leader",
+                        format!("{} ({})", s(&st["leader_name"]), s(&st["leader"]))
+                    ),
                     ("Term", s(&st["term"])),
                     ("Voters", list("voters")),
                     ("Learners", list("learners")),
@@ -500,7 +713,10 @@ mod tests {
     #[test]
     fn pairs() {
         assert_eq!(parse_pair("A=1").unwrap(), ("A".into(), "1".into()));
-        assert_eq!(parse_pair("URL=postgres://u:p@h/db?x=y").unwrap().1, "postgres://u:p@h/db?x=y");
+        assert_eq!(
+            parse_pair("URL=postgres://u:p@h/db?x=y").unwrap().1,
+            "postgres://u:p@h/db?x=y"
+        );
         assert_eq!(parse_pair("EMPTY=").unwrap().1, "");
         assert!(parse_pair("NOEQUALS").is_err());
         assert!(parse_pair("=v").is_err());
@@ -510,8 +726,14 @@ mod tests {
     fn scale_arguments() {
         let cases = [
             ("web=2", json!({"type":"web","quantity":"2"})),
-            ("web=2:standard-2x", json!({"type":"web","quantity":"2","size":"standard-2x"})),
-            ("worker=Standard-1X", json!({"type":"worker","size":"Standard-1X"})),
+            (
+                "web=2:standard-2x",
+                json!({"type":"web","quantity":"2","size":"standard-2x"}),
+            ),
+            (
+                "worker=Standard-1X",
+                json!({"type":"worker","size":"Standard-1X"}),
+            ),
             ("web+1", json!({"type":"web","quantity":"+1"})),
             ("web-2", json!({"type":"web","quantity":"-2"})),
             ("web=+3", json!({"type":"web","quantity":"+3"})),
@@ -530,10 +752,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Tests in this binary that touch XDG_CONFIG_HOME run only here.
         std::env::set_var("XDG_CONFIG_HOME", dir.path());
-        let login = Login { api: Some("http://n:7400".into()), token: Some("t".into()) };
+        let login = Login {
+            api: Some("http://n:7400".into()),
+            token: Some("t".into()),
+        };
         let path = login.save().unwrap();
         assert_eq!(Login::load().unwrap(), login);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
     }
 }

@@ -9,7 +9,11 @@ pub fn header(title: &str) -> String {
 
 /// Key/value lines with the values aligned: `Key:   value`.
 pub fn key_values(rows: &[(&str, String)]) -> String {
-    let width = rows.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{:<width$} {v}", format!("{k}:")))
         .collect::<Vec<_>>()
@@ -46,7 +50,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// "5 minutes ago" style ages, as the Heroku CLI prints them.
 pub fn age(time: &str, now: DateTime<Utc>) -> String {
-    let Ok(t) = DateTime::parse_from_rfc3339(time) else { return time.to_string() };
+    let Ok(t) = DateTime::parse_from_rfc3339(time) else {
+        return time.to_string();
+    };
     let secs = (now - t.with_timezone(&Utc)).num_seconds().max(0);
     let (n, unit) = match secs {
         0..=59 => return "less than a minute ago".into(),
@@ -69,7 +75,13 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let t = table(&["v", "description"], &[vec!["v10".into(), "Set A".into()], vec!["v9".into(), "B".into()]]);
+        let t = table(
+            &["v", "description"],
+            &[
+                vec!["v10".into(), "Set A".into()],
+                vec!["v9".into(), "B".into()],
+            ],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "v    description");
         assert_eq!(lines[1], "───  ───────────");
@@ -79,7 +91,9 @@ mod tests {
 
     #[test]
     fn ages() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(age("2026-01-01T11:59:30Z", now), "less than a minute ago");
         assert_eq!(age("2026-01-01T11:59:00Z", now), "1 minute ago");
         assert_eq!(age("2026-01-01T09:00:00Z", now), "3 hours ago");

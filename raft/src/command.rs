@@ -38,7 +38,9 @@ impl QuantityChange {
         let t = text.trim();
         let bad = || format!("quantity {text:?} is invalid: use a number such as 2, or +1 / -1");
         if let Some(rest) = t.strip_prefix('+') {
-            rest.parse::<i64>().map(QuantityChange::Add).map_err(|_| bad())
+            rest.parse::<i64>()
+                .map(QuantityChange::Add)
+                .map_err(|_| bad())
         } else if t.starts_with('-') {
             t.parse::<i64>().map(QuantityChange::Add).map_err(|_| bad())
         } else {
@@ -68,11 +70,18 @@ pub enum Command {
         admin_token: Token,
     },
     /// Adds a node or updates its addresses (a joining or restarted node).
-    RegisterNode { node: Node },
+    RegisterNode {
+        node: Node,
+    },
     /// Records a node's liveness.
-    SetNodeStatus { node_id: NodeId, status: NodeStatus },
+    SetNodeStatus {
+        node_id: NodeId,
+        status: NodeStatus,
+    },
     /// Removes a node from the model.
-    RemoveNode { node_id: NodeId },
+    RemoveNode {
+        node_id: NodeId,
+    },
     /// Creates an app and its release v1.
     CreateApp {
         id: Uuid,
@@ -88,7 +97,9 @@ pub enum Command {
         maintenance: Option<bool>,
         actor: Actor,
     },
-    DeleteApp { app: Uuid },
+    DeleteApp {
+        app: Uuid,
+    },
     /// Sets (`Some`) and unsets (`None`) config vars; makes the next release.
     SetConfig {
         app: Uuid,
@@ -110,7 +121,9 @@ pub enum Command {
         actor: Actor,
     },
     /// Adds an API token.
-    AddToken { token: Token },
+    AddToken {
+        token: Token,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -135,8 +148,14 @@ pub enum CommandOutput {
     #[default]
     Done,
     App(Box<App>),
-    Release { app: Box<App>, version: u64 },
-    Formation { app: Box<App>, types: Vec<String> },
+    Release {
+        app: Box<App>,
+        version: u64,
+    },
+    Formation {
+        app: Box<App>,
+        types: Vec<String>,
+    },
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -239,16 +258,18 @@ impl Command {
                 Ok(CommandOutput::Done)
             }
             Command::SetNodeStatus { node_id, status } => {
-                let node = state.nodes.get_mut(node_id).ok_or_else(|| {
-                    CommandError::NotFound(format!("node {node_id} not found"))
-                })?;
+                let node = state
+                    .nodes
+                    .get_mut(node_id)
+                    .ok_or_else(|| CommandError::NotFound(format!("node {node_id} not found")))?;
                 node.status = *status;
                 Ok(CommandOutput::Done)
             }
             Command::RemoveNode { node_id } => {
-                state.nodes.remove(node_id).ok_or_else(|| {
-                    CommandError::NotFound(format!("node {node_id} not found"))
-                })?;
+                state
+                    .nodes
+                    .remove(node_id)
+                    .ok_or_else(|| CommandError::NotFound(format!("node {node_id} not found")))?;
                 Ok(CommandOutput::Done)
             }
             Command::CreateApp {
@@ -514,11 +535,19 @@ mod tests {
     fn config_changes_make_releases_with_descriptions() {
         let mut s = State::default();
         let id = create(&mut s, "my-app");
-        set(id, &[("FOO", Some("1")), ("BAR", Some("2"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", Some("1")), ("BAR", Some("2"))])
+            .apply(&mut s)
+            .unwrap();
         set(id, &[("FOO", None)]).apply(&mut s).unwrap();
-        set(id, &[("BAZ", Some("3")), ("BAR", None)]).apply(&mut s).unwrap();
+        set(id, &[("BAZ", Some("3")), ("BAR", None)])
+            .apply(&mut s)
+            .unwrap();
         let app = &s.apps[&id];
-        let descs: Vec<&str> = app.releases.iter().map(|r| r.description.as_str()).collect();
+        let descs: Vec<&str> = app
+            .releases
+            .iter()
+            .map(|r| r.description.as_str())
+            .collect();
         assert_eq!(
             descs,
             [
@@ -528,7 +557,10 @@ mod tests {
                 "Set BAZ and remove BAR config vars"
             ]
         );
-        assert_eq!(app.config, BTreeMap::from([("BAZ".to_string(), "3".to_string())]));
+        assert_eq!(
+            app.config,
+            BTreeMap::from([("BAZ".to_string(), "3".to_string())])
+        );
         assert_eq!(app.releases[1].config.len(), 2);
     }
 
@@ -571,17 +603,44 @@ mod tests {
             new_id: Uuid::new_v4(),
         };
         let cases: Vec<(Vec<FormationChange>, Result<(u32, &str), ()>)> = vec![
-            (vec![change("web", Some(QuantityChange::Set(2)), None)], Ok((2, "standard-1x"))),
-            (vec![change("web", Some(QuantityChange::Add(1)), None)], Ok((3, "standard-1x"))),
-            (vec![change("web", Some(QuantityChange::Add(-1)), Some("Standard-2X"))], Ok((2, "standard-2x"))),
-            (vec![change("web", Some(QuantityChange::Add(-5)), None)], Err(())),
-            (vec![change("web", Some(QuantityChange::Set(101)), None)], Err(())),
+            (
+                vec![change("web", Some(QuantityChange::Set(2)), None)],
+                Ok((2, "standard-1x")),
+            ),
+            (
+                vec![change("web", Some(QuantityChange::Add(1)), None)],
+                Ok((3, "standard-1x")),
+            ),
+            (
+                vec![change(
+                    "web",
+                    Some(QuantityChange::Add(-1)),
+                    Some("Standard-2X"),
+                )],
+                Ok((2, "standard-2x")),
+            ),
+            (
+                vec![change("web", Some(QuantityChange::Add(-5)), None)],
+                Err(()),
+            ),
+            (
+                vec![change("web", Some(QuantityChange::Set(101)), None)],
+                Err(()),
+            ),
             (vec![change("web", None, Some("giant"))], Err(())),
-            (vec![change("we b", Some(QuantityChange::Set(1)), None)], Err(())),
+            (
+                vec![change("we b", Some(QuantityChange::Set(1)), None)],
+                Err(()),
+            ),
         ];
         for (changes, want) in cases {
             let before = s.clone();
-            let got = Command::UpdateFormation { app: id, changes: changes.clone(), actor: actor(3) }.apply(&mut s);
+            let got = Command::UpdateFormation {
+                app: id,
+                changes: changes.clone(),
+                actor: actor(3),
+            }
+            .apply(&mut s);
             match want {
                 Ok((q, size)) => {
                     got.unwrap();
@@ -610,13 +669,29 @@ mod tests {
         let mut s = State::default();
         let a = create(&mut s, "one");
         let _b = create(&mut s, "two");
-        let taken = Command::UpdateApp { app: a, name: Some("two".into()), maintenance: None, actor: actor(1) }.apply(&mut s);
+        let taken = Command::UpdateApp {
+            app: a,
+            name: Some("two".into()),
+            maintenance: None,
+            actor: actor(1),
+        }
+        .apply(&mut s);
         assert!(matches!(taken, Err(CommandError::Conflict(_))));
-        Command::UpdateApp { app: a, name: Some("uno".into()), maintenance: Some(true), actor: actor(1) }.apply(&mut s).unwrap();
+        Command::UpdateApp {
+            app: a,
+            name: Some("uno".into()),
+            maintenance: Some(true),
+            actor: actor(1),
+        }
+        .apply(&mut s)
+        .unwrap();
         assert_eq!(s.find_app("uno").map(|x| x.maintenance), Some(true));
         Command::DeleteApp { app: a }.apply(&mut s).unwrap();
         assert!(s.find_app("uno").is_none());
-        assert!(matches!(Command::DeleteApp { app: a }.apply(&mut s), Err(CommandError::NotFound(_))));
+        assert!(matches!(
+            Command::DeleteApp { app: a }.apply(&mut s),
+            Err(CommandError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -128,7 +128,9 @@ impl HavenRaft {
     ) -> anyhow::Result<HavenRaft> {
         node::Inner::open(node_id, data_dir, connector, settings)
             .await
-            .map(|inner| HavenRaft { inner: Arc::new(inner) })
+            .map(|inner| HavenRaft {
+                inner: Arc::new(inner),
+            })
     }
 
     /// Makes this node a one-member cluster, if no cluster was initialized in its store.

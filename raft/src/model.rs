@@ -122,7 +122,10 @@ impl App {
                 releases.push(last.clone());
             }
         }
-        App { releases, ..self.clone_without_releases() }
+        App {
+            releases,
+            ..self.clone_without_releases()
+        }
     }
 
     fn clone_without_releases(&self) -> App {
@@ -298,9 +301,7 @@ pub fn validate_config_key(key: &str) -> Result<(), String> {
     let ok = !key.is_empty()
         && key.len() <= 256
         && !key.as_bytes()[0].is_ascii_digit()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -316,10 +317,26 @@ mod tests {
 
     #[test]
     fn app_names() {
-        for good in ["abc", "my-app", "a1b", "app-2024", "a234567890123456789012345678zz"] {
+        for good in [
+            "abc",
+            "my-app",
+            "a1b",
+            "app-2024",
+            "a234567890123456789012345678zz",
+        ] {
             assert!(validate_app_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "ab", "1app", "App", "my_app", "app-", "-app", "a2345678901234567890123456789zz", "ünï"] {
+        for bad in [
+            "",
+            "ab",
+            "1app",
+            "App",
+            "my_app",
+            "app-",
+            "-app",
+            "a2345678901234567890123456789zz",
+            "ünï",
+        ] {
             assert!(validate_app_name(bad).is_err(), "{bad}");
         }
     }

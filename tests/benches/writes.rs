@@ -24,7 +24,10 @@ struct Figure {
 }
 
 async fn run_case(url: String, token: String, clients: usize, target: &'static str) -> Figure {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().expect("client");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -62,8 +65,20 @@ async fn run_case(url: String, token: String, clients: usize, target: &'static s
     }
     let elapsed = start.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-    Figure { clients, target, writes: lat.len(), errors, per_sec: lat.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) }
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    Figure {
+        clients,
+        target,
+        writes: lat.len(),
+        errors,
+        per_sec: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
 }
 
 fn main() {
@@ -71,15 +86,30 @@ fn main() {
     let mut env = cluster_with(3, std::env::var("BENCH_HAVEND_CONFIG").ok().as_deref());
     let leader = env.leader_index().expect("a leader");
     let follower = (leader + 1) % 3;
-    let (st, body) = env.request(leader, reqwest::Method::POST, "/apps", Some(&json!({"name": "bench"}))).expect("create app");
+    let (st, body) = env
+        .request(
+            leader,
+            reqwest::Method::POST,
+            "/apps",
+            Some(&json!({"name": "bench"})),
+        )
+        .expect("create app");
     assert_eq!(st.as_u16(), 201, "{body}");
     let token = env.token().to_string();
-    let urls = [(env.api(leader).to_string(), "leader"), (env.api(follower).to_string(), "follower")];
+    let urls = [
+        (env.api(leader).to_string(), "leader"),
+        (env.api(follower).to_string(), "follower"),
+    ];
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut figures = Vec::new();
     for clients in [1usize, 32] {
         for (api, target) in &urls {
-            let f = rt.block_on(run_case(format!("{api}/apps/bench/config-vars"), token.clone(), clients, target));
+            let f = rt.block_on(run_case(
+                format!("{api}/apps/bench/config-vars"),
+                token.clone(),
+                clients,
+                target,
+            ));
             let goal = if clients == 1 { 300.0 } else { 3000.0 };
             println!(
                 "writes/s clients={:<2} target={:<8}: {:>8.1}  (p50 {:.2} ms, p99 {:.2} ms, {} writes, {} errors; target >= {goal})",
@@ -92,6 +122,9 @@ fn main() {
         .iter()
         .map(|f| json!({"clients": f.clients, "target": f.target, "writes_per_sec": f.per_sec, "p50_ms": f.p50_ms, "p99_ms": f.p99_ms, "writes": f.writes, "errors": f.errors}))
         .collect();
-    println!("{}", json!({"bench": "config_var_writes_3_nodes", "results": all}));
+    println!(
+        "{}",
+        json!({"bench": "config_var_writes_3_nodes", "results": all})
+    );
     env.down();
 }

@@ -34,7 +34,10 @@ pub fn cluster(n: usize) -> Env {
 
 /// Starts an `n`-node cluster whose nodes get `config_toml` as their `--config` file.
 pub fn cluster_with(n: usize, config_toml: Option<&str>) -> Env {
-    let dir = tempfile::Builder::new().prefix("haven-e2e-").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("haven-e2e-")
+        .tempdir()
+        .expect("temp dir");
     let mut opts = Options::new(n, dir.path());
     opts.config_toml = config_toml.map(str::to_string);
     let tc = TestCluster::start(opts).unwrap_or_else(|e| panic!("start a {n}-node cluster: {e:#}"));
@@ -64,14 +67,16 @@ pub fn binary(name: &str) -> PathBuf {
 /// The Heroku Platform API schema shipped in `shared/reference`.
 pub fn heroku_schema() -> Value {
     let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/heroku-platform-api-schema.json"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/heroku-platform-api-schema.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/heroku-platform-api-schema.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/heroku-platform-api-schema.json"),
     ];
-    let path = candidates
-        .iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("heroku-platform-api-schema.json not found; looked at {candidates:?}"));
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read schema")).expect("parse schema")
+    let path = candidates.iter().find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("heroku-platform-api-schema.json not found; looked at {candidates:?}")
+    });
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read schema"))
+        .expect("parse schema")
 }
 
 /// Checks `value` against `schema` (a subset of JSON Schema draft 4: `$ref`, `type`,
@@ -91,7 +96,11 @@ pub const HOST_SPECIFIC: &[&str] = &["$.git_url", "$.web_url"];
 pub fn validate_haven(root: &Value, schema: &Value, value: &Value) -> Vec<String> {
     validate(root, schema, value)
         .into_iter()
-        .filter(|e| !HOST_SPECIFIC.iter().any(|p| e.starts_with(&format!("{p}:")) && e.contains("does not match")))
+        .filter(|e| {
+            !HOST_SPECIFIC
+                .iter()
+                .any(|p| e.starts_with(&format!("{p}:")) && e.contains("does not match"))
+        })
         .collect()
 }
 
@@ -113,7 +122,14 @@ fn type_matches(t: &str, v: &Value) -> bool {
     }
 }
 
-fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize) {
+fn check(
+    root: &Value,
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    errors: &mut Vec<String>,
+    depth: usize,
+) {
     if depth > 32 {
         return;
     }
@@ -162,7 +178,10 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<S
             _ => {}
         }
     }
-    if let (Some(obj), Some(props)) = (v.as_object(), schema.get("properties").and_then(Value::as_object)) {
+    if let (Some(obj), Some(props)) = (
+        v.as_object(),
+        schema.get("properties").and_then(Value::as_object),
+    ) {
         for (k, sub) in props {
             if let Some(field) = obj.get(k) {
                 check(root, sub, field, &format!("{path}.{k}"), errors, depth + 1);

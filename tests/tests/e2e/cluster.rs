@@ -13,12 +13,25 @@ fn status(env: &haven_tests::Env, i: usize) -> Option<Value> {
 }
 
 fn create_app(env: &haven_tests::Env, i: usize, name: &str) {
-    let (st, body) = env.request(i, Method::POST, "/apps", Some(&json!({ "name": name }))).unwrap();
+    let (st, body) = env
+        .request(i, Method::POST, "/apps", Some(&json!({ "name": name })))
+        .unwrap();
     assert_eq!(st.as_u16(), 201, "create {name} on node {i}: {body}");
 }
 
-fn set_var(env: &haven_tests::Env, i: usize, app: &str, key: &str, value: &str) -> Result<(), String> {
-    match env.request(i, Method::PATCH, &format!("/apps/{app}/config-vars"), Some(&json!({ key: value }))) {
+fn set_var(
+    env: &haven_tests::Env,
+    i: usize,
+    app: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    match env.request(
+        i,
+        Method::PATCH,
+        &format!("/apps/{app}/config-vars"),
+        Some(&json!({ key: value })),
+    ) {
         Ok((st, _)) if st.is_success() => Ok(()),
         Ok((st, body)) => Err(format!("{st} {body}")),
         Err(e) => Err(format!("{e:#}")),
@@ -30,12 +43,28 @@ fn three_nodes_form_one_cluster() {
     let env = cluster(3);
     for i in 0..3 {
         let s = status(&env, i).expect("status");
-        assert_eq!(s["voters"].as_array().map(Vec::len), Some(3), "node {i}: {s}");
-        assert_eq!(s["leader"], status(&env, 0).unwrap()["leader"], "all nodes agree on the leader");
+        assert_eq!(
+            s["voters"].as_array().map(Vec::len),
+            Some(3),
+            "node {i}: {s}"
+        );
+        assert_eq!(
+            s["leader"],
+            status(&env, 0).unwrap()["leader"],
+            "all nodes agree on the leader"
+        );
     }
     let nodes = env.get_json(2, "/cluster/nodes").unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(3));
-    assert_eq!(nodes.as_array().unwrap().iter().filter(|n| n["leader"] == json!(true)).count(), 1);
+    assert_eq!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["leader"] == json!(true))
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -46,7 +75,9 @@ fn app_created_through_a_follower_is_visible_on_every_node_at_once() {
     create_app(&env, follower, "seen-everywhere");
     for i in 0..3 {
         // No waiting: the read barrier makes an acknowledged write visible on any node.
-        let (st, body) = env.request(i, Method::GET, "/apps/seen-everywhere", None).unwrap();
+        let (st, body) = env
+            .request(i, Method::GET, "/apps/seen-everywhere", None)
+            .unwrap();
         assert_eq!(st.as_u16(), 200, "node {i}: {body}");
     }
 }
@@ -71,11 +102,18 @@ fn killing_the_leader_elects_another_and_keeps_acknowledged_writes() {
     });
     let elected = started.elapsed();
     println!("new leader {new_leader} elected {elected:?} after the leader was killed");
-    assert!(elected < Duration::from_secs(5), "election took {elected:?}");
+    assert!(
+        elected < Duration::from_secs(5),
+        "election took {elected:?}"
+    );
     for i in &survivors {
         let config = env.get_json(*i, "/apps/durable/config-vars").unwrap();
         for k in 0..30 {
-            assert_eq!(config[format!("K{k}")], json!(k.to_string()), "node {i} lost K{k}");
+            assert_eq!(
+                config[format!("K{k}")],
+                json!(k.to_string()),
+                "node {i} lost K{k}"
+            );
         }
     }
     // And the cluster takes new writes.
@@ -92,13 +130,21 @@ fn a_killed_node_restarts_and_catches_up() {
     create_app(&env, other, "while-down");
     set_var(&env, leader, "while-down", "A", "1").unwrap();
     env.restart(victim).unwrap();
-    let config = eventually("the restarted node to answer with the new app", Duration::from_secs(20), || {
-        let (st, body) = env.request(victim, Method::GET, "/apps/while-down/config-vars", None).ok()?;
-        st.is_success().then_some(body)
-    });
+    let config = eventually(
+        "the restarted node to answer with the new app",
+        Duration::from_secs(20),
+        || {
+            let (st, body) = env
+                .request(victim, Method::GET, "/apps/while-down/config-vars", None)
+                .ok()?;
+            st.is_success().then_some(body)
+        },
+    );
     assert_eq!(config["A"], "1");
     // Its own replica caught up too: applied index reaches the leader's.
-    let target = status(&env, leader).unwrap()["applied_index"].as_u64().unwrap();
+    let target = status(&env, leader).unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
     eventually("the replica to catch up", Duration::from_secs(10), || {
         (status(&env, victim)?["applied_index"].as_u64()? >= target).then_some(())
     });
@@ -110,21 +156,31 @@ fn a_node_behind_a_purged_log_catches_up_by_snapshot() {
     let leader = env.leader_index().expect("leader");
     let victim = (leader + 2) % 3;
     create_app(&env, leader, "snappy");
-    let before = status(&env, victim).unwrap()["last_log_index"].as_u64().unwrap();
+    let before = status(&env, victim).unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
     env.kill(victim).unwrap();
     for k in 0..80 {
         set_var(&env, leader, "snappy", "N", &k.to_string()).unwrap();
     }
-    let purged = eventually("the leader to purge its log", Duration::from_secs(10), || {
-        let p = status(&env, leader)?["purged_index"].as_u64()?;
-        (p > before + 1).then_some(p)
-    });
+    let purged = eventually(
+        "the leader to purge its log",
+        Duration::from_secs(10),
+        || {
+            let p = status(&env, leader)?["purged_index"].as_u64()?;
+            (p > before + 1).then_some(p)
+        },
+    );
     println!("leader purged up to {purged}; the stopped node had {before}");
     env.restart(victim).unwrap();
-    let s = eventually("the node to install a snapshot", Duration::from_secs(30), || {
-        let s = status(&env, victim)?;
-        (s["snapshot_index"].as_u64()? > before).then_some(s)
-    });
+    let s = eventually(
+        "the node to install a snapshot",
+        Duration::from_secs(30),
+        || {
+            let s = status(&env, victim)?;
+            (s["snapshot_index"].as_u64()? > before).then_some(s)
+        },
+    );
     println!("restarted node status: {s}");
     let config = env.get_json(victim, "/apps/snappy/config-vars").unwrap();
     assert_eq!(config["N"], "79");
@@ -150,23 +206,39 @@ fn a_partitioned_minority_cannot_commit_and_heals() {
     assert!(lost.is_err(), "a write on the minority side must fail");
     env.heal(old).unwrap();
     let expect_leader = status(&env, majority[0]).unwrap()["leader"].clone();
-    eventually("all nodes to agree after heal", Duration::from_secs(20), || {
-        let agree = (0..3).all(|i| status(&env, i).is_some_and(|s| s["leader"] == expect_leader));
-        agree.then_some(())
-    });
+    eventually(
+        "all nodes to agree after heal",
+        Duration::from_secs(20),
+        || {
+            let agree =
+                (0..3).all(|i| status(&env, i).is_some_and(|s| s["leader"] == expect_leader));
+            agree.then_some(())
+        },
+    );
     for i in 0..3 {
         let c = env.get_json(i, "/apps/split/config-vars").unwrap();
         assert_eq!(c["MAJORITY"], "yes", "node {i}");
-        assert!(c.get("MINORITY").is_none(), "node {i} has the write the minority refused: {c}");
+        assert!(
+            c.get("MINORITY").is_none(),
+            "node {i} has the write the minority refused: {c}"
+        );
     }
 }
 
 /// Rewrites a join token's fields (it is base64url JSON).
 fn edit_token(token: &str, f: impl FnOnce(&mut Value)) -> String {
     let body = token.strip_prefix("HVNJ1.").unwrap();
-    let mut v: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+    let mut v: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .unwrap(),
+    )
+    .unwrap();
     f(&mut v);
-    format!("HVNJ1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap()))
+    format!(
+        "HVNJ1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    )
 }
 
 fn try_join(token: &str, peer: &str) -> (bool, String) {
@@ -174,10 +246,25 @@ fn try_join(token: &str, peer: &str) -> (bool, String) {
     let out = std::process::Command::new(binary("havend"))
         .args(["join", "--token", token, "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--name", "intruder", "--api-listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--advertise-host", "127.0.0.1", peer])
+        .args([
+            "--name",
+            "intruder",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--router-listen",
+            "127.0.0.1:0",
+            "--advertise-host",
+            "127.0.0.1",
+            peer,
+        ])
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -188,14 +275,21 @@ fn peers_without_the_cluster_ca_or_secret_are_refused() {
     // A token of another cluster: its CA fingerprint does not match this cluster's chain.
     let (ok, err) = try_join(&other.file.join_token, &peer);
     assert!(!ok, "joining with a foreign cluster's token must fail");
-    assert!(err.contains("not from the cluster CA") || err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("not from the cluster CA") || err.contains("certificate"),
+        "{err}"
+    );
     // The right CA but a wrong secret.
     let forged = edit_token(&env.file.join_token, |v| v["s"] = json!("guess"));
     let (ok, err) = try_join(&forged, &peer);
     assert!(!ok);
     assert!(err.contains("join secret was refused"), "{err}");
     let s = status(&env, 0).unwrap();
-    assert_eq!(s["voters"].as_array().map(Vec::len), Some(1), "membership unchanged: {s}");
+    assert_eq!(
+        s["voters"].as_array().map(Vec::len),
+        Some(1),
+        "membership unchanged: {s}"
+    );
     assert_eq!(s["learners"].as_array().map(Vec::len), Some(0));
 }
 
@@ -205,14 +299,29 @@ fn secrets_never_appear_in_node_logs() {
     std::env::set_var("HAVEN_LOG", "debug");
     let env = cluster(3);
     create_app(&env, 1, "secretive");
-    set_var(&env, 2, "secretive", "DATABASE_URL", "postgres://u:hunter2-s3cr3t@db/x").unwrap();
+    set_var(
+        &env,
+        2,
+        "secretive",
+        "DATABASE_URL",
+        "postgres://u:hunter2-s3cr3t@db/x",
+    )
+    .unwrap();
     set_var(&env, 0, "secretive", "API_KEY", "k3y-v4lue-never-logged").unwrap();
     let token = env.token().to_string();
     for n in &env.file.nodes {
         let log = std::fs::read_to_string(&n.log).unwrap();
-        assert!(log.lines().count() > 10, "node log {} is nearly empty", n.log.display());
+        assert!(
+            log.lines().count() > 10,
+            "node log {} is nearly empty",
+            n.log.display()
+        );
         for secret in ["hunter2-s3cr3t", "k3y-v4lue-never-logged", token.as_str()] {
-            assert!(!log.contains(secret), "{} contains a secret", n.log.display());
+            assert!(
+                !log.contains(secret),
+                "{} contains a secret",
+                n.log.display()
+            );
         }
     }
 }
@@ -226,7 +335,9 @@ fn a_sixth_node_joins_as_a_learner() {
     assert_eq!(s["learners"][0], env.node_id(5), "{s}");
     // The learner serves the API like any node.
     create_app(&env, 5, "from-learner");
-    let (st, _) = env.request(0, Method::GET, "/apps/from-learner", None).unwrap();
+    let (st, _) = env
+        .request(0, Method::GET, "/apps/from-learner", None)
+        .unwrap();
     assert_eq!(st.as_u16(), 200);
 }
 
@@ -236,13 +347,30 @@ fn sigterm_stops_a_node_cleanly_and_it_restarts_from_its_data_dir() {
     create_app(&env, 0, "survives-restart");
     let victim = (env.leader_index().expect("leader") + 1) % 3;
     let pid = env.file.nodes[victim].pid;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
-    eventually("the node to exit after SIGTERM", Duration::from_secs(10), || (!env.alive(victim)).then_some(()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    eventually(
+        "the node to exit after SIGTERM",
+        Duration::from_secs(10),
+        || (!env.alive(victim)).then_some(()),
+    );
     let log = std::fs::read_to_string(&env.file.nodes[victim].log).unwrap();
-    assert!(log.contains("SIGTERM received") && log.contains("stopped"), "no clean shutdown in the log");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped"),
+        "no clean shutdown in the log"
+    );
     env.restart(victim).unwrap();
-    let (st, _) = eventually("the restarted node to answer", Duration::from_secs(20), || {
-        env.request(victim, Method::GET, "/apps/survives-restart", None).ok().filter(|(st, _)| st.is_success())
-    });
+    let (st, _) = eventually(
+        "the restarted node to answer",
+        Duration::from_secs(20),
+        || {
+            env.request(victim, Method::GET, "/apps/survives-restart", None)
+                .ok()
+                .filter(|(st, _)| st.is_success())
+        },
+    );
     assert_eq!(st.as_u16(), 200);
 }

@@ -19,7 +19,11 @@ fn hctl(env: &haven_tests::Env, node: usize, args: &[&str]) -> Output {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "hctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -27,18 +31,30 @@ fn ok(out: Output) -> String {
 fn hctl_manages_an_app_through_any_node() {
     let env = cluster(3);
     assert!(ok(hctl(&env, 1, &["apps:create", "cli-app"])).contains("Creating ⬢ cli-app... done"));
-    let out = ok(hctl(&env, 2, &["config:set", "GREETING=hello world", "URL=x://a=b"]));
+    let out = ok(hctl(
+        &env,
+        2,
+        &["config:set", "GREETING=hello world", "URL=x://a=b"],
+    ));
     assert!(out.contains("done, v2"), "{out}");
     assert_eq!(ok(hctl(&env, 0, &["config:get", "URL"])).trim(), "x://a=b");
     let config: Value = serde_json::from_str(&ok(hctl(&env, 0, &["config", "--json"]))).unwrap();
     assert_eq!(config["GREETING"], "hello world");
     ok(hctl(&env, 1, &["config:unset", "URL"]));
     let releases = ok(hctl(&env, 1, &["releases"]));
-    assert!(releases.contains("Remove URL config vars") && releases.contains("Initial release"), "{releases}");
+    assert!(
+        releases.contains("Remove URL config vars") && releases.contains("Initial release"),
+        "{releases}"
+    );
     let out = ok(hctl(&env, 2, &["rollback"]));
     assert!(out.contains("to v2... done, v4"), "{out}");
     assert_eq!(ok(hctl(&env, 0, &["config:get", "URL"])).trim(), "x://a=b");
-    let scaled: Value = serde_json::from_str(&ok(hctl(&env, 0, &["ps:scale", "web=2", "worker=1:standard-2x", "--json"]))).unwrap();
+    let scaled: Value = serde_json::from_str(&ok(hctl(
+        &env,
+        0,
+        &["ps:scale", "web=2", "worker=1:standard-2x", "--json"],
+    )))
+    .unwrap();
     assert_eq!(scaled.as_array().map(Vec::len), Some(2));
     assert!(ok(hctl(&env, 0, &["ps:scale", "web+1"])).contains("web=3"));
     let info: Value = serde_json::from_str(&ok(hctl(&env, 0, &["apps:info", "--json"]))).unwrap();
@@ -49,7 +65,11 @@ fn hctl_manages_an_app_through_any_node() {
     let refused = hctl(&env, 0, &["apps:destroy", "-a", "cli-app"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--confirm cli-app"));
-    ok(hctl(&env, 0, &["apps:destroy", "-a", "cli-app", "--confirm", "cli-app"]));
+    ok(hctl(
+        &env,
+        0,
+        &["apps:destroy", "-a", "cli-app", "--confirm", "cli-app"],
+    ));
     let apps: Value = serde_json::from_str(&ok(hctl(&env, 0, &["apps", "--json"]))).unwrap();
     assert_eq!(apps, Value::Array(vec![]));
 }
@@ -69,7 +89,10 @@ fn hctl_errors_are_one_line_and_name_the_url() {
     let err = String::from_utf8_lossy(&bad_token.stderr).to_string();
     assert!(!bad_token.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains(env.api(0)) && err.contains("hctl login"), "{err}");
+    assert!(
+        err.contains(env.api(0)) && err.contains("hctl login"),
+        "{err}"
+    );
     // Nothing listens on this loopback port.
     let unreachable = Command::new(binary("hctl"))
         .args(["apps"])
@@ -82,7 +105,10 @@ fn hctl_errors_are_one_line_and_name_the_url() {
     let err = String::from_utf8_lossy(&unreachable.stderr).to_string();
     assert!(!unreachable.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("http://127.0.0.1:9") && err.contains("cannot reach"), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:9") && err.contains("cannot reach"),
+        "{err}"
+    );
     let missing = hctl(&env, 0, &["apps:info", "-a", "nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("Couldn't find that app."));
 }
@@ -100,9 +126,16 @@ fn hctl_login_saves_a_private_config() {
         .env_remove("HAVEN_TOKEN")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = home.path().join(".config/hctl/config.toml");
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let who = Command::new(binary("hctl"))
         .args(["whoami"])
         .env("HOME", home.path())
@@ -111,5 +144,8 @@ fn hctl_login_saves_a_private_config() {
         .env_remove("HAVEN_TOKEN")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "admin@haven.local");
+    assert_eq!(
+        String::from_utf8_lossy(&who.stdout).trim(),
+        "admin@haven.local"
+    );
 }
