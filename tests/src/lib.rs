@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use haven_testcluster::{Options, TestCluster};
+use haven_testcluster::{Mode, Options, TestCluster};
 use serde_json::Value;
 
 /// A running cluster and the temp dir that holds it (removed after the cluster stops).
@@ -34,12 +34,23 @@ pub fn cluster(n: usize) -> Env {
 
 /// Starts an `n`-node cluster whose nodes get `config_toml` as their `--config` file.
 pub fn cluster_with(n: usize, config_toml: Option<&str>) -> Env {
+    cluster_opts(n, |o| o.config_toml = config_toml.map(str::to_string))
+}
+
+/// Starts an `n`-node cluster with options set by `f` (config file, node environment).
+pub fn cluster_opts(n: usize, f: impl FnOnce(&mut Options)) -> Env {
     let dir = tempfile::Builder::new()
         .prefix("haven-e2e-")
         .tempdir()
         .expect("temp dir");
     let mut opts = Options::new(n, dir.path());
-    opts.config_toml = config_toml.map(str::to_string);
+    // HAVEN_E2E_MODE=loopback runs the suite as a non-root user would (no partitions).
+    opts.mode = match std::env::var("HAVEN_E2E_MODE").as_deref() {
+        Ok("loopback") => Mode::Loopback,
+        Ok("netns") => Mode::Netns,
+        _ => Mode::Auto,
+    };
+    f(&mut opts);
     let tc = TestCluster::start(opts).unwrap_or_else(|e| panic!("start a {n}-node cluster: {e:#}"));
     Env { tc, _dir: dir }
 }
@@ -80,7 +91,8 @@ pub fn heroku_schema() -> Value {
 }
 
 /// Checks `value` against `schema` (a subset of JSON Schema draft 4: `$ref`, `type`,
-/// `properties`, `items`, `enum`, `pattern`, `format: uuid|date-time`, `anyOf`), resolving
+/// `properties`, `patternProperties`, `additionalProperties`, `items`, `enum`, `pattern`,
+/// `format: uuid|date-time`, `anyOf`), resolving
 /// references in `root`. Returns every violation with its JSON path.
 pub fn validate(root: &Value, schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
@@ -188,9 +200,59 @@ fn check(
             }
         }
     }
+    if let Some(obj) = v.as_object() {
+        check_object_keys(root, schema, obj, path, errors, depth);
+    }
     if let (Some(items), Some(sub)) = (v.as_array(), schema.get("items")) {
         for (i, item) in items.iter().enumerate() {
             check(root, sub, item, &format!("{path}[{i}]"), errors, depth + 1);
+        }
+    }
+}
+
+/// `patternProperties` and `additionalProperties` (draft 4): a key named in `properties`
+/// is checked there; one matching a pattern against that pattern's schema; any other key
+/// against `additionalProperties` (`false` refuses it).
+fn check_object_keys(
+    root: &Value,
+    schema: &Value,
+    obj: &serde_json::Map<String, Value>,
+    path: &str,
+    errors: &mut Vec<String>,
+    depth: usize,
+) {
+    let props = schema.get("properties").and_then(Value::as_object);
+    let patterns: Vec<(regex::Regex, &Value)> = schema
+        .get("patternProperties")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(p, s)| regex::Regex::new(p).ok().map(|re| (re, s)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let additional = schema.get("additionalProperties");
+    if patterns.is_empty() && additional.is_none() {
+        return;
+    }
+    for (k, field) in obj {
+        let field_path = format!("{path}.{k}");
+        let mut matched = props.is_some_and(|p| p.contains_key(k));
+        for (re, sub) in &patterns {
+            if re.is_match(k) {
+                matched = true;
+                check(root, sub, field, &field_path, errors, depth + 1);
+            }
+        }
+        if matched {
+            continue;
+        }
+        match additional {
+            Some(Value::Bool(false)) => {
+                errors.push(format!("{field_path}: property {k:?} is not allowed"))
+            }
+            Some(sub @ Value::Object(_)) => check(root, sub, field, &field_path, errors, depth + 1),
+            _ => {}
         }
     }
 }
@@ -202,6 +264,7 @@ fn validate_at(root: &Value, schema: &Value, v: &Value, depth: usize) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -228,6 +291,76 @@ mod tests {
         let bad = json!({"id": "nope", "name": "ABC", "count": "3", "tags": [1], "ref": "yes"});
         let errors = validate(&root, &schema, &bad);
         assert_eq!(errors.len(), 5, "{errors:?}");
+    }
+
+    #[test]
+    fn validator_checks_enums_any_of_and_keys() {
+        let root = json!({
+            "definitions": {
+                "state": {"type": ["string"], "enum": ["up", "down"]},
+                "id": {"anyOf": [{"type": ["string"], "format": "uuid"}, {"type": ["integer"]}]},
+                "vars": {
+                    "type": ["object"],
+                    "additionalProperties": false,
+                    "patternProperties": {"^\\w+$": {"type": ["string", "null"]}}
+                },
+                "thing": {
+                    "type": ["object"],
+                    "properties": {
+                        "state": {"$ref": "#/definitions/state"},
+                        "id": {"$ref": "#/definitions/id"},
+                        "vars": {"$ref": "#/definitions/vars"},
+                        "when": {"type": ["string", "null"], "format": "date-time"}
+                    }
+                }
+            }
+        });
+        let schema = root["definitions"]["thing"].clone();
+        let good = json!({
+            "state": "up",
+            "id": 7,
+            "vars": {"FOO": "bar", "GONE": null},
+            "when": "2026-11-22T10:00:00Z",
+            "extra": "allowed: no additionalProperties here"
+        });
+        assert_eq!(validate(&root, &schema, &good), Vec::<String>::new());
+        assert_eq!(
+            validate(
+                &root,
+                &schema,
+                &json!({"when": null, "id": "01234567-89ab-cdef-0123-456789abcdef"})
+            ),
+            Vec::<String>::new()
+        );
+        let bad = json!({
+            "state": "crashed",
+            "id": "nope",
+            "vars": {"FOO": 1, "not a key": "x"},
+            "when": "yesterday"
+        });
+        let errors = validate(&root, &schema, &bad);
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with("$.state:")),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("$.id:")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with("$.vars.FOO:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("\"not a key\" is not allowed")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("$.when:")),
+            "{errors:?}"
+        );
+        // The top-level type is checked too.
+        assert_eq!(validate(&root, &schema, &json!([1])).len(), 1);
     }
 
     #[test]

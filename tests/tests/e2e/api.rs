@@ -168,6 +168,19 @@ fn releases_follow_heroku_rules() {
     );
 }
 
+/// What a user can read of the app `keep`: apps, releases, config vars, formation.
+fn visible_state(env: &haven_tests::Env) -> Vec<Value> {
+    [
+        "/apps",
+        "/apps/keep/releases",
+        "/apps/keep/config-vars",
+        "/apps/keep/formation",
+    ]
+    .iter()
+    .map(|p| call(env, Method::GET, p, None).1)
+    .collect()
+}
+
 #[test]
 fn bad_input_gets_heroku_errors_and_changes_nothing() {
     let env = cluster(1);
@@ -175,115 +188,250 @@ fn bad_input_gets_heroku_errors_and_changes_nothing() {
         call(&env, Method::POST, "/apps", Some(json!({"name": "keep"}))).0,
         201
     );
-    let snapshot = |env: &haven_tests::Env| {
-        (
-            call(env, Method::GET, "/apps", None).1,
-            call(env, Method::GET, "/apps/keep/releases", None).1,
-        )
-    };
-    let before = snapshot(&env);
+    let (st, f) = call(
+        &env,
+        Method::PATCH,
+        "/apps/keep/formation",
+        Some(json!({"updates": [{"type": "web", "quantity": 1}]})),
+    );
+    assert_eq!(st, 200, "{f}");
+    let before = visible_state(&env);
     let token = env.token().to_string();
     let auth = format!("Bearer {token}");
-    assert_error(
-        call(
-            &env,
+    const V3: &str = "application/vnd.heroku+json; version=3";
+    let ok: &[(&str, &str)] = &[("Authorization", &auth), ("Accept", V3)];
+    // (what, method, path, headers, body, status, error id)
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        Method,
+        &str,
+        Vec<(&str, &str)>,
+        Option<&str>,
+        u16,
+        &str,
+    )> = vec![
+        (
+            "invalid app name",
             Method::POST,
             "/apps",
-            Some(json!({"name": "Bad_Name"})),
+            ok.to_vec(),
+            Some(r#"{"name":"Bad_Name"}"#),
+            422,
+            "invalid_params",
         ),
-        422,
-        "invalid_params",
-    );
-    assert_error(
-        call(&env, Method::POST, "/apps", Some(json!({"name": "keep"}))),
-        409,
-        "conflict",
-    );
-    assert_error(
-        call(&env, Method::GET, "/apps/missing", None),
-        404,
-        "not_found",
-    );
-    assert_error(
-        call(&env, Method::GET, "/apps/keep/releases/42", None),
-        404,
-        "not_found",
-    );
-    assert_error(
-        call(
-            &env,
+        (
+            "one-letter app name",
             Method::POST,
-            "/apps/keep/releases",
-            Some(json!({"release": "42"})),
+            "/apps",
+            ok.to_vec(),
+            Some(r#"{"name":"a"}"#),
+            422,
+            "invalid_params",
         ),
-        404,
-        "not_found",
-    );
-    assert_error(
-        call(
-            &env,
+        (
+            "rename to an invalid name",
+            Method::PATCH,
+            "/apps/keep",
+            ok.to_vec(),
+            Some(r#"{"name":"-bad"}"#),
+            422,
+            "invalid_params",
+        ),
+        (
+            "duplicate app name",
+            Method::POST,
+            "/apps",
+            ok.to_vec(),
+            Some(r#"{"name":"keep"}"#),
+            409,
+            "conflict",
+        ),
+        (
+            "unknown app",
+            Method::GET,
+            "/apps/missing",
+            ok.to_vec(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "config vars of an unknown app",
+            Method::PATCH,
+            "/apps/missing/config-vars",
+            ok.to_vec(),
+            Some(r#"{"A":"1"}"#),
+            404,
+            "not_found",
+        ),
+        (
+            "malformed JSON on create",
+            Method::POST,
+            "/apps",
+            ok.to_vec(),
+            Some(r#"{"name": "#),
+            400,
+            "bad_request",
+        ),
+        (
+            "malformed JSON on config vars",
             Method::PATCH,
             "/apps/keep/config-vars",
-            Some(json!({"N": 5})),
+            ok.to_vec(),
+            Some("not json"),
+            400,
+            "bad_request",
         ),
-        422,
-        "invalid_params",
-    );
-    assert_error(
-        call(
-            &env,
+        (
+            "missing token",
+            Method::POST,
+            "/apps",
+            vec![("Accept", V3)],
+            Some(r#"{"name":"sneaky"}"#),
+            401,
+            "unauthorized",
+        ),
+        (
+            "wrong token",
+            Method::PATCH,
+            "/apps/keep/config-vars",
+            vec![("Authorization", "Bearer hvn_wrong"), ("Accept", V3)],
+            Some(r#"{"A":"1"}"#),
+            401,
+            "unauthorized",
+        ),
+        (
+            "wrong basic password",
+            Method::GET,
+            "/apps",
+            vec![("Authorization", "Basic Omh2bl93cm9uZw=="), ("Accept", V3)],
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            "unknown release",
+            Method::GET,
+            "/apps/keep/releases/42",
+            ok.to_vec(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "config vars of an unknown release",
+            Method::GET,
+            "/apps/keep/releases/42/config-vars",
+            ok.to_vec(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "bad Accept",
+            Method::POST,
+            "/apps",
+            vec![("Authorization", &auth), ("Accept", "text/html")],
+            Some(r#"{"name":"sneaky"}"#),
+            406,
+            "not_acceptable",
+        ),
+        (
+            "API version 2",
+            Method::GET,
+            "/apps",
+            vec![
+                ("Authorization", &auth),
+                ("Accept", "application/vnd.heroku+json; version=2"),
+            ],
+            None,
+            406,
+            "not_acceptable",
+        ),
+        (
+            "bad Range field",
+            Method::GET,
+            "/apps",
+            vec![
+                ("Authorization", &auth),
+                ("Accept", V3),
+                ("Range", "size .."),
+            ],
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "bad Range max",
+            Method::GET,
+            "/apps",
+            vec![
+                ("Authorization", &auth),
+                ("Accept", V3),
+                ("Range", "name ..; max=0"),
+            ],
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "rollback to an unknown version",
+            Method::POST,
+            "/apps/keep/releases",
+            ok.to_vec(),
+            Some(r#"{"release":"42"}"#),
+            404,
+            "not_found",
+        ),
+        (
+            "non-string config value",
+            Method::PATCH,
+            "/apps/keep/config-vars",
+            ok.to_vec(),
+            Some(r#"{"N":5}"#),
+            422,
+            "invalid_params",
+        ),
+        (
+            "empty formation batch",
             Method::PATCH,
             "/apps/keep/formation",
-            Some(json!({"updates": []})),
+            ok.to_vec(),
+            Some(r#"{"updates":[]}"#),
+            422,
+            "invalid_params",
         ),
-        422,
-        "invalid_params",
-    );
-    assert_error(
-        call(
-            &env,
+        (
+            "unknown dyno size",
             Method::PATCH,
             "/apps/keep/formation",
-            Some(json!({"updates": [{"type": "web", "size": "giant"}]})),
+            ok.to_vec(),
+            Some(r#"{"updates":[{"type":"web","size":"giant"}]}"#),
+            422,
+            "invalid_params",
         ),
-        422,
-        "invalid_params",
-    );
-    let (st, h, body) = raw(
-        &env,
-        Method::POST,
-        "/apps",
-        &[("Authorization", &auth)],
-        Some("{\"name\": "),
-    );
-    assert_error((st, body), 400, "bad_request");
-    assert!(h.contains_key("request-id"));
-    let (st, _, body) = raw(&env, Method::GET, "/apps", &[], None);
-    assert_error((st, body), 401, "unauthorized");
-    let (st, _, body) = raw(
-        &env,
-        Method::GET,
-        "/apps",
-        &[("Authorization", "Bearer hvn_wrong")],
-        None,
-    );
-    assert_error((st, body), 401, "unauthorized");
-    let (st, _, body) = raw(
-        &env,
-        Method::GET,
-        "/apps",
-        &[("Authorization", &auth), ("Accept", "text/html")],
-        None,
-    );
-    assert_error((st, body), 406, "not_acceptable");
-    let (st, _, body) = raw(
-        &env,
-        Method::GET,
-        "/apps",
-        &[("Authorization", &auth), ("Range", "size ..")],
-        None,
-    );
-    assert_error((st, body), 400, "bad_request");
+        (
+            "negative quantity",
+            Method::PATCH,
+            "/apps/keep/formation/web",
+            ok.to_vec(),
+            Some(r#"{"quantity":"-5"}"#),
+            422,
+            "invalid_params",
+        ),
+    ];
+    for (what, method, path, headers, body, status, id) in cases {
+        let (st, h, got) = raw(&env, method.clone(), path, &headers, body);
+        assert_eq!(st, status, "{what}: {method} {path} answered {st} {got}");
+        assert_eq!(got["id"], id, "{what}: {got}");
+        assert!(
+            got["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: no message in {got}"
+        );
+        assert!(h.contains_key("request-id"), "{what}: no Request-Id header");
+        assert_eq!(visible_state(&env), before, "{what} changed the app");
+    }
     // Basic auth with the token as password works, as on Heroku.
     let basic = format!(
         "Basic {}",
@@ -310,7 +458,52 @@ fn bad_input_gets_heroku_errors_and_changes_nothing() {
         None,
     );
     assert_eq!(h.get("request-id").and_then(|v| v.to_str().ok()), Some(rid));
-    assert_eq!(snapshot(&env), before, "no bad request changed anything");
+    assert_eq!(
+        visible_state(&env),
+        before,
+        "no bad request changed anything"
+    );
+}
+
+/// Follows `Next-Range` from `range` until a 200; returns every item and the page count.
+fn all_pages(env: &haven_tests::Env, path: &str, range: &str) -> (Vec<Value>, usize) {
+    let auth = format!("Bearer {}", env.token());
+    let mut items = Vec::new();
+    let mut range = range.to_string();
+    for pages in 1..100 {
+        let (st, h, body) = raw(
+            env,
+            Method::GET,
+            path,
+            &[("Authorization", &auth), ("Range", &range)],
+            None,
+        );
+        items.extend(
+            body.as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .cloned(),
+        );
+        match st {
+            206 => {
+                range = h
+                    .get("next-range")
+                    .expect("a 206 carries Next-Range")
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            }
+            200 => {
+                assert!(
+                    !h.contains_key("next-range"),
+                    "a full page has no Next-Range"
+                );
+                return (items, pages);
+            }
+            other => panic!("GET {path} with Range {range:?}: status {other} {body}"),
+        }
+    }
+    panic!("GET {path}: Next-Range never ended")
 }
 
 #[test]
@@ -322,33 +515,11 @@ fn lists_page_with_range_and_next_range() {
             201
         );
     }
-    let auth = format!("Bearer {}", env.token());
-    let mut names = Vec::new();
-    let mut range = "name ..; max=2".to_string();
-    let mut pages = 0;
-    loop {
-        let (st, h, body) = raw(
-            &env,
-            Method::GET,
-            "/apps",
-            &[("Authorization", &auth), ("Range", &range)],
-            None,
-        );
-        pages += 1;
-        names.extend(
-            body.as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["name"].as_str().unwrap().to_string()),
-        );
-        match st {
-            206 => range = h.get("next-range").unwrap().to_str().unwrap().to_string(),
-            200 => break,
-            other => panic!("status {other}"),
-        }
-    }
+    let (apps, pages) = all_pages(&env, "/apps", "name ..; max=2");
+    let names: Vec<&str> = apps.iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(pages, 3);
     assert_eq!(names, ["app-a", "app-b", "app-c", "app-d", "app-e"]);
+    let auth = format!("Bearer {}", env.token());
     let (_, _, body) = raw(
         &env,
         Method::GET,
@@ -360,70 +531,137 @@ fn lists_page_with_range_and_next_range() {
         None,
     );
     assert_eq!(body[0]["name"], "app-e");
+    // Releases page by version: v1 plus four config changes.
+    for k in 0..4 {
+        let (st, _) = call(
+            &env,
+            Method::PATCH,
+            "/apps/app-a/config-vars",
+            Some(json!({ "K": k.to_string() })),
+        );
+        assert_eq!(st, 200);
+    }
+    let (releases, pages) = all_pages(&env, "/apps/app-a/releases", "version ..; max=2");
+    let versions: Vec<u64> = releases
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!((versions, pages), (vec![1, 2, 3, 4, 5], 3));
 }
 
 #[test]
 fn responses_validate_against_the_heroku_schema() {
     let env = cluster(1);
     let root = heroku_schema();
-    let def = |name: &str| root["definitions"][name].clone();
+    let def = |pointer: &str| {
+        root.pointer(pointer)
+            .unwrap_or_else(|| panic!("schema has no {pointer}"))
+            .clone()
+    };
+    const APP: &str = "/definitions/app";
+    const RELEASE: &str = "/definitions/release";
+    const FORMATION: &str = "/definitions/formation";
+    const ACCOUNT: &str = "/definitions/account";
+    const CONFIG: &str = "/definitions/config-var/definitions/config_vars";
     let (_, app) = call(
         &env,
         Method::POST,
         "/apps",
         Some(json!({"name": "schema-app"})),
     );
-    call(
+    let (_, set) = call(
         &env,
         Method::PATCH,
         "/apps/schema-app/config-vars",
-        Some(json!({"A": "1"})),
+        Some(json!({"A": "1", "DATABASE_URL": "postgres://x"})),
     );
-    call(
+    let (_, batch) = call(
         &env,
         Method::PATCH,
         "/apps/schema-app/formation",
-        Some(json!({"updates": [{"type": "web", "quantity": 1}]})),
+        Some(
+            json!({"updates": [{"type": "web", "quantity": 1}, {"type": "worker", "quantity": "2", "size": "standard-2x"}]}),
+        ),
     );
-    let checks: Vec<(&str, Value)> = vec![
-        ("app", app),
-        ("app", call(&env, Method::GET, "/apps/schema-app", None).1),
+    let (_, rollback) = call(
+        &env,
+        Method::POST,
+        "/apps/schema-app/releases",
+        Some(json!({"release": "1"})),
+    );
+    let (_, patched) = call(
+        &env,
+        Method::PATCH,
+        "/apps/schema-app",
+        Some(json!({"maintenance": true})),
+    );
+    let get = |path: &str| {
+        let (st, v) = call(&env, Method::GET, path, None);
+        assert_eq!(st, 200, "GET {path}: {v}");
+        v
+    };
+    let mut checks: Vec<(&str, &str, Value)> = vec![
+        ("POST /apps", APP, app),
+        ("GET /apps/{app}", APP, get("/apps/schema-app")),
+        ("PATCH /apps/{app}", APP, patched),
+        ("GET release", RELEASE, get("/apps/schema-app/releases/2")),
+        ("POST rollback", RELEASE, rollback),
         (
-            "release",
-            call(&env, Method::GET, "/apps/schema-app/releases/2", None).1,
+            "GET formation",
+            FORMATION,
+            get("/apps/schema-app/formation/web"),
+        ),
+        ("GET /account", ACCOUNT, get("/account")),
+        ("PATCH config-vars", CONFIG, set),
+        (
+            "GET config-vars",
+            CONFIG,
+            get("/apps/schema-app/config-vars"),
         ),
         (
-            "formation",
-            call(&env, Method::GET, "/apps/schema-app/formation/web", None).1,
-        ),
-        ("account", call(&env, Method::GET, "/account", None).1),
-        (
-            "config-var",
-            call(&env, Method::GET, "/apps/schema-app/config-vars", None).1,
+            "GET release config-vars",
+            CONFIG,
+            get("/apps/schema-app/releases/2/config-vars"),
         ),
     ];
-    for (name, value) in checks {
-        let errors = validate(&root, &def(name), &value);
+    // Lists: every item matches the resource.
+    for (what, pointer, list) in [
+        ("GET /apps item", APP, get("/apps")),
+        (
+            "GET releases item",
+            RELEASE,
+            get("/apps/schema-app/releases"),
+        ),
+        (
+            "GET formation item",
+            FORMATION,
+            get("/apps/schema-app/formation"),
+        ),
+        ("PATCH formation item", FORMATION, batch),
+    ] {
+        let items = list.as_array().unwrap_or_else(|| panic!("{what}: {list}"));
+        assert!(!items.is_empty(), "{what}: empty list");
+        checks.extend(items.iter().map(|v| (what, pointer, v.clone())));
+    }
+    for (what, pointer, value) in checks {
+        let schema = def(pointer);
+        let errors = validate(&root, &schema, &value);
         assert!(
             errors.is_empty(),
-            "{name} does not match the schema: {errors:#?}\n{value}"
+            "{what} does not match {pointer}: {errors:#?}\n{value}"
         );
-        // Every property the schema defines for the resource is present (config vars are a map).
-        if name != "config-var" {
-            for key in def(name)["properties"].as_object().unwrap().keys() {
+        // Every property the schema defines for the resource is present.
+        if let Some(props) = schema["properties"].as_object() {
+            for key in props.keys() {
                 let optional = matches!(
                     key.as_str(),
                     "addon_plan_names" | "artifacts" | "output_stream_url" | "app" | "dyno_size"
                 );
                 assert!(
                     value.get(key).is_some() || optional,
-                    "{name} lacks {key}: {value}"
+                    "{what} lacks {key}: {value}"
                 );
             }
         }
-    }
-    let (_, list) = call(&env, Method::GET, "/apps/schema-app/releases", None);
-    for r in list.as_array().unwrap() {
-        assert!(validate(&root, &def("release"), r).is_empty());
     }
 }

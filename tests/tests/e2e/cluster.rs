@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use haven_tests::{binary, cluster, cluster_with, eventually};
+use haven_tests::{binary, cluster, cluster_opts, cluster_with, eventually};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -53,6 +53,20 @@ fn three_nodes_form_one_cluster() {
             status(&env, 0).unwrap()["leader"],
             "all nodes agree on the leader"
         );
+        let mut voters: Vec<&str> = s["voters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        voters.sort_unstable();
+        let mut ids: Vec<&str> = (0..3).map(|n| env.node_id(n)).collect();
+        ids.sort_unstable();
+        assert_eq!(voters, ids, "node {i}: the voters are the three nodes");
+        assert!(
+            s["leader"].as_str().is_some_and(|l| ids.contains(&l)),
+            "node {i}: the leader is one of the nodes: {s}"
+        );
     }
     let nodes = env.get_json(2, "/cluster/nodes").unwrap();
     assert_eq!(nodes.as_array().map(Vec::len), Some(3));
@@ -86,8 +100,9 @@ fn app_created_through_a_follower_is_visible_on_every_node_at_once() {
 fn killing_the_leader_elects_another_and_keeps_acknowledged_writes() {
     let mut env = cluster(3);
     create_app(&env, 0, "durable");
-    // 30 acknowledged writes through every node.
-    for k in 0..30 {
+    // 50 acknowledged writes, spread over every node (followers forward to the leader).
+    const WRITES: usize = 50;
+    for k in 0..WRITES {
         set_var(&env, k % 3, "durable", &format!("K{k}"), &k.to_string()).expect("write");
     }
     let old = env.leader_index().expect("leader");
@@ -95,29 +110,35 @@ fn killing_the_leader_elects_another_and_keeps_acknowledged_writes() {
     env.kill(old).unwrap();
     let started = Instant::now();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    // Elected means: both survivors name the same leader, and it is not the dead one.
     let new_leader = eventually("a new leader", Duration::from_secs(10), || {
-        let s = status(&env, survivors[0])?;
-        let l = s["leader"].as_str()?.to_string();
-        (l != old_id).then_some(l)
+        let a = status(&env, survivors[0])?["leader"].as_str()?.to_string();
+        let b = status(&env, survivors[1])?["leader"].as_str()?.to_string();
+        (a != old_id && a == b).then_some(a)
     });
     let elected = started.elapsed();
-    println!("new leader {new_leader} elected {elected:?} after the leader was killed");
+    println!(
+        "new leader {new_leader} elected {} ms after the leader was killed",
+        elected.as_millis()
+    );
     assert!(
         elected < Duration::from_secs(5),
         "election took {elected:?}"
     );
     for i in &survivors {
         let config = env.get_json(*i, "/apps/durable/config-vars").unwrap();
-        for k in 0..30 {
+        for k in 0..WRITES {
             assert_eq!(
                 config[format!("K{k}")],
                 json!(k.to_string()),
-                "node {i} lost K{k}"
+                "node {i} lost the acknowledged write K{k}"
             );
         }
     }
-    // And the cluster takes new writes.
-    set_var(&env, survivors[1], "durable", "AFTER", "1").expect("write after failover");
+    // And the cluster takes new writes, through both survivors.
+    for i in &survivors {
+        set_var(&env, *i, "durable", "AFTER", &i.to_string()).expect("write after failover");
+    }
 }
 
 #[test]
@@ -182,6 +203,14 @@ fn a_node_behind_a_purged_log_catches_up_by_snapshot() {
         },
     );
     println!("restarted node status: {s}");
+    let target = status(&env, leader).unwrap()["applied_index"]
+        .as_u64()
+        .unwrap();
+    eventually(
+        "the restarted node's applied index to reach the leader's",
+        Duration::from_secs(20),
+        || (status(&env, victim)?["applied_index"].as_u64()? >= target).then_some(()),
+    );
     let config = env.get_json(victim, "/apps/snappy/config-vars").unwrap();
     assert_eq!(config["N"], "79");
 }
@@ -201,20 +230,59 @@ fn a_partitioned_minority_cannot_commit_and_heals() {
     eventually("the majority to commit", Duration::from_secs(15), || {
         set_var(&env, majority[0], "split", "MAJORITY", "yes").ok()
     });
-    // The isolated old leader cannot commit.
+    // The isolated old leader cannot commit: its write fails (503 or a timeout).
     let lost = set_var(&env, old, "split", "MINORITY", "no");
     assert!(lost.is_err(), "a write on the minority side must fail");
+    println!("write on the partitioned node: {}", lost.unwrap_err());
+    for i in &majority {
+        let c = env.get_json(*i, "/apps/split/config-vars").unwrap();
+        assert!(
+            c.get("MINORITY").is_none(),
+            "node {i} sees the refused write: {c}"
+        );
+    }
     env.heal(old).unwrap();
-    let expect_leader = status(&env, majority[0]).unwrap()["leader"].clone();
-    eventually(
-        "all nodes to agree after heal",
-        Duration::from_secs(20),
-        || {
-            let agree =
-                (0..3).all(|i| status(&env, i).is_some_and(|s| s["leader"] == expect_leader));
-            agree.then_some(())
-        },
-    );
+    // After heal every node names the same leader, has applied the same log, and answers
+    // with the same data.
+    let view = |i: usize| -> Value {
+        json!({
+            "status": status(&env, i),
+            // git_url and web_url name the answering node's address: compare the rest.
+            "apps": env.get_json(i, "/apps").ok().map(|apps| {
+                apps.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| json!([a["id"], a["name"], a["released_at"], a["maintenance"]]))
+                    .collect::<Vec<_>>()
+            }),
+            "config": env.get_json(i, "/apps/split/config-vars").ok(),
+        })
+    };
+    let agree = |views: &[Value]| {
+        let key = |v: &Value| {
+            (
+                v["status"]["leader"].clone(),
+                v["status"]["applied_index"].clone(),
+                v["apps"].clone(),
+                v["config"].clone(),
+            )
+        };
+        views[0]["status"]["leader"].is_string()
+            && views[0]["config"].is_object()
+            && views.iter().all(|v| key(v) == key(&views[0]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let views: Vec<Value> = (0..3).map(view).collect();
+        if agree(&views) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes still disagree 20 s after heal: {views:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for i in 0..3 {
         let c = env.get_json(i, "/apps/split/config-vars").unwrap();
         assert_eq!(c["MAJORITY"], "yes", "node {i}");
@@ -223,6 +291,60 @@ fn a_partitioned_minority_cannot_commit_and_heals() {
             "node {i} has the write the minority refused: {c}"
         );
     }
+}
+
+#[test]
+fn a_partitioned_follower_refuses_writes_and_catches_up_after_heal() {
+    let mut env = cluster(3);
+    if !env.is_netns() {
+        println!("skipped: partitions need root and iproute2 (network namespaces)");
+        return;
+    }
+    create_app(&env, 0, "cut-off");
+    let leader = env.leader_index().expect("leader");
+    let cut = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    env.partition(cut).unwrap();
+    // The leader keeps its majority: writes through it and the other follower commit.
+    set_var(&env, leader, "cut-off", "A", "1").expect("write on the majority");
+    set_var(&env, other, "cut-off", "B", "2").expect("write on the majority");
+    // The cut-off follower cannot forward to the leader nor confirm a read.
+    let started = Instant::now();
+    let refused = set_var(&env, cut, "cut-off", "C", "3");
+    assert!(refused.is_err(), "a write to a cut-off follower must fail");
+    println!(
+        "cut-off follower answered in {} ms: {}",
+        started.elapsed().as_millis(),
+        refused.unwrap_err()
+    );
+    env.heal(cut).unwrap();
+    let config = eventually(
+        "the healed follower to serve the majority's writes",
+        Duration::from_secs(20),
+        || {
+            let (st, c) = env
+                .request(cut, Method::GET, "/apps/cut-off/config-vars", None)
+                .ok()?;
+            (st.is_success() && c["B"] == "2").then_some(c)
+        },
+    );
+    assert_eq!(
+        config,
+        json!({"A": "1", "B": "2"}),
+        "the refused write stays refused"
+    );
+    // The cut-off node may have raised its term while alone, so the heal may cause a new
+    // election; either way all nodes end up naming one leader.
+    eventually(
+        "all nodes to name one leader",
+        Duration::from_secs(20),
+        || {
+            let leaders: Vec<Value> = (0..3)
+                .map(|i| status(&env, i).map(|s| s["leader"].clone()))
+                .collect::<Option<_>>()?;
+            (leaders[0].is_string() && leaders.iter().all(|l| *l == leaders[0])).then_some(())
+        },
+    );
 }
 
 /// Rewrites a join token's fields (it is base64url JSON).
@@ -296,8 +418,8 @@ fn peers_without_the_cluster_ca_or_secret_are_refused() {
 #[test]
 fn secrets_never_appear_in_node_logs() {
     // Debug logging on: even then no token or config value may be written.
-    std::env::set_var("HAVEN_LOG", "debug");
-    let env = cluster(3);
+    // Set per cluster, not in this process: other tests run beside this one.
+    let env = cluster_opts(3, |o| o.env.push(("HAVEN_LOG".into(), "debug".into())));
     create_app(&env, 1, "secretive");
     set_var(
         &env,
@@ -314,6 +436,11 @@ fn secrets_never_appear_in_node_logs() {
         assert!(
             log.lines().count() > 10,
             "node log {} is nearly empty",
+            n.log.display()
+        );
+        assert!(
+            log.contains(" DEBUG "),
+            "node log {} has no debug lines: HAVEN_LOG did not reach the node",
             n.log.display()
         );
         for secret in ["hunter2-s3cr3t", "k3y-v4lue-never-logged", token.as_str()] {

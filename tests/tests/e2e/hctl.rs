@@ -46,6 +46,13 @@ fn hctl_manages_an_app_through_any_node() {
         releases.contains("Remove URL config vars") && releases.contains("Initial release"),
         "{releases}"
     );
+    let v2 = releases
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("v2"))
+        .unwrap_or_else(|| panic!("no v2 line in:\n{releases}"));
+    assert!(v2.contains("Set GREETING, URL config vars"), "{v2}");
+    let listed: Value = serde_json::from_str(&ok(hctl(&env, 1, &["releases", "--json"]))).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
     let out = ok(hctl(&env, 2, &["rollback"]));
     assert!(out.contains("to v2... done, v4"), "{out}");
     assert_eq!(ok(hctl(&env, 0, &["config:get", "URL"])).trim(), "x://a=b");

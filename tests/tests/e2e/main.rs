@@ -1,4 +1,11 @@
 //! End-to-end tests over real clusters of `havend` processes (one test binary).
+//!
+//! Run `cargo build --bins && cargo test -p haven-tests`. As root each node is a separate
+//! network namespace on a bridge; otherwise (or with `HAVEN_E2E_MODE=loopback`) nodes share
+//! 127.0.0.1 and the partition tests print a skip note.
+
+// A failed step should end the test with its message; unwrap is the idiom here.
+#![allow(clippy::unwrap_used)]
 
 mod api;
 mod cluster;
