@@ -150,6 +150,13 @@ impl Api {
         self.call(Method::GET, path, None)
     }
 
+    /// GETs one page of a list (no `Next-Range` following).
+    pub fn get_page(&self, path: &str, range: &str) -> Result<Vec<Value>> {
+        let resp = self.send(self.request(Method::GET, path).header("Range", range))?;
+        resp.json()
+            .with_context(|| format!("decode the answer of {}{path}", self.url))
+    }
+
     /// GETs every page of a list, following `Next-Range`.
     pub fn get_all(&self, path: &str, first_range: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();

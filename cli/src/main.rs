@@ -275,10 +275,11 @@ fn app_path(app: &AppArg) -> Result<String> {
     Ok(format!("/apps/{}", app.name()?))
 }
 
+/// The newest release's version: one page of one release, not the whole history.
 fn current_version(api: &Api, app: &AppArg) -> Result<u64> {
-    let rels = api.get_all(
+    let rels = api.get_page(
         &format!("{}/releases", app_path(app)?),
-        "version ..; max=1000",
+        "version ..; max=1, order=desc",
     )?;
     Ok(rels
         .iter()
