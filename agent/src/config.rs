@@ -7,7 +7,10 @@
 //!   certificate (keys mode 0600);
 //! - `bootstrap.json`: the first command of a new cluster, present between `init` and
 //!   the first run that commits it;
-//! - `raft/`: the RocksDB store.
+//! - `raft/`: the RocksDB store;
+//! - `slugs/`: compressed slugs by sha256; `sources/`: uploaded build sources;
+//!   `builds/`: build work dirs and outputs; `cache/`: build caches per app;
+//!   `repos/`: bare git repositories per app.
 
 use std::fs;
 use std::io::Write;
@@ -68,6 +71,25 @@ impl RaftTuning {
     }
 }
 
+/// Limits of builds, overridable in the config file's `[builds]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildTuning {
+    /// Largest compressed slug, MiB (Heroku: 1 GB).
+    pub max_slug_mb: u64,
+    /// Longest compile phase, seconds (Heroku: 25 minutes).
+    pub compile_timeout_secs: u64,
+}
+
+impl Default for BuildTuning {
+    fn default() -> Self {
+        BuildTuning {
+            max_slug_mb: 1024,
+            compile_timeout_secs: 25 * 60,
+        }
+    }
+}
+
 /// This node's configuration, stored as `havend.toml` in the data dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +108,8 @@ pub struct NodeConfig {
     pub join_peer: Option<String>,
     #[serde(default)]
     pub raft: RaftTuning,
+    #[serde(default)]
+    pub builds: BuildTuning,
 }
 
 impl NodeConfig {
@@ -160,6 +184,26 @@ impl DataDir {
     }
     pub fn raft_dir(&self) -> PathBuf {
         self.root.join("raft")
+    }
+    /// Compressed slugs this node holds, by sha256.
+    pub fn slugs_dir(&self) -> PathBuf {
+        self.root.join("slugs")
+    }
+    /// Uploaded build sources, by id.
+    pub fn sources_dir(&self) -> PathBuf {
+        self.root.join("sources")
+    }
+    /// Working dirs and output of builds, by id.
+    pub fn builds_dir(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+    /// Build caches, by app id.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// Bare git repositories, by app id.
+    pub fn repos_dir(&self) -> PathBuf {
+        self.root.join("repos")
     }
 
     /// Whether `init` or `join` already ran here.
@@ -289,6 +333,7 @@ mod tests {
             advertise_host: "10.77.0.11".into(),
             join_peer: None,
             raft: RaftTuning::default(),
+            builds: BuildTuning::default(),
         }
     }
 

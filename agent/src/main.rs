@@ -2,10 +2,13 @@
 //! to a cluster, `run` starts a node from its data dir.
 
 mod api;
+mod builder;
 mod config;
+mod git;
 mod join;
 mod node;
 mod peer;
+mod slugs;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +83,9 @@ enum Cmd {
         #[arg(long, env = "HAVEN_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// The pre-receive hook of app repositories (run by git during a push).
+    #[command(hide = true)]
+    GitHook,
 }
 
 #[derive(Args)]
@@ -118,6 +124,7 @@ struct ConfigFile {
     advertise_host: Option<String>,
     domain: Option<String>,
     raft: Option<RaftTuning>,
+    builds: Option<config::BuildTuning>,
 }
 
 impl NodeFlags {
@@ -161,6 +168,7 @@ impl NodeFlags {
             advertise_host: pick(&self.advertise_host, &file.advertise_host, default_host),
             join_peer: None,
             raft: file.raft.clone().unwrap_or_default(),
+            builds: file.builds.clone().unwrap_or_default(),
         };
         if cfg.name.is_empty() || cfg.name.len() > 63 {
             anyhow::bail!("node name {:?} must be 1 to 63 characters", cfg.name);
@@ -370,6 +378,10 @@ fn start_run(data_dir: &Path) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::GitHook = cli.command {
+        // Everything it prints reaches the pusher: no agent logging here.
+        return ExitCode::from(git::run_hook().clamp(0, 255) as u8);
+    }
     init_logging(cli.log_format, &cli.log_level);
     let result = match &cli.command {
         Cmd::Init {
@@ -380,6 +392,7 @@ fn main() -> ExitCode {
             json,
         } => cmd_init(node, domain.clone(), cluster_name, admin_email, *json),
         Cmd::Run { data_dir } => start_run(data_dir),
+        Cmd::GitHook => Ok(()),
         Cmd::Join { token, node, peer } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {

@@ -15,9 +15,19 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::{self, ApiContext};
+use crate::builder::Builder;
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
 use crate::join::JoinServer;
 use crate::peer::{self, QuicConnector, Services};
+use crate::slugs::SlugStore;
+
+/// The port of a listen address (`0.0.0.0:7480` → 7480).
+fn router_port(listen: &str) -> u16 {
+    listen
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(80)
+}
 
 /// This node as the replicated model describes it.
 pub fn node_record(cfg: &NodeConfig) -> Result<Node> {
@@ -61,12 +71,18 @@ impl Agent {
         )
         .await
         .context("open the raft store")?;
+        let slugs = SlugStore::open(
+            &data.slugs_dir(),
+            cfg.builds.max_slug_mb.saturating_mul(1024 * 1024),
+        )
+        .context("open the slug store")?;
         let services = Services {
             peer: raft.peer_server(),
             join: JoinServer {
                 ca: ca.clone(),
                 raft: raft.clone(),
             },
+            slugs: slugs.clone(),
         };
         let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
@@ -76,10 +92,23 @@ impl Agent {
         let api_listener = TcpListener::bind(&cfg.api_listen)
             .await
             .with_context(|| format!("bind the API on {}", cfg.api_listen))?;
-        let app = api::router(ApiContext {
+        let builder = Builder::new(
+            raft.clone(),
+            cfg.node_id,
+            cfg.api_url()?,
+            router_port(&cfg.router_listen),
+            data.clone(),
+            slugs,
+            Some(connector.clone()),
+            cfg.builds.clone(),
+        )
+        .context("set up the builder")?;
+        let ctx = ApiContext {
             raft: raft.clone(),
             node_id: cfg.node_id,
-        });
+            builder,
+        };
+        let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(
             "api",
             api_listener,

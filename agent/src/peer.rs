@@ -109,18 +109,31 @@ impl QuicConnector {
         Ok(conn)
     }
 
+    /// A new bi-stream of `kind` to `addr` (the kind byte is already sent).
+    pub async fn open(
+        &self,
+        addr: &str,
+        kind: StreamKind,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+        let conn = self.connection(addr).await?;
+        let opened = async {
+            let (mut send, recv) = conn.open_bi().await?;
+            send.write_all(&[kind as u8]).await?;
+            Ok::<_, anyhow::Error>((send, recv))
+        }
+        .await;
+        opened.map_err(|e| {
+            if let Ok(mut m) = self.conns.lock() {
+                m.remove(addr);
+            }
+            format!("open stream to {addr}: {e}")
+        })
+    }
+
     /// A new `Peer` client on a fresh bi-stream to `addr`.
     pub async fn client(&self, addr: &str) -> Result<PeerClient, String> {
-        let conn = self.connection(addr).await?;
-        match conn.open_bi().await {
-            Ok((send, recv)) => Ok(peer_client(tokio::io::join(recv, send))),
-            Err(e) => {
-                if let Ok(mut m) = self.conns.lock() {
-                    m.remove(addr);
-                }
-                Err(format!("open stream to {addr}: {e}"))
-            }
-        }
+        let (send, recv) = self.open(addr, StreamKind::Rpc).await?;
+        Ok(peer_client(tokio::io::join(recv, send)))
     }
 }
 
@@ -135,11 +148,35 @@ impl PeerConnector for QuicConnector {
     }
 }
 
+/// The first byte of every bi-stream on a peer connection says what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StreamKind {
+    /// A tarpc `Peer` session.
+    Rpc = 0,
+    /// Fetch a slug's bytes ([`crate::slugs`]).
+    SlugGet = 1,
+    /// Store a slug's bytes ([`crate::slugs`]).
+    SlugPut = 2,
+}
+
+impl StreamKind {
+    fn from_byte(b: u8) -> Option<StreamKind> {
+        match b {
+            0 => Some(StreamKind::Rpc),
+            1 => Some(StreamKind::SlugGet),
+            2 => Some(StreamKind::SlugPut),
+            _ => None,
+        }
+    }
+}
+
 /// What incoming connections are served with.
 #[derive(Clone)]
 pub struct Services {
     pub peer: PeerServer,
     pub join: JoinServer,
+    pub slugs: crate::slugs::SlugStore,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -189,10 +226,7 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
                         return;
                     }
                 };
-                tokio::spawn(haven_raft::rpc::serve_peer(
-                    tokio::io::join(recv, send),
-                    services.peer.clone(),
-                ));
+                tokio::spawn(serve_stream(send, recv, services.clone()));
             }
         }
         Some(p) if p == ALPN_JOIN => {
@@ -207,6 +241,22 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
         _ => {
             conn.close(2u32.into(), b"unknown protocol");
         }
+    }
+}
+
+/// Serves one bi-stream of a peer connection by its kind byte.
+async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, services: Services) {
+    let mut kind = [0u8; 1];
+    if recv.read_exact(&mut kind).await.is_err() {
+        return;
+    }
+    match StreamKind::from_byte(kind[0]) {
+        Some(StreamKind::Rpc) => {
+            haven_raft::rpc::serve_peer(tokio::io::join(recv, send), services.peer).await
+        }
+        Some(StreamKind::SlugGet) => services.slugs.serve_get(send, recv).await,
+        Some(StreamKind::SlugPut) => services.slugs.serve_put(send, recv).await,
+        None => debug!(kind = kind[0], "unknown peer stream kind"),
     }
 }
 

@@ -229,6 +229,103 @@ pub struct ClusterNode {
     pub joined_at: String,
 }
 
+/// Where a build's source comes from: `source_blob` of `POST /apps/{app}/builds`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceBlob {
+    pub url: String,
+    #[serde(default)]
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub version_description: Option<String>,
+}
+
+/// A buildpack reference: `{url, name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildpackRef {
+    pub url: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `POST /apps/{app}/builds` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildCreate {
+    pub source_blob: SourceBlob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildpacks: Option<Vec<BuildpackRef>>,
+}
+
+/// A build, as `GET /apps/{app}/builds/{id}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Build {
+    pub id: String,
+    pub app: IdRef,
+    pub buildpacks: Option<Vec<BuildpackRef>>,
+    pub output_stream_url: String,
+    pub source_blob: SourceBlob,
+    pub release: Option<IdRef>,
+    pub slug: Option<IdRef>,
+    pub stack: String,
+    pub status: String,
+    pub user: UserRef,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /sources` answer: where to upload a source tarball and where builds fetch it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Source {
+    pub source_blob: SourceUrls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceUrls {
+    pub get_url: String,
+    pub put_url: String,
+}
+
+/// One of `GET /apps/{app}/buildpack-installations`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildpackInstallation {
+    pub ordinal: u32,
+    pub buildpack: BuildpackRef,
+}
+
+/// `PUT /apps/{app}/buildpack-installations` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildpackInstallationsUpdate {
+    pub updates: Vec<BuildpackUpdate>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildpackUpdate {
+    pub buildpack: String,
+}
+
+/// A slug, as `GET /apps/{app}/slugs/{id}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Slug {
+    pub id: String,
+    pub blob: SlugBlob,
+    pub buildpack_provided_description: Option<String>,
+    pub checksum: Option<String>,
+    pub commit: Option<String>,
+    pub commit_description: Option<String>,
+    pub process_types: BTreeMap<String, String>,
+    pub size: Option<u64>,
+    pub stack: NamedRef,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlugBlob {
+    pub method: String,
+    pub url: String,
+}
+
 /// Parses a `Range` header value such as `id ..; max=200, order=desc` or
 /// `version 5..; max=10;`. Lenient about separators, as Heroku is.
 #[derive(Debug, Clone, PartialEq, Eq)]

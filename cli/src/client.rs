@@ -146,6 +146,37 @@ impl Api {
             .with_context(|| format!("decode the answer of {}{path}", self.url))
     }
 
+    /// PUTs a file's bytes to a full URL (a source's `put_url`), with no overall timeout.
+    pub fn put_file(&self, url: &str, file: std::fs::File) -> Result<()> {
+        let req = self
+            .http
+            .put(url)
+            .bearer_auth(&self.token)
+            .header("Content-Type", "application/octet-stream")
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::blocking::Body::from(file));
+        self.send(req).map(|_| ())
+    }
+
+    /// GETs a full URL (a build's `output_stream_url`) and hands each line to `f` as it
+    /// arrives, until the server ends the stream.
+    pub fn stream_lines(&self, url: &str, mut f: impl FnMut(&str)) -> Result<()> {
+        use std::io::BufRead;
+        let req = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(6 * 3600));
+        let resp = self.send(req)?;
+        for line in std::io::BufReader::new(resp).lines() {
+            match line {
+                Ok(l) => f(&l),
+                Err(e) => bail!("the output stream broke off: {e}"),
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, path: &str) -> Result<Value> {
         self.call(Method::GET, path, None)
     }

@@ -1,6 +1,7 @@
 //! `hctl`: Haven's command-line client, modeled on the Heroku CLI.
 
 mod client;
+mod deploy;
 mod output;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,78 @@ enum Cmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Build and release a directory (default: the current one), streaming the build.
+    Deploy {
+        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List builds, newest first.
+    Builds {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show one build.
+    #[command(name = "builds:info")]
+    BuildsInfo {
+        id: String,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Print a build's output (following it while it runs).
+    #[command(name = "builds:output")]
+    BuildsOutput {
+        /// The build id (default: the newest build).
+        id: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the app's buildpacks.
+    Buildpacks {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Set the app's buildpack (at --index, default 1), replacing what is there.
+    #[command(name = "buildpacks:set")]
+    BuildpacksSet {
+        buildpack: String,
+        #[arg(short, long)]
+        index: Option<usize>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Add a buildpack (at --index, default last).
+    #[command(name = "buildpacks:add")]
+    BuildpacksAdd {
+        buildpack: String,
+        #[arg(short, long)]
+        index: Option<usize>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove a buildpack (by URL or --index).
+    #[command(name = "buildpacks:remove")]
+    BuildpacksRemove {
+        buildpack: Option<String>,
+        #[arg(short, long)]
+        index: Option<usize>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove every buildpack: the next build detects them again.
+    #[command(name = "buildpacks:clear")]
+    BuildpacksClear {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// List the cluster's nodes.
     Nodes(JsonArg),
     /// Show the Raft status of the node you talk to.
@@ -293,6 +366,60 @@ fn print_config(config: &Value) {
     let rows: Vec<(&str, String)> = map.iter().map(|(k, v)| (k.as_str(), s(v))).collect();
     if !rows.is_empty() {
         println!("{}", key_values(&rows));
+    }
+}
+
+/// The app's buildpack URLs, in order.
+fn buildpack_list(api: &Api, app: &AppArg) -> Result<Vec<String>> {
+    let list = api.get(&format!("{}/buildpack-installations", app_path(app)?))?;
+    Ok(list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["buildpack"]["url"].as_str().map(str::to_string))
+        .collect())
+}
+
+fn put_buildpacks(api: &Api, app: &AppArg, list: &[String]) -> Result<()> {
+    let updates: Vec<Value> = list.iter().map(|b| json!({ "buildpack": b })).collect();
+    api.call(
+        Method::PUT,
+        &format!("{}/buildpack-installations", app_path(app)?),
+        Some(&json!({ "updates": updates })),
+    )?;
+    Ok(())
+}
+
+fn print_buildpacks(app: &str, list: &[String]) {
+    if list.is_empty() {
+        println!("{app} has no buildpack set: the next build detects one.");
+        return;
+    }
+    println!(
+        "{}",
+        header(&format!(
+            "{app} Buildpack URL{}",
+            if list.len() > 1 { "s" } else { "" }
+        ))
+    );
+    if list.len() == 1 {
+        println!("{}", list[0]);
+    } else {
+        for (i, b) in list.iter().enumerate() {
+            println!("{}. {b}", i + 1);
+        }
+    }
+}
+
+/// A 1-based `--index` turned into a position, checked against `len` (+1 when adding).
+fn index_of(index: Option<usize>, len: usize, adding: bool) -> Result<Option<usize>> {
+    match index {
+        None => Ok(None),
+        Some(0) => bail!("--index starts at 1"),
+        Some(i) if i > len + usize::from(adding) => {
+            bail!("--index {i} is past the end of the list ({len} buildpacks)")
+        }
+        Some(i) => Ok(Some(i - 1)),
     }
 }
 
@@ -624,6 +751,161 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{} maintenance mode for ⬢ {}... done",
                 if on { "Enabling" } else { "Disabling" },
+                app.name()?
+            );
+        }
+        Cmd::Deploy { dir, app, json: j } => {
+            let dir = dir.clone().unwrap_or_else(|| std::path::PathBuf::from("."));
+            if !deploy::deploy(&api()?, app.name()?, &dir, j.json)? {
+                bail!("the build failed; see its output above (hctl builds:output)");
+            }
+        }
+        Cmd::Builds { app, json: j } => {
+            let mut builds = api()?.get_all(
+                &format!("{}/builds", app_path(app)?),
+                "created_at ..; max=1000, order=desc",
+            )?;
+            builds.sort_by(|a, b| s(&b["created_at"]).cmp(&s(&a["created_at"])));
+            if j.json {
+                return print_json(&Value::Array(builds));
+            }
+            println!("{}", header(&format!("{} Builds", app.name()?)));
+            let now = Utc::now();
+            let rows: Vec<Vec<String>> = builds
+                .iter()
+                .map(|b| {
+                    vec![
+                        s(&b["id"]),
+                        s(&b["status"]),
+                        s(&b["source_blob"]["version"]).chars().take(7).collect(),
+                        s(&b["user"]["email"]),
+                        age(&s(&b["created_at"]), now),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}",
+                table(&["Id", "Status", "Version", "User", "Created"], &rows)
+            );
+        }
+        Cmd::BuildsInfo { id, app, json: j } => {
+            let b = api()?.get(&format!("{}/builds/{id}", app_path(app)?))?;
+            if j.json {
+                return print_json(&b);
+            }
+            println!("{}", header(&format!("Build {}", s(&b["id"]))));
+            println!(
+                "{}",
+                key_values(&[
+                    ("Status", s(&b["status"])),
+                    ("Version", s(&b["source_blob"]["version"])),
+                    ("Checksum", s(&b["source_blob"]["checksum"])),
+                    ("Release", s(&b["release"]["id"])),
+                    ("Slug", s(&b["slug"]["id"])),
+                    ("Stack", s(&b["stack"])),
+                    ("By", s(&b["user"]["email"])),
+                    ("Created", s(&b["created_at"])),
+                    ("Output", s(&b["output_stream_url"])),
+                ])
+            );
+        }
+        Cmd::BuildsOutput { id, app } => {
+            let api = api()?;
+            let id = match id {
+                Some(id) => id.clone(),
+                None => {
+                    let newest = api.get_page(
+                        &format!("{}/builds", app_path(app)?),
+                        "created_at ..; max=1, order=desc",
+                    )?;
+                    newest.first().map(|b| s(&b["id"])).ok_or_else(|| {
+                        anyhow!(
+                            "{} has no builds yet",
+                            app.app.as_deref().unwrap_or_default()
+                        )
+                    })?
+                }
+            };
+            let b = api.get(&format!("{}/builds/{id}", app_path(app)?))?;
+            let url = b["output_stream_url"]
+                .as_str()
+                .ok_or_else(|| anyhow!("build {id} has no output stream"))?;
+            api.stream_lines(url, |l| println!("{l}"))?;
+        }
+        Cmd::Buildpacks { app, json: j } => {
+            let api = api()?;
+            if j.json {
+                return print_json(
+                    &api.get(&format!("{}/buildpack-installations", app_path(app)?))?,
+                );
+            }
+            print_buildpacks(app.name()?, &buildpack_list(&api, app)?);
+        }
+        Cmd::BuildpacksSet {
+            buildpack,
+            index,
+            app,
+        } => {
+            let api = api()?;
+            let mut list = buildpack_list(&api, app)?;
+            match index_of(*index, list.len(), true)? {
+                Some(i) if i < list.len() => list[i] = buildpack.clone(),
+                Some(_) => list.push(buildpack.clone()),
+                None => list = vec![buildpack.clone()],
+            }
+            put_buildpacks(&api, app, &list)?;
+            println!(
+                "Buildpack set. Next release on {} will use {buildpack}.",
+                app.name()?
+            );
+            println!("Run git push haven main or hctl deploy to create a new release using this buildpack.");
+        }
+        Cmd::BuildpacksAdd {
+            buildpack,
+            index,
+            app,
+        } => {
+            let api = api()?;
+            let mut list = buildpack_list(&api, app)?;
+            if list.contains(buildpack) {
+                bail!("{buildpack} is already set on {}", app.name()?);
+            }
+            match index_of(*index, list.len(), true)? {
+                Some(i) => list.insert(i, buildpack.clone()),
+                None => list.push(buildpack.clone()),
+            }
+            put_buildpacks(&api, app, &list)?;
+            println!("Buildpack added. Next release on {} will use:", app.name()?);
+            for (i, b) in list.iter().enumerate() {
+                println!("  {}. {b}", i + 1);
+            }
+        }
+        Cmd::BuildpacksRemove {
+            buildpack,
+            index,
+            app,
+        } => {
+            let api = api()?;
+            let mut list = buildpack_list(&api, app)?;
+            let pos = match (buildpack, index_of(*index, list.len(), false)?) {
+                (Some(b), None) => list.iter().position(|x| x == b).ok_or_else(|| {
+                    anyhow!(
+                        "{b} is not set on {}",
+                        app.app.as_deref().unwrap_or_default()
+                    )
+                })?,
+                (None, Some(i)) => i,
+                _ => bail!("give either a buildpack URL or --index"),
+            };
+            let removed = list.remove(pos);
+            put_buildpacks(&api, app, &list)?;
+            println!("Buildpack removed: {removed}");
+        }
+        Cmd::BuildpacksClear { app } => {
+            let api = api()?;
+            put_buildpacks(&api, app, &[])?;
+            println!(
+                "Buildpacks cleared. Next release on {} will detect buildpacks normally.",
                 app.name()?
             );
         }

@@ -5,7 +5,7 @@
 //! [`Command`](crate::command::Command). Types here are domain types, serialized with
 //! bincode in the log and snapshots: no `skip_serializing_if`, no untagged enums.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -217,6 +217,73 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
+/// A built slug: a zstd-compressed tar of `/app`, named by the sha256 of its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Slug {
+    pub id: Uuid,
+    pub app: Uuid,
+    /// sha256 (hex) of the compressed file: its name in every node's slug store.
+    pub sha256: String,
+    /// Compressed bytes.
+    pub size: u64,
+    /// Process types: from the Procfile, else the last buildpack's `bin/release`.
+    pub process_types: BTreeMap<String, String>,
+    /// Nodes that hold the compressed slug.
+    pub holders: BTreeSet<NodeId>,
+    /// The source version (a git commit for pushes).
+    pub commit: Option<String>,
+    pub stack: String,
+    /// What the buildpacks detected ("Python", "Node.js").
+    pub buildpack_provided_description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BuildStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Pending => "pending",
+            BuildStatus::Succeeded => "succeeded",
+            BuildStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A build of an app's source into a slug, run on one node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Build {
+    pub id: Uuid,
+    pub app: Uuid,
+    pub status: BuildStatus,
+    /// The node running the build; it keeps the output.
+    pub node: NodeId,
+    pub source_url: String,
+    pub source_checksum: Option<String>,
+    pub source_version: Option<String>,
+    /// Buildpacks asked for when the build started (empty: detected).
+    pub buildpacks: Vec<String>,
+    pub stack: String,
+    pub user_email: String,
+    pub user_id: Uuid,
+    pub output_stream_url: String,
+    pub slug: Option<Uuid>,
+    pub release: Option<Uuid>,
+    /// Why a failed build failed (one line).
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A pending build older than this is considered lost (its node died or restarted) and
+/// does not block the next build of its app.
+pub const BUILD_STALE_SECS: i64 = 30 * 60;
+
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -227,6 +294,10 @@ pub struct State {
     pub users: BTreeMap<Uuid, User>,
     /// Tokens by their sha256 (hex).
     pub tokens: BTreeMap<String, Token>,
+    /// Slugs by id.
+    pub slugs: BTreeMap<Uuid, Slug>,
+    /// Builds by id.
+    pub builds: BTreeMap<Uuid, Build>,
 }
 
 impl State {
@@ -238,6 +309,18 @@ impl State {
             }
         }
         self.apps.values().find(|a| a.name == key)
+    }
+
+    /// The slug a release runs, if it has one.
+    pub fn release_slug(&self, release: &Release) -> Option<&Slug> {
+        release.slug.and_then(|id| self.slugs.get(&id))
+    }
+
+    /// An app's builds, oldest first.
+    pub fn app_builds(&self, app: Uuid) -> Vec<&Build> {
+        let mut builds: Vec<&Build> = self.builds.values().filter(|b| b.app == app).collect();
+        builds.sort_by_key(|b| (b.created_at, b.id));
+        builds
     }
 
     /// The token whose sha256 is `sha256_hex`.
@@ -292,6 +375,27 @@ pub fn normalize_size(size: &str) -> Result<String, String> {
         Err(format!(
             "size {size:?} is unknown: use one of {}",
             names.join(", ")
+        ))
+    }
+}
+
+/// Checks a buildpack reference: a built-in name (`python`, `heroku/python`), a URL
+/// (`https://…`, `http://…`, `git://…`, `file://…`, optionally `#ref`) or an absolute path
+/// on the nodes.
+pub fn validate_buildpack(bp: &str) -> Result<(), String> {
+    let ok_chars = !bp.is_empty() && bp.len() <= 1024 && !bp.chars().any(char::is_whitespace);
+    let ok_form = bp.starts_with('/')
+        || ["https://", "http://", "git://", "file://", "ssh://", "git@"]
+            .iter()
+            .any(|p| bp.starts_with(p))
+        || bp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'.'));
+    if ok_chars && ok_form {
+        Ok(())
+    } else {
+        Err(format!(
+            "buildpack {bp:?} is invalid: give a built-in name (python, heroku/nodejs), a URL (https://…, file://…, with an optional #ref) or an absolute path"
         ))
     }
 }

@@ -12,6 +12,7 @@
 mod account;
 mod apps;
 mod body;
+mod builds;
 mod cluster;
 mod config_vars;
 mod error;
@@ -25,7 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use chrono::Utc;
@@ -42,6 +43,7 @@ pub use error::ApiError;
 pub struct ApiContext {
     pub raft: HavenRaft,
     pub node_id: NodeId,
+    pub builder: crate::builder::Builder,
 }
 
 /// Who made the request, from their token. Put into the request's extensions by the
@@ -92,6 +94,20 @@ pub fn router(ctx: ApiContext) -> Router {
         .route(
             "/apps/{app}/formation/{formation}",
             get(formation::info).patch(formation::update),
+        )
+        .route("/sources", post(builds::create_source))
+        .route(
+            "/sources/{id}",
+            get(builds::get_source).put(builds::put_source),
+        )
+        .route("/apps/{app}/builds", get(builds::list).post(builds::create))
+        .route("/apps/{app}/builds/{build}", get(builds::info))
+        .route("/apps/{app}/builds/{build}/output", get(builds::output))
+        .route("/apps/{app}/slugs/{slug}", get(builds::slug_info))
+        .route("/apps/{app}/slugs/{slug}/blob", get(builds::slug_blob))
+        .route(
+            "/apps/{app}/buildpack-installations",
+            get(builds::list_buildpacks).put(builds::set_buildpacks),
         )
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
@@ -289,7 +305,9 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
     match out {
         CommandOutput::App(a) => Ok(*a),
         CommandOutput::Release { app, .. } | CommandOutput::Formation { app, .. } => Ok(*app),
-        CommandOutput::Done => Err(ApiError::internal("the command returned no app")),
+        CommandOutput::Done | CommandOutput::Build(_) => {
+            Err(ApiError::internal("the command returned no app"))
+        }
     }
 }
 

@@ -100,9 +100,23 @@ impl Harness {
             admin,
         };
         raft.write(bootstrap).await.unwrap().unwrap();
+        let data = crate::config::DataDir::new(dir.path());
+        let slugs = crate::slugs::SlugStore::open(&data.slugs_dir(), 1 << 30).unwrap();
+        let builder = crate::builder::Builder::new(
+            raft.clone(),
+            NODE,
+            "http://127.0.0.1:7400".into(),
+            7480,
+            data,
+            slugs,
+            None,
+            Default::default(),
+        )
+        .unwrap();
         let app = router(ApiContext {
             raft: raft.clone(),
             node_id: NODE,
+            builder,
         });
         Harness {
             app,

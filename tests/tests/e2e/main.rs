@@ -8,5 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod builds;
 mod cluster;
 mod hctl;

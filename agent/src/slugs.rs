@@ -1,0 +1,315 @@
+//! The slug store: compressed slugs this node holds, named by their sha256, and their
+//! transfer between nodes over the peer QUIC connections.
+//!
+//! Wire protocol on a bi-stream whose kind byte is [`StreamKind::SlugPut`]:
+//! `sha256 (64 hex bytes) | size (u64 BE) | bytes` → `status (1 byte: 0 ok) | message`.
+//! [`StreamKind::SlugGet`]: `sha256 (64 hex bytes)` → `status (0 ok, 1 missing) | size (u64
+//! BE) | bytes`. A receiver hashes what it reads and keeps the file only when the hash
+//! matches the name; files appear by rename after an fsync, so a holder never serves a
+//! partial slug.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::peer::{QuicConnector, StreamKind};
+
+/// Whether `sha` looks like a sha256 in lowercase hex (and so is safe as a file name).
+pub fn valid_sha256(sha: &str) -> bool {
+    sha.len() == 64
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// The slugs one node holds.
+#[derive(Clone)]
+pub struct SlugStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    max_size: u64,
+}
+
+impl SlugStore {
+    /// Opens (creating) the store in `dir`; slugs over `max_size` bytes are refused.
+    pub fn open(dir: &Path, max_size: u64) -> std::io::Result<SlugStore> {
+        std::fs::create_dir_all(dir)?;
+        Ok(SlugStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                max_size,
+            }),
+        })
+    }
+
+    /// Where the slug named `sha` lives (whether or not it is there).
+    pub fn path(&self, sha: &str) -> Option<PathBuf> {
+        valid_sha256(sha).then(|| self.inner.dir.join(format!("{sha}.tar.zst")))
+    }
+
+    pub fn has(&self, sha: &str) -> bool {
+        self.path(sha).is_some_and(|p| p.is_file())
+    }
+
+    /// Adds a slug from a local file (a build's output), moving it in.
+    pub fn add_file(&self, sha: &str, file: &Path) -> std::io::Result<PathBuf> {
+        let dest = self
+            .path(sha)
+            .ok_or_else(|| std::io::Error::other(format!("bad slug name {sha:?}")))?;
+        std::fs::File::open(file)?.sync_all()?;
+        if std::fs::rename(file, &dest).is_err() {
+            std::fs::copy(file, &dest)?;
+            std::fs::remove_file(file)?;
+        }
+        Ok(dest)
+    }
+
+    /// Reads `size` bytes of slug `sha` from `reader` into the store; checks the hash.
+    pub async fn receive(
+        &self,
+        sha: &str,
+        size: u64,
+        reader: &mut (impl AsyncRead + Unpin),
+    ) -> Result<(), String> {
+        let dest = self
+            .path(sha)
+            .ok_or_else(|| format!("bad slug name {sha:?}"))?;
+        if size > self.inner.max_size {
+            return Err(format!(
+                "slug of {size} bytes is over this node's limit of {} bytes",
+                self.inner.max_size
+            ));
+        }
+        if dest.is_file() {
+            // Already held: drain the bytes so the sender finishes cleanly.
+            tokio::io::copy(&mut reader.take(size), &mut tokio::io::sink())
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let tmp = self
+            .inner
+            .dir
+            .join(format!(".{sha}.{}.part", uuid::Uuid::new_v4()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| format!("create {}: {e}", tmp.display()))?;
+            let mut hasher = Sha256::new();
+            let mut left = size;
+            let mut buf = vec![0u8; 256 * 1024];
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = reader
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| format!("read slug: {e}"))?;
+                if n == 0 {
+                    return Err(format!("slug stream ended {left} bytes early"));
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| format!("write slug: {e}"))?;
+                left -= n as u64;
+            }
+            let got = hex::encode(hasher.finalize());
+            if got != sha {
+                return Err(format!("slug bytes hash to {got}, not {sha}"));
+            }
+            file.sync_all().await.map_err(|e| e.to_string())?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Answers a [`StreamKind::SlugPut`] stream.
+    pub async fn serve_put(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let result = async {
+            let (sha, size) = read_header(&mut recv).await?;
+            self.receive(&sha, size, &mut recv).await?;
+            debug!(%sha, size, "stored a slug from a peer");
+            Ok::<_, String>(())
+        }
+        .await;
+        let reply = match &result {
+            Ok(()) => vec![0u8],
+            Err(e) => {
+                warn!(error = %e, "refused a slug from a peer");
+                let mut v = vec![1u8];
+                v.extend_from_slice(e.as_bytes());
+                v
+            }
+        };
+        let _ = send.write_all(&reply).await;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+
+    /// Answers a [`StreamKind::SlugGet`] stream.
+    pub async fn serve_get(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let mut sha = [0u8; 64];
+        if recv.read_exact(&mut sha).await.is_err() {
+            return;
+        }
+        let sha = String::from_utf8_lossy(&sha).into_owned();
+        let file = match self.path(&sha) {
+            Some(p) => tokio::fs::File::open(p).await.ok(),
+            None => None,
+        };
+        let Some(mut file) = file else {
+            let _ = send.write_all(&[1]).await;
+            let _ = send.finish();
+            return;
+        };
+        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let mut head = vec![0u8];
+        head.extend_from_slice(&size.to_be_bytes());
+        if send.write_all(&head).await.is_err() {
+            return;
+        }
+        if let Err(e) = tokio::io::copy(&mut file, &mut send).await {
+            debug!(%sha, error = %e, "slug send interrupted");
+            return;
+        }
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+
+    /// Sends slug `sha` to the peer at `addr`, which stores it.
+    pub async fn push_to(
+        &self,
+        peers: &QuicConnector,
+        addr: &str,
+        sha: &str,
+    ) -> Result<(), String> {
+        let path = self.path(sha).ok_or("bad slug name")?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let size = file.metadata().await.map_err(|e| e.to_string())?.len();
+        let (mut send, mut recv) = peers.open(addr, StreamKind::SlugPut).await?;
+        let mut head = sha.as_bytes().to_vec();
+        head.extend_from_slice(&size.to_be_bytes());
+        write_all(&mut send, &head).await?;
+        tokio::io::copy(&mut file, &mut send)
+            .await
+            .map_err(|e| format!("send slug to {addr}: {e}"))?;
+        send.finish().map_err(|e| e.to_string())?;
+        let reply = recv
+            .read_to_end(64 * 1024)
+            .await
+            .map_err(|e| format!("slug reply from {addr}: {e}"))?;
+        match reply.first() {
+            Some(0) => Ok(()),
+            _ => Err(format!(
+                "{addr} refused the slug: {}",
+                String::from_utf8_lossy(reply.get(1..).unwrap_or_default())
+            )),
+        }
+    }
+
+    /// Fetches slug `sha` from the peer at `addr` into this store.
+    pub async fn fetch_from(
+        &self,
+        peers: &QuicConnector,
+        addr: &str,
+        sha: &str,
+    ) -> Result<(), String> {
+        if self.has(sha) {
+            return Ok(());
+        }
+        let (mut send, mut recv) = peers.open(addr, StreamKind::SlugGet).await?;
+        write_all(&mut send, sha.as_bytes()).await?;
+        let _ = send.finish();
+        let mut status = [0u8; 1];
+        recv.read_exact(&mut status)
+            .await
+            .map_err(|e| format!("slug from {addr}: {e}"))?;
+        if status[0] != 0 {
+            return Err(format!("{addr} does not hold slug {sha}"));
+        }
+        let mut size = [0u8; 8];
+        recv.read_exact(&mut size)
+            .await
+            .map_err(|e| format!("slug from {addr}: {e}"))?;
+        self.receive(sha, u64::from_be_bytes(size), &mut recv).await
+    }
+}
+
+async fn write_all(send: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> Result<(), String> {
+    send.write_all(bytes).await.map_err(|e| e.to_string())
+}
+
+async fn read_header(recv: &mut quinn::RecvStream) -> Result<(String, u64), String> {
+    let mut sha = [0u8; 64];
+    recv.read_exact(&mut sha)
+        .await
+        .map_err(|e| format!("slug header: {e}"))?;
+    let mut size = [0u8; 8];
+    recv.read_exact(&mut size)
+        .await
+        .map_err(|e| format!("slug header: {e}"))?;
+    let sha = String::from_utf8_lossy(&sha).into_owned();
+    if !valid_sha256(&sha) {
+        return Err("bad slug name".into());
+    }
+    Ok((sha, u64::from_be_bytes(size)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn receive_keeps_only_bytes_that_match_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SlugStore::open(dir.path(), 1024).unwrap();
+        let bytes = b"slug bytes".to_vec();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        store
+            .receive(&sha, bytes.len() as u64, &mut &bytes[..])
+            .await
+            .unwrap();
+        assert!(store.has(&sha));
+        assert_eq!(std::fs::read(store.path(&sha).unwrap()).unwrap(), bytes);
+
+        let wrong = "0".repeat(64);
+        let err = store
+            .receive(&wrong, bytes.len() as u64, &mut &bytes[..])
+            .await
+            .unwrap_err();
+        assert!(err.contains("hash to"), "{err}");
+        assert!(!store.has(&wrong));
+        // No partial files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+
+        let short = store
+            .receive(&"1".repeat(64), 100, &mut &bytes[..])
+            .await
+            .unwrap_err();
+        assert!(short.contains("early"), "{short}");
+        let big = store
+            .receive(&"2".repeat(64), 4096, &mut &bytes[..])
+            .await
+            .unwrap_err();
+        assert!(big.contains("limit"), "{big}");
+        assert!(store.path("../../etc/passwd").is_none());
+        assert!(store.path(&"A".repeat(64)).is_none());
+    }
+}

@@ -1,0 +1,31 @@
+"""A tiny web app for Haven's demo and tests: answers every GET with a greeting.
+
+Only the standard library: the Python buildpack installs nothing.
+"""
+
+import os
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = "{} from {} ({})\n".format(
+            os.environ.get("GREETING", "Hello"),
+            os.environ.get("DYNO", "?"),
+            socket.gethostname(),
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        print("%s %s" % (self.address_string(), fmt % args), flush=True)
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("PORT", "5000"))
+    print("listening on port {}".format(port), flush=True)
+    ThreadingHTTPServer(("0.0.0.0", port), Hello).serve_forever()
