@@ -90,6 +90,48 @@ impl Default for BuildTuning {
     }
 }
 
+/// Dynos and liveness, overridable in the config file's `[dynos]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DynoTuning {
+    /// How often agents tell the others they are alive.
+    pub heartbeat_ms: u64,
+    /// A node silent this long is marked down by the leader and its dynos move.
+    pub node_timeout_ms: u64,
+    /// A web dyno must accept connections on $PORT within this (else R10).
+    pub boot_timeout_secs: u64,
+    /// Between SIGTERM and SIGKILL when a dyno stops (else R12).
+    pub stop_timeout_secs: u64,
+    /// Host ports handed to dynos as $PORT.
+    pub port_range_start: u16,
+    pub port_range_end: u16,
+    /// Disk budget of extracted slugs, MiB.
+    pub slug_cache_mb: u64,
+    /// Memory this node offers to dynos, MiB (default: the host's memory).
+    pub memory_mb: Option<u64>,
+    /// Longest wait between crash restarts, seconds.
+    pub max_restart_backoff_secs: u64,
+    /// `false` runs dynos as plain child processes even where containers are possible.
+    pub containers: bool,
+}
+
+impl Default for DynoTuning {
+    fn default() -> Self {
+        DynoTuning {
+            heartbeat_ms: 500,
+            node_timeout_ms: 2000,
+            boot_timeout_secs: 60,
+            stop_timeout_secs: 30,
+            port_range_start: 30000,
+            port_range_end: 39999,
+            slug_cache_mb: 10 * 1024,
+            memory_mb: None,
+            max_restart_backoff_secs: 20 * 60,
+            containers: true,
+        }
+    }
+}
+
 /// This node's configuration, stored as `havend.toml` in the data dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +152,8 @@ pub struct NodeConfig {
     pub raft: RaftTuning,
     #[serde(default)]
     pub builds: BuildTuning,
+    #[serde(default)]
+    pub dynos: DynoTuning,
 }
 
 impl NodeConfig {
@@ -200,6 +244,14 @@ impl DataDir {
     /// Build caches, by app id.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
+    }
+    /// Extracted slugs, by sha256.
+    pub fn slug_cache_dir(&self) -> PathBuf {
+        self.root.join("slug-cache")
+    }
+    /// Per-dyno runtime dirs.
+    pub fn dynos_dir(&self) -> PathBuf {
+        self.root.join("dynos")
     }
     /// Bare git repositories, by app id.
     pub fn repos_dir(&self) -> PathBuf {
@@ -334,6 +386,7 @@ mod tests {
             join_peer: None,
             raft: RaftTuning::default(),
             builds: BuildTuning::default(),
+            dynos: DynoTuning::default(),
         }
     }
 

@@ -4,10 +4,15 @@
 mod api;
 mod builder;
 mod config;
+mod dynos;
 mod git;
 mod join;
+mod leader;
+mod logs;
 mod node;
 mod peer;
+mod runtime;
+mod slugcache;
 mod slugs;
 mod tls;
 
@@ -125,6 +130,7 @@ struct ConfigFile {
     domain: Option<String>,
     raft: Option<RaftTuning>,
     builds: Option<config::BuildTuning>,
+    dynos: Option<config::DynoTuning>,
 }
 
 impl NodeFlags {
@@ -169,6 +175,7 @@ impl NodeFlags {
             join_peer: None,
             raft: file.raft.clone().unwrap_or_default(),
             builds: file.builds.clone().unwrap_or_default(),
+            dynos: file.dynos.clone().unwrap_or_default(),
         };
         if cfg.name.is_empty() || cfg.name.len() > 63 {
             anyhow::bail!("node name {:?} must be 1 to 63 characters", cfg.name);

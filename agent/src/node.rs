@@ -17,8 +17,13 @@ use tracing::{error, info, warn};
 use crate::api::{self, ApiContext};
 use crate::builder::Builder;
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
+use crate::dynos::DynoManager;
 use crate::join::JoinServer;
+use crate::leader::{self, Liveness};
+use crate::logs::Logs;
 use crate::peer::{self, QuicConnector, Services};
+use crate::runtime::Runtime;
+use crate::slugcache::SlugCache;
 use crate::slugs::SlugStore;
 
 /// The port of a listen address (`0.0.0.0:7480` → 7480).
@@ -37,10 +42,11 @@ pub fn node_record(cfg: &NodeConfig) -> Result<Node> {
         peer_addr: cfg.peer_addr()?,
         api_url: cfg.api_url()?,
         router_url: cfg.router_url()?,
-        memory_mb: host_memory_mb(),
+        memory_mb: cfg.dynos.memory_mb.unwrap_or_else(host_memory_mb),
         cpus: host_cpus(),
         labels: Default::default(),
         status: NodeStatus::Up,
+        draining: false,
         joined_at: Utc::now(),
     })
 }
@@ -53,6 +59,8 @@ pub struct Agent {
     endpoint: quinn::Endpoint,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The dyno manager: awaited at shutdown so that dynos get their SIGTERM.
+    dyno_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -76,6 +84,7 @@ impl Agent {
             cfg.builds.max_slug_mb.saturating_mul(1024 * 1024),
         )
         .context("open the slug store")?;
+        let liveness = Liveness::default();
         let services = Services {
             peer: raft.peer_server(),
             join: JoinServer {
@@ -83,6 +92,7 @@ impl Agent {
                 raft: raft.clone(),
             },
             slugs: slugs.clone(),
+            liveness: liveness.clone(),
         };
         let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
@@ -98,15 +108,56 @@ impl Agent {
             cfg.api_url()?,
             router_port(&cfg.router_listen),
             data.clone(),
-            slugs,
+            slugs.clone(),
             Some(connector.clone()),
             cfg.builds.clone(),
         )
         .context("set up the builder")?;
+
+        // Dynos: slug cache, runtime, the reconcile loop; liveness and the leader's loops.
+        let cache = SlugCache::open(
+            &data.slug_cache_dir(),
+            slugs.clone(),
+            Some(connector.clone()),
+            raft.clone(),
+            cfg.node_id,
+            cfg.dynos.slug_cache_mb.saturating_mul(1024 * 1024),
+        )
+        .context("open the slug cache")?;
+        let runtime = Runtime::new(
+            data.dynos_dir(),
+            std::env::current_exe().context("find the havend binary")?,
+        );
+        let logs = Logs::default();
+        let dynos = DynoManager::new(
+            cfg.node_id,
+            raft.clone(),
+            runtime,
+            cache,
+            logs.clone(),
+            cfg.dynos.clone(),
+        );
+        let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
+        tasks.push(tokio::spawn(leader::heartbeats(
+            cfg.node_id,
+            raft.clone(),
+            connector.clone(),
+            liveness.clone(),
+            cfg.dynos.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(leader::control_loop(
+            cfg.node_id,
+            raft.clone(),
+            liveness,
+            cfg.dynos.clone(),
+            shutdown_rx.clone(),
+        )));
         let ctx = ApiContext {
             raft: raft.clone(),
             node_id: cfg.node_id,
             builder,
+            dynos: Some(dynos),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(
@@ -134,6 +185,7 @@ impl Agent {
             endpoint,
             shutdown_tx,
             tasks,
+            dyno_task: Some(dyno_task),
         };
         agent.bootstrap_if_new(data).await?;
         tasks_push_register(&agent);
@@ -207,6 +259,10 @@ impl Agent {
     pub async fn shutdown(self) {
         info!("shutting down");
         let _ = self.shutdown_tx.send(true);
+        if let Some(t) = self.dyno_task {
+            let limit = Duration::from_secs(self.cfg.dynos.stop_timeout_secs + 5);
+            let _ = tokio::time::timeout(limit, t).await;
+        }
         self.endpoint.close(0u32.into(), b"shutdown");
         self.raft.shutdown().await;
         for t in self.tasks {

@@ -158,6 +158,8 @@ pub enum StreamKind {
     SlugGet = 1,
     /// Store a slug's bytes ([`crate::slugs`]).
     SlugPut = 2,
+    /// Heartbeats of the sending node ([`crate::leader`]).
+    Heartbeat = 3,
 }
 
 impl StreamKind {
@@ -166,6 +168,7 @@ impl StreamKind {
             0 => Some(StreamKind::Rpc),
             1 => Some(StreamKind::SlugGet),
             2 => Some(StreamKind::SlugPut),
+            3 => Some(StreamKind::Heartbeat),
             _ => None,
         }
     }
@@ -177,6 +180,7 @@ pub struct Services {
     pub peer: PeerServer,
     pub join: JoinServer,
     pub slugs: crate::slugs::SlugStore,
+    pub liveness: crate::leader::Liveness,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -256,6 +260,7 @@ async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, serv
         }
         Some(StreamKind::SlugGet) => services.slugs.serve_get(send, recv).await,
         Some(StreamKind::SlugPut) => services.slugs.serve_put(send, recv).await,
+        Some(StreamKind::Heartbeat) => services.liveness.serve(recv).await,
         None => debug!(kind = kind[0], "unknown peer stream kind"),
     }
 }

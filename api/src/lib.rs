@@ -224,9 +224,75 @@ pub struct ClusterNode {
     pub status: String,
     pub leader: bool,
     pub memory_mb: u64,
+    /// Memory reserved by the dynos placed on the node (by size).
+    #[serde(default)]
+    pub used_memory_mb: u64,
+    /// Dynos placed on the node (running or starting).
+    #[serde(default)]
+    pub dynos: u32,
+    pub draining: bool,
     pub cpus: u32,
     pub labels: BTreeMap<String, String>,
     pub joined_at: String,
+}
+
+/// `PATCH /cluster/nodes/{node}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterNodeUpdate {
+    #[serde(default)]
+    pub draining: Option<bool>,
+}
+
+/// A dyno, as `GET /apps/{app}/dynos/{id-or-name}` answers. `node`, `restarts` and
+/// `state_changed_at` are Haven's additions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dyno {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub state: String,
+    pub command: String,
+    pub size: String,
+    pub attach_url: Option<String>,
+    pub app: AppRef,
+    pub release: DynoRelease,
+    pub created_at: String,
+    pub updated_at: String,
+    pub node: Option<NamedRef>,
+    pub restarts: u32,
+    pub state_changed_at: String,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DynoRelease {
+    pub id: String,
+    pub version: u64,
+}
+
+/// `POST /apps/{app}/dynos` body: a one-off dyno.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DynoCreate {
+    pub command: String,
+    #[serde(default)]
+    pub attach: Option<bool>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub size: Option<String>,
+    #[serde(rename = "type", default)]
+    pub process_type: Option<String>,
+}
+
+/// A formation dyno the scheduler could not place (`GET /apps/{app}/unplaced-dynos`,
+/// Haven's addition).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnplacedDyno {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub reason: String,
 }
 
 /// Where a build's source comes from: `source_blob` of `POST /apps/{app}/builds`.

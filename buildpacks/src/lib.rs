@@ -46,4 +46,7 @@ pub mod slug {
     pub fn pack(_a: &Path, _o: &Path, _m: u64) -> Result<SlugInfo, SlugError> {
         Err(SlugError("stub".into()))
     }
+    pub fn extract(_a: &Path, _o: &Path) -> Result<(), SlugError> {
+        Err(SlugError("stub".into()))
+    }
 }

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::model::{
     normalize_size, validate_app_name, validate_buildpack, validate_config_key,
-    validate_process_type, App, Build, BuildStatus, Cluster, Formation, Node, NodeId, NodeStatus,
-    Release, ReleaseStatus, Slug, State, Token, User, BUILD_STALE_SECS, DEFAULT_SIZE, MAX_QUANTITY,
+    validate_process_type, App, Build, BuildStatus, Cluster, Dyno, DynoState, Formation, Node,
+    NodeId, NodeStatus, Release, ReleaseStatus, Slug, State, Token, Unplaced, User,
+    BUILD_STALE_SECS, DEFAULT_SIZE, MAX_QUANTITY,
 };
 
 /// Who asked for a change and when; recorded in releases.
@@ -148,6 +149,64 @@ pub enum Command {
         slug: Uuid,
         nodes: Vec<NodeId>,
     },
+    /// The leader's scheduling decisions: dynos to start (placed), dynos to stop, and what
+    /// could not be placed (replaces the previous list).
+    ApplyPlan {
+        starts: Vec<Dyno>,
+        stops: Vec<Uuid>,
+        unplaced: Vec<Unplaced>,
+    },
+    /// A node reports its dynos: new states, and dynos it has stopped for good (removed).
+    ReportDynos {
+        node: NodeId,
+        reports: Vec<DynoReport>,
+        gone: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
+    /// `ps:restart`: restart an app's dynos in place (all, one type, or one dyno by name).
+    RestartDynos {
+        app: Uuid,
+        target: DynoTarget,
+    },
+    /// `ps:stop`: stop dynos (formation dynos are then started again by the scheduler).
+    StopDynos {
+        app: Uuid,
+        target: DynoTarget,
+    },
+    /// Records a one-off dyno placed on a node.
+    CreateOneOff {
+        dyno: Dyno,
+    },
+    /// `nodes:drain` / `nodes:undrain`.
+    SetNodeDraining {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// The release phase of a pending release ended.
+    SetReleaseStatus {
+        app: Uuid,
+        version: u64,
+        status: ReleaseStatus,
+    },
+}
+
+/// Which dynos a restart or stop means.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DynoTarget {
+    All,
+    Type(String),
+    /// A dyno name (`web.1`) or id.
+    Dyno(String),
+}
+
+/// One dyno's state as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DynoReport {
+    pub id: Uuid,
+    pub state: DynoState,
+    pub restarts: u32,
+    pub port: Option<u16>,
+    pub exit_code: Option<i32>,
 }
 
 /// How a build ended.
@@ -195,6 +254,7 @@ pub enum CommandOutput {
         types: Vec<String>,
     },
     Build(Box<Build>),
+    Dynos(Vec<Dyno>),
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -216,6 +276,26 @@ fn push_release(
     description: String,
     actor: &Actor,
 ) -> u64 {
+    push_release_with(
+        app,
+        id,
+        slug,
+        config,
+        description,
+        actor,
+        ReleaseStatus::Succeeded,
+    )
+}
+
+fn push_release_with(
+    app: &mut App,
+    id: Uuid,
+    slug: Option<Uuid>,
+    config: BTreeMap<String, String>,
+    description: String,
+    actor: &Actor,
+    status: ReleaseStatus,
+) -> u64 {
     let version = app.releases.len() as u64 + 1;
     app.releases.push(Release {
         id,
@@ -223,7 +303,7 @@ fn push_release(
         slug,
         config,
         description,
-        status: ReleaseStatus::Succeeded,
+        status,
         created_at: actor.at,
         user: actor.email.clone(),
     });
@@ -291,7 +371,11 @@ impl Command {
                 }
                 let mut node = node.clone();
                 if let Some(old) = state.nodes.get(&node.id) {
+                    // Liveness belongs to the leader and draining to operators: a node
+                    // updating its addresses keeps both.
                     node.joined_at = old.joined_at;
+                    node.status = old.status;
+                    node.draining = old.draining;
                 }
                 state.nodes.insert(node.id, node);
                 Ok(CommandOutput::Done)
@@ -380,6 +464,8 @@ impl Command {
                 let removed = state.apps.remove(app).ok_or_else(|| not_found_app(app))?;
                 state.builds.retain(|_, b| b.app != *app);
                 state.slugs.retain(|_, s| s.app != *app);
+                state.dynos.retain(|_, d| d.app != *app);
+                state.unplaced.retain(|u| u.app != *app);
                 Ok(CommandOutput::App(Box::new(removed.summary())))
             }
             Command::SetConfig {
@@ -525,6 +611,143 @@ impl Command {
                 a.updated_at = actor.at;
                 Ok(CommandOutput::App(Box::new(a.summary())))
             }
+            Command::ApplyPlan {
+                starts,
+                stops,
+                unplaced,
+            } => {
+                for d in starts {
+                    if state.dynos.contains_key(&d.id) {
+                        return Err(CommandError::Conflict(format!("dyno {} exists", d.id)));
+                    }
+                    if !state.nodes.contains_key(&d.node) {
+                        return Err(CommandError::NotFound(format!("node {} not found", d.node)));
+                    }
+                }
+                for d in starts {
+                    // An app deleted since the plan was made gets no dynos.
+                    if state.apps.contains_key(&d.app) {
+                        state.dynos.insert(d.id, d.clone());
+                    }
+                }
+                for id in stops {
+                    if let Some(d) = state.dynos.get_mut(id) {
+                        d.run = false;
+                    }
+                }
+                state.unplaced = unplaced
+                    .iter()
+                    .filter(|u| state.apps.contains_key(&u.app))
+                    .cloned()
+                    .collect();
+                Ok(CommandOutput::Done)
+            }
+            Command::ReportDynos {
+                node,
+                reports,
+                gone,
+                at,
+            } => {
+                for r in reports {
+                    if let Some(d) = state.dynos.get_mut(&r.id).filter(|d| d.node == *node) {
+                        if d.state != r.state {
+                            d.state_changed_at = *at;
+                        }
+                        d.state = r.state;
+                        d.restarts = r.restarts;
+                        d.port = r.port;
+                        d.exit_code = r.exit_code;
+                    }
+                }
+                for id in gone {
+                    if state.dynos.get(id).is_some_and(|d| d.node == *node) {
+                        state.dynos.remove(id);
+                    }
+                }
+                Ok(CommandOutput::Done)
+            }
+            Command::RestartDynos { app, target } => {
+                let ids = target_dynos(state, *app, target)?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(d) = state.dynos.get_mut(&id) {
+                        d.restart_seq = d.restart_seq.wrapping_add(1);
+                        out.push(d.clone());
+                    }
+                }
+                Ok(CommandOutput::Dynos(out))
+            }
+            Command::StopDynos { app, target } => {
+                let ids = target_dynos(state, *app, target)?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(d) = state.dynos.get_mut(&id) {
+                        d.run = false;
+                        out.push(d.clone());
+                    }
+                }
+                Ok(CommandOutput::Dynos(out))
+            }
+            Command::CreateOneOff { dyno } => {
+                let a = state
+                    .apps
+                    .get(&dyno.app)
+                    .ok_or_else(|| not_found_app(&dyno.app))?;
+                if !a.releases.iter().any(|r| r.version == dyno.release) {
+                    return Err(CommandError::NotFound(format!(
+                        "release v{} not found",
+                        dyno.release
+                    )));
+                }
+                if !state.nodes.contains_key(&dyno.node) {
+                    return Err(CommandError::NotFound(format!(
+                        "node {} not found",
+                        dyno.node
+                    )));
+                }
+                if state.dynos.contains_key(&dyno.id) {
+                    return Err(CommandError::Conflict(format!("dyno {} exists", dyno.id)));
+                }
+                let mut d = dyno.clone();
+                // run.N numbers are unique among the app's live dynos.
+                while state.dynos.values().any(|o| {
+                    o.app == d.app && o.process_type == d.process_type && o.index == d.index
+                }) {
+                    d.index = if d.index >= 9999 { 1000 } else { d.index + 1 };
+                }
+                state.dynos.insert(d.id, d.clone());
+                Ok(CommandOutput::Dynos(vec![d]))
+            }
+            Command::SetNodeDraining { node_id, draining } => {
+                let node = state
+                    .nodes
+                    .get_mut(node_id)
+                    .ok_or_else(|| CommandError::NotFound(format!("node {node_id} not found")))?;
+                node.draining = *draining;
+                Ok(CommandOutput::Done)
+            }
+            Command::SetReleaseStatus {
+                app,
+                version,
+                status,
+            } => {
+                let a = app_mut(state, app)?;
+                let r = a
+                    .releases
+                    .iter_mut()
+                    .find(|r| r.version == *version)
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!("release v{version} not found"))
+                    })?;
+                if r.status != ReleaseStatus::Pending {
+                    return Err(CommandError::Conflict(format!(
+                        "release v{version} is already {}",
+                        r.status.as_str()
+                    )));
+                }
+                r.status = *status;
+                Ok(CommandOutput::Done)
+            }
             Command::AddSlugHolders { slug, nodes } => {
                 let s = state
                     .slugs
@@ -534,6 +757,34 @@ impl Command {
                 Ok(CommandOutput::Done)
             }
         }
+    }
+}
+
+/// The ids of an app's dynos that `target` names; a named dyno or type that does not exist
+/// is a 404.
+fn target_dynos(state: &State, app: Uuid, target: &DynoTarget) -> Result<Vec<Uuid>, CommandError> {
+    if !state.apps.contains_key(&app) {
+        return Err(not_found_app(&app));
+    }
+    let ids: Vec<Uuid> = state
+        .dynos
+        .values()
+        .filter(|d| d.app == app && d.run)
+        .filter(|d| match target {
+            DynoTarget::All => true,
+            DynoTarget::Type(t) => &d.process_type == t,
+            DynoTarget::Dyno(n) => d.name() == *n || d.id.to_string() == *n,
+        })
+        .map(|d| d.id)
+        .collect();
+    match target {
+        DynoTarget::Dyno(n) if ids.is_empty() => {
+            Err(CommandError::NotFound(format!("dyno {n} not found")))
+        }
+        DynoTarget::Type(t) if ids.is_empty() => {
+            Err(CommandError::NotFound(format!("no {t} dynos are running")))
+        }
+        _ => Ok(ids),
     }
 }
 
@@ -955,6 +1206,7 @@ mod build_tests {
                     cpus: 1,
                     labels: BTreeMap::new(),
                     status,
+                    draining: false,
                     joined_at: at(0),
                 },
             );

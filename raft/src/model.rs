@@ -44,12 +44,11 @@ pub struct Cluster {
     pub ca_fingerprint: String,
 }
 
-/// Liveness of a node as the cluster records it.
+/// Liveness of a node as the cluster records it (the leader commits only transitions).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum NodeStatus {
     Up,
     Down,
-    Draining,
 }
 
 impl NodeStatus {
@@ -57,7 +56,6 @@ impl NodeStatus {
         match self {
             NodeStatus::Up => "up",
             NodeStatus::Down => "down",
-            NodeStatus::Draining => "draining",
         }
     }
 }
@@ -77,7 +75,20 @@ pub struct Node {
     pub cpus: u32,
     pub labels: BTreeMap<String, String>,
     pub status: NodeStatus,
+    /// Set by `nodes:drain`: its dynos move away and no new ones are placed on it.
+    pub draining: bool,
     pub joined_at: DateTime<Utc>,
+}
+
+impl Node {
+    /// `up`, `down` or `draining`, as `hctl nodes` shows it.
+    pub fn status_text(&self) -> &'static str {
+        match (self.status, self.draining) {
+            (NodeStatus::Down, _) => "down",
+            (NodeStatus::Up, true) => "draining",
+            (NodeStatus::Up, false) => "up",
+        }
+    }
 }
 
 /// An app. Names follow Heroku: `^[a-z][a-z0-9-]{1,28}[a-z0-9]$`.
@@ -280,6 +291,80 @@ pub struct Build {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The state a dyno's agent last reported (Heroku's dyno states).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DynoState {
+    Starting,
+    Up,
+    Crashed,
+    Down,
+}
+
+impl DynoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DynoState::Starting => "starting",
+            DynoState::Up => "up",
+            DynoState::Crashed => "crashed",
+            DynoState::Down => "down",
+        }
+    }
+}
+
+/// A dyno: one process of an app's formation (`web.1`) or a one-off (`run.4821`), placed
+/// on a node by the leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dyno {
+    pub id: Uuid,
+    pub app: Uuid,
+    pub process_type: String,
+    /// `web.3` → 3; the number of a one-off.
+    pub index: u32,
+    /// The release version it runs.
+    pub release: u64,
+    pub size: String,
+    pub node: NodeId,
+    /// The command it runs (the formation's, or the one-off's).
+    pub command: String,
+    /// One-offs (`run.N`, the release phase) are outside the formation.
+    pub one_off: bool,
+    /// A one-off whose caller attaches to its stdin/stdout (started by the attach).
+    pub attach: bool,
+    /// Extra environment of a one-off.
+    pub env: BTreeMap<String, String>,
+    /// `false` once the leader or a user asked it to stop; the node stops it and reports
+    /// it gone, which removes it.
+    pub run: bool,
+    /// The last state its node reported.
+    pub state: DynoState,
+    pub state_changed_at: DateTime<Utc>,
+    /// Raised by `ps:restart`: the node restarts the process in place.
+    pub restart_seq: u32,
+    /// Crash restarts so far (reported by the node).
+    pub restarts: u32,
+    /// The host port a web dyno listens on (reported when it starts).
+    pub port: Option<u16>,
+    /// Exit code of a finished one-off.
+    pub exit_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Dyno {
+    /// `web.1`, `run.4821`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process_type, self.index)
+    }
+}
+
+/// A formation dyno the scheduler could not place, and why (shown by `hctl ps`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Unplaced {
+    pub app: Uuid,
+    pub process_type: String,
+    pub index: u32,
+    pub reason: String,
+}
+
 /// A pending build older than this is considered lost (its node died or restarted) and
 /// does not block the next build of its app.
 pub const BUILD_STALE_SECS: i64 = 30 * 60;
@@ -298,6 +383,10 @@ pub struct State {
     pub slugs: BTreeMap<Uuid, Slug>,
     /// Builds by id.
     pub builds: BTreeMap<Uuid, Build>,
+    /// Dynos by id.
+    pub dynos: BTreeMap<Uuid, Dyno>,
+    /// What the scheduler's last plan could not place.
+    pub unplaced: Vec<Unplaced>,
 }
 
 impl State {
@@ -321,6 +410,15 @@ impl State {
         let mut builds: Vec<&Build> = self.builds.values().filter(|b| b.app == app).collect();
         builds.sort_by_key(|b| (b.created_at, b.id));
         builds
+    }
+
+    /// An app's dynos, by process type and index.
+    pub fn app_dynos(&self, app: Uuid) -> Vec<&Dyno> {
+        let mut dynos: Vec<&Dyno> = self.dynos.values().filter(|d| d.app == app).collect();
+        dynos.sort_by(|a, b| {
+            (&a.process_type, a.index, a.created_at).cmp(&(&b.process_type, b.index, b.created_at))
+        });
+        dynos
     }
 
     /// The token whose sha256 is `sha256_hex`.

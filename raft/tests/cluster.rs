@@ -90,6 +90,7 @@ fn node_record(id: NodeId) -> Node {
         cpus: 2,
         labels: Default::default(),
         status: NodeStatus::Up,
+        draining: false,
         joined_at: chrono::Utc::now(),
     }
 }

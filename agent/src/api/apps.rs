@@ -290,6 +290,7 @@ mod tests {
                 cpus: 2,
                 labels: BTreeMap::new(),
                 status: model::NodeStatus::Up,
+                draining: false,
                 joined_at: at,
             },
         );

@@ -1,16 +1,19 @@
-//! Haven-only calls: `GET /cluster/status` and `GET /cluster/nodes`.
+//! Haven-only calls: `GET /cluster/status`, `GET /cluster/nodes` and `PATCH
+//! /cluster/nodes/{node}` (drain).
 //!
 //! They read this node's replica and Raft status without a read barrier on purpose: they
 //! are how an operator finds out why a cluster has no leader, so they must answer then too.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use haven_api as w;
+use haven_raft::command::Command;
 use haven_raft::model::{self, State as Model};
 use haven_raft::RaftStatus;
 
 use super::apps::time;
+use super::body::JsonBody;
 use super::{ApiContext, ApiError};
 
 /// Model and Raft status → wire for the cluster's status as node `status.node_id` sees it.
@@ -36,7 +39,21 @@ pub fn status_to_wire(state: &Model, status: &RaftStatus) -> w::ClusterStatus {
 }
 
 /// Model → wire for one node; its role comes from the Raft membership.
-pub fn node_to_wire(n: &model::Node, status: &RaftStatus) -> w::ClusterNode {
+pub fn node_to_wire(s: &Model, n: &model::Node, status: &RaftStatus) -> w::ClusterNode {
+    let placed: Vec<&model::Dyno> = s
+        .dynos
+        .values()
+        .filter(|d| d.node == n.id && (d.run || d.state != model::DynoState::Down))
+        .collect();
+    let used_memory_mb = placed
+        .iter()
+        .map(|d| {
+            model::DYNO_SIZES
+                .iter()
+                .find(|(name, _)| *name == d.size)
+                .map_or(512, |(_, mb)| *mb)
+        })
+        .sum();
     let role = if status.voters.contains(&n.id) {
         "voter"
     } else if status.learners.contains(&n.id) {
@@ -52,9 +69,12 @@ pub fn node_to_wire(n: &model::Node, status: &RaftStatus) -> w::ClusterNode {
         peer_addr: n.peer_addr.clone(),
         router_url: n.router_url.clone(),
         role: role.into(),
-        status: n.status.as_str().into(),
+        status: n.status_text().into(),
         leader: status.leader == Some(n.id),
         memory_mb: n.memory_mb,
+        used_memory_mb,
+        dynos: placed.len() as u32,
+        draining: n.draining,
         cpus: n.cpus,
         labels: n.labels.clone(),
         joined_at: time(n.joined_at),
@@ -73,7 +93,45 @@ pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> 
     let st = ctx.raft.status();
     let body: Vec<w::ClusterNode> = ctx
         .raft
-        .with_state(|s| s.nodes.values().map(|n| node_to_wire(n, &st)).collect());
+        .with_state(|s| s.nodes.values().map(|n| node_to_wire(s, n, &st)).collect());
+    Ok(Json(body).into_response())
+}
+
+/// `PATCH /cluster/nodes/{node} {"draining": true}`: `nodes:drain` moves the node's dynos
+/// away and keeps new ones off it; `false` undoes it. The node is named by id or name.
+pub async fn update_node(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<w::ClusterNodeUpdate>,
+) -> Result<Response, ApiError> {
+    let Some(draining) = body.draining else {
+        return Err(ApiError::invalid(
+            "nothing to change: send {\"draining\": true|false}",
+        ));
+    };
+    ctx.raft.read_barrier().await?;
+    let id = ctx
+        .raft
+        .with_state(|s| {
+            s.nodes
+                .values()
+                .find(|n| n.name == key || n.id.to_string() == key)
+                .map(|n| n.id)
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no node named {key}; see hctl nodes")))?;
+    super::write(
+        &ctx,
+        Command::SetNodeDraining {
+            node_id: id,
+            draining,
+        },
+    )
+    .await?;
+    let st = ctx.raft.status();
+    let body = ctx
+        .raft
+        .with_state(|s| s.nodes.get(&id).map(|n| node_to_wire(s, n, &st)))
+        .ok_or_else(|| ApiError::not_found("the node is gone"))?;
     Ok(Json(body).into_response())
 }
 
@@ -97,6 +155,7 @@ mod tests {
             memory_mb: 2048,
             cpus: 4,
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            draining: false,
             status: if id == 3 {
                 model::NodeStatus::Down
             } else {
@@ -167,7 +226,7 @@ mod tests {
         let got: Vec<(String, String, String, bool)> = s
             .nodes
             .values()
-            .map(|n| node_to_wire(n, &st))
+            .map(|n| node_to_wire(&s, n, &st))
             .map(|n| (n.id, n.role, n.status, n.leader))
             .collect();
         let want = [
@@ -181,7 +240,7 @@ mod tests {
             .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d))
             .collect();
         assert_eq!(got, want);
-        let n = node_to_wire(&s.nodes[&1], &st);
+        let n = node_to_wire(&s, &s.nodes[&1], &st);
         assert_eq!(n.joined_at, "1970-01-01T00:00:00Z");
         assert_eq!(n.labels["zone"], "a");
     }

@@ -15,6 +15,7 @@ mod body;
 mod builds;
 mod cluster;
 mod config_vars;
+mod dynos;
 mod error;
 mod formation;
 mod paging;
@@ -44,6 +45,8 @@ pub struct ApiContext {
     pub raft: HavenRaft,
     pub node_id: NodeId,
     pub builder: crate::builder::Builder,
+    /// This node's dyno manager (absent in in-process API tests).
+    pub dynos: Option<crate::dynos::DynoManager>,
 }
 
 /// Who made the request, from their token. Put into the request's extensions by the
@@ -109,8 +112,35 @@ pub fn router(ctx: ApiContext) -> Router {
             "/apps/{app}/buildpack-installations",
             get(builds::list_buildpacks).put(builds::set_buildpacks),
         )
+        .route(
+            "/apps/{app}/dynos",
+            get(dynos::list)
+                .post(dynos::create)
+                .delete(dynos::restart_all),
+        )
+        .route(
+            "/apps/{app}/dynos/{dyno}",
+            get(dynos::info).delete(dynos::restart_one),
+        )
+        .route(
+            "/apps/{app}/dynos/{dyno}/actions/stop",
+            post(dynos::stop_one),
+        )
+        .route(
+            "/apps/{app}/formations/{ptype}/dynos",
+            axum::routing::delete(dynos::restart_type),
+        )
+        .route(
+            "/apps/{app}/formations/{ptype}/actions/stop",
+            post(dynos::stop_type),
+        )
+        .route("/apps/{app}/unplaced-dynos", get(dynos::unplaced))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
+        .route(
+            "/cluster/nodes/{node}",
+            axum::routing::patch(cluster::update_node),
+        )
         .fallback(|| async {
             ApiError::not_found("no such resource; see the API reference in README.md")
         })
@@ -305,7 +335,7 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
     match out {
         CommandOutput::App(a) => Ok(*a),
         CommandOutput::Release { app, .. } | CommandOutput::Formation { app, .. } => Ok(*app),
-        CommandOutput::Done | CommandOutput::Build(_) => {
+        CommandOutput::Done | CommandOutput::Build(_) | CommandOutput::Dynos(_) => {
             Err(ApiError::internal("the command returned no app"))
         }
     }

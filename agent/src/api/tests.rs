@@ -87,6 +87,7 @@ impl Harness {
                 cpus: 2,
                 labels: Default::default(),
                 status: NodeStatus::Up,
+                draining: false,
                 joined_at: now,
             },
             admin_token: Token {
@@ -117,6 +118,7 @@ impl Harness {
             raft: raft.clone(),
             node_id: NODE,
             builder,
+            dynos: None,
         });
         Harness {
             app,

@@ -1,0 +1,264 @@
+//! Dynos: `GET /apps/{app}/dynos[/{dyno}]`, restarts (`DELETE /apps/{app}/dynos[/{dyno}]`,
+//! `DELETE /apps/{app}/formations/{type}/dynos`), stops (`POST
+//! /apps/{app}/dynos/{dyno}/actions/stop`, `POST /apps/{app}/formations/{type}/actions/stop`),
+//! one-off dynos (`POST /apps/{app}/dynos`), and Haven's `GET /apps/{app}/unplaced-dynos`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::Utc;
+use haven_api as w;
+use haven_raft::command::{Command, CommandOutput, DynoTarget};
+use haven_raft::model::{self, normalize_size, DynoState, State as Model};
+use rand::Rng;
+use uuid::Uuid;
+
+use super::apps::time;
+use super::body::JsonBody;
+use super::{app_id, with_app, write, ApiContext, ApiError, Caller};
+
+/// Model → wire for a dyno.
+pub fn to_wire(s: &Model, a: &model::App, d: &model::Dyno, api_url: &str) -> w::Dyno {
+    let release_id = a
+        .releases
+        .iter()
+        .find(|r| r.version == d.release)
+        .map(|r| r.id.to_string())
+        .unwrap_or_default();
+    let state = if !d.run && d.state != DynoState::Down {
+        // Asked to stop and not yet confirmed.
+        "stopping"
+    } else {
+        d.state.as_str()
+    };
+    w::Dyno {
+        id: d.id.to_string(),
+        name: d.name(),
+        process_type: d.process_type.clone(),
+        state: state.into(),
+        command: d.command.clone(),
+        size: d.size.clone(),
+        attach_url: d.attach.then(|| {
+            let node_api = s.nodes.get(&d.node).map_or(api_url, |n| n.api_url.as_str());
+            format!("{node_api}/apps/{}/dynos/{}/attach", a.id, d.id)
+        }),
+        app: w::AppRef {
+            id: a.id.to_string(),
+            name: a.name.clone(),
+        },
+        release: w::DynoRelease {
+            id: release_id,
+            version: d.release,
+        },
+        created_at: time(d.created_at),
+        updated_at: time(d.state_changed_at),
+        node: s.nodes.get(&d.node).map(|n| w::NamedRef {
+            id: n.id.to_string(),
+            name: n.name.clone(),
+        }),
+        restarts: d.restarts,
+        state_changed_at: time(d.state_changed_at),
+        exit_code: d.exit_code,
+    }
+}
+
+/// `GET /apps/{app}/dynos`: the dynos that run or are being stopped.
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let api_url = ctx.builder.api_url().to_string();
+    let list = with_app(&ctx, &key, |s, a| {
+        s.app_dynos(a.id)
+            .into_iter()
+            .map(|d| to_wire(s, a, d, &api_url))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /apps/{app}/dynos/{id-or-name}`.
+pub async fn info(
+    State(ctx): State<ApiContext>,
+    Path((key, dyno)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let api_url = ctx.builder.api_url().to_string();
+    let d = with_app(&ctx, &key, |s, a| {
+        s.app_dynos(a.id)
+            .into_iter()
+            .filter(|d| d.name() == dyno || d.id.to_string() == dyno)
+            // A running one wins over one being replaced.
+            .max_by_key(|d| (d.run, d.created_at))
+            .map(|d| to_wire(s, a, d, &api_url))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("Couldn't find that dyno."))?;
+    Ok(Json(d).into_response())
+}
+
+/// `GET /apps/{app}/unplaced-dynos`: what the scheduler could not place, and why.
+pub async fn unplaced(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let list = with_app(&ctx, &key, |s, a| {
+        s.unplaced
+            .iter()
+            .filter(|u| u.app == a.id)
+            .map(|u| w::UnplacedDyno {
+                name: format!("{}.{}", u.process_type, u.index),
+                process_type: u.process_type.clone(),
+                reason: u.reason.clone(),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(Json(list).into_response())
+}
+
+async fn act(
+    ctx: &ApiContext,
+    key: &str,
+    cmd: impl FnOnce(uuid::Uuid) -> Command,
+) -> Result<Response, ApiError> {
+    let app = app_id(ctx, key).await?;
+    match write(ctx, cmd(app)).await? {
+        CommandOutput::Dynos(_) => {
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
+        }
+        _ => Err(ApiError::internal("the command returned no dynos")),
+    }
+}
+
+/// `DELETE /apps/{app}/dynos`: restart every dyno.
+pub async fn restart_all(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    act(&ctx, &key, |app| Command::RestartDynos {
+        app,
+        target: DynoTarget::All,
+    })
+    .await
+}
+
+/// `DELETE /apps/{app}/dynos/{dyno}`: restart one dyno (by name or id).
+pub async fn restart_one(
+    State(ctx): State<ApiContext>,
+    Path((key, dyno)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    act(&ctx, &key, |app| Command::RestartDynos {
+        app,
+        target: DynoTarget::Dyno(dyno),
+    })
+    .await
+}
+
+/// `DELETE /apps/{app}/formations/{type}/dynos`: restart one process type.
+pub async fn restart_type(
+    State(ctx): State<ApiContext>,
+    Path((key, ptype)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    act(&ctx, &key, |app| Command::RestartDynos {
+        app,
+        target: DynoTarget::Type(ptype),
+    })
+    .await
+}
+
+/// `POST /apps/{app}/dynos/{dyno}/actions/stop`.
+pub async fn stop_one(
+    State(ctx): State<ApiContext>,
+    Path((key, dyno)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    act(&ctx, &key, |app| Command::StopDynos {
+        app,
+        target: DynoTarget::Dyno(dyno),
+    })
+    .await
+}
+
+/// `POST /apps/{app}/formations/{type}/actions/stop`.
+pub async fn stop_type(
+    State(ctx): State<ApiContext>,
+    Path((key, ptype)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    act(&ctx, &key, |app| Command::StopDynos {
+        app,
+        target: DynoTarget::Type(ptype),
+    })
+    .await
+}
+
+/// `POST /apps/{app}/dynos {command, attach, env, size}` → 201: a one-off `run.N` on this
+/// node, running the current release. With `attach`, it starts when the caller connects
+/// to its `attach_url`; without, it runs now and its output goes to the app's logs.
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    Extension(_caller): Extension<Caller>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<w::DynoCreate>,
+) -> Result<Response, ApiError> {
+    if body.command.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "command is required, e.g. {\"command\": \"bash\"}",
+        ));
+    }
+    let size = match &body.size {
+        Some(s) => normalize_size(s).map_err(ApiError::invalid)?,
+        None => model::DEFAULT_SIZE.to_string(),
+    };
+    let ptype = body.process_type.clone().unwrap_or_else(|| "run".into());
+    model::validate_process_type(&ptype).map_err(ApiError::invalid)?;
+    if let Some(env) = &body.env {
+        for k in env.keys() {
+            model::validate_config_key(k).map_err(ApiError::invalid)?;
+        }
+    }
+    let (app_id, release) = with_app(&ctx, &key, |s, a| {
+        (
+            a.id,
+            a.current_release()
+                .filter(|r| s.release_slug(r).is_some())
+                .map(|r| r.version),
+        )
+    })
+    .await?;
+    let release = release.ok_or_else(|| {
+        ApiError::invalid("the app has no slug yet: deploy it (git push or hctl deploy) before running one-off dynos")
+    })?;
+    let now = Utc::now();
+    let dyno = model::Dyno {
+        id: Uuid::new_v4(),
+        app: app_id,
+        process_type: ptype,
+        index: rand::thread_rng().gen_range(1000..10000),
+        release,
+        size,
+        node: ctx.node_id,
+        command: body.command.clone(),
+        one_off: true,
+        attach: body.attach.unwrap_or(false),
+        env: body.env.clone().unwrap_or_default(),
+        run: true,
+        state: DynoState::Starting,
+        state_changed_at: now,
+        restart_seq: 0,
+        restarts: 0,
+        port: None,
+        exit_code: None,
+        created_at: now,
+    };
+    let CommandOutput::Dynos(created) = write(&ctx, Command::CreateOneOff { dyno }).await? else {
+        return Err(ApiError::internal("the command returned no dyno"));
+    };
+    let d = created
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the command returned no dyno"))?;
+    let api_url = ctx.builder.api_url().to_string();
+    let wire = with_app(&ctx, &key, |s, a| to_wire(s, a, &d, &api_url)).await?;
+    Ok((StatusCode::CREATED, Json(wire)).into_response())
+}

@@ -1,0 +1,444 @@
+//! Liveness and the leader's control loops (design §4).
+//!
+//! - **Heartbeats**: every agent sends a small frame to every other node every
+//!   `heartbeat_ms` on a long-lived QUIC stream ([`StreamKind::Heartbeat`]). Each node
+//!   keeps the last time it heard from each peer in memory ([`Liveness`]); nothing of it
+//!   goes through Raft. Because every node listens, a new leader knows who is alive at once.
+//! - **Node status**: the leader commits only transitions: a node silent past
+//!   `node_timeout_ms` is marked down, a down node heard from again is marked up.
+//! - **Scheduling**: on every tick the leader hands the replicated state to the pure
+//!   scheduler (`haven-scheduler`) and commits its plan (dynos to start and stop, and
+//!   what cannot be placed) when the plan changes anything. Plans are idempotent, so a new
+//!   leader simply resumes from the replicated state.
+//! - **Release phase**: a pending release whose slug has a `release` process type gets a
+//!   one-off `release` dyno; its exit status decides the release.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use haven_raft::command::{Command, DynoTarget};
+use haven_raft::model::{self, Dyno, DynoState, NodeId, NodeStatus, ReleaseStatus, State};
+use haven_raft::HavenRaft;
+use haven_scheduler as sched;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::config::DynoTuning;
+use crate::peer::{QuicConnector, StreamKind};
+
+/// When each node was last heard from, as this node knows it.
+#[derive(Clone, Default)]
+pub struct Liveness {
+    seen: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Liveness {
+    pub fn record(&self, node: NodeId) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(node, Instant::now());
+        }
+    }
+
+    pub fn last_seen(&self, node: NodeId) -> Option<Instant> {
+        self.seen.lock().ok().and_then(|m| m.get(&node).copied())
+    }
+
+    /// Reads heartbeat frames (a node id, 8 bytes big-endian) until the stream ends.
+    pub async fn serve(&self, mut recv: quinn::RecvStream) {
+        let mut frame = [0u8; 8];
+        while recv.read_exact(&mut frame).await.is_ok() {
+            self.record(u64::from_be_bytes(frame));
+        }
+    }
+}
+
+/// Sends this node's heartbeats to every other node until shutdown.
+pub async fn heartbeats(
+    me: NodeId,
+    raft: HavenRaft,
+    peers: QuicConnector,
+    liveness: Liveness,
+    tuning: DynoTuning,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_millis(tuning.heartbeat_ms.max(50));
+    let mut streams: HashMap<NodeId, (String, quinn::SendStream)> = HashMap::new();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        liveness.record(me);
+        let targets: Vec<(NodeId, String)> = raft.with_state(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.id != me)
+                .map(|n| (n.id, n.peer_addr.clone()))
+                .collect()
+        });
+        streams.retain(|id, _| targets.iter().any(|(t, _)| t == id));
+        // Each peer gets its frame concurrently; a dead one must not delay the others.
+        let sends = targets.into_iter().map(|(id, addr)| {
+            let existing = streams.remove(&id).filter(|(a, _)| *a == addr);
+            let peers = peers.clone();
+            async move {
+                let mut stream = match existing {
+                    Some((_, s)) => Some(s),
+                    None => {
+                        tokio::time::timeout(every * 2, peers.open(&addr, StreamKind::Heartbeat))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|(send, _recv)| send)
+                    }
+                };
+                if let Some(s) = stream.as_mut() {
+                    let sent = tokio::time::timeout(every, s.write_all(&me.to_be_bytes())).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        debug!(peer = id, "heartbeat stream lost");
+                        stream = None;
+                    }
+                }
+                (id, addr, stream)
+            }
+        });
+        for (id, addr, stream) in futures::future::join_all(sends).await {
+            if let Some(s) = stream {
+                streams.insert(id, (addr, s));
+            }
+        }
+    }
+}
+
+/// The scheduler's view of the replicated state.
+pub fn scheduler_input(s: &State) -> sched::Input {
+    let mut held: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
+    for slug in s.slugs.values() {
+        for h in &slug.holders {
+            held.entry(*h).or_default().insert(slug.sha256.clone());
+        }
+    }
+    let nodes = s
+        .nodes
+        .values()
+        .map(|n| sched::NodeView {
+            id: n.id,
+            name: n.name.clone(),
+            memory_mb: n.memory_mb,
+            status: match (n.status, n.draining) {
+                (NodeStatus::Down, _) => sched::NodeStatus::Down,
+                (NodeStatus::Up, true) => sched::NodeStatus::Draining,
+                (NodeStatus::Up, false) => sched::NodeStatus::Up,
+            },
+            labels: n.labels.clone(),
+            slugs: held.remove(&n.id).unwrap_or_default(),
+        })
+        .collect();
+    let mut formations = Vec::new();
+    for app in s.apps.values() {
+        let Some(current) = app.current_release() else {
+            continue;
+        };
+        let slug = s.release_slug(current);
+        for f in app.formation.values() {
+            formations.push(sched::FormationView {
+                app: app.id.to_string(),
+                process_type: f.process_type.clone(),
+                quantity: f.quantity,
+                size: f.size.clone(),
+                release: current.version,
+                slug: slug.map(|sl| sl.sha256.clone()),
+            });
+        }
+    }
+    let dynos = s
+        .dynos
+        .values()
+        .map(|d| sched::DynoView {
+            id: d.id.to_string(),
+            app: d.app.to_string(),
+            process_type: d.process_type.clone(),
+            index: d.index,
+            release: d.release,
+            size: d.size.clone(),
+            node: d.node,
+            state: match d.state {
+                DynoState::Starting => sched::DynoState::Starting,
+                DynoState::Up => sched::DynoState::Up,
+                DynoState::Crashed => sched::DynoState::Crashed,
+                DynoState::Down => sched::DynoState::Down,
+            },
+            stopping: !d.run,
+            one_off: d.one_off,
+        })
+        .collect();
+    sched::Input {
+        nodes,
+        formations,
+        dynos,
+    }
+}
+
+/// Turns a plan into the command that records it; `None` when it changes nothing.
+pub fn plan_command(s: &State, plan: &sched::Plan) -> Option<Command> {
+    let now = Utc::now();
+    let mut starts = Vec::new();
+    let mut stops = Vec::new();
+    for change in &plan.changes {
+        match change {
+            sched::Change::Start {
+                app,
+                process_type,
+                index,
+                release,
+                size,
+                node,
+                ..
+            } => {
+                let Some(a) = app.parse().ok().and_then(|id: Uuid| s.apps.get(&id)) else {
+                    continue;
+                };
+                let command = a
+                    .formation
+                    .get(process_type)
+                    .map(|f| f.command.clone())
+                    .unwrap_or_default();
+                starts.push(Dyno {
+                    id: Uuid::new_v4(),
+                    app: a.id,
+                    process_type: process_type.clone(),
+                    index: *index,
+                    release: *release,
+                    size: size.clone(),
+                    node: *node,
+                    command,
+                    one_off: false,
+                    attach: false,
+                    env: BTreeMap::new(),
+                    run: true,
+                    state: DynoState::Starting,
+                    state_changed_at: now,
+                    restart_seq: 0,
+                    restarts: 0,
+                    port: None,
+                    exit_code: None,
+                    created_at: now,
+                });
+            }
+            sched::Change::Stop { dyno, .. } => {
+                if let Ok(id) = dyno.parse() {
+                    stops.push(id);
+                }
+            }
+        }
+    }
+    let unplaced: Vec<model::Unplaced> = plan
+        .unplaced
+        .iter()
+        .filter_map(|u| {
+            Some(model::Unplaced {
+                app: u.app.parse().ok()?,
+                process_type: u.process_type.clone(),
+                index: u.index,
+                reason: u.reason.clone(),
+            })
+        })
+        .collect();
+    if starts.is_empty() && stops.is_empty() && unplaced == s.unplaced {
+        return None;
+    }
+    Some(Command::ApplyPlan {
+        starts,
+        stops,
+        unplaced,
+    })
+}
+
+/// Release-phase work for the leader: one-off `release` dynos to start for pending
+/// releases, decisions on those that ended, and finished one-offs to clear.
+fn release_phase(s: &State, now: chrono::DateTime<Utc>) -> Vec<Command> {
+    let mut out = Vec::new();
+    for app in s.apps.values() {
+        let Some(pending) = app
+            .releases
+            .last()
+            .filter(|r| r.status == ReleaseStatus::Pending)
+        else {
+            continue;
+        };
+        let Some(slug) = s.release_slug(pending) else {
+            continue;
+        };
+        let Some(command) = slug.process_types.get("release") else {
+            continue;
+        };
+        let phase = s.dynos.values().find(|d| {
+            d.app == app.id
+                && d.one_off
+                && d.process_type == "release"
+                && d.release == pending.version
+        });
+        match phase {
+            None => {
+                // Prefer an up node that holds the slug.
+                let node = s
+                    .nodes
+                    .values()
+                    .filter(|n| n.status == NodeStatus::Up && !n.draining)
+                    .max_by_key(|n| (slug.holders.contains(&n.id), std::cmp::Reverse(n.id)));
+                if let Some(node) = node {
+                    out.push(Command::CreateOneOff {
+                        dyno: Dyno {
+                            id: Uuid::new_v4(),
+                            app: app.id,
+                            process_type: "release".into(),
+                            index: 1,
+                            release: pending.version,
+                            size: model::DEFAULT_SIZE.into(),
+                            node: node.id,
+                            command: command.clone(),
+                            one_off: true,
+                            attach: false,
+                            env: BTreeMap::new(),
+                            run: true,
+                            state: DynoState::Starting,
+                            state_changed_at: now,
+                            restart_seq: 0,
+                            restarts: 0,
+                            port: None,
+                            exit_code: None,
+                            created_at: now,
+                        },
+                    });
+                }
+            }
+            Some(d) if d.run => {
+                let lost = s
+                    .nodes
+                    .get(&d.node)
+                    .is_none_or(|n| n.status == NodeStatus::Down);
+                if let Some(code) = d
+                    .exit_code
+                    .filter(|_| d.state != DynoState::Starting && d.state != DynoState::Up)
+                {
+                    out.push(Command::SetReleaseStatus {
+                        app: app.id,
+                        version: pending.version,
+                        status: if code == 0 {
+                            ReleaseStatus::Succeeded
+                        } else {
+                            ReleaseStatus::Failed
+                        },
+                    });
+                } else if lost {
+                    out.push(Command::SetReleaseStatus {
+                        app: app.id,
+                        version: pending.version,
+                        status: ReleaseStatus::Failed,
+                    });
+                } else {
+                    continue;
+                }
+                out.push(Command::StopDynos {
+                    app: app.id,
+                    target: DynoTarget::Dyno(d.id.to_string()),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    // Detached one-offs that ended (other than release phases handled above) are cleared.
+    for d in s.dynos.values() {
+        if d.one_off
+            && d.run
+            && d.process_type != "release"
+            && d.exit_code.is_some()
+            && d.state == DynoState::Down
+            && !d.attach
+        {
+            out.push(Command::StopDynos {
+                app: d.app,
+                target: DynoTarget::Dyno(d.id.to_string()),
+            });
+        }
+    }
+    out
+}
+
+/// The leader's loop: runs on every node, acts while this node leads.
+pub async fn control_loop(
+    me: NodeId,
+    raft: HavenRaft,
+    liveness: Liveness,
+    tuning: DynoTuning,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let timeout = Duration::from_millis(tuning.node_timeout_ms.max(100));
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if raft.status().leader != Some(me) {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        // Liveness transitions. A node counts as heard from at least when this node
+        // became leader, so that a new leader gives every node one timeout to be heard.
+        let nodes: Vec<(NodeId, String, NodeStatus)> = raft.with_state(|s| {
+            s.nodes
+                .values()
+                .map(|n| (n.id, n.name.clone(), n.status))
+                .collect()
+        });
+        for (id, name, status) in nodes {
+            let heard = liveness.last_seen(id);
+            let alive = id == me || heard.is_some_and(|t| now.duration_since(t) < timeout);
+            let grace = now.duration_since(since) < timeout;
+            let next = match status {
+                NodeStatus::Up if !alive && !grace => Some(NodeStatus::Down),
+                NodeStatus::Down if alive => Some(NodeStatus::Up),
+                _ => None,
+            };
+            if let Some(next) = next {
+                info!(node = %name, status = next.as_str(), "node status changed");
+                if let Err(e) = raft
+                    .write(Command::SetNodeStatus {
+                        node_id: id,
+                        status: next,
+                    })
+                    .await
+                {
+                    warn!(error = %e, "could not record a node's status");
+                }
+            }
+        }
+        let plan = raft.with_state(|s| {
+            let p = sched::plan(&scheduler_input(s));
+            plan_command(s, &p)
+        });
+        if let Some(cmd) = plan {
+            match raft.write(cmd).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(error = %e, "the scheduler's plan was refused"),
+                Err(e) => debug!(error = %e, "could not record the scheduler's plan"),
+            }
+        }
+        let phase = raft.with_state(|s| release_phase(s, Utc::now()));
+        for cmd in phase {
+            if let Ok(Err(e)) = raft.write(cmd).await {
+                debug!(error = %e, "release phase step refused");
+            }
+        }
+    }
+}

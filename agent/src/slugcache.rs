@@ -1,0 +1,240 @@
+//! The slug cache: extracted slugs that dynos on this node run from (design §6).
+//!
+//! A dyno asks for its slug by sha256. If this node lacks the compressed file it fetches it
+//! from a holder over QUIC (the store checks the hash), records itself as a holder, and
+//! extracts it once into `slug-cache/<sha>/`. Extracted slugs beyond the disk budget are
+//! evicted least-recently-used first; a slug a dyno holds a lease on is never evicted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use haven_raft::command::Command;
+use haven_raft::model::NodeId;
+use haven_raft::HavenRaft;
+use tracing::{info, warn};
+
+use crate::peer::QuicConnector;
+use crate::slugs::{valid_sha256, SlugStore};
+
+#[derive(Default)]
+struct Entry {
+    bytes: u64,
+    last_used: Option<Instant>,
+    leases: usize,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: SlugStore,
+    peers: Option<QuicConnector>,
+    raft: HavenRaft,
+    me: NodeId,
+    budget: u64,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Serializes fetch+extract of one slug.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SlugCache {
+    inner: Arc<Inner>,
+}
+
+/// A slug in use by a dyno; while it lives the slug stays extracted.
+pub struct Lease {
+    cache: SlugCache,
+    sha: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.cache.inner.entries.lock() {
+            if let Some(e) = m.get_mut(&self.sha) {
+                e.leases = e.leases.saturating_sub(1);
+                e.last_used = Some(Instant::now());
+            }
+        }
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+impl SlugCache {
+    pub fn open(
+        dir: &Path,
+        store: SlugStore,
+        peers: Option<QuicConnector>,
+        raft: HavenRaft,
+        me: NodeId,
+        budget: u64,
+    ) -> std::io::Result<SlugCache> {
+        std::fs::create_dir_all(dir)?;
+        let mut entries = HashMap::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if valid_sha256(&name) {
+                entries.insert(
+                    name,
+                    Entry {
+                        bytes: dir_size(&e.path()),
+                        last_used: None,
+                        leases: 0,
+                    },
+                );
+            } else {
+                // Leftovers of an interrupted extraction.
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(SlugCache {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                store,
+                peers,
+                raft,
+                me,
+                budget,
+                entries: Mutex::new(entries),
+                busy: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn lease(&self, sha: &str) -> Lease {
+        if let Ok(mut m) = self.inner.entries.lock() {
+            let e = m.entry(sha.to_string()).or_default();
+            e.leases += 1;
+            e.last_used = Some(Instant::now());
+        }
+        Lease {
+            cache: self.clone(),
+            sha: sha.to_string(),
+            dir: self.inner.dir.join(sha),
+        }
+    }
+
+    /// The extracted slug `sha`, fetched from `holders` (peer addresses) if needed.
+    pub async fn acquire(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<Lease, String> {
+        if !valid_sha256(sha) {
+            return Err(format!("bad slug name {sha:?}"));
+        }
+        let _guard = self.inner.busy.lock().await;
+        let dir = self.inner.dir.join(sha);
+        if dir.is_dir() {
+            return Ok(self.lease(sha));
+        }
+        if !self.inner.store.has(sha) {
+            self.fetch(sha, holders).await?;
+        }
+        let file = self
+            .inner
+            .store
+            .path(sha)
+            .ok_or_else(|| format!("bad slug name {sha:?}"))?;
+        let dest = dir.clone();
+        tokio::task::spawn_blocking(move || haven_buildpacks::slug::extract(&file, &dest))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("extract slug {sha}: {e}"))?;
+        let bytes = dir_size(&dir);
+        if let Ok(mut m) = self.inner.entries.lock() {
+            m.entry(sha.to_string()).or_default().bytes = bytes;
+        }
+        let lease = self.lease(sha);
+        self.evict();
+        Ok(lease)
+    }
+
+    async fn fetch(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<(), String> {
+        let peers = self
+            .inner
+            .peers
+            .as_ref()
+            .ok_or("this node cannot reach peers")?;
+        let mut errors = Vec::new();
+        for (id, addr) in holders.iter().filter(|(id, _)| *id != self.inner.me) {
+            match self.inner.store.fetch_from(peers, addr, sha).await {
+                Ok(()) => {
+                    info!(%sha, from = id, "fetched a slug");
+                    let slug_id = self.inner.raft.with_state(|s| {
+                        s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
+                    });
+                    if let Some(slug) = slug_id {
+                        let _ = self
+                            .inner
+                            .raft
+                            .write(Command::AddSlugHolders {
+                                slug,
+                                nodes: vec![self.inner.me],
+                            })
+                            .await;
+                    }
+                    return Ok(());
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(format!(
+            "no holder could send slug {sha} ({})",
+            if errors.is_empty() {
+                "no holders known".to_string()
+            } else {
+                errors.join("; ")
+            }
+        ))
+    }
+
+    /// Removes least-recently-used extracted slugs without leases while over budget.
+    fn evict(&self) {
+        let victims: Vec<String> = {
+            let Ok(m) = self.inner.entries.lock() else {
+                return;
+            };
+            let mut total: u64 = m.values().map(|e| e.bytes).sum();
+            let mut idle: Vec<(&String, &Entry)> =
+                m.iter().filter(|(_, e)| e.leases == 0).collect();
+            idle.sort_by_key(|(_, e)| e.last_used);
+            let mut out = Vec::new();
+            for (sha, e) in idle {
+                if total <= self.inner.budget {
+                    break;
+                }
+                total = total.saturating_sub(e.bytes);
+                out.push(sha.clone());
+            }
+            out
+        };
+        for sha in victims {
+            let dir = self.inner.dir.join(&sha);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    info!(%sha, "evicted an extracted slug");
+                    if let Ok(mut m) = self.inner.entries.lock() {
+                        m.remove(&sha);
+                    }
+                }
+                Err(e) => warn!(%sha, error = %e, "could not evict a slug"),
+            }
+        }
+    }
+}
