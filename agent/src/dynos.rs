@@ -125,6 +125,8 @@ struct Inner {
     supervisors: Mutex<HashMap<Uuid, Supervisor>>,
     status: Mutex<HashMap<Uuid, LocalStatus>>,
     ports: Mutex<HashSet<u16>>,
+    /// Attached one-offs running now (each may be attached once).
+    attached: Mutex<HashSet<Uuid>>,
 }
 
 /// Cheap to clone.
@@ -232,6 +234,7 @@ impl DynoManager {
                 supervisors: Mutex::new(HashMap::new()),
                 status: Mutex::new(HashMap::new()),
                 ports: Mutex::new(HashSet::new()),
+                attached: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -725,6 +728,193 @@ impl DynoManager {
             proc.kill();
             let _ = proc.wait().await;
         }
+    }
+}
+
+/// Frames of the attach protocol (WebSocket binary messages, first byte the kind).
+pub mod attach_frame {
+    /// Client → dyno stdin.
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// Dyno → client: the exit code, i32 big-endian. Last frame.
+    pub const EXIT: u8 = 3;
+    /// Client → dyno: stdin is closed.
+    pub const STDIN_EOF: u8 = 4;
+}
+
+impl DynoManager {
+    /// Runs attached one-off `id` with its stdin and output on `socket`, until it exits
+    /// (the exit code is the last frame) or the caller goes away (the dyno is stopped).
+    pub async fn attach(&self, id: Uuid, mut socket: axum::extract::ws::WebSocket) {
+        use axum::extract::ws::Message;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let fail = |msg: String| {
+            let mut v = vec![attach_frame::STDERR];
+            v.extend_from_slice(format!("{msg}\n").as_bytes());
+            v
+        };
+        let first = self.inner.attached.lock().is_ok_and(|mut a| a.insert(id));
+        if !first {
+            let _ = socket
+                .send(Message::Binary(
+                    fail("this dyno is already attached".into()).into(),
+                ))
+                .await;
+            return;
+        }
+        let launch = match self.inner.raft.with_state(|s| launch_of(s, id)) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = socket.send(Message::Binary(fail(e).into())).await;
+                return;
+            }
+        };
+        let lease = match self
+            .inner
+            .cache
+            .acquire(&launch.slug_sha, &launch.holders)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = socket.send(Message::Binary(fail(e).into())).await;
+                return;
+            }
+        };
+        let spec = self.spec_of(id, &launch, &lease, None, true);
+        let logs = self.inner.logs.clone();
+        logs.platform(
+            launch.app,
+            &launch.name,
+            &format!("Starting process with command `{}`", launch.command),
+        );
+        let mut proc = match self.inner.runtime.spawn(&spec) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = socket
+                    .send(Message::Binary(
+                        fail(format!("cannot start the dyno: {e}")).into(),
+                    ))
+                    .await;
+                return;
+            }
+        };
+        self.set_status(id, |st| st.state = DynoState::Up);
+        logs.platform(
+            launch.app,
+            &launch.name,
+            "State changed from starting to up",
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+        for (kind, reader) in [
+            (
+                attach_frame::STDOUT,
+                proc.take_stdout()
+                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+            ),
+            (
+                attach_frame::STDERR,
+                proc.take_stderr()
+                    .map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+            ),
+        ] {
+            let Some(mut reader) = reader else { continue };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut frame = Vec::with_capacity(n + 1);
+                            frame.push(kind);
+                            frame.extend_from_slice(&buf[..n]);
+                            if tx.send(frame).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut stdin = proc.take_stdin();
+        let mut output_open = true;
+        let mut stop_check = tokio::time::interval(Duration::from_millis(500));
+        let code = loop {
+            tokio::select! {
+                frame = rx.recv(), if output_open => match frame {
+                    Some(f) => {
+                        if socket.send(Message::Binary(f.into())).await.is_err() {
+                            proc.kill();
+                        }
+                    }
+                    None => output_open = false,
+                },
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Binary(b))) => match b.first() {
+                        Some(&attach_frame::STDIN) => {
+                            if let Some(w) = stdin.as_mut() {
+                                if w.write_all(&b[1..]).await.is_err() {
+                                    stdin = None;
+                                }
+                            }
+                        }
+                        Some(&attach_frame::STDIN_EOF) => stdin = None,
+                        _ => {}
+                    },
+                    Some(Ok(_)) => {}
+                    // The caller went away: the dyno ends with it, as on Heroku.
+                    Some(Err(_)) | None => {
+                        proc.terminate();
+                        let info = match tokio::time::timeout(Duration::from_secs(10), proc.wait()).await {
+                            Ok(i) => i,
+                            Err(_) => { proc.kill(); proc.wait().await }
+                        };
+                        break info.code.unwrap_or(137);
+                    }
+                },
+                info = proc.wait(), if !output_open => {
+                    break info.code.unwrap_or_else(|| 128 + info.signal.unwrap_or(9));
+                }
+                _ = stop_check.tick() => {
+                    let stop = self.inner.raft.with_state(|s| s.dynos.get(&id).is_none_or(|d| !d.run));
+                    if stop {
+                        proc.terminate();
+                    }
+                }
+            }
+        };
+        let mut exit = vec![attach_frame::EXIT];
+        exit.extend_from_slice(&code.to_be_bytes());
+        let _ = socket.send(Message::Binary(exit.into())).await;
+        let _ = socket.send(Message::Close(None)).await;
+        proc.cleanup();
+        drop(lease);
+        logs.platform(
+            launch.app,
+            &launch.name,
+            &format!("Process exited with status {code}"),
+        );
+        logs.platform(
+            launch.app,
+            &launch.name,
+            "State changed from up to complete",
+        );
+        self.set_status(id, |st| {
+            st.state = DynoState::Down;
+            st.exit_code = Some(code);
+        });
+        let _ = self
+            .inner
+            .raft
+            .write(Command::StopDynos {
+                app: launch.app,
+                target: haven_raft::command::DynoTarget::Dyno(id.to_string()),
+            })
+            .await;
     }
 }
 

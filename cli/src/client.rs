@@ -89,6 +89,11 @@ impl Api {
         Api::new(&url, &token)
     }
 
+    /// The token, for protocols that carry it themselves (the attach WebSocket).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn new(url: &str, token: &str) -> Result<Api> {
         let http = Client::builder()
             .connect_timeout(Duration::from_secs(5))

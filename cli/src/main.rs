@@ -3,6 +3,7 @@
 mod client;
 mod deploy;
 mod output;
+mod run;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -166,6 +167,61 @@ enum Cmd {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// List the app's dynos: name, state, since, node, release, command.
+    Ps {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Set dyno sizes: web=standard-2x worker=performance-m.
+    #[command(name = "ps:type")]
+    PsType {
+        #[arg(required = true)]
+        changes: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Restart dynos: all, one (web.1) or one type (web).
+    #[command(name = "ps:restart")]
+    PsRestart {
+        target: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Stop a dyno (web.1) or every dyno of a type (web); formation dynos start again.
+    #[command(name = "ps:stop")]
+    PsStop {
+        target: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Wait until every dyno runs the current release and is up.
+    #[command(name = "ps:wait")]
+    PsWait {
+        /// Only dynos of this type.
+        #[arg(long = "type")]
+        process_type: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Run a command in a one-off dyno attached to this terminal; exits with its code.
+    Run {
+        /// Environment for the dyno: KEY=value (repeatable).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Dyno size.
+        #[arg(short, long)]
+        size: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Show maintenance mode.
     Maintenance {
         #[command(flatten)]
@@ -257,6 +313,12 @@ enum Cmd {
     },
     /// List the cluster's nodes.
     Nodes(JsonArg),
+    /// Move a node's dynos away and keep new ones off it.
+    #[command(name = "nodes:drain")]
+    NodesDrain { node: String },
+    /// Let a drained node take dynos again.
+    #[command(name = "nodes:undrain")]
+    NodesUndrain { node: String },
     /// Show the Raft status of the node you talk to.
     #[command(name = "cluster:status")]
     ClusterStatus(JsonArg),
@@ -366,6 +428,134 @@ fn print_config(config: &Value) {
     let rows: Vec<(&str, String)> = map.iter().map(|(k, v)| (k.as_str(), s(v))).collect();
     if !rows.is_empty() {
         println!("{}", key_values(&rows));
+    }
+}
+
+/// `hctl ps` output: one block per process type, then what could not be placed.
+fn print_ps(dynos: &Value, unplaced: &Value) {
+    let list: Vec<&Value> = dynos.as_array().into_iter().flatten().collect();
+    let now = Utc::now();
+    let mut types: Vec<String> = list.iter().map(|d| s(&d["type"])).collect();
+    types.dedup();
+    types.sort();
+    types.dedup();
+    if list.is_empty() && unplaced.as_array().is_none_or(|u| u.is_empty()) {
+        println!("No dynos on this app");
+        return;
+    }
+    for t in types {
+        let of_type: Vec<&&Value> = list.iter().filter(|d| s(&d["type"]) == t).collect();
+        let command = of_type
+            .first()
+            .map(|d| s(&d["command"]))
+            .unwrap_or_default();
+        let size = of_type.first().map(|d| s(&d["size"])).unwrap_or_default();
+        println!(
+            "{}",
+            header(&format!("{t} ({size}): {command} ({})", of_type.len()))
+        );
+        let rows: Vec<Vec<String>> = of_type
+            .iter()
+            .map(|d| {
+                let mut state = s(&d["state"]);
+                if let Some(code) = d["exit_code"].as_i64() {
+                    state = format!("{state} (exit {code})");
+                }
+                vec![
+                    s(&d["name"]),
+                    state,
+                    age(&s(&d["state_changed_at"]), now),
+                    s(&d["node"]["name"]),
+                    format!("v{}", s(&d["release"]["version"])),
+                    s(&d["restarts"]),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(
+                &["Dyno", "State", "Since", "Node", "Release", "Restarts"],
+                &rows
+            )
+        );
+        println!();
+    }
+    let unplaced: Vec<&Value> = unplaced.as_array().into_iter().flatten().collect();
+    if !unplaced.is_empty() {
+        println!("{}", header("Not placed"));
+        for u in unplaced {
+            println!("{}: {}", s(&u["name"]), s(&u["reason"]));
+        }
+    }
+}
+
+/// `hctl ps:wait`: polls until every formation dyno (of `ptype`) runs the current release
+/// and is up, with the quantity the formation asks for.
+fn ps_wait(api: &Api, app: &AppArg, ptype: Option<&str>, timeout: u64) -> Result<()> {
+    let base = app_path(app)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let releases = api.get_page(
+            &format!("{base}/releases"),
+            "version ..; max=50, order=desc",
+        )?;
+        let current = releases
+            .iter()
+            .find(|r| r["current"] == json!(true))
+            .and_then(|r| r["version"].as_u64())
+            .unwrap_or(0);
+        let formation = api.get(&format!("{base}/formation"))?;
+        let want: u64 = formation
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| ptype.is_none_or(|t| s(&f["type"]) == t))
+            .filter_map(|f| f["quantity"].as_u64())
+            .sum();
+        let dynos = api.get(&format!("{base}/dynos"))?;
+        let list: Vec<&Value> = dynos
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| ptype.is_none_or(|t| s(&d["type"]) == t))
+            .filter(|d| {
+                let t = s(&d["type"]);
+                t != "run" && t != "release"
+            })
+            .collect();
+        let ready = list
+            .iter()
+            .filter(|d| {
+                d["state"] == json!("up") && d["release"]["version"].as_u64() == Some(current)
+            })
+            .count() as u64;
+        let others = list.len() as u64 - ready;
+        let line = format!("Waiting for every dyno to be running v{current}... {ready} / {want}");
+        if line != last {
+            if tty {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+        if ready == want && others == 0 {
+            if tty {
+                eprintln!(", done");
+            } else {
+                eprintln!("done");
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            if tty {
+                eprintln!();
+            }
+            bail!("gave up after {timeout}s: {ready} of {want} dynos run v{current}; see hctl ps");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 
@@ -730,6 +920,84 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             println!("Scaling dynos... done, now running {}", now.join(", "));
         }
+        Cmd::Ps { app, json: j } => {
+            let api = api()?;
+            let dynos = api.get(&format!("{}/dynos", app_path(app)?))?;
+            if j.json {
+                return print_json(&dynos);
+            }
+            let unplaced = api.get(&format!("{}/unplaced-dynos", app_path(app)?))?;
+            print_ps(&dynos, &unplaced);
+        }
+        Cmd::PsType { changes, app } => {
+            let updates = changes
+                .iter()
+                .map(|c| match c.split_once('=') {
+                    Some((t, size)) if !t.is_empty() && !size.is_empty() => {
+                        Ok(json!({ "type": t, "size": size }))
+                    }
+                    _ => bail!("{c:?} is not TYPE=SIZE (e.g. web=standard-2x)"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = api()?.call(
+                Method::PATCH,
+                &format!("{}/formation", app_path(app)?),
+                Some(&json!({ "updates": updates })),
+            )?;
+            let rows: Vec<Vec<String>> = out
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| vec![s(&f["type"]), s(&f["size"]), s(&f["quantity"])])
+                .collect();
+            println!("{}", table(&["Type", "Size", "Qty"], &rows));
+        }
+        Cmd::PsRestart { target, app } => {
+            let api = api()?;
+            let path = match target.as_deref() {
+                None => format!("{}/dynos", app_path(app)?),
+                Some(t) if t.contains('.') => format!("{}/dynos/{t}", app_path(app)?),
+                Some(t) => format!("{}/formations/{t}/dynos", app_path(app)?),
+            };
+            api.call(Method::DELETE, &path, None)?;
+            let what = target.clone().unwrap_or_else(|| "all dynos".into());
+            println!("Restarting {what} on ⬢ {}... done", app.name()?);
+        }
+        Cmd::PsStop { target, app } => {
+            let path = if target.contains('.') {
+                format!("{}/dynos/{target}/actions/stop", app_path(app)?)
+            } else {
+                format!("{}/formations/{target}/actions/stop", app_path(app)?)
+            };
+            api()?.call(Method::POST, &path, None)?;
+            println!("Stopping {target} on ⬢ {}... done", app.name()?);
+        }
+        Cmd::PsWait {
+            process_type,
+            timeout,
+            app,
+        } => {
+            ps_wait(&api()?, app, process_type.as_deref(), *timeout)?;
+        }
+        Cmd::Run {
+            env,
+            size,
+            app,
+            command,
+        } => {
+            let env = env
+                .iter()
+                .map(|p| parse_pair(p))
+                .collect::<Result<Vec<_>>>()?;
+            let code = run::run(
+                &api()?,
+                app.name()?,
+                &command.join(" "),
+                &env,
+                size.as_deref(),
+            )?;
+            std::process::exit(code);
+        }
         Cmd::Maintenance { app } => {
             let info = api()?.get(&app_path(app)?)?;
             println!(
@@ -928,7 +1196,8 @@ fn run(cli: Cli) -> Result<()> {
                         s(&n["id"]),
                         s(&n["status"]),
                         s(&n["role"]),
-                        format!("{} MiB", s(&n["memory_mb"])),
+                        format!("{} / {} MiB", s(&n["used_memory_mb"]), s(&n["memory_mb"])),
+                        s(&n["dynos"]),
                         s(&n["cpus"]),
                         s(&n["api_url"]),
                     ]
@@ -937,11 +1206,37 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 table(
-                    &["Name", "ID", "Status", "Role", "Memory", "CPUs", "API"],
+                    &[
+                        "Name",
+                        "ID",
+                        "Status",
+                        "Role",
+                        "Memory used",
+                        "Dynos",
+                        "CPUs",
+                        "API"
+                    ],
                     &rows
                 )
             );
             println!("(* leader)");
+        }
+        Cmd::NodesDrain { node } | Cmd::NodesUndrain { node } => {
+            let drain = matches!(cli.cmd, Cmd::NodesDrain { .. });
+            let out = api()?.call(
+                Method::PATCH,
+                &format!("/cluster/nodes/{node}"),
+                Some(&json!({ "draining": drain })),
+            )?;
+            if drain {
+                println!(
+                    "Draining {}: its {} dynos move to other nodes and no new ones start there.",
+                    s(&out["name"]),
+                    s(&out["dynos"])
+                );
+            } else {
+                println!("{} takes dynos again.", s(&out["name"]));
+            }
         }
         Cmd::ClusterStatus(j) => {
             let st = api()?.get("/cluster/status")?;

@@ -192,6 +192,41 @@ pub async fn stop_type(
     .await
 }
 
+/// `GET /apps/{app}/dynos/{id}/attach` (WebSocket): runs an attached one-off placed on this
+/// node, its stdin and output on the socket (frames in [`crate::dynos::attach_frame`]).
+pub async fn attach(
+    State(ctx): State<ApiContext>,
+    Path((key, dyno)): Path<(String, String)>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let id = with_app(&ctx, &key, |s, a| {
+        s.dynos
+            .values()
+            .find(|d| d.app == a.id && (d.id.to_string() == dyno || d.name() == dyno))
+            .map(|d| (d.id, d.node, d.attach, d.run, d.exit_code))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("Couldn't find that dyno."))?;
+    let (id, node, attachable, run, exit) = id;
+    if node != ctx.node_id {
+        return Err(ApiError::invalid(
+            "this dyno runs on another node: use its attach_url",
+        ));
+    }
+    if !attachable || !run || exit.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this dyno cannot be attached to: only a new one-off started with attach can",
+        ));
+    }
+    let manager = ctx
+        .dynos
+        .clone()
+        .ok_or_else(|| ApiError::internal("this node runs no dynos"))?;
+    Ok(ws.on_upgrade(move |socket| async move { manager.attach(id, socket).await }))
+}
+
 /// `POST /apps/{app}/dynos {command, attach, env, size}` → 201: a one-off `run.N` on this
 /// node, running the current release. With `attach`, it starts when the caller connects
 /// to its `attach_url`; without, it runs now and its output goes to the app's logs.

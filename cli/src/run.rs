@@ -1,0 +1,137 @@
+//! `hctl run CMD`: a one-off dyno attached to this terminal. The dyno's stdin, stdout and
+//! stderr travel over a WebSocket to the node that runs it; `hctl` exits with the dyno's
+//! exit code.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::Message;
+
+use crate::client::Api;
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const EXIT: u8 = 3;
+const STDIN_EOF: u8 = 4;
+
+/// Runs `command` in a one-off dyno of `app`; returns its exit code.
+pub fn run(
+    api: &Api,
+    app: &str,
+    command: &str,
+    env: &[(String, String)],
+    size: Option<&str>,
+) -> Result<i32> {
+    let mut body = json!({ "command": command, "attach": true });
+    if !env.is_empty() {
+        body["env"] = json!(env
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>());
+    }
+    if let Some(s) = size {
+        body["size"] = json!(s);
+    }
+    let dyno: Value = api.call(Method::POST, &format!("/apps/{app}/dynos"), Some(&body))?;
+    let url = dyno["attach_url"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the server gave no attach_url"))?;
+    eprintln!(
+        "Running `{command}` on ⬢ {app}... up, {}",
+        dyno["name"].as_str().unwrap_or("run")
+    );
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut req = ws_url
+        .as_str()
+        .into_client_request()
+        .context("bad attach URL")?;
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", api.token())
+            .parse()
+            .context("bad token")?,
+    );
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let stream = TcpStream::connect(&host).with_context(|| format!("connect to {host}"))?;
+    let (mut ws, _) =
+        tungstenite::client(req, stream).map_err(|e| anyhow!("attach to the dyno: {e}"))?;
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(50)))?;
+
+    // stdin is read on its own thread and handed over a channel.
+    let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut stdin_open = true;
+    loop {
+        while stdin_open {
+            match rx.try_recv() {
+                Ok(Some(data)) => {
+                    let mut f = vec![STDIN];
+                    f.extend_from_slice(&data);
+                    ws.send(Message::Binary(f.into()))?;
+                }
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => {
+                    ws.send(Message::Binary(vec![STDIN_EOF].into()))?;
+                    stdin_open = false;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        match ws.read() {
+            Ok(Message::Binary(b)) => match b.first() {
+                Some(&STDOUT) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&b[1..])?;
+                    out.flush()?;
+                }
+                Some(&STDERR) => {
+                    let mut err = std::io::stderr().lock();
+                    err.write_all(&b[1..])?;
+                    err.flush()?;
+                }
+                Some(&EXIT) if b.len() >= 5 => {
+                    let code = i32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+                    let _ = ws.close(None);
+                    return Ok(code);
+                }
+                _ => {}
+            },
+            Ok(Message::Close(_)) => {
+                bail!("the dyno's node closed the connection before the dyno exited")
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => bail!("lost the dyno's connection: {e}"),
+        }
+    }
+}
