@@ -263,6 +263,8 @@ pub struct Dyno {
     pub restarts: u32,
     pub state_changed_at: String,
     pub exit_code: Option<i32>,
+    /// The host port a web dyno listens on, on its node's address.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

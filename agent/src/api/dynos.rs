@@ -60,6 +60,7 @@ pub fn to_wire(s: &Model, a: &model::App, d: &model::Dyno, api_url: &str) -> w::
         restarts: d.restarts,
         state_changed_at: time(d.state_changed_at),
         exit_code: d.exit_code,
+        port: d.port,
     }
 }
 

@@ -123,6 +123,10 @@ pub fn router(ctx: ApiContext) -> Router {
             get(dynos::info).delete(dynos::restart_one),
         )
         .route(
+            "/apps/{app}/dynos/{dyno}/attach",
+            get(dynos::attach),
+        )
+        .route(
             "/apps/{app}/dynos/{dyno}/actions/stop",
             post(dynos::stop_one),
         )

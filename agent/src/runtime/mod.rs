@@ -65,7 +65,7 @@ impl Runtime {
             std::fs::create_dir_all(&dir)?;
         }
         let script = format!(
-            "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; exec {}",
+            "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; {}",
             spec.command
         );
         let mut cmd = tokio::process::Command::new("bash");

@@ -9,5 +9,6 @@
 
 mod api;
 mod builds;
+mod dynos;
 mod cluster;
 mod hctl;
