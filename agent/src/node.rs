@@ -119,7 +119,7 @@ impl Agent {
             &data.slug_cache_dir(),
             slugs.clone(),
             Some(connector.clone()),
-            raft.clone(),
+            Some(raft.clone()),
             cfg.node_id,
             cfg.dynos.slug_cache_mb.saturating_mul(1024 * 1024),
         )

@@ -29,7 +29,7 @@ struct Inner {
     dir: PathBuf,
     store: SlugStore,
     peers: Option<QuicConnector>,
-    raft: HavenRaft,
+    raft: Option<HavenRaft>,
     me: NodeId,
     budget: u64,
     entries: Mutex<HashMap<String, Entry>>,
@@ -84,7 +84,7 @@ impl SlugCache {
         dir: &Path,
         store: SlugStore,
         peers: Option<QuicConnector>,
-        raft: HavenRaft,
+        raft: Option<HavenRaft>,
         me: NodeId,
         budget: u64,
     ) -> std::io::Result<SlugCache> {
@@ -176,18 +176,18 @@ impl SlugCache {
             match self.inner.store.fetch_from(peers, addr, sha).await {
                 Ok(()) => {
                     info!(%sha, from = id, "fetched a slug");
-                    let slug_id = self.inner.raft.with_state(|s| {
-                        s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
-                    });
-                    if let Some(slug) = slug_id {
-                        let _ = self
-                            .inner
-                            .raft
-                            .write(Command::AddSlugHolders {
-                                slug,
-                                nodes: vec![self.inner.me],
-                            })
-                            .await;
+                    if let Some(raft) = &self.inner.raft {
+                        let slug_id = raft.with_state(|s| {
+                            s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
+                        });
+                        if let Some(slug) = slug_id {
+                            let _ = raft
+                                .write(Command::AddSlugHolders {
+                                    slug,
+                                    nodes: vec![self.inner.me],
+                                })
+                                .await;
+                        }
                     }
                     return Ok(());
                 }
@@ -236,5 +236,53 @@ impl SlugCache {
                 Err(e) => warn!(%sha, error = %e, "could not evict a slug"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Packs a slug of `bytes` bytes into the store; returns its sha256.
+    fn add_slug(store: &SlugStore, dir: &Path, name: &str, bytes: usize) -> String {
+        let src = dir.join(format!("src-{name}"));
+        std::fs::create_dir_all(&src).unwrap();
+        // Random bytes do not compress: the extracted size is what we ask for.
+        let data: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+        std::fs::write(src.join("blob"), data).unwrap();
+        let out = dir.join(format!("{name}.tar.zst"));
+        let info = haven_buildpacks::slug::pack(&src, &out, u64::MAX).unwrap();
+        store.add_file(&info.sha256, &out).unwrap();
+        info.sha256
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_idle_slugs_go_first_and_leased_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SlugStore::open(&dir.path().join("slugs"), u64::MAX).unwrap();
+        let a = add_slug(&store, dir.path(), "a", 40_000);
+        let b = add_slug(&store, dir.path(), "b", 40_000);
+        let c = add_slug(&store, dir.path(), "c", 40_000);
+        // Room for two extracted slugs.
+        let cache =
+            SlugCache::open(&dir.path().join("cache"), store, None, None, 1, 100_000).unwrap();
+        let lease_a = cache.acquire(&a, &[]).await.unwrap();
+        assert!(lease_a.dir.join("blob").is_file());
+        drop(cache.acquire(&b, &[]).await.unwrap());
+        // a is in use: adding c evicts b (idle), not a (older but leased).
+        let lease_c = cache.acquire(&c, &[]).await.unwrap();
+        assert!(lease_a.dir.is_dir(), "a slug in use was evicted");
+        assert!(lease_c.dir.is_dir());
+        assert!(!dir.path().join("cache").join(&b).exists(), "b should be evicted");
+        // Released, a is now the least recently used idle one.
+        drop(lease_a);
+        drop(lease_c);
+        let lease_b = cache.acquire(&b, &[]).await.unwrap();
+        assert!(lease_b.dir.join("blob").is_file(), "b is extracted again");
+        assert!(!dir.path().join("cache").join(&a).exists(), "a should be evicted");
+        // A slug no node holds cannot be had.
+        let err = cache.acquire(&"f".repeat(64), &[]).await.err().unwrap();
+        assert!(err.contains("cannot reach peers") || err.contains("no holder"), "{err}");
     }
 }
