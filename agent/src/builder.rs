@@ -361,7 +361,12 @@ impl Job {
             .await;
         match finished {
             Ok(Ok(CommandOutput::Release { version, .. })) => {
-                self.say(&format!("       Released v{version}"));
+                if !self.await_release_phase(version).await {
+                    self.say(&format!(" !     Release phase failed: v{version} is not deployed; the previous release keeps running"));
+                    self.say(" !     See its output with hctl logs --dyno release");
+                } else {
+                    self.say(&format!("       Released v{version}"));
+                }
                 self.say(&format!(
                     "       {} deployed to Haven",
                     self.builder.web_url(&self.app_name)
@@ -384,6 +389,35 @@ impl Job {
         let _ = tokio::fs::remove_dir_all(dir.join("app")).await;
         let _ = tokio::fs::remove_dir_all(dir.join("work")).await;
         let _ = tokio::fs::remove_file(&self.source_file).await;
+    }
+
+    /// Waits for a pending release's release phase; true when the release succeeded.
+    async fn await_release_phase(&self, version: u64) -> bool {
+        let raft = &self.builder.inner.raft;
+        let status = |raft: &HavenRaft| {
+            raft.with_state(|s| {
+                s.apps.get(&self.build.app).and_then(|a| {
+                    a.releases
+                        .iter()
+                        .find(|r| r.version == version)
+                        .map(|r| r.status)
+                })
+            })
+        };
+        if status(raft) != Some(model::ReleaseStatus::Pending) {
+            return true;
+        }
+        self.say("-----> Running release command...");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        loop {
+            match status(raft) {
+                Some(model::ReleaseStatus::Pending) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Some(model::ReleaseStatus::Succeeded) => return true,
+                _ => return false,
+            }
+        }
     }
 
     /// Everything up to the release; an error is the one-line reason.

@@ -132,6 +132,34 @@ impl Default for DynoTuning {
     }
 }
 
+/// The HTTP router, overridable in the config file's `[router]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterTuning {
+    /// A connection to a dyno not made within this is a failed connect (quarantine, retry).
+    pub connect_timeout_ms: u64,
+    /// How long a dyno that refused a connection is left out.
+    pub quarantine_ms: u64,
+    /// Dynos tried per request.
+    pub max_tries: u32,
+    /// Time to the response's first byte (else H12).
+    pub first_byte_timeout_ms: u64,
+    /// Longest wait for routers to confirm a withdrawn dyno before it is stopped anyway.
+    pub withdraw_timeout_ms: u64,
+}
+
+impl Default for RouterTuning {
+    fn default() -> Self {
+        RouterTuning {
+            connect_timeout_ms: 5000,
+            quarantine_ms: 5000,
+            max_tries: 10,
+            first_byte_timeout_ms: 30_000,
+            withdraw_timeout_ms: 2000,
+        }
+    }
+}
+
 /// This node's configuration, stored as `havend.toml` in the data dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +182,8 @@ pub struct NodeConfig {
     pub builds: BuildTuning,
     #[serde(default)]
     pub dynos: DynoTuning,
+    #[serde(default)]
+    pub router: RouterTuning,
 }
 
 impl NodeConfig {
@@ -387,6 +417,7 @@ mod tests {
             raft: RaftTuning::default(),
             builds: BuildTuning::default(),
             dynos: DynoTuning::default(),
+            router: RouterTuning::default(),
         }
     }
 

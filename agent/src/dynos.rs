@@ -27,6 +27,8 @@ use uuid::Uuid;
 
 use crate::config::DynoTuning;
 use crate::logs::Logs;
+use crate::router::registry::Registrar;
+use crate::router::table::RouteEntry;
 use crate::runtime::{DynoProcess, DynoSpec, Runtime};
 use crate::slugcache::{Lease, SlugCache};
 
@@ -127,6 +129,10 @@ struct Inner {
     ports: Mutex<HashSet<u16>>,
     /// Attached one-offs running now (each may be attached once).
     attached: Mutex<HashSet<Uuid>>,
+    /// Registers `up` web dynos with every router.
+    registrar: Option<Registrar>,
+    /// This node's address as other nodes reach it (routers dial dynos there).
+    advertise_host: String,
 }
 
 /// Cheap to clone.
@@ -139,6 +145,7 @@ pub struct DynoManager {
 #[derive(Debug, Clone)]
 struct Launch {
     app: Uuid,
+    release: u64,
     name: String,
     process_type: String,
     command: String,
@@ -179,6 +186,7 @@ fn launch_of(s: &State, id: Uuid) -> Result<Option<Launch>, String> {
     };
     Ok(Some(Launch {
         app: d.app,
+        release: d.release,
         name: d.name(),
         process_type: d.process_type.clone(),
         command,
@@ -222,6 +230,8 @@ impl DynoManager {
         cache: SlugCache,
         logs: Logs,
         tuning: DynoTuning,
+        registrar: Option<Registrar>,
+        advertise_host: String,
     ) -> DynoManager {
         DynoManager {
             inner: Arc::new(Inner {
@@ -235,6 +245,8 @@ impl DynoManager {
                 status: Mutex::new(HashMap::new()),
                 ports: Mutex::new(HashSet::new()),
                 attached: Mutex::new(HashSet::new()),
+                registrar,
+                advertise_host,
             }),
         }
     }
@@ -655,6 +667,7 @@ impl DynoManager {
         loop {
             tokio::select! {
                 info = proc.wait() => {
+                    self.unroute(id).await;
                     if info.oom_killed {
                         logs.platform(l.app, &l.name, "Error R15 (Memory quota vastly exceeded)");
                         logs.platform(l.app, &l.name, "Stopping process with SIGKILL");
@@ -666,12 +679,12 @@ impl DynoManager {
                     let sig = if changed.is_ok() { *signal.borrow() } else { Signal::Stop };
                     match sig {
                         Signal::Stop => {
-                            self.stop_process(l, proc).await;
+                            self.stop_process(id, l, proc).await;
                             return Outcome::Stopped;
                         }
                         Signal::Restart(_) => {
                             logs.platform(l.app, &l.name, "Restarting");
-                            self.stop_process(l, proc).await;
+                            self.stop_process(id, l, proc).await;
                             self.set_status(id, |st| st.state = DynoState::Starting);
                             return Outcome::Restarted;
                         }
@@ -683,6 +696,7 @@ impl DynoManager {
                         if let Some(p) = port {
                             if tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok() {
                                 booted = true;
+                                self.route(id, l, p);
                                 self.set_status(id, |st| st.state = DynoState::Up);
                                 logs.platform(l.app, &l.name, "State changed from starting to up");
                             } else if started.elapsed() > boot_timeout {
@@ -712,8 +726,36 @@ impl DynoManager {
         }
     }
 
-    /// SIGTERM to every process, SIGKILL after the stop timeout (R12).
-    async fn stop_process(&self, l: &Launch, proc: &mut DynoProcess) {
+    /// Makes an `up` web dyno reachable through every router.
+    fn route(&self, id: Uuid, l: &Launch, port: u16) {
+        if let Some(r) = &self.inner.registrar {
+            let host = &self.inner.advertise_host;
+            let addr = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            r.register(RouteEntry {
+                app: l.app,
+                dyno: id,
+                name: l.name.clone(),
+                release: l.release,
+                addr,
+            });
+        }
+    }
+
+    /// Takes a dyno out of every router, waiting for their confirmation (bounded).
+    async fn unroute(&self, id: Uuid) {
+        if let Some(r) = &self.inner.registrar {
+            r.withdraw(id).await;
+        }
+    }
+
+    /// SIGTERM to every process, SIGKILL after the stop timeout (R12). Routers stop
+    /// sending it requests first.
+    async fn stop_process(&self, id: Uuid, l: &Launch, proc: &mut DynoProcess) {
+        self.unroute(id).await;
         let logs = &self.inner.logs;
         logs.platform(l.app, &l.name, "Stopping all processes with SIGTERM");
         proc.terminate();

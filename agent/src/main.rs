@@ -9,8 +9,10 @@ mod git;
 mod join;
 mod leader;
 mod logs;
+mod metrics;
 mod node;
 mod peer;
+mod router;
 mod runtime;
 mod slugcache;
 mod slugs;
@@ -131,6 +133,7 @@ struct ConfigFile {
     raft: Option<RaftTuning>,
     builds: Option<config::BuildTuning>,
     dynos: Option<config::DynoTuning>,
+    router: Option<config::RouterTuning>,
 }
 
 impl NodeFlags {
@@ -176,6 +179,7 @@ impl NodeFlags {
             raft: file.raft.clone().unwrap_or_default(),
             builds: file.builds.clone().unwrap_or_default(),
             dynos: file.dynos.clone().unwrap_or_default(),
+            router: file.router.clone().unwrap_or_default(),
         };
         if cfg.name.is_empty() || cfg.name.len() > 63 {
             anyhow::bail!("node name {:?} must be 1 to 63 characters", cfg.name);

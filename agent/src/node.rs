@@ -21,7 +21,11 @@ use crate::dynos::DynoManager;
 use crate::join::JoinServer;
 use crate::leader::{self, Liveness};
 use crate::logs::Logs;
+use crate::metrics::Metrics;
 use crate::peer::{self, QuicConnector, Services};
+use crate::router::registry::{Receiver, Registrar};
+use crate::router::table::Table;
+use crate::router::Router;
 use crate::runtime::Runtime;
 use crate::slugcache::SlugCache;
 use crate::slugs::SlugStore;
@@ -85,6 +89,9 @@ impl Agent {
         )
         .context("open the slug store")?;
         let liveness = Liveness::default();
+        let table = Arc::new(Table::default());
+        let logs = Logs::default();
+        let metrics = Metrics::default();
         let services = Services {
             peer: raft.peer_server(),
             join: JoinServer {
@@ -93,6 +100,7 @@ impl Agent {
             },
             slugs: slugs.clone(),
             liveness: liveness.clone(),
+            routes: Arc::new(Receiver::new(table.clone(), raft.clone())),
         };
         let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
@@ -128,7 +136,14 @@ impl Agent {
             data.dynos_dir(),
             std::env::current_exe().context("find the havend binary")?,
         );
-        let logs = Logs::default();
+        let registrar = Registrar::new(
+            cfg.node_id,
+            raft.clone(),
+            connector.clone(),
+            table.clone(),
+            Duration::from_millis(cfg.router.withdraw_timeout_ms),
+        );
+        tasks.push(tokio::spawn(registrar.clone().run(shutdown_rx.clone())));
         let dynos = DynoManager::new(
             cfg.node_id,
             raft.clone(),
@@ -136,6 +151,8 @@ impl Agent {
             cache,
             logs.clone(),
             cfg.dynos.clone(),
+            Some(registrar),
+            cfg.advertise_host.clone(),
         );
         let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
         tasks.push(tokio::spawn(leader::heartbeats(
@@ -158,6 +175,8 @@ impl Agent {
             node_id: cfg.node_id,
             builder,
             dynos: Some(dynos),
+            metrics: metrics.clone(),
+            node_name: cfg.name.clone(),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(
@@ -171,12 +190,18 @@ impl Agent {
         let router_listener = TcpListener::bind(&cfg.router_listen)
             .await
             .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
-        tasks.push(tokio::spawn(serve_http(
-            "router",
-            router_listener,
-            placeholder_router(),
-            shutdown_rx.clone(),
-        )));
+        let router = Router::new(
+            raft.clone(),
+            table.clone(),
+            logs.clone(),
+            metrics.clone(),
+            cfg.router.clone(),
+            router_port(&cfg.router_listen),
+        );
+        tasks.push(tokio::spawn(
+            router.serve(router_listener, shutdown_rx.clone()),
+        ));
+        info!(addr = %cfg.router_listen, "router listening");
 
         let agent = Agent {
             cfg,
@@ -356,14 +381,4 @@ async fn serve_http(
     if let Err(e) = result {
         error!(error = %e, "{what} server failed");
     }
-}
-
-/// Until the router exists, the router address answers every request with a plain 404.
-fn placeholder_router() -> axum::Router {
-    axum::Router::new().fallback(|| async {
-        (
-            axum::http::StatusCode::NOT_FOUND,
-            "No app is routed here yet: this Haven version does not run dynos.\n",
-        )
-    })
 }

@@ -160,6 +160,8 @@ pub enum StreamKind {
     SlugPut = 2,
     /// Heartbeats of the sending node ([`crate::leader`]).
     Heartbeat = 3,
+    /// Route registrations of the sending node ([`crate::router::registry`]).
+    Routes = 4,
 }
 
 impl StreamKind {
@@ -169,6 +171,7 @@ impl StreamKind {
             1 => Some(StreamKind::SlugGet),
             2 => Some(StreamKind::SlugPut),
             3 => Some(StreamKind::Heartbeat),
+            4 => Some(StreamKind::Routes),
             _ => None,
         }
     }
@@ -181,6 +184,7 @@ pub struct Services {
     pub join: JoinServer,
     pub slugs: crate::slugs::SlugStore,
     pub liveness: crate::leader::Liveness,
+    pub routes: Arc<crate::router::registry::Receiver>,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -202,6 +206,36 @@ fn alpn_of(conn: &quinn::Connection) -> Option<Vec<u8>> {
         .downcast::<HandshakeData>()
         .ok()?
         .protocol
+}
+
+/// The node id in a peer's certificate: node certificates name `node-<id>` as a DNS name
+/// (see `tls::issue_node_cert`); the CA signed it, so the bytes are trusted.
+fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    node_id_in_cert(certs.first()?.as_ref())
+}
+
+/// Finds `node-<digits>` in a DER certificate.
+pub fn node_id_in_cert(der: &[u8]) -> Option<NodeId> {
+    let pat = b"node-";
+    let mut i = 0;
+    while i + pat.len() < der.len() {
+        if &der[i..i + pat.len()] == pat {
+            let digits: Vec<u8> = der[i + pat.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .copied()
+                .collect();
+            if !digits.is_empty() {
+                return std::str::from_utf8(&digits).ok()?.parse().ok();
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 fn has_client_cert(conn: &quinn::Connection) -> bool {
@@ -230,7 +264,12 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
                         return;
                     }
                 };
-                tokio::spawn(serve_stream(send, recv, services.clone()));
+                tokio::spawn(serve_stream(
+                    send,
+                    recv,
+                    services.clone(),
+                    peer_node_id(&conn),
+                ));
             }
         }
         Some(p) if p == ALPN_JOIN => {
@@ -249,7 +288,12 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
 }
 
 /// Serves one bi-stream of a peer connection by its kind byte.
-async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, services: Services) {
+async fn serve_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    services: Services,
+    peer: Option<NodeId>,
+) {
     let mut kind = [0u8; 1];
     if recv.read_exact(&mut kind).await.is_err() {
         return;
@@ -261,6 +305,12 @@ async fn serve_stream(send: quinn::SendStream, mut recv: quinn::RecvStream, serv
         Some(StreamKind::SlugGet) => services.slugs.serve_get(send, recv).await,
         Some(StreamKind::SlugPut) => services.slugs.serve_put(send, recv).await,
         Some(StreamKind::Heartbeat) => services.liveness.serve(recv).await,
+        Some(StreamKind::Routes) => match peer {
+            Some(node) => services.routes.serve(node, send, recv).await,
+            None => {
+                warn!("refused route registrations from a peer whose certificate names no node")
+            }
+        },
         None => debug!(kind = kind[0], "unknown peer stream kind"),
     }
 }
@@ -292,6 +342,19 @@ mod tests {
             Err(_) => None,
         };
         (ep, conn)
+    }
+
+    #[test]
+    fn node_ids_are_read_from_node_certificates() {
+        use rustls::pki_types::pem::PemObject;
+        let ca = generate_ca().unwrap();
+        let cert = issue_node_cert(&ca, 1234567890123).unwrap();
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+        assert_eq!(node_id_in_cert(der.as_ref()), Some(1234567890123));
+        let ca_der =
+            rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
+        assert_eq!(node_id_in_cert(ca_der.as_ref()), None);
     }
 
     #[tokio::test]

@@ -274,15 +274,24 @@ mod tests {
         let lease_c = cache.acquire(&c, &[]).await.unwrap();
         assert!(lease_a.dir.is_dir(), "a slug in use was evicted");
         assert!(lease_c.dir.is_dir());
-        assert!(!dir.path().join("cache").join(&b).exists(), "b should be evicted");
+        assert!(
+            !dir.path().join("cache").join(&b).exists(),
+            "b should be evicted"
+        );
         // Released, a is now the least recently used idle one.
         drop(lease_a);
         drop(lease_c);
         let lease_b = cache.acquire(&b, &[]).await.unwrap();
         assert!(lease_b.dir.join("blob").is_file(), "b is extracted again");
-        assert!(!dir.path().join("cache").join(&a).exists(), "a should be evicted");
+        assert!(
+            !dir.path().join("cache").join(&a).exists(),
+            "a should be evicted"
+        );
         // A slug no node holds cannot be had.
         let err = cache.acquire(&"f".repeat(64), &[]).await.err().unwrap();
-        assert!(err.contains("cannot reach peers") || err.contains("no holder"), "{err}");
+        assert!(
+            err.contains("cannot reach peers") || err.contains("no holder"),
+            "{err}"
+        );
     }
 }

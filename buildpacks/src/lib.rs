@@ -40,15 +40,23 @@ pub fn run(req: &BuildRequest, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome
         }
     }
     out("-----> Python app detected");
-    let text = std::fs::read_to_string(req.build_dir.join("Procfile")).map_err(|e| BuildError(e.to_string()))?;
+    let text = std::fs::read_to_string(req.build_dir.join("Procfile"))
+        .map_err(|e| BuildError(e.to_string()))?;
     let process_types: BTreeMap<String, String> = text
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     out("-----> Discovering process types");
-    out(&format!("       Procfile declares types -> {}", process_types.keys().cloned().collect::<Vec<_>>().join(", ")));
-    Ok(BuildOutcome { process_types, buildpacks: vec![], frameworks: vec!["Python".into()] })
+    out(&format!(
+        "       Procfile declares types -> {}",
+        process_types.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    Ok(BuildOutcome {
+        process_types,
+        buildpacks: vec![],
+        frameworks: vec!["Python".into()],
+    })
 }
 pub fn install_builtins(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
@@ -69,23 +77,45 @@ pub mod slug {
     pub fn pack(a: &Path, o: &Path, _m: u64) -> Result<SlugInfo, SlugError> {
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("tar -C '{}' -cf - . | zstd -q -o '{}'", a.display(), o.display()))
+            .arg(format!(
+                "tar -C '{}' -cf - . | zstd -q -o '{}'",
+                a.display(),
+                o.display()
+            ))
             .status()
             .map_err(|e| SlugError(e.to_string()))?;
         if !st.success() {
             return Err(SlugError("pack".into()));
         }
-        let out = std::process::Command::new("sha256sum").arg(o).output().map_err(|e| SlugError(e.to_string()))?;
-        let sha = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string();
-        Ok(SlugInfo { sha256: sha, size: std::fs::metadata(o).map(|m| m.len()).unwrap_or(0) })
+        let out = std::process::Command::new("sha256sum")
+            .arg(o)
+            .output()
+            .map_err(|e| SlugError(e.to_string()))?;
+        let sha = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(SlugInfo {
+            sha256: sha,
+            size: std::fs::metadata(o).map(|m| m.len()).unwrap_or(0),
+        })
     }
     pub fn extract(a: &Path, o: &Path) -> Result<(), SlugError> {
         std::fs::create_dir_all(o).map_err(|e| SlugError(e.to_string()))?;
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("zstd -dc '{}' | tar -C '{}' -xf -", a.display(), o.display()))
+            .arg(format!(
+                "zstd -dc '{}' | tar -C '{}' -xf -",
+                a.display(),
+                o.display()
+            ))
             .status()
             .map_err(|e| SlugError(e.to_string()))?;
-        if st.success() { Ok(()) } else { Err(SlugError("extract".into())) }
+        if st.success() {
+            Ok(())
+        } else {
+            Err(SlugError("extract".into()))
+        }
     }
 }

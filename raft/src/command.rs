@@ -880,13 +880,21 @@ fn finish_build(
             };
             let a = app_mut(state, &app_id)?;
             let config = a.config.clone();
-            let version = push_release(
+            // A slug with a `release` process type runs its release phase first: the
+            // release stays pending (and the dynos on the previous one) until it passes.
+            let status = if slug.process_types.contains_key("release") {
+                ReleaseStatus::Pending
+            } else {
+                ReleaseStatus::Succeeded
+            };
+            let version = push_release_with(
                 a,
                 *release_id,
                 Some(slug.id),
                 config,
                 description.clone(),
                 &actor,
+                status,
             );
             set_formation_types(a, &slug.process_types, *release_id, at);
             let summary = a.summary();

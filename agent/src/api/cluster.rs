@@ -97,6 +97,93 @@ pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> 
     Ok(Json(body).into_response())
 }
 
+/// `GET /metrics`: Prometheus text: the router's counters, and gauges of Raft, the
+/// scheduler's view (dynos by state, unplaced), this node's dynos and its routes.
+pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
+    let st = ctx.raft.status();
+    let me = ctx.node_id;
+    let mut gauges: Vec<(&str, &str, Vec<(&str, String)>, f64)> = vec![
+        (
+            "haven_raft_term",
+            "Current Raft term.",
+            vec![],
+            st.term as f64,
+        ),
+        (
+            "haven_raft_is_leader",
+            "1 when this node leads.",
+            vec![],
+            f64::from(u8::from(st.leader == Some(me))),
+        ),
+        (
+            "haven_raft_applied_index",
+            "Last log index applied here.",
+            vec![],
+            st.applied_index.unwrap_or(0) as f64,
+        ),
+        (
+            "haven_raft_last_log_index",
+            "Last log index stored here.",
+            vec![],
+            st.last_log_index.unwrap_or(0) as f64,
+        ),
+        (
+            "haven_raft_voters",
+            "Voters in the membership.",
+            vec![],
+            st.voters.len() as f64,
+        ),
+    ];
+    ctx.raft.with_state(|s| {
+        let mut by_state: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for d in s.dynos.values() {
+            let e = by_state.entry(d.state.as_str()).or_default();
+            e.0 += 1;
+            if d.node == me {
+                e.1 += 1;
+            }
+        }
+        for (state, (all, here)) in by_state {
+            gauges.push((
+                "haven_cluster_dynos",
+                "Dynos in the cluster, by reported state.",
+                vec![("state", state.to_string())],
+                all as f64,
+            ));
+            gauges.push((
+                "haven_node_dynos",
+                "Dynos placed on this node, by reported state.",
+                vec![("state", state.to_string())],
+                here as f64,
+            ));
+        }
+        gauges.push((
+            "haven_scheduler_unplaced_dynos",
+            "Formation dynos the scheduler could not place.",
+            vec![],
+            s.unplaced.len() as f64,
+        ));
+        gauges.push((
+            "haven_cluster_nodes_up",
+            "Nodes marked up.",
+            vec![],
+            s.nodes
+                .values()
+                .filter(|n| n.status == model::NodeStatus::Up)
+                .count() as f64,
+        ));
+    });
+    let text = ctx.metrics.render(&ctx.node_name, &gauges);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// `PATCH /cluster/nodes/{node} {"draining": true}`: `nodes:drain` moves the node's dynos
 /// away and keeps new ones off it; `false` undoes it. The node is named by id or name.
 pub async fn update_node(

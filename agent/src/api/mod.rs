@@ -47,6 +47,8 @@ pub struct ApiContext {
     pub builder: crate::builder::Builder,
     /// This node's dyno manager (absent in in-process API tests).
     pub dynos: Option<crate::dynos::DynoManager>,
+    pub metrics: crate::metrics::Metrics,
+    pub node_name: String,
 }
 
 /// Who made the request, from their token. Put into the request's extensions by the
@@ -122,10 +124,7 @@ pub fn router(ctx: ApiContext) -> Router {
             "/apps/{app}/dynos/{dyno}",
             get(dynos::info).delete(dynos::restart_one),
         )
-        .route(
-            "/apps/{app}/dynos/{dyno}/attach",
-            get(dynos::attach),
-        )
+        .route("/apps/{app}/dynos/{dyno}/attach", get(dynos::attach))
         .route(
             "/apps/{app}/dynos/{dyno}/actions/stop",
             post(dynos::stop_one),
@@ -139,6 +138,7 @@ pub fn router(ctx: ApiContext) -> Router {
             post(dynos::stop_type),
         )
         .route("/apps/{app}/unplaced-dynos", get(dynos::unplaced))
+        .route("/metrics", get(cluster::metrics))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
         .route(

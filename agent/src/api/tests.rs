@@ -119,6 +119,8 @@ impl Harness {
             node_id: NODE,
             builder,
             dynos: None,
+            metrics: Default::default(),
+            node_name: "n1".into(),
         });
         Harness {
             app,

@@ -145,7 +145,10 @@ fn scaled_web_dynos_spread_over_the_nodes_and_answer() {
     }
     // hctl ps shows every dyno with its node and release.
     let ps = ok(hctl(&env, 2, &["ps", "-a", "spread"]));
-    assert!(ps.contains("=== web (standard-1x): python3 app.py (3)"), "{ps}");
+    assert!(
+        ps.contains("=== web (standard-1x): python3 app.py (3)"),
+        "{ps}"
+    );
     for name in ["web.1", "web.2", "web.3"] {
         assert!(ps.contains(name), "{ps}");
     }
@@ -172,23 +175,37 @@ fn a_config_change_rolls_web_dynos_with_one_always_up() {
     eventually("web.1 up", Duration::from_secs(60), || {
         (up(&env, "rolling", "web").len() == 1).then_some(())
     });
-    ok(hctl(&env, 1, &["config:set", "GREETING=Howdy", "-a", "rolling"]));
+    ok(hctl(
+        &env,
+        1,
+        &["config:set", "GREETING=Howdy", "-a", "rolling"],
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let all = dynos(&env, 0, "rolling");
         let ups: Vec<&Value> = all.iter().filter(|d| d["state"] == "up").collect();
-        assert!(!ups.is_empty(), "no web dyno was up during the roll: {all:?}");
+        assert!(
+            !ups.is_empty(),
+            "no web dyno was up during the roll: {all:?}"
+        );
         if all.len() == 1 && ups.len() == 1 && ups[0]["release"]["version"] == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "the roll did not finish: {all:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the roll did not finish: {all:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let body = eventually("web.1 answers", Duration::from_secs(20), || {
         get_dyno(&env, "rolling", "web.1")
     });
     assert!(body.starts_with("Howdy from web.1"), "{body}");
-    ok(hctl(&env, 0, &["ps:wait", "-a", "rolling", "--timeout", "30"]));
+    ok(hctl(
+        &env,
+        0,
+        &["ps:wait", "-a", "rolling", "--timeout", "30"],
+    ));
 }
 
 #[test]
@@ -197,12 +214,16 @@ fn crashing_dynos_restart_with_growing_cool_offs() {
     let dir = app_dir("web: python3 app.py\nworker: echo boom; exit 3\n");
     deploy(&env, "crashy", dir.path());
     ok(hctl(&env, 0, &["ps:scale", "worker=1", "-a", "crashy"]));
-    let d = eventually("the worker crashed and restarted", Duration::from_secs(60), || {
-        let d = dynos(&env, 0, "crashy")
-            .into_iter()
-            .find(|d| d["name"] == "worker.1")?;
-        (d["restarts"].as_u64()? >= 3).then_some(d)
-    });
+    let d = eventually(
+        "the worker crashed and restarted",
+        Duration::from_secs(60),
+        || {
+            let d = dynos(&env, 0, "crashy")
+                .into_iter()
+                .find(|d| d["name"] == "worker.1")?;
+            (d["restarts"].as_u64()? >= 3).then_some(d)
+        },
+    );
     assert!(
         ["crashed", "up", "starting"].contains(&d["state"].as_str().unwrap()),
         "{d}"
@@ -227,15 +248,37 @@ fn hctl_run_attaches_stdin_stdout_and_the_exit_code() {
     let env = cluster(2);
     deploy(&env, "oneoff", &example("python-hello"));
     // Through a node that did not build the app.
-    let out = hctl(&env, 1, &["run", "-a", "oneoff", "echo hello from $DYNO; exit 7"]);
+    let out = hctl(
+        &env,
+        1,
+        &["run", "-a", "oneoff", "echo hello from $DYNO; exit 7"],
+    );
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("hello from run."), "{stdout}");
-    let out = hctl_in(&env, 0, &["run", "-a", "oneoff", "tr a-z A-Z"], Some("piped in\n"));
+    let out = hctl_in(
+        &env,
+        0,
+        &["run", "-a", "oneoff", "tr a-z A-Z"],
+        Some("piped in\n"),
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED IN\n");
-    let out = hctl(&env, 0, &["run", "-a", "oneoff", "cat requirements.txt >/dev/null && test -f app.py"]);
-    assert_eq!(out.status.code(), Some(0), "the slug is the working directory");
+    let out = hctl(
+        &env,
+        0,
+        &[
+            "run",
+            "-a",
+            "oneoff",
+            "cat requirements.txt >/dev/null && test -f app.py",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the slug is the working directory"
+    );
     // Finished one-offs go away.
     eventually("one-offs cleared", Duration::from_secs(20), || {
         dynos(&env, 0, "oneoff")
@@ -277,17 +320,28 @@ fn a_failing_release_phase_keeps_the_old_release_running() {
         (u.len() == 1 && u[0]["release"]["version"] == 2).then_some(())
     });
     let bad = app_dir("web: python3 app.py\nrelease: echo migrating; exit 1\n");
-    ok(hctl(&env, 0, &["deploy", &bad.path().to_string_lossy(), "-a", "phased"]));
+    ok(hctl(
+        &env,
+        0,
+        &["deploy", &bad.path().to_string_lossy(), "-a", "phased"],
+    ));
     let v3 = eventually("v3 failed", Duration::from_secs(60), || {
         let r = env.get_json(0, "/apps/phased/releases/3").ok()?;
         (r["status"] != "pending").then_some(r)
     });
     assert_eq!(v3["status"], "failed");
     let u = up(&env, "phased", "web");
-    assert_eq!(u[0]["release"]["version"], 2, "the old release keeps running");
+    assert_eq!(
+        u[0]["release"]["version"], 2,
+        "the old release keeps running"
+    );
 
     let good = app_dir("web: python3 app.py\nrelease: echo migrated\n");
-    ok(hctl(&env, 0, &["deploy", &good.path().to_string_lossy(), "-a", "phased"]));
+    ok(hctl(
+        &env,
+        0,
+        &["deploy", &good.path().to_string_lossy(), "-a", "phased"],
+    ));
     eventually("v4 succeeded and runs", Duration::from_secs(60), || {
         let r = env.get_json(0, "/apps/phased/releases/4").ok()?;
         let u = up(&env, "phased", "web");
@@ -300,7 +354,11 @@ fn a_failing_release_phase_keeps_the_old_release_running() {
 fn dynos_that_fit_nowhere_are_reported_with_a_reason() {
     let env = cluster_with(2, Some("[dynos]\nmemory_mb = 768\n"));
     deploy(&env, "toobig", &example("python-hello"));
-    ok(hctl(&env, 0, &["ps:scale", "web=2:standard-2x", "-a", "toobig"]));
+    ok(hctl(
+        &env,
+        0,
+        &["ps:scale", "web=2:standard-2x", "-a", "toobig"],
+    ));
     let ps = eventually("unplaced reason shown", Duration::from_secs(30), || {
         let out = ok(hctl(&env, 1, &["ps", "-a", "toobig"]));
         out.contains("Not placed").then_some(out)
@@ -320,12 +378,16 @@ fn draining_a_node_moves_its_dynos_away() {
     let victim = list[0]["node"]["name"].as_str().unwrap().to_string();
     let out = ok(hctl(&env, 1, &["nodes:drain", &victim]));
     assert!(out.contains("Draining"), "{out}");
-    eventually("nothing left on the drained node", Duration::from_secs(60), || {
-        let all = dynos(&env, 0, "drained");
-        let ups = all.iter().filter(|d| d["state"] == "up").count();
-        (all.len() == 3 && ups == 3 && all.iter().all(|d| d["node"]["name"] != victim.as_str()))
-            .then_some(())
-    });
+    eventually(
+        "nothing left on the drained node",
+        Duration::from_secs(60),
+        || {
+            let all = dynos(&env, 0, "drained");
+            let ups = all.iter().filter(|d| d["state"] == "up").count();
+            (all.len() == 3 && ups == 3 && all.iter().all(|d| d["node"]["name"] != victim.as_str()))
+                .then_some(())
+        },
+    );
     let nodes = ok(hctl(&env, 0, &["nodes"]));
     assert!(nodes.contains("draining"), "{nodes}");
     ok(hctl(&env, 0, &["nodes:undrain", &victim]));
@@ -349,29 +411,40 @@ fn killing_a_node_brings_its_dynos_up_elsewhere_and_never_more_than_asked() {
     let victim = (0..3).find(|i| node_name(&env, *i) == victim_name).unwrap();
     let killed_at = Instant::now();
     env.kill(victim).unwrap();
-    eventually("three up again, none on the dead node", Duration::from_secs(60), || {
-        let u: Vec<Value> = dynos(&env, 0, "failover")
-            .into_iter()
-            .filter(|d| d["state"] == "up" && d["node"]["name"] != victim_name.as_str())
-            .collect();
-        (u.len() == 3).then_some(())
-    });
+    eventually(
+        "three up again, none on the dead node",
+        Duration::from_secs(60),
+        || {
+            let u: Vec<Value> = dynos(&env, 0, "failover")
+                .into_iter()
+                .filter(|d| d["state"] == "up" && d["node"]["name"] != victim_name.as_str())
+                .collect();
+            (u.len() == 3).then_some(())
+        },
+    );
     let took = killed_at.elapsed();
-    eprintln!("failover: dynos up elsewhere {:.1}s after the kill", took.as_secs_f64());
+    eprintln!(
+        "failover: dynos up elsewhere {:.1}s after the kill",
+        took.as_secs_f64()
+    );
     assert!(took < Duration::from_secs(20), "took {took:?}");
 
     // The node comes back: its old dynos are stopped, never run beside the new ones.
     env.restart(victim).unwrap();
     env.wait_ready(victim, Duration::from_secs(30)).unwrap();
-    eventually("the formation is exactly three", Duration::from_secs(60), || {
-        let all = dynos(&env, 0, "failover");
-        let nodes = env.get_json(0, "/cluster/nodes").ok()?;
-        let back_up = nodes
-            .as_array()?
-            .iter()
-            .any(|n| n["name"] == victim_name.as_str() && n["status"] == "up");
-        (back_up && all.len() == 3 && all.iter().all(|d| d["state"] == "up")).then_some(())
-    });
+    eventually(
+        "the formation is exactly three",
+        Duration::from_secs(60),
+        || {
+            let all = dynos(&env, 0, "failover");
+            let nodes = env.get_json(0, "/cluster/nodes").ok()?;
+            let back_up = nodes
+                .as_array()?
+                .iter()
+                .any(|n| n["name"] == victim_name.as_str() && n["status"] == "up");
+            (back_up && all.len() == 3 && all.iter().all(|d| d["state"] == "up")).then_some(())
+        },
+    );
 }
 
 fn node_name(env: &Env, i: usize) -> String {

@@ -9,6 +9,6 @@
 
 mod api;
 mod builds;
-mod dynos;
 mod cluster;
+mod dynos;
 mod hctl;

@@ -1,0 +1,203 @@
+//! Counters and gauges in Prometheus' text format, served at `GET /metrics` on the API
+//! port: router requests per app and status class, a latency histogram, active
+//! connections, and gauges of Raft, the scheduler, dynos and routes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (app, status class) → requests.
+    requests: BTreeMap<(String, String), u64>,
+    latency: BTreeMap<String, Histogram>,
+    active: BTreeMap<String, i64>,
+}
+
+/// Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Counts an open proxied connection until dropped.
+pub struct ActiveGuard {
+    metrics: Metrics,
+    app: String,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.metrics.inner.lock() {
+            if let Some(v) = m.active.get_mut(&self.app) {
+                *v -= 1;
+            }
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Records one routed request (`app` None: no app for the host).
+    pub fn request(&self, app: Option<&str>, status: u16, took: Duration) {
+        let app = app.unwrap_or("").to_string();
+        let class = format!("{}xx", status / 100);
+        if let Ok(mut m) = self.inner.lock() {
+            *m.requests.entry((app.clone(), class)).or_insert(0) += 1;
+            let h = m.latency.entry(app).or_default();
+            if h.counts.is_empty() {
+                h.counts = vec![0; BUCKETS.len()];
+            }
+            let secs = took.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
+
+    pub fn active(&self, app: &str) -> ActiveGuard {
+        if let Ok(mut m) = self.inner.lock() {
+            *m.active.entry(app.to_string()).or_insert(0) += 1;
+        }
+        ActiveGuard {
+            metrics: self.clone(),
+            app: app.to_string(),
+        }
+    }
+
+    /// The text exposition, with `gauges` (name, help, labels, value) appended.
+    pub fn render(&self, node: &str, gauges: &[(&str, &str, Vec<(&str, String)>, f64)]) -> String {
+        let mut out = String::new();
+        let node = escape(node);
+        let Ok(m) = self.inner.lock() else {
+            return out;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP haven_router_requests_total Requests routed, by app and status class."
+        );
+        let _ = writeln!(out, "# TYPE haven_router_requests_total counter");
+        for ((app, class), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "haven_router_requests_total{{node=\"{node}\",app=\"{}\",status=\"{class}\"}} {n}",
+                escape(app)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP haven_router_request_duration_seconds Time from request to response head."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE haven_router_request_duration_seconds histogram"
+        );
+        for (app, h) in &m.latency {
+            let app = escape(app);
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "haven_router_request_duration_seconds_bucket{{node=\"{node}\",app=\"{app}\",le=\"{b}\"}} {}",
+                    h.counts.get(i).copied().unwrap_or(0)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "haven_router_request_duration_seconds_bucket{{node=\"{node}\",app=\"{app}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "haven_router_request_duration_seconds_sum{{node=\"{node}\",app=\"{app}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "haven_router_request_duration_seconds_count{{node=\"{node}\",app=\"{app}\"}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP haven_router_active_connections Proxied requests in progress."
+        );
+        let _ = writeln!(out, "# TYPE haven_router_active_connections gauge");
+        for (app, n) in &m.active {
+            let _ = writeln!(
+                out,
+                "haven_router_active_connections{{node=\"{node}\",app=\"{}\"}} {n}",
+                escape(app)
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, help, labels, value) in gauges {
+            if seen.insert(*name) {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+            }
+            let mut l = format!("node=\"{node}\"");
+            for (k, v) in labels {
+                let _ = write!(l, ",{k}=\"{}\"", escape(v));
+            }
+            let _ = writeln!(out, "{name}{{{l}}} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_render_as_prometheus_text() {
+        let m = Metrics::default();
+        m.request(Some("app"), 200, Duration::from_millis(3));
+        m.request(Some("app"), 503, Duration::from_millis(40));
+        m.request(None, 404, Duration::from_millis(1));
+        let guard = m.active("app");
+        let text = m.render("n1", &[("haven_raft_term", "Current term.", vec![], 3.0)]);
+        assert!(
+            text.contains("haven_router_requests_total{node=\"n1\",app=\"app\",status=\"2xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("haven_router_requests_total{node=\"n1\",app=\"app\",status=\"5xx\"} 1")
+        );
+        assert!(text.contains("haven_router_requests_total{node=\"n1\",app=\"\",status=\"4xx\"} 1"));
+        assert!(text.contains(
+            "haven_router_request_duration_seconds_bucket{node=\"n1\",app=\"app\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "haven_router_request_duration_seconds_bucket{node=\"n1\",app=\"app\",le=\"+Inf\"} 2"
+        ));
+        assert!(text.contains("haven_router_active_connections{node=\"n1\",app=\"app\"} 1"));
+        assert!(text.contains("# TYPE haven_raft_term gauge\nhaven_raft_term{node=\"n1\"} 3"));
+        drop(guard);
+        let text = m.render("n1", &[]);
+        assert!(text.contains("haven_router_active_connections{node=\"n1\",app=\"app\"} 0"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The routing table of one node's router: the web dynos registered by every node, and
+//! the choice of a dyno for a request (least outstanding requests between two random
+//! choices, skipping quarantined dynos).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use haven_raft::model::NodeId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A web dyno as its node registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub app: Uuid,
+    pub dyno: Uuid,
+    /// `web.1`.
+    pub name: String,
+    pub release: u64,
+    /// `host:port` the dyno listens on.
+    pub addr: String,
+}
+
+/// A registered dyno with its live counters.
+#[derive(Debug)]
+pub struct Backend {
+    pub entry: RouteEntry,
+    pub node: NodeId,
+    /// Requests in flight to it through this router.
+    pub outstanding: AtomicUsize,
+    quarantined_until: Mutex<Option<Instant>>,
+}
+
+impl Backend {
+    fn quarantined(&self, now: Instant) -> bool {
+        self.quarantined_until
+            .lock()
+            .ok()
+            .and_then(|q| *q)
+            .is_some_and(|t| t > now)
+    }
+
+    /// Leaves the dyno out for `d` (its connect failed).
+    pub fn quarantine(&self, d: Duration) {
+        if let Ok(mut q) = self.quarantined_until.lock() {
+            *q = Some(Instant::now() + d);
+        }
+    }
+}
+
+/// Counts a request in flight; dropping it ends the count.
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn new(b: Arc<Backend>) -> InFlight {
+        b.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(b)
+    }
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All routes, by the node that registered them.
+#[derive(Default)]
+pub struct Table {
+    by_node: Mutex<HashMap<NodeId, HashMap<Uuid, Arc<Backend>>>>,
+}
+
+impl Table {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, HashMap<Uuid, Arc<Backend>>>> {
+        self.by_node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces every route of `node` (a full resync).
+    pub fn replace_node(&self, node: NodeId, entries: Vec<RouteEntry>) {
+        let mut m = self.lock();
+        let old = m.remove(&node).unwrap_or_default();
+        let mut new = HashMap::new();
+        for e in entries {
+            // Keep the counters of a dyno that stays.
+            let b = match old.get(&e.dyno) {
+                Some(b) if b.entry == e => b.clone(),
+                _ => Arc::new(Backend {
+                    entry: e.clone(),
+                    node,
+                    outstanding: AtomicUsize::new(0),
+                    quarantined_until: Mutex::new(None),
+                }),
+            };
+            new.insert(e.dyno, b);
+        }
+        if !new.is_empty() {
+            m.insert(node, new);
+        }
+    }
+
+    pub fn add(&self, node: NodeId, e: RouteEntry) {
+        let mut m = self.lock();
+        m.entry(node).or_default().insert(
+            e.dyno,
+            Arc::new(Backend {
+                entry: e,
+                node,
+                outstanding: AtomicUsize::new(0),
+                quarantined_until: Mutex::new(None),
+            }),
+        );
+    }
+
+    pub fn remove(&self, node: NodeId, dyno: Uuid) {
+        let mut m = self.lock();
+        if let Some(routes) = m.get_mut(&node) {
+            routes.remove(&dyno);
+            if routes.is_empty() {
+                m.remove(&node);
+            }
+        }
+    }
+
+    /// Drops every route of `node` (its connection is lost or it is down).
+    pub fn drop_node(&self, node: NodeId) {
+        self.lock().remove(&node);
+    }
+
+    /// The backends of `app`, except those of nodes in `skip_nodes`.
+    pub fn backends(&self, app: Uuid, skip_nodes: &[NodeId]) -> Vec<Arc<Backend>> {
+        let m = self.lock();
+        let mut v: Vec<Arc<Backend>> = m
+            .iter()
+            .filter(|(n, _)| !skip_nodes.contains(n))
+            .flat_map(|(_, routes)| routes.values())
+            .filter(|b| b.entry.app == app)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            a.entry
+                .name
+                .cmp(&b.entry.name)
+                .then(a.entry.dyno.cmp(&b.entry.dyno))
+        });
+        v
+    }
+
+    /// Number of routes per app (for metrics).
+    pub fn counts(&self) -> HashMap<Uuid, usize> {
+        let mut out = HashMap::new();
+        for routes in self.lock().values() {
+            for b in routes.values() {
+                *out.entry(b.entry.app).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Picks a backend: two random choices among the usable ones, the one with fewer requests
+/// in flight; quarantined ones and those in `tried` only when nothing else is left
+/// (quarantined) or never (tried). `rand` gives indices in `0..n`.
+pub fn choose(
+    backends: &[Arc<Backend>],
+    tried: &[Uuid],
+    now: Instant,
+    mut rand: impl FnMut(usize) -> usize,
+) -> Option<Arc<Backend>> {
+    let fresh: Vec<&Arc<Backend>> = backends
+        .iter()
+        .filter(|b| !tried.contains(&b.entry.dyno))
+        .collect();
+    let healthy: Vec<&Arc<Backend>> = fresh
+        .iter()
+        .copied()
+        .filter(|b| !b.quarantined(now))
+        .collect();
+    let pool = if healthy.is_empty() { fresh } else { healthy };
+    match pool.len() {
+        0 => None,
+        1 => Some(pool[0].clone()),
+        n => {
+            let a = rand(n);
+            let mut b = rand(n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (x, y) = (pool[a], pool[b]);
+            let lx = x.outstanding.load(Ordering::Relaxed);
+            let ly = y.outstanding.load(Ordering::Relaxed);
+            Some(if ly < lx { y.clone() } else { x.clone() })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(app: Uuid, n: u128) -> RouteEntry {
+        RouteEntry {
+            app,
+            dyno: Uuid::from_u128(n),
+            name: format!("web.{n}"),
+            release: 1,
+            addr: format!("10.0.0.{n}:5000"),
+        }
+    }
+
+    #[test]
+    fn nodes_register_resync_and_drop_their_routes() {
+        let t = Table::default();
+        let app = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        t.replace_node(1, vec![entry(app, 1), entry(app, 2)]);
+        t.add(2, entry(app, 3));
+        t.add(2, entry(other, 4));
+        assert_eq!(t.backends(app, &[]).len(), 3);
+        assert_eq!(
+            t.backends(app, &[2]).len(),
+            2,
+            "routes of a down node are skipped"
+        );
+        t.remove(1, Uuid::from_u128(1));
+        assert_eq!(t.backends(app, &[]).len(), 2);
+        // A node removing a dyno it does not own changes nothing.
+        t.remove(1, Uuid::from_u128(3));
+        assert_eq!(t.backends(app, &[]).len(), 2);
+        t.drop_node(2);
+        let left = t.backends(app, &[]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].entry.name, "web.2");
+        // A resync keeps the counters of dynos that stay and drops the rest.
+        let _busy = InFlight::new(left[0].clone());
+        t.replace_node(1, vec![entry(app, 2), entry(app, 5)]);
+        let now = t.backends(app, &[]);
+        assert_eq!(now.len(), 2);
+        assert_eq!(now[0].outstanding.load(Ordering::Relaxed), 1);
+        t.replace_node(1, vec![]);
+        assert!(t.backends(app, &[]).is_empty());
+        assert_eq!(t.counts().get(&other), None);
+    }
+
+    #[test]
+    fn the_less_busy_of_two_choices_wins_and_quarantined_ones_are_skipped() {
+        let t = Table::default();
+        let app = Uuid::new_v4();
+        t.replace_node(1, vec![entry(app, 1), entry(app, 2), entry(app, 3)]);
+        let b = t.backends(app, &[]);
+        let _l1 = InFlight::new(b[0].clone());
+        let _l2 = InFlight::new(b[0].clone());
+        // Choices 0 and 1: web.1 has 2 in flight, web.2 none.
+        let mut seq = vec![0usize, 0].into_iter();
+        let got = choose(&b, &[], Instant::now(), |_| seq.next().unwrap()).unwrap();
+        assert_eq!(got.entry.name, "web.2");
+        // Quarantine web.2 and web.3: only web.1 is usable.
+        b[1].quarantine(Duration::from_secs(5));
+        b[2].quarantine(Duration::from_secs(5));
+        let got = choose(&b, &[], Instant::now(), |n| n - 1).unwrap();
+        assert_eq!(got.entry.name, "web.1");
+        // Tried ones are never picked again; quarantined ones serve when nothing else is left.
+        let got = choose(&b, &[b[0].entry.dyno], Instant::now(), |_| 0).unwrap();
+        assert_ne!(got.entry.name, "web.1");
+        assert!(choose(
+            &b,
+            &[b[0].entry.dyno, b[1].entry.dyno, b[2].entry.dyno],
+            Instant::now(),
+            |_| 0
+        )
+        .is_none());
+        // Quarantine ends.
+        let later = Instant::now() + Duration::from_secs(6);
+        let mut seq = vec![1usize, 1].into_iter();
+        let got = choose(&b, &[], later, |_| seq.next().unwrap()).unwrap();
+        assert_eq!(got.entry.name, "web.2");
+    }
+
+    #[test]
+    fn load_spreads_over_every_backend() {
+        let t = Table::default();
+        let app = Uuid::new_v4();
+        t.replace_node(1, (1..=4).map(|n| entry(app, n)).collect());
+        let b = t.backends(app, &[]);
+        let mut held = Vec::new();
+        let mut x: u64 = 7;
+        for _ in 0..400 {
+            let got = choose(&b, &[], Instant::now(), |n| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as usize) % n
+            })
+            .unwrap();
+            held.push(InFlight::new(got));
+        }
+        for backend in &b {
+            let n = backend.outstanding.load(Ordering::Relaxed);
+            assert!(
+                (80..=120).contains(&n),
+                "{} has {n} of 400",
+                backend.entry.name
+            );
+        }
+    }
+}
