@@ -218,24 +218,22 @@ fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     node_id_in_cert(certs.first()?.as_ref())
 }
 
-/// Finds `node-<digits>` in a DER certificate.
+/// Finds the DNS name `node-<id>` in a DER certificate: a subjectAltName dNSName is
+/// encoded as tag 0x82, a short length, then the name's bytes.
 pub fn node_id_in_cert(der: &[u8]) -> Option<NodeId> {
     let pat = b"node-";
-    let mut i = 0;
-    while i + pat.len() < der.len() {
-        if &der[i..i + pat.len()] == pat {
-            let digits: Vec<u8> = der[i + pat.len()..]
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .copied()
-                .collect();
-            if !digits.is_empty() {
-                return std::str::from_utf8(&digits).ok()?.parse().ok();
-            }
+    (0..der.len().saturating_sub(2)).find_map(|i| {
+        if der[i] != 0x82 {
+            return None;
         }
-        i += 1;
-    }
-    None
+        let len = usize::from(der[i + 1]);
+        let name = der.get(i + 2..i + 2 + len)?;
+        let digits = name.strip_prefix(pat.as_slice())?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    })
 }
 
 fn has_client_cert(conn: &quinn::Connection) -> bool {

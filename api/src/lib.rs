@@ -297,6 +297,29 @@ pub struct UnplacedDyno {
     pub reason: String,
 }
 
+/// A domain, as `GET /apps/{app}/domains/{id-or-hostname}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Domain {
+    pub id: String,
+    pub hostname: String,
+    /// `heroku` (the app's default host) or `custom`.
+    pub kind: String,
+    pub cname: Option<String>,
+    pub status: String,
+    pub acm_status: Option<String>,
+    pub acm_status_reason: Option<String>,
+    pub sni_endpoint: Option<IdRef>,
+    pub app: AppRef,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps/{app}/domains` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DomainCreate {
+    pub hostname: String,
+}
+
 /// Where a build's source comes from: `source_blob` of `POST /apps/{app}/builds`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceBlob {

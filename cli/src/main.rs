@@ -311,6 +311,27 @@ enum Cmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// List the app's domains.
+    Domains {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Add a custom domain: the router answers for it too.
+    #[command(name = "domains:add")]
+    DomainsAdd {
+        hostname: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove a custom domain.
+    #[command(name = "domains:remove")]
+    DomainsRemove {
+        hostname: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// List the cluster's nodes.
     Nodes(JsonArg),
     /// Move a node's dynos away and keep new ones off it.
@@ -1176,6 +1197,48 @@ fn run(cli: Cli) -> Result<()> {
                 "Buildpacks cleared. Next release on {} will detect buildpacks normally.",
                 app.name()?
             );
+        }
+        Cmd::Domains { app, json: j } => {
+            let list = api()?.get(&format!("{}/domains", app_path(app)?))?;
+            if j.json {
+                return print_json(&list);
+            }
+            let all: Vec<&Value> = list.as_array().into_iter().flatten().collect();
+            println!("{}", header(&format!("{} Haven Domain", app.name()?)));
+            for d in all.iter().filter(|d| d["kind"] == json!("heroku")) {
+                println!("{}", s(&d["hostname"]));
+            }
+            let custom: Vec<Vec<String>> = all
+                .iter()
+                .filter(|d| d["kind"] == json!("custom"))
+                .map(|d| vec![s(&d["hostname"]), s(&d["cname"])])
+                .collect();
+            if !custom.is_empty() {
+                println!();
+                println!("{}", header(&format!("{} Custom Domains", app.name()?)));
+                println!("{}", table(&["Domain Name", "DNS Target"], &custom));
+            }
+        }
+        Cmd::DomainsAdd { hostname, app } => {
+            let d = api()?.call(
+                Method::POST,
+                &format!("{}/domains", app_path(app)?),
+                Some(&json!({ "hostname": hostname })),
+            )?;
+            println!("Adding {} to ⬢ {}... done", s(&d["hostname"]), app.name()?);
+            println!(
+                "Point {} at any Haven node (CNAME {} or an A record).",
+                s(&d["hostname"]),
+                s(&d["cname"])
+            );
+        }
+        Cmd::DomainsRemove { hostname, app } => {
+            api()?.call(
+                Method::DELETE,
+                &format!("{}/domains/{hostname}", app_path(app)?),
+                None,
+            )?;
+            println!("Removing {hostname} from ⬢ {}... done", app.name()?);
         }
         Cmd::Nodes(j) => {
             let nodes = api()?.get("/cluster/nodes")?;

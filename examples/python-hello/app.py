@@ -4,7 +4,9 @@ Only the standard library: the Python buildpack installs nothing.
 """
 
 import os
+import signal
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -25,7 +27,19 @@ class Hello(BaseHTTPRequestHandler):
         print("%s %s" % (self.address_string(), fmt % args), flush=True)
 
 
+class Server(ThreadingHTTPServer):
+    # On SIGTERM, requests in flight finish before the process exits.
+    daemon_threads = False
+    block_on_close = True
+
+
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "5000"))
+    server = Server(("0.0.0.0", port), Hello)
+    signal.signal(
+        signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start()
+    )
     print("listening on port {}".format(port), flush=True)
-    ThreadingHTTPServer(("0.0.0.0", port), Hello).serve_forever()
+    server.serve_forever()
+    server.server_close()
+    print("stopped", flush=True)

@@ -144,6 +144,18 @@ pub enum Command {
         buildpacks: Vec<String>,
         actor: Actor,
     },
+    /// Adds a custom domain to an app (unique across the cluster).
+    AddDomain {
+        app: Uuid,
+        domain: crate::model::Domain,
+        at: DateTime<Utc>,
+    },
+    /// Removes a custom domain (by hostname or id).
+    RemoveDomain {
+        app: Uuid,
+        key: String,
+        at: DateTime<Utc>,
+    },
     /// Records that nodes now hold a slug's bytes.
     AddSlugHolders {
         slug: Uuid,
@@ -255,6 +267,10 @@ pub enum CommandOutput {
     },
     Build(Box<Build>),
     Dynos(Vec<Dyno>),
+    Domain {
+        app: Box<App>,
+        domain: crate::model::Domain,
+    },
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -747,6 +763,55 @@ impl Command {
                 }
                 r.status = *status;
                 Ok(CommandOutput::Done)
+            }
+            Command::AddDomain { app, domain, at } => {
+                let host = crate::model::normalize_hostname(&domain.hostname)
+                    .map_err(CommandError::Invalid)?;
+                let default_domain = state.cluster.as_ref().map(|c| c.app_domain.clone());
+                if let Some(d) = default_domain {
+                    if host == d || host.ends_with(&format!(".{d}")) {
+                        return Err(CommandError::Invalid(format!(
+                            "{host} is under the cluster's app domain {d}; apps answer there already"
+                        )));
+                    }
+                }
+                if let Some(owner) = state
+                    .apps
+                    .values()
+                    .find(|a| a.domains.iter().any(|d| d.hostname == host))
+                {
+                    return Err(CommandError::Conflict(format!(
+                        "{host} is already used by app {}",
+                        owner.name
+                    )));
+                }
+                let a = app_mut(state, app)?;
+                let d = crate::model::Domain {
+                    id: domain.id,
+                    hostname: host,
+                    created_at: domain.created_at,
+                };
+                a.domains.push(d.clone());
+                a.updated_at = *at;
+                Ok(CommandOutput::Domain {
+                    app: Box::new(a.summary()),
+                    domain: d,
+                })
+            }
+            Command::RemoveDomain { app, key, at } => {
+                let a = app_mut(state, app)?;
+                let want = key.trim().trim_end_matches('.').to_ascii_lowercase();
+                let pos = a
+                    .domains
+                    .iter()
+                    .position(|d| d.hostname == want || d.id.to_string() == want)
+                    .ok_or_else(|| CommandError::NotFound(format!("domain {key} not found")))?;
+                let d = a.domains.remove(pos);
+                a.updated_at = *at;
+                Ok(CommandOutput::Domain {
+                    app: Box::new(a.summary()),
+                    domain: d,
+                })
             }
             Command::AddSlugHolders { slug, nodes } => {
                 let s = state

@@ -99,7 +99,8 @@ pub struct App {
     pub stack: String,
     pub buildpacks: Vec<String>,
     pub maintenance: bool,
-    pub domains: Vec<String>,
+    /// Custom domains the router answers for this app.
+    pub domains: Vec<Domain>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Time of the newest release.
@@ -195,6 +196,15 @@ pub struct Release {
     pub created_at: DateTime<Utc>,
     /// Email of who made it.
     pub user: String,
+}
+
+/// A custom domain of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Domain {
+    pub id: Uuid,
+    /// Lowercase, without a trailing dot.
+    pub hostname: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The wanted quantity and size of one process type.
@@ -494,6 +504,26 @@ pub fn validate_buildpack(bp: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "buildpack {bp:?} is invalid: give a built-in name (python, heroku/nodejs), a URL (https://…, file://…, with an optional #ref) or an absolute path"
+        ))
+    }
+}
+
+/// Normalizes a custom domain (`WWW.Example.com.` → `www.example.com`), refusing what is
+/// not a DNS host name.
+pub fn normalize_hostname(host: &str) -> Result<String, String> {
+    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = h.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !h.is_empty() && h.len() <= 253 && h.contains('.') && labels_ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "hostname {host:?} is invalid: give a DNS name such as www.example.com"
         ))
     }
 }

@@ -15,6 +15,7 @@ mod body;
 mod builds;
 mod cluster;
 mod config_vars;
+mod domains;
 mod dynos;
 mod error;
 mod formation;
@@ -138,6 +139,14 @@ pub fn router(ctx: ApiContext) -> Router {
             post(dynos::stop_type),
         )
         .route("/apps/{app}/unplaced-dynos", get(dynos::unplaced))
+        .route(
+            "/apps/{app}/domains",
+            get(domains::list).post(domains::create),
+        )
+        .route(
+            "/apps/{app}/domains/{domain}",
+            get(domains::info).delete(domains::delete),
+        )
         .route("/metrics", get(cluster::metrics))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
@@ -338,7 +347,9 @@ async fn write(ctx: &ApiContext, cmd: Command) -> Result<CommandOutput, ApiError
 fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
     match out {
         CommandOutput::App(a) => Ok(*a),
-        CommandOutput::Release { app, .. } | CommandOutput::Formation { app, .. } => Ok(*app),
+        CommandOutput::Release { app, .. }
+        | CommandOutput::Formation { app, .. }
+        | CommandOutput::Domain { app, .. } => Ok(*app),
         CommandOutput::Done | CommandOutput::Build(_) | CommandOutput::Dynos(_) => {
             Err(ApiError::internal("the command returned no app"))
         }

@@ -250,7 +250,7 @@ impl Router {
             let app = by_name.or_else(|| {
                 s.apps
                     .values()
-                    .find(|a| a.domains.iter().any(|d| d.eq_ignore_ascii_case(host)))
+                    .find(|a| a.domains.iter().any(|d| d.hostname == host))
             })?;
             let web_wanted = app.formation.get("web").map_or(0, |f| f.quantity);
             let web_crashed = s.dynos.values().any(|d| {

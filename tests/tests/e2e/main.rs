@@ -12,3 +12,4 @@ mod builds;
 mod cluster;
 mod dynos;
 mod hctl;
+mod router;
