@@ -552,6 +552,66 @@ pub fn run(req: &BuildRequest, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome
     result
 }
 
+const NO_BUILDPACK: &str = "No default language could be detected for this app.\n\
+    HINT: Haven detects apps by requirements.txt, pyproject.toml, package.json, go.mod, Gemfile, pom.xml, index.html or a Procfile.\n\
+    Set a buildpack with `hctl buildpacks:set URL` (a git URL, or heroku/python, heroku/nodejs, ...).";
+
+/// The first built-in (in [`builtin_order`]) whose `bin/detect` accepts the build dir:
+/// `(name, framework)`.
+fn detect_builtins(
+    ctx: &Ctx,
+    out: &mut dyn FnMut(&str),
+) -> Result<Option<(String, String)>, BuildError> {
+    for name in builtin::ORDER {
+        let dir = ctx.req.builtin_dir.join(name);
+        if !dir.join("bin/detect").is_file() {
+            return Err(BuildError::Io {
+                context: format!(
+                    "the built-in buildpack {name} is not installed in {}",
+                    ctx.req.builtin_dir.display()
+                ),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        let bp = Buildpack {
+            name: name.to_string(),
+            dir,
+        };
+        if let Ok(fw) = ctx.detect(&bp, out)? {
+            return Ok(Some((name.to_string(), fw)));
+        }
+    }
+    Ok(None)
+}
+
+/// Which built-in buildpack [`run`] would pick for `build_dir` (`(name, framework)`,
+/// e.g. `("python", "Python")`), running only the `bin/detect` scripts. `None`: no
+/// built-in applies.
+pub fn detect_builtin(
+    builtin_dir: &Path,
+    build_dir: &Path,
+    stack: &str,
+) -> Result<Option<(String, String)>, BuildError> {
+    let mut req = BuildRequest::new(build_dir, "", std::env::temp_dir(), builtin_dir);
+    req.stack = stack.to_string();
+    let ctx = Ctx {
+        req: &req,
+        home: std::env::temp_dir(),
+        env_dir: PathBuf::new(),
+        env: BTreeMap::from([
+            ("PATH".to_string(), SCRIPT_PATH.to_string()),
+            (
+                "HOME".to_string(),
+                std::env::temp_dir().display().to_string(),
+            ),
+            ("STACK".to_string(), stack.to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+        ]),
+        framework: None,
+    };
+    detect_builtins(&ctx, &mut |_| {})
+}
+
 fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, BuildError> {
     let req = ctx.req;
     if !req.build_dir.is_dir() {
@@ -589,33 +649,9 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
     // With no buildpacks set, the first built-in whose detect passes.
     let mut detected: Option<(String, String)> = None;
     if req.buildpacks.is_empty() {
-        for name in builtin::ORDER {
-            let dir = req.builtin_dir.join(name);
-            if !dir.join("bin/detect").is_file() {
-                return Err(BuildError::Io {
-                    context: format!(
-                        "the built-in buildpack {name} is not installed in {}",
-                        req.builtin_dir.display()
-                    ),
-                    source: io::Error::from(io::ErrorKind::NotFound),
-                });
-            }
-            let bp = Buildpack {
-                name: name.to_string(),
-                dir,
-            };
-            if let Ok(fw) = ctx.detect(&bp, out)? {
-                detected = Some((name.to_string(), fw));
-                break;
-            }
-        }
+        detected = detect_builtins(ctx, out)?;
         if detected.is_none() {
-            return Err(BuildError::NoBuildpack(
-                "No default language could be detected for this app.\n\
-                 HINT: Haven detects apps by requirements.txt, pyproject.toml, package.json, go.mod, Gemfile, pom.xml, index.html or a Procfile.\n\
-                 Set a buildpack with `hctl buildpacks:set URL` (a git URL, or heroku/python, heroku/nodejs, ...)."
-                    .to_string(),
-            ));
+            return Err(BuildError::NoBuildpack(NO_BUILDPACK.to_string()));
         }
     }
     let specs: Vec<String> = match &detected {
