@@ -144,7 +144,7 @@ fn code_text(code: Option<i32>) -> String {
 
 fn duration_text(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && (s / 60) * 60 == s {
         let m = s / 60;
         format!("{m} minute{}", if m == 1 { "" } else { "s" })
     } else {
@@ -169,8 +169,11 @@ pub fn builtin_order() -> &'static [&'static str] {
 }
 
 /// Removes what `build_dir/.slugignore` names; returns the removed paths relative to
-/// `build_dir`. See the module docs of the format in [`slugignore`](crate) terms:
-/// gitignore-like globs, `dir/` for directories, a `/` anchoring at the root.
+/// `build_dir` (a removed directory once). The format is gitignore-like: `#` comments,
+/// blank lines, globs (`*`, `?`, `**`, `[...]`), a trailing `/` for directories only, a
+/// pattern containing `/` (a leading one included) anchored at the root, one without
+/// matching a name at any depth; `!` negations are ignored, as on Heroku. Symlinks are
+/// removed, never followed. No `.slugignore`: nothing happens.
 pub fn apply_slugignore(build_dir: &Path) -> io::Result<Vec<PathBuf>> {
     slugignore::apply(build_dir)
 }
@@ -200,7 +203,8 @@ impl Ctx<'_> {
         )
     }
 
-    /// Runs `bin/detect`; `Ok(Some(framework))` when it applies.
+    /// Runs `bin/detect`: `Ok(Ok(framework))` when it applies, `Ok(Err(exit code))`
+    /// when not.
     fn detect(
         &self,
         bp: &Buildpack,
@@ -249,6 +253,17 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     let mode = fs::metadata(from)?.permissions().mode();
     fs::set_permissions(to, fs::Permissions::from_mode(mode | 0o700))?;
     Ok(())
+}
+
+/// `https://user:token@host/x` → `https://***@host/x`, for output.
+fn redact(spec: &str) -> String {
+    if let Some((scheme, rest)) = spec.split_once("://") {
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..host_end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    spec.to_string()
 }
 
 fn is_git_url(s: &str) -> bool {
@@ -401,7 +416,8 @@ fn resolve(ctx: &Ctx, index: usize, spec: &str) -> Result<Buildpack, BuildError>
             if !fixed {
                 let why = if log2.is_empty() { &log } else { &log2 };
                 return Err(BuildError::Fetch(format!(
-                    "Could not fetch the buildpack {spec}: {}",
+                    "Could not fetch the buildpack {}: {}",
+                    redact(spec),
                     last_line(why)
                 )));
             }
@@ -433,7 +449,8 @@ fn resolve(ctx: &Ctx, index: usize, spec: &str) -> Result<Buildpack, BuildError>
     for script in ["detect", "compile"] {
         if !dir.join("bin").join(script).is_file() {
             return Err(BuildError::Fetch(format!(
-                "The buildpack {spec} has no bin/{script}; it is not a classic buildpack."
+                "The buildpack {} has no bin/{script}; it is not a classic buildpack.",
+                redact(spec)
             )));
         }
     }
@@ -467,6 +484,16 @@ fn write_env_dir(dir: &Path, env: &BTreeMap<String, String>) -> io::Result<()> {
         f.write_all(v.as_bytes())?;
     }
     Ok(())
+}
+
+/// The environment every script starts from (before `export` files add to it).
+fn base_env(home: &Path, stack: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("PATH".to_string(), SCRIPT_PATH.to_string()),
+        ("HOME".to_string(), home.display().to_string()),
+        ("STACK".to_string(), stack.to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+    ])
 }
 
 /// Variables bash sets by itself, never carried from an `export` file.
@@ -598,15 +625,7 @@ pub fn detect_builtin(
         req: &req,
         home: std::env::temp_dir(),
         env_dir: PathBuf::new(),
-        env: BTreeMap::from([
-            ("PATH".to_string(), SCRIPT_PATH.to_string()),
-            (
-                "HOME".to_string(),
-                std::env::temp_dir().display().to_string(),
-            ),
-            ("STACK".to_string(), stack.to_string()),
-            ("LANG".to_string(), "C.UTF-8".to_string()),
-        ]),
+        env: base_env(&std::env::temp_dir(), stack),
         framework: None,
     };
     detect_builtins(&ctx, &mut |_| {})
@@ -629,12 +648,7 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
     }
     fs::create_dir_all(&bp_root).map_err(io_err(format!("creating {}", bp_root.display())))?;
     write_env_dir(&ctx.env_dir, &req.env).map_err(io_err("writing ENV_DIR"))?;
-    ctx.env = BTreeMap::from([
-        ("PATH".to_string(), SCRIPT_PATH.to_string()),
-        ("HOME".to_string(), ctx.home.display().to_string()),
-        ("STACK".to_string(), req.stack.clone()),
-        ("LANG".to_string(), "C.UTF-8".to_string()),
-    ]);
+    ctx.env = base_env(&ctx.home, &req.stack);
 
     let removed = apply_slugignore(&req.build_dir).map_err(io_err("applying .slugignore"))?;
     if !removed.is_empty() {
@@ -674,7 +688,7 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
                 bp
             }
             None => {
-                out(&format!("-----> Using buildpack: {spec}"));
+                out(&format!("-----> Using buildpack: {}", redact(spec)));
                 resolve(ctx, i, spec)?
             }
         };
@@ -684,7 +698,7 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
                 Ok(fw) => fw,
                 Err(code) => {
                     return Err(BuildError::Detect {
-                        buildpack: spec.clone(),
+                        buildpack: redact(spec),
                         code,
                     })
                 }
@@ -712,7 +726,7 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
             Ended::TimedOut => return Err(BuildError::Timeout(req.compile_timeout)),
             Ended::Exited(st) if !st.success() => {
                 return Err(BuildError::Compile {
-                    buildpack: bp.name.clone(),
+                    buildpack: redact(&bp.name),
                     code: st.code(),
                 })
             }
@@ -776,4 +790,27 @@ fn run_inner(ctx: &mut Ctx, out: &mut dyn FnMut(&str)) -> Result<BuildOutcome, B
     }
     outcome.process_types = procfile.unwrap_or(defaults);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        assert_eq!(
+            redact("https://user:tok@github.com/a/b.git#v1"),
+            "https://***@github.com/a/b.git#v1"
+        );
+        assert_eq!(
+            redact("https://github.com/a/b@x"),
+            "https://github.com/a/b@x"
+        );
+        assert_eq!(redact("/srv/bp"), "/srv/bp");
+        assert_eq!(
+            short_name("https://github.com/heroku/heroku-buildpack-go.git#v1"),
+            "heroku-buildpack-go"
+        );
+        assert_eq!(short_name("git@github.com:me/bp.git"), "bp");
+    }
 }

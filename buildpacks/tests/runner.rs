@@ -36,7 +36,8 @@ fn builtins_install_idempotently_with_executable_scripts() {
 #[test]
 fn detection_follows_the_builtin_order() {
     let sb = Sandbox::new();
-    let cases: &[(&[&str], Option<(&str, &str)>)] = &[
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
+    let cases: &[Case] = &[
         (
             &["requirements.txt", "package.json", "index.html"],
             Some(("python", "Python")),
