@@ -319,6 +319,21 @@ impl OutputSink {
     }
 }
 
+/// Why a build failed, and whether the output already says so.
+struct Failure {
+    reason: String,
+    reported: bool,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            reported: false,
+        }
+    }
+}
+
 /// One build in progress.
 struct Job {
     builder: Builder,
@@ -343,9 +358,12 @@ impl Job {
         let result = self.execute().await;
         let (outcome, status) = match result {
             Ok(success) => (success, "succeeded"),
-            Err(reason) => {
-                self.say(&format!(" !     {reason}"));
-                self.say(" !     Push rejected.");
+            Err(Failure { reason, reported }) => {
+                // The buildpack runner writes its own error lines.
+                if !reported {
+                    self.say(&format!(" !     {reason}"));
+                    self.say(" !     Push rejected.");
+                }
                 (BuildResult::Failed { reason }, "failed")
             }
         };
@@ -421,21 +439,23 @@ impl Job {
     }
 
     /// Everything up to the release; an error is the one-line reason.
-    async fn execute(&self) -> Result<BuildResult, String> {
+    async fn execute(&self) -> Result<BuildResult, Failure> {
         let inner = &self.builder.inner;
         let dir = inner.data.builds_dir().join(self.build.id.to_string());
         let app_dir = dir.join("app");
         let work_dir = dir.join("work");
         let cache_dir = inner.data.cache_dir().join(self.build.app.to_string());
         for d in [&app_dir, &work_dir, &cache_dir] {
-            std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| Failure::new(format!("create {}: {e}", d.display())))?;
         }
         self.say(&format!("-----> Building on the {STACK} stack"));
         let source = self.source_file.clone();
         let dest = app_dir.clone();
         tokio::task::spawn_blocking(move || extract_source(&source, &dest))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| Failure::new(e.to_string()))?
+            .map_err(Failure::new)?;
 
         let mut buildpacks = self.build.buildpacks.clone();
         if buildpacks.is_empty() {
@@ -443,10 +463,6 @@ impl Job {
                 buildpacks.push(url.clone());
             }
         }
-        let buildpacks = buildpacks
-            .iter()
-            .map(|bp| resolve_buildpack(&inner.builtin_dir, bp))
-            .collect();
         let req = haven_buildpacks::BuildRequest {
             build_dir: app_dir.clone(),
             cache_dir,
@@ -467,22 +483,25 @@ impl Job {
                     o.line(line);
                 }
             };
-            let outcome = haven_buildpacks::run(&req, &mut emit).map_err(|e| e.to_string())?;
+            let outcome = haven_buildpacks::run(&req, &mut emit).map_err(|e| Failure {
+                reason: e.to_string(),
+                reported: true,
+            })?;
             emit("-----> Compressing...");
             let info = haven_buildpacks::slug::pack(&req.build_dir, &slug_path, max)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::new(e.to_string()))?;
             emit(&format!("       Done: {}", human_size(info.size)));
-            Ok::<_, String>((outcome, info))
+            Ok::<_, Failure>((outcome, info))
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| Failure::new(e.to_string()))??;
         let (outcome, info) = built;
         inner
             .slugs
             .add_file(&info.sha256, &slug_file)
-            .map_err(|e| format!("store the slug: {e}"))?;
+            .map_err(|e| Failure::new(format!("store the slug: {e}")))?;
         self.say("-----> Launching...");
-        let holders = self.replicate(&info.sha256).await?;
+        let holders = self.replicate(&info.sha256).await.map_err(Failure::new)?;
         let short = match &self.build.source_version {
             Some(v) => v.chars().take(7).collect::<String>(),
             None => self.source_sha.chars().take(7).collect(),
@@ -546,18 +565,6 @@ impl Job {
             ));
         }
         Ok(holders)
-    }
-}
-
-/// Maps a built-in name (`python`, `heroku/python`) to its directory; anything else is
-/// passed on as given.
-fn resolve_buildpack(builtin_dir: &Path, bp: &str) -> String {
-    let name = bp.strip_prefix("heroku/").unwrap_or(bp);
-    let dir = builtin_dir.join(name);
-    if !name.contains('/') && !name.contains(':') && dir.is_dir() {
-        dir.to_string_lossy().into_owned()
-    } else {
-        bp.to_string()
     }
 }
 
@@ -683,20 +690,6 @@ mod tests {
         std::fs::write(&f, tar_of(&[])).unwrap();
         let err = extract_source(&f, &out).unwrap_err();
         assert!(err.contains("empty"), "{err}");
-    }
-
-    #[test]
-    fn builtin_names_resolve_to_their_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("python")).unwrap();
-        let py = dir.path().join("python").to_string_lossy().into_owned();
-        assert_eq!(resolve_buildpack(dir.path(), "heroku/python"), py);
-        assert_eq!(resolve_buildpack(dir.path(), "python"), py);
-        assert_eq!(
-            resolve_buildpack(dir.path(), "https://x/y.git"),
-            "https://x/y.git"
-        );
-        assert_eq!(resolve_buildpack(dir.path(), "heroku/ruby"), "heroku/ruby");
     }
 
     #[test]

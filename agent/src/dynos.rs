@@ -251,10 +251,6 @@ impl DynoManager {
         }
     }
 
-    pub fn logs(&self) -> &Logs {
-        &self.inner.logs
-    }
-
     /// The reconcile loop; on shutdown it stops every dyno of this node.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(200));

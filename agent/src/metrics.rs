@@ -19,12 +19,28 @@ struct Histogram {
     count: u64,
 }
 
+/// Counters of one app.
+#[derive(Default)]
+struct AppCounters {
+    /// Requests by status class (1xx … 5xx).
+    classes: [u64; 6],
+    latency: Histogram,
+    active: i64,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// (app, status class) → requests.
-    requests: BTreeMap<(String, String), u64>,
-    latency: BTreeMap<String, Histogram>,
-    active: BTreeMap<String, i64>,
+    apps: std::collections::HashMap<String, AppCounters>,
+}
+
+impl Inner {
+    /// The counters of `app`, allocating its key only the first time.
+    fn app(&mut self, app: &str) -> &mut AppCounters {
+        if !self.apps.contains_key(app) {
+            self.apps.insert(app.to_string(), AppCounters::default());
+        }
+        self.apps.entry(app.to_string()).or_default()
+    }
 }
 
 /// Cheap to clone.
@@ -42,8 +58,8 @@ pub struct ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if let Ok(mut m) = self.metrics.inner.lock() {
-            if let Some(v) = m.active.get_mut(&self.app) {
-                *v -= 1;
+            if let Some(c) = m.apps.get_mut(&self.app) {
+                c.active -= 1;
             }
         }
     }
@@ -58,19 +74,18 @@ fn escape(v: &str) -> String {
 impl Metrics {
     /// Records one routed request (`app` None: no app for the host).
     pub fn request(&self, app: Option<&str>, status: u16, took: Duration) {
-        let app = app.unwrap_or("").to_string();
-        let class = format!("{}xx", status / 100);
+        let class = usize::from(status / 100).min(5);
+        let secs = took.as_secs_f64();
         if let Ok(mut m) = self.inner.lock() {
-            *m.requests.entry((app.clone(), class)).or_insert(0) += 1;
-            let h = m.latency.entry(app).or_default();
+            let c = m.app(app.unwrap_or(""));
+            c.classes[class] += 1;
+            let h = &mut c.latency;
             if h.counts.is_empty() {
                 h.counts = vec![0; BUCKETS.len()];
             }
-            let secs = took.as_secs_f64();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
+            // Buckets hold their own counts; rendering accumulates them.
+            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+                h.counts[i] += 1;
             }
             h.sum += secs;
             h.count += 1;
@@ -79,7 +94,7 @@ impl Metrics {
 
     pub fn active(&self, app: &str) -> ActiveGuard {
         if let Ok(mut m) = self.inner.lock() {
-            *m.active.entry(app.to_string()).or_insert(0) += 1;
+            m.app(app).active += 1;
         }
         ActiveGuard {
             metrics: self.clone(),
@@ -99,12 +114,15 @@ impl Metrics {
             "# HELP haven_router_requests_total Requests routed, by app and status class."
         );
         let _ = writeln!(out, "# TYPE haven_router_requests_total counter");
-        for ((app, class), n) in &m.requests {
-            let _ = writeln!(
-                out,
-                "haven_router_requests_total{{node=\"{node}\",app=\"{}\",status=\"{class}\"}} {n}",
-                escape(app)
-            );
+        let apps: BTreeMap<&String, &AppCounters> = m.apps.iter().collect();
+        for (app, c) in &apps {
+            for (class, n) in c.classes.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let _ = writeln!(
+                    out,
+                    "haven_router_requests_total{{node=\"{node}\",app=\"{}\",status=\"{class}xx\"}} {n}",
+                    escape(app)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -114,13 +132,18 @@ impl Metrics {
             out,
             "# TYPE haven_router_request_duration_seconds histogram"
         );
-        for (app, h) in &m.latency {
+        for (app, c) in &apps {
+            let h = &c.latency;
+            if h.count == 0 {
+                continue;
+            }
             let app = escape(app);
+            let mut cumulative = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += h.counts.get(i).copied().unwrap_or(0);
                 let _ = writeln!(
                     out,
-                    "haven_router_request_duration_seconds_bucket{{node=\"{node}\",app=\"{app}\",le=\"{b}\"}} {}",
-                    h.counts.get(i).copied().unwrap_or(0)
+                    "haven_router_request_duration_seconds_bucket{{node=\"{node}\",app=\"{app}\",le=\"{b}\"}} {cumulative}"
                 );
             }
             let _ = writeln!(
@@ -144,11 +167,12 @@ impl Metrics {
             "# HELP haven_router_active_connections Proxied requests in progress."
         );
         let _ = writeln!(out, "# TYPE haven_router_active_connections gauge");
-        for (app, n) in &m.active {
+        for (app, c) in &apps {
             let _ = writeln!(
                 out,
-                "haven_router_active_connections{{node=\"{node}\",app=\"{}\"}} {n}",
-                escape(app)
+                "haven_router_active_connections{{node=\"{node}\",app=\"{}\"}} {}",
+                escape(app),
+                c.active
             );
         }
         let mut seen = std::collections::BTreeSet::new();

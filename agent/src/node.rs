@@ -187,8 +187,7 @@ impl Agent {
         )));
         info!(addr = %cfg.api_listen, "API listening");
 
-        let router_listener = TcpListener::bind(&cfg.router_listen)
-            .await
+        let router_listener = std::net::TcpListener::bind(&cfg.router_listen)
             .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
         let router = Router::new(
             raft.clone(),
@@ -198,9 +197,9 @@ impl Agent {
             cfg.router.clone(),
             router_port(&cfg.router_listen),
         );
-        tasks.push(tokio::spawn(
-            router.serve(router_listener, shutdown_rx.clone()),
-        ));
+        router
+            .spawn_thread(router_listener, shutdown_rx.clone())
+            .context("start the router")?;
         info!(addr = %cfg.router_listen, "router listening");
 
         let agent = Agent {

@@ -43,11 +43,19 @@ fn parse_ms(s: &str) -> f64 {
 
 fn wrk(name: &'static str, url: &str, host: Option<&str>) -> Figure {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{SECONDS}s"), "--latency"]);
+    cmd.args([
+        "-t2",
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{SECONDS}s"),
+        "--latency",
+    ]);
     if let Some(h) = host {
         cmd.args(["-H", &format!("Host: {h}")]);
     }
-    let out = cmd.arg(url).output().expect("run wrk (apt-get install wrk)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut f = Figure {
         name,
@@ -72,7 +80,10 @@ fn wrk(name: &'static str, url: &str, host: Option<&str>) -> Figure {
         }
     }
     if f.rps == 0.0 {
-        eprintln!("wrk gave no figure for {name}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "wrk gave no figure for {name}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     f
 }
@@ -87,7 +98,11 @@ fn hctl(env: &haven_tests::Env, args: &[&str]) {
         .env("HAVEN_TOKEN", env.token())
         .output()
         .expect("hctl");
-    assert!(out.status.success(), "hctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn fixture(name: &str) -> String {
@@ -117,7 +132,11 @@ fn node_host(env: &haven_tests::Env, name: &str) -> String {
         .find(|n| n["name"] == name)
         .expect("node")
         .clone();
-    let api = n["api_url"].as_str().expect("api").trim_start_matches("http://").to_string();
+    let api = n["api_url"]
+        .as_str()
+        .expect("api")
+        .trim_start_matches("http://")
+        .to_string();
     api.rsplit_once(':').expect("port").0.to_string()
 }
 
@@ -127,43 +146,86 @@ fn main() {
         return;
     }
     let mut env = cluster(3);
-    env.post_json(0, "/apps", &json!({"name": "bench"})).expect("create app");
+    env.post_json(0, "/apps", &json!({"name": "bench"}))
+        .expect("create app");
     hctl(&env, &["deploy", &fixture("nginx-app"), "-a", "bench"]);
     eventually("the upstream dyno is up", Duration::from_secs(60), || {
         (web_dynos(&env, "bench").len() == 1).then_some(())
     });
     let d = &web_dynos(&env, "bench")[0];
     let node = d["node"]["name"].as_str().expect("node").to_string();
-    let upstream = format!("{}:{}", node_host(&env, &node), d["port"].as_u64().expect("port"));
+    let upstream = format!(
+        "{}:{}",
+        node_host(&env, &node),
+        d["port"].as_u64().expect("port")
+    );
     // The router of the node that runs the dyno: the same network path as direct.
     let router_idx = (0..env.len())
-        .find(|i| env.status(*i).ok().and_then(|s| s["node_name"].as_str().map(str::to_string)) == Some(node.clone()))
+        .find(|i| {
+            env.status(*i)
+                .ok()
+                .and_then(|s| s["node_name"].as_str().map(str::to_string))
+                == Some(node.clone())
+        })
         .expect("router node");
     let router = env.router(router_idx).to_string();
 
     // Debian's nginx as a reverse proxy to the same dyno (HTTP/1.1 and keep-alive to the
-    // upstream, as an operator would set it).
+    // upstream, as an operator would set it), in the same network namespace as that node's
+    // router, so that wrk reaches both over the same path.
+    let cluster_file: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.dir().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("cluster.json");
+    let netns = cluster_file["nodes"][router_idx]["netns"]
+        .as_str()
+        .map(str::to_string);
+    let router_host = router
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .expect("router port")
+        .0
+        .to_string();
+    let (listen, nginx_url) = match &netns {
+        Some(_) => (
+            format!("{router_host}:18480"),
+            format!("http://{router_host}:18480/"),
+        ),
+        None => (
+            "127.0.0.1:18480".to_string(),
+            "http://127.0.0.1:18480/".to_string(),
+        ),
+    };
     let dir = tempfile::tempdir().expect("dir");
     let conf = dir.path().join("proxy.conf");
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f; uwsgi_temp_path {p}/u; scgi_temp_path {p}/s;\n upstream app {{ server {upstream}; keepalive 64; }}\n server {{ listen 127.0.0.1:18480; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Forwarded-For $remote_addr; }} }}\n}}\n",
+            "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n client_body_temp_path {p}/b; proxy_temp_path {p}/p; fastcgi_temp_path {p}/f; uwsgi_temp_path {p}/u; scgi_temp_path {p}/s;\n upstream app {{ server {upstream}; keepalive 64; }}\n server {{ listen {listen}; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Forwarded-For $remote_addr; }} }}\n}}\n",
             p = dir.path().display()
         ),
     )
     .expect("write nginx conf");
-    let mut nginx = Command::new("nginx")
-        .args(["-c", &conf.to_string_lossy()])
-        .spawn()
-        .expect("start nginx (apt-get install nginx)");
+    let mut nginx = match &netns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "nginx", "-c", &conf.to_string_lossy()])
+            .spawn(),
+        None => Command::new("nginx")
+            .args(["-c", &conf.to_string_lossy()])
+            .spawn(),
+    }
+    .expect("start nginx (apt-get install nginx)");
     eventually("nginx proxy answers", Duration::from_secs(10), || {
-        std::net::TcpStream::connect("127.0.0.1:18480").ok().map(|_| ())
+        std::net::TcpStream::connect(&listen).ok().map(|_| ())
     });
 
     let direct = wrk("direct to the dyno", &format!("http://{upstream}/"), None);
-    let nginx_fig = wrk("through nginx", "http://127.0.0.1:18480/", None);
-    let haven = wrk("through Haven's router", &format!("{router}/"), Some("bench.localhost"));
+    let nginx_fig = wrk("through nginx", &nginx_url, None);
+    let haven = wrk(
+        "through Haven's router",
+        &format!("{router}/"),
+        Some("bench.localhost"),
+    );
     let _ = nginx.kill();
     let _ = nginx.wait();
 
@@ -173,12 +235,24 @@ fn main() {
         (web_dynos(&env, "bench").len() == 3).then_some(())
     });
     let names: Vec<String> = (0..env.len())
-        .map(|i| env.status(i).ok().and_then(|s| s["node_name"].as_str().map(str::to_string)).unwrap_or_default())
+        .map(|i| {
+            env.status(i)
+                .ok()
+                .and_then(|s| s["node_name"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
         .collect();
     let victim = (1..env.len())
-        .find(|i| web_dynos(&env, "bench").iter().any(|d| d["node"]["name"] == names[*i].as_str()))
+        .find(|i| {
+            web_dynos(&env, "bench")
+                .iter()
+                .any(|d| d["node"]["name"] == names[*i].as_str())
+        })
         .expect("a victim");
-    let routers: Vec<String> = (0..env.len()).filter(|i| *i != victim).map(|i| env.router(i).to_string()).collect();
+    let routers: Vec<String> = (0..env.len())
+        .filter(|i| *i != victim)
+        .map(|i| env.router(i).to_string())
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -206,10 +280,17 @@ fn main() {
     let killed = Instant::now();
     env.kill(victim).expect("kill");
     let names_c = names.clone();
-    eventually("three web dynos up elsewhere", Duration::from_secs(60), || {
-        let d = web_dynos(&env, "bench");
-        (d.len() == 3 && d.iter().all(|d| d["node"]["name"] != names_c[victim].as_str())).then_some(())
-    });
+    eventually(
+        "three web dynos up elsewhere",
+        Duration::from_secs(60),
+        || {
+            let d = web_dynos(&env, "bench");
+            (d.len() == 3
+                && d.iter()
+                    .all(|d| d["node"]["name"] != names_c[victim].as_str()))
+            .then_some(())
+        },
+    );
     let replaced_after = killed.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
@@ -223,9 +304,15 @@ fn main() {
     };
 
     println!("router benchmark: {CONNECTIONS} connections, {SECONDS}s each, wrk -t2, same upstream (nginx in a dyno)");
-    println!("{:<26} {:>12} {:>10} {:>10} {:>8}", "path", "requests/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "{:<26} {:>12} {:>10} {:>10} {:>8}",
+        "path", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
     for f in [&direct, &nginx_fig, &haven] {
-        println!("{:<26} {:>12.0} {:>10.3} {:>10.3} {:>8}", f.name, f.rps, f.p50_ms, f.p99_ms, f.errors);
+        println!(
+            "{:<26} {:>12.0} {:>10.3} {:>10.3} {:>8}",
+            f.name, f.rps, f.p50_ms, f.p99_ms, f.errors
+        );
     }
     println!(
         "Haven / nginx throughput: {:.2}; p99 added over direct: Haven {:.3} ms, nginx {:.3} ms",

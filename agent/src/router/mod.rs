@@ -28,7 +28,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -65,8 +65,6 @@ struct Target {
     maintenance: bool,
     /// Web dynos the formation asks for.
     web_wanted: u32,
-    /// Whether any of its web dynos is crashed.
-    web_crashed: bool,
     /// Nodes the cluster marks down: their routes are not used.
     down_nodes: Vec<NodeId>,
 }
@@ -130,9 +128,28 @@ fn error_page(code: &str) -> Response<RBody> {
 }
 
 /// A response body that keeps guards (in-flight count, active connection) until it ends.
+/// When the body has been read to its end, the dyno connection goes back to the pool.
 struct Guarded {
     inner: Incoming,
     _guards: (InFlight, ActiveGuard),
+    reuse: Option<(Arc<table::Backend>, table::Sender)>,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection unusable.
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.give_back();
+        }
+    }
+}
+
+impl Guarded {
+    fn give_back(&mut self) {
+        if let Some((backend, sender)) = self.reuse.take() {
+            backend.put_idle(sender);
+        }
+    }
 }
 
 impl hyper::body::Body for Guarded {
@@ -143,9 +160,19 @@ impl hyper::body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
+        let polled = Pin::new(&mut self.inner)
             .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BoxError)
+            .map_err(|e| Box::new(e) as BoxError);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.reuse = None,
+            // hyper stops polling a body that says it has ended.
+            Poll::Ready(Some(Ok(_))) if hyper::body::Body::is_end_stream(&self.inner) => {
+                self.give_back()
+            }
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -205,6 +232,29 @@ impl Router {
         }
     }
 
+    /// Runs the router on a thread of its own with a single-threaded runtime: proxying is
+    /// short non-blocking work, and one thread avoids cross-thread wakeups per request.
+    pub fn spawn_thread(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        listener.set_nonblocking(true)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("haven-router".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => self.serve(l, shutdown).await,
+                        Err(e) => warn!(error = %e, "router listener unusable"),
+                    }
+                })
+            })
+    }
+
     /// Accepts connections until shutdown.
     pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
         loop {
@@ -242,10 +292,10 @@ impl Router {
             let domain = s
                 .cluster
                 .as_ref()
-                .map(|c| c.app_domain.to_ascii_lowercase())
-                .unwrap_or_else(|| "localhost".into());
+                .map_or("localhost", |c| c.app_domain.as_str());
             let by_name = host
-                .strip_suffix(&format!(".{domain}"))
+                .strip_suffix(domain)
+                .and_then(|rest| rest.strip_suffix('.'))
                 .and_then(|name| s.apps.values().find(|a| a.name == name));
             let app = by_name.or_else(|| {
                 s.apps
@@ -253,9 +303,6 @@ impl Router {
                     .find(|a| a.domains.iter().any(|d| d.hostname == host))
             })?;
             let web_wanted = app.formation.get("web").map_or(0, |f| f.quantity);
-            let web_crashed = s.dynos.values().any(|d| {
-                d.app == app.id && d.process_type == "web" && d.run && d.state == DynoState::Crashed
-            });
             let down_nodes = s
                 .nodes
                 .values()
@@ -267,7 +314,6 @@ impl Router {
                 name: app.name.clone(),
                 maintenance: app.maintenance,
                 web_wanted,
-                web_crashed,
                 down_nodes,
             })
         })
@@ -293,7 +339,12 @@ impl Router {
             .and_then(|v| v.to_str().ok())
             .filter(|v| crate::api::valid_request_id(v))
             .map(str::to_string)
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
+            .unwrap_or_else(|| {
+                // A v4 uuid from the thread's fast generator: no system call per request.
+                uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+                    .into_uuid()
+                    .to_string()
+            });
         let method = req.method().to_string();
         let path = req
             .uri()
@@ -346,15 +397,16 @@ impl Router {
         }
         let backends = self.inner.table.backends(t.app, &t.down_nodes);
         if backends.is_empty() {
-            return fail(
-                if t.web_wanted > 0 && t.web_crashed {
-                    "H10"
-                } else {
-                    "H14"
-                },
-                "",
-                0,
-            );
+            let crashed = t.web_wanted > 0
+                && self.inner.raft.with_state(|s| {
+                    s.dynos.values().any(|d| {
+                        d.app == t.app
+                            && d.process_type == "web"
+                            && d.run
+                            && d.state == DynoState::Crashed
+                    })
+                });
+            return fail(if crashed { "H10" } else { "H14" }, "", 0);
         }
 
         // Heroku's request headers.
@@ -384,62 +436,93 @@ impl Router {
         let upgrade = req.headers().contains_key(header::UPGRADE);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        // Connect, retrying other dynos on refusal or timeout.
+        // Pick a dyno and get a connection to it: an idle pooled one, else a new one;
+        // a refused or timed-out connect quarantines the dyno and tries another.
         let tuning = &self.inner.tuning;
         let connect_timeout = Duration::from_millis(tuning.connect_timeout_ms);
         let quarantine = Duration::from_millis(tuning.quarantine_ms);
+        let first_byte = Duration::from_millis(tuning.first_byte_timeout_ms);
         let mut tried: Vec<Uuid> = Vec::new();
         let mut last_code = "H21";
         let connect_started = Instant::now();
-        let mut connected = None;
-        for _ in 0..tuning.max_tries.max(1) {
+        let mut req = req;
+        let mut attempt = 0;
+        let (backend, sender, mut resp) = loop {
+            attempt += 1;
+            if attempt > tuning.max_tries.max(1) as usize + 4 {
+                return fail(last_code, "", connect_started.elapsed().as_millis());
+            }
             let Some(b) = choose(&backends, &tried, Instant::now(), |n| {
                 rand::random::<usize>() % n
             }) else {
-                break;
+                return fail(last_code, "", connect_started.elapsed().as_millis());
             };
-            tried.push(b.entry.dyno);
-            match tokio::time::timeout(connect_timeout, TcpStream::connect(&b.entry.addr)).await {
-                Ok(Ok(stream)) => {
+            // Upgrades take their connection for good: never pool those.
+            let pooled = if upgrade { None } else { b.take_idle() };
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => {
+                    tried.push(b.entry.dyno);
+                    let stream = match tokio::time::timeout(
+                        connect_timeout,
+                        TcpStream::connect(&b.entry.addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            debug!(dyno = %b.entry.name, error = %e, "connect refused; quarantined");
+                            last_code = "H21";
+                            b.quarantine(quarantine);
+                            continue;
+                        }
+                        Err(_) => {
+                            last_code = "H19";
+                            b.quarantine(quarantine);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
-                    connected = Some((b, stream));
-                    break;
+                    let (sender, conn) =
+                        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                            Ok(x) => x,
+                            Err(_) => {
+                                last_code = "H13";
+                                continue;
+                            }
+                        };
+                    tokio::spawn(async move {
+                        let _ = conn.with_upgrades().await;
+                    });
+                    sender
                 }
-                Ok(Err(e)) => {
-                    debug!(dyno = %b.entry.name, error = %e, "connect refused; quarantined");
-                    last_code = "H21";
-                    b.quarantine(quarantine);
-                }
-                Err(_) => {
-                    last_code = "H19";
-                    b.quarantine(quarantine);
-                }
-            }
-        }
-        let connect_ms = connect_started.elapsed().as_millis();
-        let Some((backend, stream)) = connected else {
-            return fail(last_code, "", connect_ms);
-        };
-        let dyno_name = backend.entry.name.clone();
-        let inflight = InFlight::new(backend);
-        let active = metrics.active(&t.name);
-        let (mut sender, conn) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                Ok(x) => x,
-                Err(_) => return fail("H13", &dyno_name, connect_ms),
             };
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let first_byte = Duration::from_millis(tuning.first_byte_timeout_ms);
-        let mut resp = match tokio::time::timeout(first_byte, sender.send_request(req)).await {
-            Err(_) => return fail("H12", &dyno_name, connect_ms),
-            Ok(Err(e)) => {
-                debug!(error = %e, "dyno closed the connection without a response");
-                return fail("H13", &dyno_name, connect_ms);
+            if sender.ready().await.is_err() {
+                // A pooled connection the dyno closed meanwhile: try again.
+                continue;
             }
-            Ok(Ok(r)) => r,
+            match tokio::time::timeout(first_byte, sender.try_send_request(req)).await {
+                Err(_) => return fail("H12", &b.entry.name, connect_started.elapsed().as_millis()),
+                Ok(Ok(r)) => break (b, sender, r),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Not sent (the connection was gone): the request can go elsewhere.
+                    Some(r) => {
+                        req = r;
+                        continue;
+                    }
+                    None => {
+                        debug!(error = %e.error(), "dyno closed the connection without a response");
+                        return fail("H13", &b.entry.name, connect_started.elapsed().as_millis());
+                    }
+                },
+            }
         };
+        let connect_ms = connect_started.elapsed().as_millis();
+        let dyno_name = backend.entry.name.clone();
+        let inflight = InFlight::new(backend.clone());
+        let active = metrics.active(&t.name);
+        // A connection that carried an upgrade is the WebSocket's for good.
+        let reuse = (!upgrade).then(|| (backend, sender));
         let status = resp.status().as_u16();
         let bytes = resp
             .headers()
@@ -473,11 +556,16 @@ impl Router {
             }
         }
         resp.map(|body| {
-            Guarded {
+            let mut g = Guarded {
                 inner: body,
                 _guards: (inflight, active),
+                reuse,
+            };
+            // An empty body is complete already.
+            if hyper::body::Body::is_end_stream(&g.inner) {
+                g.give_back();
             }
-            .boxed()
+            g.boxed()
         })
     }
 }

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use haven_raft::model::{NodeId, State};
 use haven_raft::HavenRaft;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;

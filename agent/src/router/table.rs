@@ -23,17 +23,59 @@ pub struct RouteEntry {
     pub addr: String,
 }
 
-/// A registered dyno with its live counters.
-#[derive(Debug)]
+/// Idle keep-alive connections kept per dyno.
+const IDLE_PER_BACKEND: usize = 256;
+
+/// A keep-alive client connection to a dyno.
+pub type Sender = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+
+/// A registered dyno with its live counters and idle connections.
 pub struct Backend {
     pub entry: RouteEntry,
-    pub node: NodeId,
     /// Requests in flight to it through this router.
     pub outstanding: AtomicUsize,
     quarantined_until: Mutex<Option<Instant>>,
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("entry", &self.entry)
+            .finish()
+    }
 }
 
 impl Backend {
+    fn new(entry: RouteEntry) -> Backend {
+        Backend {
+            entry,
+            outstanding: AtomicUsize::new(0),
+            quarantined_until: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle keep-alive connection to the dyno, if one is open.
+    pub fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection for the next request (up to a bound).
+    pub fn put_idle(&self, s: Sender) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < IDLE_PER_BACKEND && !s.is_closed() {
+                idle.push(s);
+            }
+        }
+    }
+
     fn quarantined(&self, now: Instant) -> bool {
         self.quarantined_until
             .lock()
@@ -57,9 +99,6 @@ impl InFlight {
     pub fn new(b: Arc<Backend>) -> InFlight {
         b.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight(b)
-    }
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
     }
 }
 
@@ -89,12 +128,7 @@ impl Table {
             // Keep the counters of a dyno that stays.
             let b = match old.get(&e.dyno) {
                 Some(b) if b.entry == e => b.clone(),
-                _ => Arc::new(Backend {
-                    entry: e.clone(),
-                    node,
-                    outstanding: AtomicUsize::new(0),
-                    quarantined_until: Mutex::new(None),
-                }),
+                _ => Arc::new(Backend::new(e.clone())),
             };
             new.insert(e.dyno, b);
         }
@@ -105,15 +139,9 @@ impl Table {
 
     pub fn add(&self, node: NodeId, e: RouteEntry) {
         let mut m = self.lock();
-        m.entry(node).or_default().insert(
-            e.dyno,
-            Arc::new(Backend {
-                entry: e,
-                node,
-                outstanding: AtomicUsize::new(0),
-                quarantined_until: Mutex::new(None),
-            }),
-        );
+        m.entry(node)
+            .or_default()
+            .insert(e.dyno, Arc::new(Backend::new(e)));
     }
 
     pub fn remove(&self, node: NodeId, dyno: Uuid) {
@@ -148,17 +176,6 @@ impl Table {
                 .then(a.entry.dyno.cmp(&b.entry.dyno))
         });
         v
-    }
-
-    /// Number of routes per app (for metrics).
-    pub fn counts(&self) -> HashMap<Uuid, usize> {
-        let mut out = HashMap::new();
-        for routes in self.lock().values() {
-            for b in routes.values() {
-                *out.entry(b.entry.app).or_insert(0) += 1;
-            }
-        }
-        out
     }
 }
 
@@ -244,7 +261,6 @@ mod tests {
         assert_eq!(now[0].outstanding.load(Ordering::Relaxed), 1);
         t.replace_node(1, vec![]);
         assert!(t.backends(app, &[]).is_empty());
-        assert_eq!(t.counts().get(&other), None);
     }
 
     #[test]
