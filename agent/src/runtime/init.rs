@@ -82,7 +82,24 @@ pub fn run(spec_path: &Path) -> i32 {
     }
 }
 
+/// Closes every inherited descriptor but stdin, stdout and stderr: whatever the agent
+/// inherited without close-on-exec must not reach the dyno.
+fn close_inherited_fds() {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        // The directory's own descriptor is already closed: EBADF, ignored.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 fn outer(spec_path: &Path) -> Result<i32> {
+    close_inherited_fds();
     let bytes = fs::read(spec_path).with_context(|| format!("read {}", spec_path.display()))?;
     // The spec holds the environment (config vars): gone from disk as soon as read.
     let _ = fs::remove_file(spec_path);

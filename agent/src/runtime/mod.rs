@@ -197,24 +197,28 @@ impl Runtime {
         if spec.slug_dir.is_some() {
             std::fs::create_dir(dirs.work())?;
         }
-        let identity_files = match (
+        let mut etc_files = Vec::new();
+        if let (Ok(p), Ok(g)) = (
             std::fs::read_to_string("/etc/passwd"),
             std::fs::read_to_string("/etc/group"),
         ) {
-            (Ok(p), Ok(g)) => {
-                std::fs::write(dirs.passwd(), plan::with_dyno_entry(&p, false))?;
-                std::fs::write(dirs.group(), plan::with_dyno_entry(&g, true))?;
-                true
-            }
-            _ => false,
-        };
+            std::fs::write(dirs.etc_file("passwd"), plan::with_dyno_entry(&p, false))?;
+            std::fs::write(dirs.etc_file("group"), plan::with_dyno_entry(&g, true))?;
+            etc_files.extend(["passwd", "group"]);
+        }
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write(
+            dirs.etc_file("hosts"),
+            plan::hosts_with(&hosts, &spec.hostname),
+        )?;
+        etc_files.push("hosts");
         let host_stack = host_stack();
         let steps = plan::mount_plan(&plan::PlanInput {
             dirs,
             slug_dir: spec.slug_dir.as_deref(),
             binds: &spec.binds,
             host_stack: &host_stack,
-            identity_files,
+            etc_files: &etc_files,
         })
         .map_err(invalid)?;
         let cg = layout.dyno(&spec.id);
@@ -376,6 +380,28 @@ fn remove_tree(dir: &Path) {
     }
 }
 
+/// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
+/// cannot have the memory controller) the cgroup2 hierarchy.
+fn mount_cgroups(base: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let try_mount = |fstype: &str, options: Option<&str>, dir: &Path| -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        mount(
+            Some("cgroup"),
+            dir,
+            Some(fstype),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            options,
+        )
+        .map_err(|e| format!("mount {fstype} at {}: {e}", dir.display()))
+    };
+    if try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
+        let _ = try_mount("cgroup", Some("pids"), &base.join("pids"));
+        return Ok(());
+    }
+    try_mount("cgroup2", None, &base.join("unified"))
+}
+
 fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, String> {
     let euid = nix::unistd::geteuid();
     if !euid.is_root() {
@@ -383,11 +409,24 @@ fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, 
     }
     create_private_dir(state_dir, true)
         .map_err(|e| format!("create the state dir {}: {e}", state_dir.display()))?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
-    let own = cgroup::locate(&mountinfo, &proc_cgroup)?;
+    let locate = || -> Result<cgroup::Own, String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
+        cgroup::locate(&mountinfo, &proc_cgroup)
+    };
+    let own = match locate() {
+        Ok(own) => own,
+        Err(why) => {
+            // E.g. under `ip netns exec`, whose fresh /sys hides the cgroup mounts:
+            // mount the hierarchies ourselves, in the state dir.
+            let at = state_dir.join(".cgroup");
+            mount_cgroups(&at).map_err(|e| format!("{why}; mounting them failed: {e}"))?;
+            tracing::info!(at = %at.display(), "mounted the cgroup hierarchies");
+            locate()?
+        }
+    };
     let layout = cgroup::setup(&own).map_err(|e| format!("cgroups: {e}"))?;
     let dir = state_dir.join(format!(".probe-{}", std::process::id()));
     remove_tree(&dir);

@@ -114,11 +114,9 @@ impl DynoDirs {
     pub fn spec_file(&self) -> PathBuf {
         self.root.join("spec.json")
     }
-    pub fn passwd(&self) -> PathBuf {
-        self.root.join("passwd")
-    }
-    pub fn group(&self) -> PathBuf {
-        self.root.join("group")
+    /// A file for [`PlanInput::etc_files`] (`passwd`, `group`, `hosts`).
+    pub fn etc_file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
     }
 }
 
@@ -259,6 +257,21 @@ pub fn with_dyno_entry(host: &str, group: bool) -> String {
     out
 }
 
+/// `/etc/hosts` for the container: the host's, plus the dyno's hostname on 127.0.0.1, so
+/// resolving it (Python's `getfqdn`, Java's `InetAddress.getLocalHost`) needs no DNS.
+pub fn hosts_with(host: &str, hostname: &str) -> String {
+    let mut out = if host.trim().is_empty() {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n".to_string()
+    } else {
+        host.to_string()
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("127.0.0.1\t{hostname}\n"));
+    out
+}
+
 /// What [`mount_plan`] needs to know.
 pub struct PlanInput<'a> {
     pub dirs: &'a DynoDirs,
@@ -266,8 +279,9 @@ pub struct PlanInput<'a> {
     pub binds: &'a [Bind],
     /// The host stack entries that exist, in [`HOST_STACK`] order.
     pub host_stack: &'a [(String, HostEntry)],
-    /// Whether `dirs.passwd()` and `dirs.group()` were written (bound over `/etc`).
-    pub identity_files: bool,
+    /// Files written in the dyno dir and bound read-only over `/etc/NAME` (`passwd`,
+    /// `group`, `hosts`), when the host has a real `/etc`.
+    pub etc_files: &'a [&'a str],
 }
 
 /// The mount plan of a container dyno: root tmpfs, host stack, identity files, `/app`,
@@ -298,17 +312,14 @@ pub fn mount_plan(input: &PlanInput<'_>) -> Result<Vec<MountStep>, String> {
         .host_stack
         .iter()
         .any(|(n, e)| n == "etc" && *e == HostEntry::Dir);
-    if input.identity_files && has_etc {
-        steps.push(MountStep::Bind {
-            source: input.dirs.passwd(),
-            target: at("etc/passwd"),
-            readonly: true,
-        });
-        steps.push(MountStep::Bind {
-            source: input.dirs.group(),
-            target: at("etc/group"),
-            readonly: true,
-        });
+    if has_etc {
+        for name in input.etc_files {
+            steps.push(MountStep::Bind {
+                source: input.dirs.root.join(name),
+                target: at("etc").join(name),
+                readonly: true,
+            });
+        }
     }
     steps.push(match input.slug_dir {
         Some(slug) => MountStep::Overlay {
@@ -545,7 +556,7 @@ mod tests {
             slug_dir: Some(Path::new("/slugs/abc")),
             binds: &binds,
             host_stack: &stack,
-            identity_files: true,
+            etc_files: &["passwd", "group", "hosts"],
         })
         .unwrap();
         let r = PathBuf::from("/state/d1/rootfs");
@@ -640,7 +651,7 @@ mod tests {
             slug_dir: None,
             binds: &[],
             host_stack: &[],
-            identity_files: true,
+            etc_files: &["passwd"],
         })
         .unwrap();
         assert!(!plan.iter().any(|s| matches!(s, MountStep::Overlay { .. })));
@@ -681,6 +692,18 @@ mod tests {
                 ("PORT".to_string(), "5000".to_string()),
                 ("HOME".to_string(), "/s/d/app".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn runtime_hosts_file_resolves_the_dyno_hostname() {
+        assert_eq!(
+            hosts_with("127.0.0.1 localhost", "web.1"),
+            "127.0.0.1 localhost\n127.0.0.1\tweb.1\n"
+        );
+        assert_eq!(
+            hosts_with("", "run.1"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\trun.1\n"
         );
     }
 

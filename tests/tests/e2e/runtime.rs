@@ -192,6 +192,7 @@ echo "pid=$$"
 echo "init=$(tr '\0' ' ' </proc/1/cmdline)"
 n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo "procs=$n"
 echo "hostname=$(cat /proc/sys/kernel/hostname)"
+echo "resolves=$(getent hosts "$(cat /proc/sys/kernel/hostname)" | cut -d' ' -f1)"
 echo "uid=$(id -u)"
 echo "gid=$(id -g)"
 echo "user=$(id -un 2>/dev/null)"
@@ -263,6 +264,11 @@ fn runtime_container_isolates_the_dyno_and_cleans_up() {
     assert!(field(&out, "init").contains("dyno-init"), "{}", out.stdout);
     assert_eq!(field(&out, "procs"), "2", "only init and the command");
     assert_eq!(field(&out, "hostname"), "web.1");
+    assert_eq!(
+        field(&out, "resolves"),
+        "127.0.0.1",
+        "the hostname resolves without DNS"
+    );
     assert_eq!(field(&out, "uid"), DYNO_UID.to_string());
     assert_eq!(field(&out, "gid"), DYNO_UID.to_string());
     assert_eq!(field(&out, "user"), "dyno");
