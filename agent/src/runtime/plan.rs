@@ -465,7 +465,8 @@ mod tests {
     fn runtime_validate_accepts_a_normal_spec_and_refuses_bad_ones() {
         let state = Path::new("/var/lib/haven/dynos");
         assert_eq!(validate(&spec(), state), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut DynoSpec)>)> = vec![
+        type Case = (&'static str, Box<dyn Fn(&mut DynoSpec)>);
+        let cases: Vec<Case> = vec![
             ("id with slash", Box::new(|s| s.id = "../x".into())),
             ("empty id", Box::new(|s| s.id = String::new())),
             ("dot id", Box::new(|s| s.id = ".".into())),

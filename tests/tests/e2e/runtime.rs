@@ -485,3 +485,32 @@ fn runtime_process_mode_runs_a_copy_of_the_slug() {
     assert!(!fx.path("state/rt-process-1").exists());
     assert!(out.status.signal().is_none());
 }
+
+#[test]
+fn runtime_container_pids_limit_caps_forks() {
+    if skip_unless_root("the pids limit") {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.script(
+        "forks.py",
+        "#!/usr/bin/env python3\nimport os, time\nfor i in range(100):\n    try:\n        pid = os.fork()\n    except OSError:\n        print('limited at', i, flush=True)\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\nelse:\n    print('unlimited', flush=True)\n",
+    );
+    let cmd = fx.dyno_run(
+        "rt-pids-1",
+        &["--mode", "container", "--pids", "16"],
+        "bin/forks.py",
+    );
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let n: usize = out
+        .stdout
+        .trim()
+        .strip_prefix("limited at ")
+        .unwrap_or_else(|| panic!("forks were not limited: {}", out.stdout))
+        .parse()
+        .unwrap();
+    // 16 tasks: init, python, and at most 14 children.
+    assert!(n <= 14, "{n} forks under a limit of 16");
+    assert!(!fx.path("state/rt-pids-1").exists());
+}
