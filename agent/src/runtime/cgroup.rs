@@ -195,6 +195,48 @@ pub fn setup(own: &Own) -> Result<Layout, String> {
     }
 }
 
+impl Layout {
+    /// The `haven` dirs that hold dyno cgroups.
+    fn parents(&self) -> Vec<&Path> {
+        match self {
+            Layout::V2 { parent, .. } => vec![parent.as_path()],
+            Layout::V1 { memory, pids } => {
+                let mut v = vec![memory.as_path()];
+                if let Some(p) = pids {
+                    v.push(p);
+                }
+                v
+            }
+        }
+    }
+
+    /// Removes dyno cgroups left empty by agents that died (an agent's death kills its
+    /// dynos, but leaves their cgroups). `rmdir` refuses cgroups that hold processes, and
+    /// ones younger than `min_age` are spared: another agent sharing the parent may have
+    /// just made one for a dyno that has not joined it yet. Returns how many went.
+    pub fn remove_stale(&self, min_age: Duration) -> usize {
+        let mut removed = 0;
+        for parent in self.parents() {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let old_enough = e
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_dir())
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= min_age);
+                if old_enough && std::fs::remove_dir(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
 /// The cgroup(s) of one dyno.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynoCgroup {

@@ -428,6 +428,10 @@ fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, 
         }
     };
     let layout = cgroup::setup(&own).map_err(|e| format!("cgroups: {e}"))?;
+    let stale = layout.remove_stale(std::time::Duration::from_secs(60));
+    if stale > 0 {
+        tracing::info!(count = stale, "removed the empty cgroups of dead dynos");
+    }
     let dir = state_dir.join(format!(".probe-{}", std::process::id()));
     remove_tree(&dir);
     let out = std::process::Command::new(init_exe)
