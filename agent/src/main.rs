@@ -93,6 +93,19 @@ enum Cmd {
     /// The pre-receive hook of app repositories (run by git during a push).
     #[command(hide = true)]
     GitHook,
+    /// Internal: the init of a container dyno (started by the runtime).
+    #[command(hide = true)]
+    DynoInit {
+        /// The spec file written by the runtime (read, then deleted).
+        #[arg(long, required_unless_present = "probe")]
+        spec: Option<PathBuf>,
+        /// Only check that this host can run container dynos, using DIR as scratch.
+        #[arg(long, value_name = "DIR")]
+        probe: Option<PathBuf>,
+    },
+    /// Debug: run one dyno attached to this terminal and exit with its status.
+    #[command(hide = true)]
+    DynoRun(runtime::DynoRunArgs),
 }
 
 #[derive(Args)]
@@ -387,14 +400,39 @@ fn start_run(data_dir: &Path) -> Result<()> {
     })
 }
 
+/// An exit status for a code that may be outside 0..=255 (shell conventions wrap).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from((code & 0xff) as u8)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::GitHook = cli.command {
         // Everything it prints reaches the pusher: no agent logging here.
         return ExitCode::from(git::run_hook().clamp(0, 255) as u8);
     }
+    // Before logging or any thread: dyno-init forks, which needs a single thread.
+    if let Cmd::DynoInit { spec, probe } = &cli.command {
+        return exit_code(match (probe, spec) {
+            (Some(dir), _) => runtime::dyno_init_probe(dir),
+            (None, Some(spec)) => runtime::dyno_init(spec),
+            (None, None) => 2,
+        });
+    }
     init_logging(cli.log_format, &cli.log_level);
-    let result = match &cli.command {
+    let command = match cli.command {
+        Cmd::DynoRun(args) => {
+            return match runtime::dyno_run(args) {
+                Ok(code) => exit_code(code),
+                Err(e) => {
+                    eprintln!("havend dyno-run: {e:#}");
+                    exit_code(125)
+                }
+            }
+        }
+        other => other,
+    };
+    let result = match &command {
         Cmd::Init {
             node,
             domain,
@@ -413,6 +451,7 @@ fn main() -> ExitCode {
                     Ok(())
                 })
             }),
+        Cmd::DynoInit { .. } | Cmd::DynoRun(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

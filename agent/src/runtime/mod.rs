@@ -1,143 +1,630 @@
-//! TEMPORARY: process-mode-only runtime until the container runtime lands.
-use std::path::PathBuf;
-use std::process::Stdio;
+//! The dyno runtime: runs one dyno (a Procfile command over an extracted slug) as a
+//! container, or as a plain process where containers are unavailable.
+//!
+//! **Container mode** (root, namespaces, overlayfs, cgroups): `spawn` writes the per-dyno
+//! dir and a spec file, creates the dyno's cgroup with its limits, and starts
+//! `havend dyno-init --spec FILE` (see [`init`]): PID 1 of new PID, mount, UTS and IPC
+//! namespaces (the network is the host's, so the router reaches `$PORT`), rooted by
+//! `pivot_root` in a tmpfs holding the host stack bound read-only, `/app` as an overlay
+//! (slug below, per-dyno upper dir above), a private `/tmp`, fresh `/proc` and a minimal
+//! `/dev`. The command runs as uid/gid [`plan::DYNO_UID`] with `no_new_privs`. Every mount
+//! lives only in the dyno's private mount namespace, so the host never sees them.
+//!
+//! **Process mode**: `bash -c` as a child in its own process group, cwd and `HOME` a
+//! per-dyno copy of the slug.
+//!
+//! Only this module calls `nix` (design invariant).
 
+mod cgroup;
+mod init;
+mod plan;
+mod run;
+
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+pub use init::{probe as dyno_init_probe, run as dyno_init};
+pub use plan::{DYNO_GID, DYNO_UID};
+pub use run::{dyno_run, DynoRunArgs};
+
+/// How dynos run on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Namespaces, pivot_root, cgroups, unprivileged user.
     Container,
+    /// Plain child processes (no root or no namespaces).
     Process,
 }
 
-pub struct Runtime {
-    state_dir: PathBuf,
-}
-
+/// A host path bound into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub host: PathBuf,
+    /// Absolute path inside the container.
     pub target: PathBuf,
     pub writable: bool,
 }
 
+/// One dyno to start.
+#[derive(Debug, Clone)]
 pub struct DynoSpec {
+    /// Unique (a uuid): names the per-dyno dir and cgroup. `[A-Za-z0-9._-]`, ≤ 64.
     pub id: String,
+    /// E.g. `web.1`.
     pub hostname: String,
+    /// The extracted slug: the read-only lower layer of `/app`. `None`: an empty,
+    /// writable `/app`.
     pub slug_dir: Option<PathBuf>,
     pub binds: Vec<Bind>,
+    /// A shell command line, run in `/app` after `.profile.d/*.sh` are sourced (see
+    /// [`plan::shell_args`]): a simple command becomes the dyno's main process.
     pub command: String,
+    /// The complete environment (the supervisor adds `PORT`, `DYNO`, `HOME=/app`, `PATH`).
     pub env: Vec<(String, String)>,
+    /// The cgroup's hard memory limit: the supervisor passes twice the size's quota
+    /// (Heroku's R15 point) and logs R14 from [`DynoProcess::memory_usage_bytes`] above
+    /// 1×. Swap is capped too. 0: no limit.
     pub memory_limit_bytes: u64,
+    /// Process/thread limit (0: no limit).
     pub pids_limit: u64,
+    /// Pipe stdin (attached one-off dynos); else it is `/dev/null`.
     pub stdin: bool,
 }
 
+/// How a dyno ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// The kernel's OOM killer killed a process of the dyno (its memory hit 2× quota).
     pub oom_killed: bool,
 }
 
-pub struct DynoProcess {
-    child: tokio::process::Child,
-    pid: i32,
-    dir: PathBuf,
+/// Starts dynos on this host.
+#[derive(Debug)]
+pub struct Runtime {
+    mode: Mode,
+    state_dir: PathBuf,
+    init_exe: PathBuf,
+    cgroups: Option<cgroup::Layout>,
+    reason: Option<String>,
 }
 
 impl Runtime {
-    pub fn new(state_dir: PathBuf, _init_exe: PathBuf) -> Runtime {
-        Runtime { state_dir }
-    }
-    pub fn mode(&self) -> Mode {
-        Mode::Process
-    }
-    pub fn spawn(&self, spec: &DynoSpec) -> std::io::Result<DynoProcess> {
-        let dir = self.state_dir.join(&spec.id).join("app");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
-        if let Some(slug) = &spec.slug_dir {
-            let st = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(slug)
-                .arg(&dir)
-                .status()?;
-            if !st.success() {
-                return Err(std::io::Error::other("copy slug"));
+    /// Probes root, the namespaces and overlayfs (by running `init_exe dyno-init --probe`
+    /// in the state dir), and cgroups; on failure logs one warning saying why and runs
+    /// dynos in Process mode. `state_dir` holds the per-dyno dirs. Blocks for the probe
+    /// (a few milliseconds): call it at startup.
+    pub fn new(state_dir: PathBuf, init_exe: PathBuf) -> Runtime {
+        match probe_container(&state_dir, &init_exe) {
+            Ok(layout) => Runtime {
+                mode: Mode::Container,
+                state_dir,
+                init_exe,
+                cgroups: Some(layout),
+                reason: None,
+            },
+            Err(why) => {
+                tracing::warn!(
+                    reason = %why,
+                    "container dynos are unavailable on this host; dynos run as plain processes"
+                );
+                let mut rt = Runtime::process_only(state_dir);
+                rt.init_exe = init_exe;
+                rt.reason = Some(why);
+                rt
             }
-        } else {
-            std::fs::create_dir_all(&dir)?;
         }
-        let script = format!(
-            "for f in \"$HOME\"/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; {}",
-            spec.command
-        );
-        let mut cmd = tokio::process::Command::new("bash");
-        cmd.arg("-c").arg(script).env_clear().current_dir(&dir);
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
+    }
+
+    /// A runtime that runs every dyno in Process mode, without probing.
+    pub fn process_only(state_dir: PathBuf) -> Runtime {
+        Runtime {
+            mode: Mode::Process,
+            state_dir,
+            init_exe: PathBuf::new(),
+            cgroups: None,
+            reason: Some("Process mode was asked for".into()),
         }
-        cmd.env("HOME", &dir);
-        cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Why container mode is unavailable (Process mode only).
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// Starts a dyno; returns once its process is started (container setup errors show
+    /// on the dyno's stderr and as exit code 125). Creates dirs and cgroups, and in
+    /// Process mode copies the slug. Call it on a tokio worker thread (inside a task, not
+    /// in `spawn_blocking`): the dyno gets SIGKILL when the thread that spawned it exits
+    /// (`PR_SET_PDEATHSIG`), so that dynos die with the agent.
+    pub fn spawn(&self, spec: &DynoSpec) -> io::Result<DynoProcess> {
+        plan::validate(spec, &self.state_dir).map_err(invalid)?;
+        if let Some(slug) = &spec.slug_dir {
+            if !slug.is_dir() {
+                return Err(invalid(format!(
+                    "slug dir {} is not a directory",
+                    slug.display()
+                )));
+            }
+        }
+        let dirs = plan::DynoDirs::new(&self.state_dir, &spec.id);
+        create_private_dir(&self.state_dir, true)?;
+        if dirs.root.exists() {
+            // Left by an agent that died with this dyno running (ids are unique per dyno,
+            // and the supervisor cleans a dyno up before it starts it again).
+            tracing::info!(dyno = %spec.id, "removing a stale dyno dir");
+            if let Some(layout) = &self.cgroups {
+                let cg = layout.dyno(&spec.id);
+                cg.kill_all();
+                cg.remove();
+            }
+            remove_tree(&dirs.root);
+        }
+        create_private_dir(&dirs.root, false)?;
+        let started = match self.mode {
+            Mode::Container => self.spawn_container(spec, &dirs),
+            Mode::Process => self.spawn_process(spec, &dirs),
+        };
+        if started.is_err() {
+            remove_tree(&dirs.root);
+        }
+        started
+    }
+
+    fn spawn_container(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
+        let layout = self
+            .cgroups
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no cgroup layout"))?;
+        let upper = dirs.upper();
+        std::fs::create_dir(&upper)?;
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?;
+        std::os::unix::fs::chown(&upper, Some(DYNO_UID), Some(DYNO_GID))?;
+        if spec.slug_dir.is_some() {
+            std::fs::create_dir(dirs.work())?;
+        }
+        let mut etc_files = Vec::new();
+        if let (Ok(p), Ok(g)) = (
+            std::fs::read_to_string("/etc/passwd"),
+            std::fs::read_to_string("/etc/group"),
+        ) {
+            std::fs::write(dirs.etc_file("passwd"), plan::with_dyno_entry(&p, false))?;
+            std::fs::write(dirs.etc_file("group"), plan::with_dyno_entry(&g, true))?;
+            etc_files.extend(["passwd", "group"]);
+        }
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write(
+            dirs.etc_file("hosts"),
+            plan::hosts_with(&hosts, &spec.hostname),
+        )?;
+        etc_files.push("hosts");
+        let host_stack = host_stack();
+        let steps = plan::mount_plan(&plan::PlanInput {
+            dirs,
+            slug_dir: spec.slug_dir.as_deref(),
+            binds: &spec.binds,
+            host_stack: &host_stack,
+            etc_files: &etc_files,
+        })
+        .map_err(invalid)?;
+        let cg = layout.dyno(&spec.id);
+        cg.create(spec.memory_limit_bytes, spec.pids_limit)?;
+        let init_spec = plan::InitSpec {
+            hostname: spec.hostname.clone(),
+            rootfs: dirs.rootfs(),
+            steps,
+            program: "/bin/bash".into(),
+            args: std::iter::once("bash".to_string())
+                .chain(plan::shell_args("/app", &spec.command))
+                .collect(),
+            env: spec.env.clone(),
+            workdir: "/app".into(),
+            uid: DYNO_UID,
+            gid: DYNO_GID,
+            cgroup_procs: cg.procs_files(),
+            parent_pid: std::process::id() as i32,
+        };
+        let written = serde_json::to_vec(&init_spec)
+            .map_err(io::Error::other)
+            .and_then(|bytes| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dirs.spec_file())?;
+                io::Write::write_all(&mut f, &bytes)
+            });
+        let child = written.and_then(|()| {
+            let mut cmd = Command::new(&self.init_exe);
+            cmd.arg("dyno-init").arg("--spec").arg(dirs.spec_file());
+            cmd.env_clear().current_dir("/");
+            stdio(&mut cmd, spec.stdin);
+            cmd.spawn()
+        });
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                cg.remove();
+                return Err(e);
+            }
+        };
+        Ok(DynoProcess::new(
+            child,
+            dirs.root.clone(),
+            Kind::Container { cgroup: cg },
+        ))
+    }
+
+    fn spawn_process(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
+        let app = dirs.app_copy();
+        match &spec.slug_dir {
+            Some(slug) => {
+                let status = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(slug)
+                    .arg(&app)
+                    .stdin(Stdio::null())
+                    .status()?;
+                if !status.success() {
+                    return Err(io::Error::other(format!(
+                        "copying the slug {} failed: {status}",
+                        slug.display()
+                    )));
+                }
+            }
+            None => std::fs::create_dir(&app)?,
+        }
+        let mut cmd = Command::new(bash_path());
+        cmd.args(plan::shell_args("\"$HOME\"", &spec.command))
+            .current_dir(&app)
+            .env_clear()
+            .envs(plan::process_env(&spec.env, &app));
+        stdio(&mut cmd, spec.stdin);
+        // SAFETY: the closure runs between fork and exec in the child and only calls
+        // prctl(2), which is async-signal-safe; it allocates nothing and takes no locks.
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
             });
         }
-        cmd.stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn()?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        Ok(DynoProcess { child, pid, dir })
+        Ok(DynoProcess::new(child, dirs.root.clone(), Kind::Process))
     }
 }
 
-impl DynoProcess {
-    pub fn pid(&self) -> i32 {
-        self.pid
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+fn stdio(cmd: &mut Command, stdin: bool) {
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a terminal's ^C to the agent does not reach dynos.
+        .process_group(0)
+        .kill_on_drop(false);
+}
+
+fn bash_path() -> PathBuf {
+    ["/bin/bash", "/usr/bin/bash"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| "bash".into())
+}
+
+/// The host stack entries that exist, as dirs or symlinks.
+fn host_stack() -> Vec<(String, plan::HostEntry)> {
+    plan::HOST_STACK
+        .iter()
+        .filter_map(|name| {
+            let p = Path::new("/").join(name);
+            let meta = std::fs::symlink_metadata(&p).ok()?;
+            let entry = if meta.file_type().is_symlink() {
+                plan::HostEntry::Symlink(std::fs::read_link(&p).ok()?)
+            } else if meta.is_dir() {
+                plan::HostEntry::Dir
+            } else {
+                return None;
+            };
+            Some((name.to_string(), entry))
+        })
+        .collect()
+}
+
+/// Creates `dir` with mode 0700 (all of its parents too if `parents`).
+fn create_private_dir(dir: &Path, parents: bool) -> io::Result<()> {
+    if parents {
+        std::fs::create_dir_all(dir)?;
+    } else {
+        std::fs::create_dir(dir)?;
     }
-    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
-        self.child.stdout.take()
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Removes a per-dyno dir, making read-only dirs writable where that stops it (slug
+/// copies of a non-root Process-mode agent).
+fn remove_tree(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => return,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(_) => {}
     }
-    pub fn take_stderr(&mut self) -> Option<tokio::process::ChildStderr> {
-        self.child.stderr.take()
-    }
-    pub fn take_stdin(&mut self) -> Option<tokio::process::ChildStdin> {
-        self.child.stdin.take()
-    }
-    pub async fn wait(&mut self) -> ExitInfo {
-        use std::os::unix::process::ExitStatusExt;
-        match self.child.wait().await {
-            Ok(s) => ExitInfo {
-                code: s.code(),
-                signal: s.signal(),
-                oom_killed: false,
-            },
-            Err(_) => ExitInfo {
-                code: None,
-                signal: None,
-                oom_killed: false,
-            },
+    fn make_writable(d: &Path) {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    make_writable(&e.path());
+                }
+            }
         }
     }
+    make_writable(dir);
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a dyno dir");
+    }
+}
+
+/// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
+/// cannot have the memory controller) the cgroup2 hierarchy.
+fn mount_cgroups(base: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let try_mount = |fstype: &str, options: Option<&str>, dir: &Path| -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        mount(
+            Some("cgroup"),
+            dir,
+            Some(fstype),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            options,
+        )
+        .map_err(|e| format!("mount {fstype} at {}: {e}", dir.display()))
+    };
+    if try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
+        let _ = try_mount("cgroup", Some("pids"), &base.join("pids"));
+        return Ok(());
+    }
+    try_mount("cgroup2", None, &base.join("unified"))
+}
+
+fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, String> {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        return Err(format!("havend is not running as root (euid {euid})"));
+    }
+    create_private_dir(state_dir, true)
+        .map_err(|e| format!("create the state dir {}: {e}", state_dir.display()))?;
+    let locate = || -> Result<cgroup::Own, String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
+        cgroup::locate(&mountinfo, &proc_cgroup)
+    };
+    let own = match locate() {
+        Ok(own) => own,
+        Err(why) => {
+            // E.g. under `ip netns exec`, whose fresh /sys hides the cgroup mounts:
+            // mount the hierarchies ourselves, in the state dir.
+            let at = state_dir.join(".cgroup");
+            mount_cgroups(&at).map_err(|e| format!("{why}; mounting them failed: {e}"))?;
+            tracing::info!(at = %at.display(), "mounted the cgroup hierarchies");
+            locate()?
+        }
+    };
+    let layout = cgroup::setup(&own).map_err(|e| format!("cgroups: {e}"))?;
+    let stale = layout.remove_stale(std::time::Duration::from_secs(60));
+    if stale > 0 {
+        tracing::info!(count = stale, "removed the empty cgroups of dead dynos");
+    }
+    let dir = state_dir.join(format!(".probe-{}", std::process::id()));
+    remove_tree(&dir);
+    let out = std::process::Command::new(init_exe)
+        .arg("dyno-init")
+        .arg("--probe")
+        .arg(&dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output();
+    remove_tree(&dir);
+    let out = out.map_err(|e| format!("run {} dyno-init --probe: {e}", init_exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "namespace probe failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(layout)
+}
+
+#[derive(Debug)]
+enum Kind {
+    Container { cgroup: cgroup::DynoCgroup },
+    Process,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Container: the `dyno-init` outer process; Process: the bash process, which leads
+    /// the dyno's process group.
+    pid: i32,
+    kind: Kind,
+    dir: PathBuf,
+    /// Set once the process is reaped: its pid may be reused, so no more signals to it.
+    exited: AtomicBool,
+}
+
+/// A running dyno. Owns its pipes; signal it from other tasks through [`DynoHandle`].
+#[derive(Debug)]
+pub struct DynoProcess {
+    child: Child,
+    handle: DynoHandle,
+    exit: Option<ExitInfo>,
+}
+
+/// Signals, usage and cleanup of a dyno, cloneable and usable while another task awaits
+/// [`DynoProcess::wait`].
+#[derive(Debug, Clone)]
+pub struct DynoHandle {
+    shared: Arc<Shared>,
+}
+
+impl DynoProcess {
+    fn new(child: Child, dir: PathBuf, kind: Kind) -> DynoProcess {
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        DynoProcess {
+            child,
+            handle: DynoHandle {
+                shared: Arc::new(Shared {
+                    pid,
+                    kind,
+                    dir,
+                    exited: AtomicBool::new(false),
+                }),
+            },
+            exit: None,
+        }
+    }
+
+    #[allow(dead_code)] // API for the supervisor's logs and debugging.
+    /// Host pid of the dyno's init: the `dyno-init` process (container; PID 1 of the
+    /// dyno is its only child) or the bash process (Process mode).
+    pub fn pid(&self) -> i32 {
+        self.handle.shared.pid
+    }
+
+    pub fn handle(&self) -> DynoHandle {
+        self.handle.clone()
+    }
+
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Waits for the dyno's main process to end (cancel-safe). By then every process of a
+    /// container dyno is gone; in Process mode the rest of the process group is killed.
+    pub async fn wait(&mut self) -> ExitInfo {
+        if let Some(e) = self.exit {
+            return e;
+        }
+        let status = self.child.wait().await;
+        let shared = &self.handle.shared;
+        shared.exited.store(true, Ordering::SeqCst);
+        let (code, signal) = match status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for a dyno failed");
+                (None, None)
+            }
+        };
+        let oom_killed = match &shared.kind {
+            Kind::Container { cgroup } => match cgroup.oom_kills() {
+                Some(n) => n > 0,
+                None => signal == Some(9) && cgroup.failcnt().unwrap_or(0) > 0,
+            },
+            Kind::Process => {
+                // The main process is done: so is the dyno.
+                let _ = killpg(Pid::from_raw(shared.pid), Signal::SIGKILL);
+                false
+            }
+        };
+        let e = ExitInfo {
+            code,
+            signal,
+            oom_killed,
+        };
+        self.exit = Some(e);
+        e
+    }
+
     pub fn terminate(&self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        self.handle.terminate()
     }
+
     pub fn kill(&self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        self.handle.kill()
     }
+
     pub fn memory_usage_bytes(&self) -> Option<u64> {
-        None
+        self.handle.memory_usage_bytes()
     }
+
     pub fn cleanup(&self) {
-        let _ = std::fs::remove_dir_all(self.dir.parent().unwrap_or(&self.dir));
+        self.handle.cleanup()
+    }
+}
+
+impl DynoHandle {
+    /// SIGTERM to every process of the dyno. Container: to `dyno-init`, which forwards it
+    /// to PID 1, which sends it to every process of the namespace; Process: to the group.
+    pub fn terminate(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// SIGKILL to every process of the dyno (the whole cgroup in container mode).
+    pub fn kill(&self) {
+        if let Kind::Container { cgroup } = &self.shared.kind {
+            cgroup.kill_all();
+        }
+        self.signal(Signal::SIGKILL);
+    }
+
+    fn signal(&self, sig: Signal) {
+        let s = &self.shared;
+        if s.exited.load(Ordering::SeqCst) || s.pid <= 0 {
+            return;
+        }
+        let pid = Pid::from_raw(s.pid);
+        let _ = match s.kind {
+            Kind::Container { .. } => kill(pid, sig),
+            Kind::Process => killpg(pid, sig),
+        };
+    }
+
+    /// Current memory use of the dyno's cgroup (container mode only).
+    pub fn memory_usage_bytes(&self) -> Option<u64> {
+        match &self.shared.kind {
+            Kind::Container { cgroup } => cgroup.memory_usage(),
+            Kind::Process => None,
+        }
+    }
+
+    /// After exit: removes the cgroup and the per-dyno dir (overlay upper dir, slug copy).
+    /// The mounts die with the dyno's mount namespace. Kills the dyno first if it still
+    /// runs. Idempotent; never touches the slug dir (a spec whose slug overlaps the dyno
+    /// dir is refused at spawn).
+    pub fn cleanup(&self) {
+        let s = &self.shared;
+        if !s.exited.load(Ordering::SeqCst) {
+            self.kill();
+        }
+        if let Kind::Container { cgroup } = &s.kind {
+            cgroup.remove();
+        }
+        remove_tree(&s.dir);
     }
 }

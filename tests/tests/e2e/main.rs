@@ -13,3 +13,4 @@ mod cluster;
 mod dynos;
 mod hctl;
 mod router;
+mod runtime;

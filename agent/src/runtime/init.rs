@@ -1,0 +1,555 @@
+//! `havend dyno-init`: the container's init, run by the runtime as a fresh (so
+//! single-threaded) process.
+//!
+//! The outer process joins the dyno's cgroups, unshares the mount, UTS, IPC and PID
+//! namespaces and forks. The child is PID 1 of the new PID namespace: it builds the root
+//! from the mount plan, `pivot_root`s into it, sets the hostname, forks the main process
+//! (which drops to the dyno uid with `no_new_privs` and execs bash), then reaps zombies and
+//! forwards signals until the main process exits; it exits with it, which makes the kernel
+//! kill whatever else is left in the namespace. The outer process forwards signals to PID 1,
+//! and relays the main process's status as its own (exit code, or the same signal), so the
+//! runtime's `wait` sees the command's status.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{
+    chdir, execve, fork, getpid, getppid, pipe2, pivot_root, setgid, setgroups, sethostname,
+    setsid, setuid, ForkResult, Gid, Pid, Uid,
+};
+
+use super::plan::{parse_mountinfo, InitSpec, MountStep};
+
+/// Exit code of `dyno-init` when the container could not be set up (as `docker run`).
+pub const SETUP_FAILED: i32 = 125;
+/// Exit code when the command could not be executed.
+const EXEC_FAILED: i32 = 127;
+
+const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWPID);
+
+/// The signals init and the outer process take synchronously (blocked, then `sigwait`).
+fn handled_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// `fork` is only sound here because this process has one thread; check it.
+fn ensure_single_threaded() -> Result<()> {
+    let n = fs::read_dir("/proc/self/task")
+        .context("read /proc/self/task")?
+        .count();
+    if n != 1 {
+        bail!("dyno-init must be single-threaded, found {n} threads");
+    }
+    Ok(())
+}
+
+/// `havend dyno-init --spec FILE`. Returns an exit code only on failure or on the relayed
+/// status; may also end the process with the relayed signal.
+pub fn run(spec_path: &Path) -> i32 {
+    match outer(spec_path) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("havend dyno-init: {e:#}");
+            SETUP_FAILED
+        }
+    }
+}
+
+/// Closes every inherited descriptor but stdin, stdout and stderr: whatever the agent
+/// inherited without close-on-exec must not reach the dyno.
+fn close_inherited_fds() {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|fd| *fd > 2) {
+        // The directory's own descriptor is already closed: EBADF, ignored.
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+fn outer(spec_path: &Path) -> Result<i32> {
+    close_inherited_fds();
+    let bytes = fs::read(spec_path).with_context(|| format!("read {}", spec_path.display()))?;
+    // The spec holds the environment (config vars): gone from disk as soon as read.
+    let _ = fs::remove_file(spec_path);
+    let spec: InitSpec = serde_json::from_slice(&bytes).context("parse the dyno spec")?;
+    // The dyno dies with the agent (as a plain child would with its process group).
+    prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+    if getppid().as_raw() != spec.parent_pid {
+        bail!("the agent exited before the dyno started");
+    }
+    let me = std::process::id().to_string();
+    for procs in &spec.cgroup_procs {
+        fs::write(procs, &me).with_context(|| format!("join cgroup {}", procs.display()))?;
+    }
+    // Neither this process nor PID 1 should be the OOM killer's pick; the main process
+    // resets its own score.
+    let _ = fs::write("/proc/self/oom_score_adj", "-1000");
+    ensure_single_threaded()?;
+    unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
+    let (status_r, status_w) =
+        pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("create the status pipe")?;
+    let signals = handled_signals();
+    signals.thread_block().context("block signals")?;
+    // SAFETY: this process is single-threaded (checked above), so the child may allocate
+    // and run arbitrary code after the fork.
+    match unsafe { fork() }.context("fork the container init")? {
+        ForkResult::Child => {
+            drop(status_r);
+            let code = match container_init(&spec, &status_w, &signals) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("havend dyno-init: {e:#}");
+                    SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(status_w);
+            relay(child, status_r, &signals)
+        }
+    }
+}
+
+/// How the main process ended, as PID 1 reports it to the outer process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exit(i32),
+    Signal(i32),
+}
+
+impl Status {
+    pub fn encode(self) -> String {
+        match self {
+            Status::Exit(c) => format!("exit {c}\n"),
+            Status::Signal(s) => format!("signal {s}\n"),
+        }
+    }
+    pub fn decode(s: &str) -> Option<Status> {
+        let (kind, n) = s.trim().split_once(' ')?;
+        let n = n.parse().ok()?;
+        match kind {
+            "exit" => Some(Status::Exit(n)),
+            "signal" => Some(Status::Signal(n)),
+            _ => None,
+        }
+    }
+}
+
+/// The outer process: forward signals to PID 1 until it exits, then end the same way
+/// as the main process did.
+fn relay(init: Pid, status_r: OwnedFd, signals: &SigSet) -> Result<i32> {
+    loop {
+        let sig = signals.wait().context("wait for signals")?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(init, sig);
+            continue;
+        }
+        let fallback = match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Status::Exit(code),
+            Ok(WaitStatus::Signaled(_, s, _)) => Status::Signal(s as i32),
+            _ => continue,
+        };
+        let mut buf = String::new();
+        let _ = fs::File::from(status_r).read_to_string(&mut buf);
+        return Ok(finish(Status::decode(&buf).unwrap_or(fallback)));
+    }
+}
+
+/// Ends as `status` says: returns the exit code, or raises the signal on this process.
+fn finish(status: Status) -> i32 {
+    match status {
+        Status::Exit(c) => c,
+        Status::Signal(s) => {
+            if let Ok(sig) = Signal::try_from(s) {
+                let mut set = SigSet::empty();
+                set.add(sig);
+                let _ = set.thread_unblock();
+                let _ = kill(getpid(), sig);
+            }
+            // Still here: the signal is ignored in this process (SIGPIPE); shell convention.
+            128 + s
+        }
+    }
+}
+
+/// PID 1 of the dyno's namespaces.
+fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Result<i32> {
+    // If the outer process dies, so does the dyno (and with PID 1, its whole namespace).
+    prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make all mounts private")?;
+    for step in &spec.steps {
+        apply(step).with_context(|| format!("mount step {step:?}"))?;
+    }
+    enter_root(&spec.rootfs)?;
+    sethostname(&spec.hostname).context("set the hostname")?;
+
+    let cstr = |s: &[u8]| CString::new(s).map_err(|_| anyhow!("NUL byte in the spec"));
+    let program = cstr(spec.program.as_os_str().as_bytes())?;
+    let argv = spec
+        .args
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+
+    // SAFETY: this process is single-threaded (a fork of the single-threaded outer process).
+    let main = match unsafe { fork() }.context("fork the main process")? {
+        ForkResult::Child => {
+            let e = exec_main(spec, &program, &argv, &envp);
+            eprintln!("havend dyno-init: cannot run the command: {e:#}");
+            std::process::exit(EXEC_FAILED)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    Ok(supervise(main, status_w, signals))
+}
+
+/// The main process: drop privileges and exec. Returns only on failure.
+fn exec_main(
+    spec: &InitSpec,
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+) -> anyhow::Error {
+    let r: Result<()> = (|| {
+        SigSet::empty()
+            .thread_set_mask()
+            .context("reset the signal mask")?;
+        setsid().context("setsid")?;
+        let _ = fs::write("/proc/self/oom_score_adj", "0");
+        setgroups(&[]).context("setgroups")?;
+        setgid(Gid::from_raw(spec.gid)).context("setgid")?;
+        setuid(Uid::from_raw(spec.uid)).context("setuid")?;
+        prctl::set_no_new_privs().context("set no_new_privs")?;
+        chdir(&spec.workdir).with_context(|| format!("chdir {}", spec.workdir.display()))?;
+        execve(program, argv, envp).with_context(|| format!("exec {program:?}"))?;
+        Ok(())
+    })();
+    match r {
+        Err(e) => e,
+        Ok(()) => anyhow!("execve returned"),
+    }
+}
+
+/// PID 1's loop: reap every child; SIGTERM goes to every process of the namespace
+/// (`kill(-1)` from PID 1 reaches all of them but itself), other signals to the main
+/// process. Returns the exit code once the main process is gone.
+fn supervise(main: Pid, status_w: &OwnedFd, signals: &SigSet) -> i32 {
+    loop {
+        let Ok(sig) = signals.wait() else { continue };
+        match sig {
+            Signal::SIGCHLD => loop {
+                let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) if pid == main => Status::Exit(code),
+                    Ok(WaitStatus::Signaled(pid, s, _)) if pid == main => Status::Signal(s as i32),
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                };
+                let _ = nix::unistd::write(status_w, status.encode().as_bytes());
+                return match status {
+                    Status::Exit(c) => c,
+                    Status::Signal(s) => 128 + s,
+                };
+            },
+            Signal::SIGTERM => {
+                let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+            }
+            other => {
+                let _ = kill(main, other);
+            }
+        }
+    }
+}
+
+fn mkdir_all(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))
+}
+
+fn apply(step: &MountStep) -> Result<()> {
+    let none = None::<&str>;
+    match step {
+        MountStep::Tmpfs {
+            target,
+            options,
+            dev,
+        } => {
+            mkdir_all(target)?;
+            let mut flags = MsFlags::MS_NOSUID;
+            if !dev {
+                flags |= MsFlags::MS_NODEV;
+            }
+            mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags,
+                Some(options.as_str()),
+            )?;
+        }
+        MountStep::Bind {
+            source,
+            target,
+            readonly,
+        } => {
+            let meta =
+                fs::metadata(source).with_context(|| format!("stat {}", source.display()))?;
+            if meta.is_dir() {
+                mkdir_all(target)?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    mkdir_all(parent)?;
+                }
+                if !target.exists() {
+                    fs::File::create(target)
+                        .with_context(|| format!("create {}", target.display()))?;
+                }
+            }
+            mount(
+                Some(source.as_path()),
+                target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )?;
+            if *readonly {
+                remount_readonly(target)?;
+            }
+        }
+        MountStep::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            mkdir_all(target)?;
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                upper.display(),
+                work.display()
+            );
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )?;
+        }
+        MountStep::Proc { target } => {
+            mkdir_all(target)?;
+            mount(
+                Some("proc"),
+                target,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                none,
+            )?;
+        }
+        MountStep::Devpts { target } => {
+            mkdir_all(target)?;
+            // Optional: without it, only pseudo-terminals are missing.
+            let _ = mount(
+                Some("devpts"),
+                target,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620"),
+            );
+        }
+        MountStep::Symlink { link, path } => {
+            if let Some(parent) = path.parent() {
+                mkdir_all(parent)?;
+            }
+            std::os::unix::fs::symlink(link, path)
+                .with_context(|| format!("symlink {} -> {}", path.display(), link.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remounts the bind at `target` and every mount below it read-only, nosuid, nodev
+/// (keeping noexec where it was set).
+fn remount_readonly(target: &Path) -> Result<()> {
+    let info = fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    for m in parse_mountinfo(&info) {
+        if !m.mount_point.starts_with(target) {
+            continue;
+        }
+        let mut flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
+        if m.options.iter().any(|o| o == "noexec") {
+            flags |= MsFlags::MS_NOEXEC;
+        }
+        mount(
+            None::<&str>,
+            &m.mount_point,
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .with_context(|| format!("remount {} read-only", m.mount_point.display()))?;
+    }
+    Ok(())
+}
+
+/// `pivot_root` into `rootfs` (stacking the old root under the new one, then detaching
+/// it), and make the new root itself read-only.
+fn enter_root(rootfs: &Path) -> Result<()> {
+    chdir(rootfs).with_context(|| format!("chdir {}", rootfs.display()))?;
+    pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detach the old root")?;
+    chdir("/").context("chdir /")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .context("make the root read-only")?;
+    Ok(())
+}
+
+/// `havend dyno-init --probe DIR`: can this host run container dynos? Tries, in a child,
+/// the namespaces, private mounts, an overlay with its upper dir in `DIR` (the state
+/// dir's filesystem), a fresh procfs, the hostname and `pivot_root`. Exit 0 if all work.
+pub fn probe(dir: &Path) -> i32 {
+    let r: Result<i32> = (|| {
+        ensure_single_threaded()?;
+        unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
+        // SAFETY: single-threaded (checked above).
+        match unsafe { fork() }.context("fork")? {
+            ForkResult::Child => {
+                let code = match probe_child(dir) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        1
+                    }
+                };
+                std::process::exit(code)
+            }
+            ForkResult::Parent { child } => Ok(match waitpid(child, None)? {
+                WaitStatus::Exited(_, c) => c,
+                other => {
+                    eprintln!("probe child ended with {other:?}");
+                    1
+                }
+            }),
+        }
+    })();
+    r.unwrap_or_else(|e| {
+        eprintln!("{e:#}");
+        1
+    })
+}
+
+fn probe_child(dir: &Path) -> Result<()> {
+    if std::process::id() != 1 {
+        bail!("not PID 1 in the new PID namespace");
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make all mounts private")?;
+    let root = dir.join("root");
+    for d in ["lower", "upper", "work"] {
+        mkdir_all(&dir.join(d))?;
+    }
+    fs::write(dir.join("lower/probe"), "ok").context("write the probe file")?;
+    apply(&MountStep::Tmpfs {
+        target: root.clone(),
+        options: "mode=0755,size=64k".into(),
+        dev: false,
+    })
+    .context("mount a tmpfs")?;
+    apply(&MountStep::Overlay {
+        lower: dir.join("lower"),
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        target: root.join("app"),
+    })
+    .context("mount an overlay (is the state dir on a filesystem overlayfs accepts as upper?)")?;
+    fs::write(root.join("app/probe"), "written").context("write through the overlay")?;
+    apply(&MountStep::Proc {
+        target: root.join("proc"),
+    })
+    .context("mount procfs")?;
+    sethostname("probe").context("set the hostname")?;
+    enter_root(&root)?;
+    if fs::read_to_string("/app/probe").ok().as_deref() != Some("written") {
+        bail!("the overlay does not read back");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_status_round_trips() {
+        for s in [Status::Exit(0), Status::Exit(42), Status::Signal(9)] {
+            assert_eq!(Status::decode(&s.encode()), Some(s));
+        }
+        assert_eq!(Status::decode(""), None);
+        assert_eq!(Status::decode("exit x"), None);
+        assert_eq!(Status::decode("crash 1"), None);
+    }
+}

@@ -1,0 +1,744 @@
+//! The pure half of the container runtime: spec validation, the per-dyno directory layout,
+//! the mount plan that `dyno-init` executes, the shell wrapper and the spec file format.
+//! Nothing here touches the system, so all of it is unit-tested.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Bind, DynoSpec};
+
+/// The uid every dyno process runs as. No host user has it; inside the container
+/// `/etc/passwd` names it `dyno` (home `/app`). Slugs extracted with this owner are fully
+/// writable by the dyno; root-owned, world-readable slug files are readable only.
+pub const DYNO_UID: u32 = 64000;
+/// The gid of every dyno process (`dyno` in the container's `/etc/group`).
+pub const DYNO_GID: u32 = 64000;
+
+/// Host directories that make up the container's root: bound read-only, or re-created as
+/// the same symlink where the host has one (merged-/usr systems).
+pub const HOST_STACK: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+];
+
+/// Host device nodes bound into the container's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What a host stack entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEntry {
+    Dir,
+    Symlink(PathBuf),
+}
+
+/// One step of building the container root, run in order by `dyno-init` inside its mount
+/// namespace before `pivot_root`. Every path is a host path (under the rootfs dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountStep {
+    /// A fresh tmpfs; `dev` allows device nodes (only `/dev` needs it).
+    Tmpfs {
+        target: PathBuf,
+        options: String,
+        dev: bool,
+    },
+    /// A recursive bind mount; the target is made as a dir or an empty file like the
+    /// source. Read-only binds are remounted read-only, nosuid and nodev, submounts too.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+    /// `/app`: the slug as the read-only lower layer, the per-dyno upper dir on top.
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    /// A fresh procfs (mounted from inside the new PID namespace).
+    Proc { target: PathBuf },
+    /// A private devpts instance; failure is ignored (ptys are optional).
+    Devpts { target: PathBuf },
+    /// `path` becomes a symlink to `link`.
+    Symlink { link: PathBuf, path: PathBuf },
+}
+
+/// The spec file the runtime writes (mode 0600; it holds the environment) and
+/// `havend dyno-init --spec FILE` reads and deletes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitSpec {
+    pub hostname: String,
+    pub rootfs: PathBuf,
+    pub steps: Vec<MountStep>,
+    /// Executed inside the new root.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// `cgroup.procs` files the init writes its own pid into before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The agent's pid: `dyno-init` dies with it (parent-death signal).
+    pub parent_pid: i32,
+}
+
+/// The per-dyno directory `STATE_DIR/ID` and what lives in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynoDirs {
+    pub root: PathBuf,
+}
+
+impl DynoDirs {
+    pub fn new(state_dir: &Path, id: &str) -> DynoDirs {
+        DynoDirs {
+            root: state_dir.join(id),
+        }
+    }
+    /// Mount point of the container's root tmpfs (only ever mounted inside the dyno's
+    /// private mount namespace).
+    pub fn rootfs(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+    /// Overlay upper dir of `/app` (owned by the dyno uid), or the whole `/app` without a slug.
+    pub fn upper(&self) -> PathBuf {
+        self.root.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+    /// Process mode: the writable copy of the slug, the dyno's cwd and `HOME`.
+    pub fn app_copy(&self) -> PathBuf {
+        self.root.join("app")
+    }
+    pub fn spec_file(&self) -> PathBuf {
+        self.root.join("spec.json")
+    }
+    /// A file for [`PlanInput::etc_files`] (`passwd`, `group`, `hosts`).
+    pub fn etc_file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+/// `target` (absolute, inside the container) as a path under `root`; `..`, `.` and the
+/// container root itself are refused.
+pub fn inside(root: &Path, target: &Path) -> Result<PathBuf, String> {
+    if !target.is_absolute() {
+        return Err(format!("{} is not an absolute path", target.display()));
+    }
+    let mut out = root.to_path_buf();
+    let mut depth = 0;
+    for c in target.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(part) => {
+                out.push(part);
+                depth += 1;
+            }
+            _ => return Err(format!("{} must not contain . or ..", target.display())),
+        }
+    }
+    if depth == 0 {
+        return Err("a bind cannot replace the container root".into());
+    }
+    Ok(out)
+}
+
+fn valid_name(s: &str, what: &str, max: usize) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {s:?} must be 1 to {max} characters of A-Z a-z 0-9 . - _, not starting with ."
+        ))
+    }
+}
+
+/// Overlay mount options separate paths with `,` and `:`; refuse paths that hold them.
+fn overlay_safe(p: &Path, what: &str) -> Result<(), String> {
+    let s = p.to_string_lossy();
+    if s.contains([',', ':', '\\']) || !p.is_absolute() {
+        return Err(format!(
+            "{what} {} must be absolute and free of , : \\",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a spec before anything is created.
+pub fn validate(spec: &DynoSpec, state_dir: &Path) -> Result<(), String> {
+    valid_name(&spec.id, "dyno id", 64)?;
+    valid_name(&spec.hostname, "hostname", 64)?;
+    if spec.command.trim().is_empty() || spec.command.contains('\0') {
+        return Err("the command must be non-empty and free of NUL bytes".into());
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(format!(
+                "invalid environment variable {k:?}: names need no = and no NUL bytes"
+            ));
+        }
+    }
+    let dirs = DynoDirs::new(state_dir, &spec.id);
+    if let Some(slug) = &spec.slug_dir {
+        overlay_safe(slug, "slug dir")?;
+        overlay_safe(&dirs.root, "state dir")?;
+        if slug.starts_with(&dirs.root) || dirs.root.starts_with(slug) {
+            return Err(format!(
+                "slug dir {} overlaps the dyno's own dir {}",
+                slug.display(),
+                dirs.root.display()
+            ));
+        }
+    }
+    for b in &spec.binds {
+        if !b.host.is_absolute() {
+            return Err(format!("bind source {} is not absolute", b.host.display()));
+        }
+        inside(Path::new("/"), &b.target)?;
+    }
+    Ok(())
+}
+
+/// The arguments of the dyno's `bash` (after `argv[0]`): source `.profile.d/*.sh` from
+/// `app_dir` (a shell word: `/app`, or `"$HOME"` in Process mode), then
+/// `exec bash -c COMMAND`, the command passed as `$1` so it needs no quoting. A simple
+/// command (`node server.js`, `FOO=1 bin/web`) is exec'd by that bash and becomes the
+/// dyno's main process, so it receives the dyno's signals itself; a compound one (`a && b`,
+/// `trap ...; ...`) runs under it. Exported variables of `.profile.d` carry over.
+pub fn shell_args(app_dir: &str, command: &str) -> Vec<String> {
+    vec![
+        "-c".into(),
+        format!(
+            "for f in {app_dir}/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f; exec bash -c \"$1\""
+        ),
+        "dyno".into(),
+        command.into(),
+    ]
+}
+
+/// The environment of a Process-mode dyno: the spec's, with `HOME` pointing at the
+/// dyno's writable copy of the slug (its stand-in for `/app`).
+pub fn process_env(env: &[(String, String)], home: &Path) -> Vec<(String, String)> {
+    let home = home.to_string_lossy().into_owned();
+    let mut out: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "HOME").cloned().collect();
+    out.push(("HOME".into(), home));
+    out
+}
+
+/// `/etc/passwd` (or `/etc/group`) for the container: the host's, plus the dyno user or
+/// group unless the host already has that id.
+pub fn with_dyno_entry(host: &str, group: bool) -> String {
+    let id = if group { DYNO_GID } else { DYNO_UID };
+    let taken = host.lines().any(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        f.first() == Some(&"dyno") || f.get(2) == Some(&id.to_string().as_str())
+    });
+    let mut out = host.to_string();
+    if taken {
+        return out;
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if group {
+        out.push_str(&format!("dyno:x:{DYNO_GID}:\n"));
+    } else {
+        out.push_str(&format!(
+            "dyno:x:{DYNO_UID}:{DYNO_GID}:Haven dyno:/app:/bin/bash\n"
+        ));
+    }
+    out
+}
+
+/// `/etc/hosts` for the container: the host's, plus the dyno's hostname on 127.0.0.1, so
+/// resolving it (Python's `getfqdn`, Java's `InetAddress.getLocalHost`) needs no DNS.
+pub fn hosts_with(host: &str, hostname: &str) -> String {
+    let mut out = if host.trim().is_empty() {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n".to_string()
+    } else {
+        host.to_string()
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("127.0.0.1\t{hostname}\n"));
+    out
+}
+
+/// What [`mount_plan`] needs to know.
+pub struct PlanInput<'a> {
+    pub dirs: &'a DynoDirs,
+    pub slug_dir: Option<&'a Path>,
+    pub binds: &'a [Bind],
+    /// The host stack entries that exist, in [`HOST_STACK`] order.
+    pub host_stack: &'a [(String, HostEntry)],
+    /// Files written in the dyno dir and bound read-only over `/etc/NAME` (`passwd`,
+    /// `group`, `hosts`), when the host has a real `/etc`.
+    pub etc_files: &'a [&'a str],
+}
+
+/// The mount plan of a container dyno: root tmpfs, host stack, identity files, `/app`,
+/// `/tmp`, `/dev`, `/proc`, then the extra binds (shallowest target first, so a bind
+/// inside another bind's target lands on top of it).
+pub fn mount_plan(input: &PlanInput<'_>) -> Result<Vec<MountStep>, String> {
+    let root = input.dirs.rootfs();
+    let at = |p: &str| root.join(p);
+    let mut steps = vec![MountStep::Tmpfs {
+        target: root.clone(),
+        options: "mode=0755,size=4m".into(),
+        dev: false,
+    }];
+    for (name, entry) in input.host_stack {
+        steps.push(match entry {
+            HostEntry::Dir => MountStep::Bind {
+                source: Path::new("/").join(name),
+                target: at(name),
+                readonly: true,
+            },
+            HostEntry::Symlink(link) => MountStep::Symlink {
+                link: link.clone(),
+                path: at(name),
+            },
+        });
+    }
+    let has_etc = input
+        .host_stack
+        .iter()
+        .any(|(n, e)| n == "etc" && *e == HostEntry::Dir);
+    if has_etc {
+        for name in input.etc_files {
+            steps.push(MountStep::Bind {
+                source: input.dirs.root.join(name),
+                target: at("etc").join(name),
+                readonly: true,
+            });
+        }
+    }
+    steps.push(match input.slug_dir {
+        Some(slug) => MountStep::Overlay {
+            lower: slug.to_path_buf(),
+            upper: input.dirs.upper(),
+            work: input.dirs.work(),
+            target: at("app"),
+        },
+        None => MountStep::Bind {
+            source: input.dirs.upper(),
+            target: at("app"),
+            readonly: false,
+        },
+    });
+    steps.push(MountStep::Tmpfs {
+        target: at("tmp"),
+        options: "mode=1777".into(),
+        dev: false,
+    });
+    steps.push(MountStep::Tmpfs {
+        target: at("dev"),
+        options: "mode=0755,size=64k".into(),
+        dev: true,
+    });
+    for d in DEVICES {
+        steps.push(MountStep::Bind {
+            source: Path::new("/dev").join(d),
+            target: at("dev").join(d),
+            readonly: false,
+        });
+    }
+    for (name, link) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        steps.push(MountStep::Symlink {
+            link: link.into(),
+            path: at("dev").join(name),
+        });
+    }
+    steps.push(MountStep::Tmpfs {
+        target: at("dev/shm"),
+        options: "mode=1777".into(),
+        dev: false,
+    });
+    steps.push(MountStep::Devpts {
+        target: at("dev/pts"),
+    });
+    steps.push(MountStep::Proc { target: at("proc") });
+    let mut binds: Vec<&Bind> = input.binds.iter().collect();
+    binds.sort_by_key(|b| b.target.components().count());
+    for b in binds {
+        steps.push(MountStep::Bind {
+            source: b.host.clone(),
+            target: inside(&root, &b.target)?,
+            readonly: !b.writable,
+        });
+    }
+    Ok(steps)
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The path inside the filesystem that is mounted (field 4).
+    pub root: String,
+    pub mount_point: PathBuf,
+    /// Per-mount options (`ro`, `nosuid`, ...).
+    pub options: Vec<String>,
+    pub fstype: String,
+    pub super_options: Vec<String>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+pub fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `/proc/self/mountinfo`; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let g: Vec<&str> = post.split(' ').collect();
+            if f.len() < 6 || g.len() < 3 {
+                return None;
+            }
+            Some(MountEntry {
+                root: unescape_mount(f[3]),
+                mount_point: PathBuf::from(unescape_mount(f[4])),
+                options: f[5].split(',').map(str::to_string).collect(),
+                fstype: g[0].to_string(),
+                super_options: g[2].split(',').map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DynoSpec {
+        DynoSpec {
+            id: "0b6c-1".into(),
+            hostname: "web.1".into(),
+            slug_dir: Some("/var/lib/haven/slugs/abc".into()),
+            binds: vec![],
+            command: "node server.js".into(),
+            env: vec![("PORT".into(), "5000".into())],
+            memory_limit_bytes: 512 << 20,
+            pids_limit: 256,
+            stdin: false,
+        }
+    }
+
+    #[test]
+    fn runtime_validate_accepts_a_normal_spec_and_refuses_bad_ones() {
+        let state = Path::new("/var/lib/haven/dynos");
+        assert_eq!(validate(&spec(), state), Ok(()));
+        type Case = (&'static str, Box<dyn Fn(&mut DynoSpec)>);
+        let cases: Vec<Case> = vec![
+            ("id with slash", Box::new(|s| s.id = "../x".into())),
+            ("empty id", Box::new(|s| s.id = String::new())),
+            ("dot id", Box::new(|s| s.id = ".".into())),
+            ("hostname space", Box::new(|s| s.hostname = "web 1".into())),
+            ("empty command", Box::new(|s| s.command = "  ".into())),
+            (
+                "env key with =",
+                Box::new(|s| s.env.push(("A=B".into(), "c".into()))),
+            ),
+            (
+                "env value NUL",
+                Box::new(|s| s.env.push(("A".into(), "c\0".into()))),
+            ),
+            (
+                "slug with comma",
+                Box::new(|s| s.slug_dir = Some("/slugs/a,b".into())),
+            ),
+            (
+                "slug relative",
+                Box::new(|s| s.slug_dir = Some("slugs/a".into())),
+            ),
+            (
+                "slug inside the dyno dir",
+                Box::new(|s| s.slug_dir = Some("/var/lib/haven/dynos/0b6c-1/upper".into())),
+            ),
+            (
+                "bind to root",
+                Box::new(|s| {
+                    s.binds.push(Bind {
+                        host: "/x".into(),
+                        target: "/".into(),
+                        writable: false,
+                    })
+                }),
+            ),
+            (
+                "bind with ..",
+                Box::new(|s| {
+                    s.binds.push(Bind {
+                        host: "/x".into(),
+                        target: "/app/../etc".into(),
+                        writable: false,
+                    })
+                }),
+            ),
+        ];
+        for (what, f) in cases {
+            let mut s = spec();
+            f(&mut s);
+            assert!(validate(&s, state).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn runtime_inside_maps_container_paths_under_the_root() {
+        let r = Path::new("/s/d/rootfs");
+        assert_eq!(
+            inside(r, Path::new("/tmp/build")).unwrap(),
+            PathBuf::from("/s/d/rootfs/tmp/build")
+        );
+        assert!(inside(r, Path::new("tmp")).is_err());
+        assert!(inside(r, Path::new("/a/../../etc")).is_err());
+        assert!(inside(r, Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn runtime_mount_plan_orders_root_stack_app_tmp_dev_proc_then_binds() {
+        let dirs = DynoDirs::new(Path::new("/state"), "d1");
+        let stack = vec![
+            ("usr".to_string(), HostEntry::Dir),
+            ("bin".to_string(), HostEntry::Symlink("usr/bin".into())),
+            ("etc".to_string(), HostEntry::Dir),
+        ];
+        let binds = vec![
+            Bind {
+                host: "/h/cache".into(),
+                target: "/tmp/build/cache".into(),
+                writable: true,
+            },
+            Bind {
+                host: "/h/build".into(),
+                target: "/tmp/build".into(),
+                writable: false,
+            },
+        ];
+        let plan = mount_plan(&PlanInput {
+            dirs: &dirs,
+            slug_dir: Some(Path::new("/slugs/abc")),
+            binds: &binds,
+            host_stack: &stack,
+            etc_files: &["passwd", "group", "hosts"],
+        })
+        .unwrap();
+        let r = PathBuf::from("/state/d1/rootfs");
+        assert_eq!(
+            plan[0],
+            MountStep::Tmpfs {
+                target: r.clone(),
+                options: "mode=0755,size=4m".into(),
+                dev: false
+            }
+        );
+        assert_eq!(
+            plan[1],
+            MountStep::Bind {
+                source: "/usr".into(),
+                target: r.join("usr"),
+                readonly: true
+            }
+        );
+        assert_eq!(
+            plan[2],
+            MountStep::Symlink {
+                link: "usr/bin".into(),
+                path: r.join("bin")
+            }
+        );
+        assert_eq!(
+            plan[4],
+            MountStep::Bind {
+                source: "/state/d1/passwd".into(),
+                target: r.join("etc/passwd"),
+                readonly: true
+            }
+        );
+        let app = plan
+            .iter()
+            .position(|s| matches!(s, MountStep::Overlay { .. }))
+            .unwrap();
+        assert_eq!(
+            plan[app],
+            MountStep::Overlay {
+                lower: "/slugs/abc".into(),
+                upper: "/state/d1/upper".into(),
+                work: "/state/d1/work".into(),
+                target: r.join("app")
+            }
+        );
+        let pos = |pred: &dyn Fn(&MountStep) -> bool| plan.iter().position(pred).unwrap();
+        let tmp =
+            pos(&|s| matches!(s, MountStep::Tmpfs { target, .. } if *target == r.join("tmp")));
+        let dev = pos(
+            &|s| matches!(s, MountStep::Tmpfs { target, dev: true, .. } if *target == r.join("dev")),
+        );
+        let null = pos(
+            &|s| matches!(s, MountStep::Bind { source, .. } if source == Path::new("/dev/null")),
+        );
+        let proc_ = pos(&|s| matches!(s, MountStep::Proc { .. }));
+        let build = pos(
+            &|s| matches!(s, MountStep::Bind { source, .. } if source == Path::new("/h/build")),
+        );
+        let cache = pos(
+            &|s| matches!(s, MountStep::Bind { source, .. } if source == Path::new("/h/cache")),
+        );
+        assert!(app < tmp && tmp < dev && dev < null && null < proc_ && proc_ < build);
+        assert!(build < cache, "the outer bind must come first");
+        assert_eq!(
+            plan[build],
+            MountStep::Bind {
+                source: "/h/build".into(),
+                target: r.join("tmp/build"),
+                readonly: true
+            }
+        );
+        assert!(matches!(
+            &plan[cache],
+            MountStep::Bind {
+                readonly: false,
+                ..
+            }
+        ));
+        assert!(plan.contains(&MountStep::Symlink {
+            link: "/proc/self/fd".into(),
+            path: r.join("dev/fd")
+        }));
+    }
+
+    #[test]
+    fn runtime_mount_plan_without_slug_binds_an_empty_writable_app() {
+        let dirs = DynoDirs::new(Path::new("/state"), "d2");
+        let plan = mount_plan(&PlanInput {
+            dirs: &dirs,
+            slug_dir: None,
+            binds: &[],
+            host_stack: &[],
+            etc_files: &["passwd"],
+        })
+        .unwrap();
+        assert!(!plan.iter().any(|s| matches!(s, MountStep::Overlay { .. })));
+        assert!(plan.contains(&MountStep::Bind {
+            source: "/state/d2/upper".into(),
+            target: "/state/d2/rootfs/app".into(),
+            readonly: false
+        }));
+        // No host /etc: no passwd bind either.
+        assert!(!plan
+            .iter()
+            .any(|s| matches!(s, MountStep::Bind { source, .. } if source.ends_with("passwd"))));
+    }
+
+    #[test]
+    fn runtime_shell_args_source_profile_d_then_exec_the_command() {
+        assert_eq!(
+            shell_args("/app", "node server.js && x"),
+            vec![
+                "-c",
+                "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f; exec bash -c \"$1\"",
+                "dyno",
+                "node server.js && x",
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_process_env_points_home_at_the_copy() {
+        let env = vec![
+            ("HOME".to_string(), "/app".to_string()),
+            ("PORT".to_string(), "5000".to_string()),
+        ];
+        let out = process_env(&env, Path::new("/s/d/app"));
+        assert_eq!(
+            out,
+            vec![
+                ("PORT".to_string(), "5000".to_string()),
+                ("HOME".to_string(), "/s/d/app".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_hosts_file_resolves_the_dyno_hostname() {
+        assert_eq!(
+            hosts_with("127.0.0.1 localhost", "web.1"),
+            "127.0.0.1 localhost\n127.0.0.1\tweb.1\n"
+        );
+        assert_eq!(
+            hosts_with("", "run.1"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.0.1\trun.1\n"
+        );
+    }
+
+    #[test]
+    fn runtime_identity_files_add_the_dyno_user_once() {
+        let host = "root:x:0:0:root:/root:/bin/bash\n";
+        let p = with_dyno_entry(host, false);
+        assert_eq!(
+            p,
+            "root:x:0:0:root:/root:/bin/bash\ndyno:x:64000:64000:Haven dyno:/app:/bin/bash\n"
+        );
+        assert_eq!(with_dyno_entry(&p, false), p);
+        assert_eq!(
+            with_dyno_entry("root:x:0:", true),
+            "root:x:0:\ndyno:x:64000:\n"
+        );
+        let taken = "other:x:64000:64000::/:/bin/sh\n";
+        assert_eq!(with_dyno_entry(taken, false), taken);
+    }
+
+    #[test]
+    fn runtime_mountinfo_parses_and_unescapes() {
+        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,nosuid,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    40 25 0:35 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,memory\n\
+                    garbage\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mount_point, PathBuf::from("/mnt/with space"));
+        assert_eq!(m[0].root, "/mnt1");
+        assert_eq!(m[0].fstype, "ext3");
+        assert!(m[0].options.contains(&"nosuid".to_string()));
+        assert_eq!(m[1].fstype, "cgroup");
+        assert_eq!(m[1].super_options, vec!["rw", "memory"]);
+        assert_eq!(unescape_mount("a\\134b\\011"), "a\\b\t");
+        assert_eq!(unescape_mount("trailing\\04"), "trailing\\04");
+    }
+}
