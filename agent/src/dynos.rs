@@ -120,7 +120,7 @@ struct Supervisor {
 struct Inner {
     me: NodeId,
     raft: HavenRaft,
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     cache: SlugCache,
     logs: Logs,
     tuning: DynoTuning,
@@ -226,7 +226,7 @@ impl DynoManager {
     pub fn new(
         me: NodeId,
         raft: HavenRaft,
-        runtime: Runtime,
+        runtime: Arc<Runtime>,
         cache: SlugCache,
         logs: Logs,
         tuning: DynoTuning,

@@ -93,6 +93,9 @@ enum Cmd {
     /// The pre-receive hook of app repositories (run by git during a push).
     #[command(hide = true)]
     GitHook,
+    /// Runs a build inside the build sandbox (started by the builder).
+    #[command(hide = true)]
+    BuildExec { request: PathBuf },
     /// Internal: the init of a container dyno (started by the runtime).
     #[command(hide = true)]
     DynoInit {
@@ -411,6 +414,9 @@ fn main() -> ExitCode {
         // Everything it prints reaches the pusher: no agent logging here.
         return ExitCode::from(git::run_hook().clamp(0, 255) as u8);
     }
+    if let Cmd::BuildExec { request } = &cli.command {
+        return ExitCode::from(builder::build_exec(request).clamp(0, 255) as u8);
+    }
     // Before logging or any thread: dyno-init forks, which needs a single thread.
     if let Cmd::DynoInit { spec, probe } = &cli.command {
         return exit_code(match (probe, spec) {
@@ -441,7 +447,7 @@ fn main() -> ExitCode {
             json,
         } => cmd_init(node, domain.clone(), cluster_name, admin_email, *json),
         Cmd::Run { data_dir } => start_run(data_dir),
-        Cmd::GitHook => Ok(()),
+        Cmd::GitHook | Cmd::BuildExec { .. } => Ok(()),
         Cmd::Join { token, node, peer } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {

@@ -110,6 +110,15 @@ impl Agent {
         let api_listener = TcpListener::bind(&cfg.api_listen)
             .await
             .with_context(|| format!("bind the API on {}", cfg.api_listen))?;
+        // The dyno runtime (containers where the host allows) also sandboxes builds.
+        let runtime = Arc::new(if cfg.dynos.containers {
+            Runtime::new(
+                data.dynos_dir(),
+                std::env::current_exe().context("find the havend binary")?,
+            )
+        } else {
+            Runtime::process_only(data.dynos_dir())
+        });
         let builder = Builder::new(
             raft.clone(),
             cfg.node_id,
@@ -119,6 +128,7 @@ impl Agent {
             slugs.clone(),
             Some(connector.clone()),
             cfg.builds.clone(),
+            Some(runtime.clone()),
         )
         .context("set up the builder")?;
 
@@ -132,10 +142,6 @@ impl Agent {
             cfg.dynos.slug_cache_mb.saturating_mul(1024 * 1024),
         )
         .context("open the slug cache")?;
-        let runtime = Runtime::new(
-            data.dynos_dir(),
-            std::env::current_exe().context("find the havend binary")?,
-        );
         let registrar = Registrar::new(
             cfg.node_id,
             raft.clone(),

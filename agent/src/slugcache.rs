@@ -152,10 +152,20 @@ impl SlugCache {
             .path(sha)
             .ok_or_else(|| format!("bad slug name {sha:?}"))?;
         let dest = dir.clone();
-        tokio::task::spawn_blocking(move || haven_buildpacks::slug::extract(&file, &dest))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("extract slug {sha}: {e}"))?;
+        tokio::task::spawn_blocking(move || {
+            haven_buildpacks::slug::extract(&file, &dest).map_err(|e| e.to_string())?;
+            // Dynos run as the dyno user: the slug's files are theirs to change in their
+            // own /app overlay (as on Heroku). Without root this fails and files stay ours.
+            let _ = crate::builder::chown_tree(
+                &dest,
+                crate::runtime::DYNO_UID,
+                crate::runtime::DYNO_GID,
+            );
+            Ok::<_, String>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("extract slug {sha}: {e}"))?;
         let bytes = dir_size(&dir);
         if let Ok(mut m) = self.inner.entries.lock() {
             m.entry(sha.to_string()).or_default().bytes = bytes;

@@ -112,6 +112,7 @@ impl Harness {
             slugs,
             None,
             Default::default(),
+            None,
         )
         .unwrap();
         let app = router(ApiContext {

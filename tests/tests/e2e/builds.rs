@@ -238,6 +238,7 @@ fn a_failed_build_rejects_the_push_keeps_its_output_and_makes_no_release() {
     let bp = buildpack(
         "echo Failing",
         r#"[ -z "$SECRET_KEY" ] && [ "$(cat "$3/SECRET_KEY")" = "s3cr3t-value" ] && echo "env dir ok"
+echo "build uid $(id -u)"
 echo "about to fail"
 exit 3"#,
     );
@@ -258,6 +259,10 @@ exit 3"#,
     assert!(out.contains("env dir ok"), "{out}");
     assert!(out.contains("about to fail"), "{out}");
     assert!(out.contains("pre-receive hook declined"), "{out}");
+    // As root the build runs in the dyno sandbox, as the unprivileged dyno user.
+    if nix::unistd::geteuid().is_root() {
+        assert!(out.contains("build uid 64000"), "{out}");
+    }
     assert!(
         !out.contains("s3cr3t-value"),
         "a config value leaked:\n{out}"
@@ -362,15 +367,11 @@ fn hctl_deploy_streams_the_build_and_hctl_lists_builds_and_buildpacks() {
 fn a_second_build_of_an_app_is_refused_while_the_first_runs() {
     let env = cluster(1);
     create_app(&env, "serial");
-    let gate = tempfile::tempdir().unwrap();
-    let marker = gate.path().join("go");
-    // The buildpack waits (up to 120 s) for the test to open the gate.
+    // The buildpack waits (up to 120 s) until the test drops a file into the build dir
+    // (which the build sandbox binds from the node's data dir).
     let bp = buildpack(
         "echo Gated",
-        &format!(
-            "echo waiting\nfor i in $(seq 1200); do [ -e '{}' ] && break; sleep 0.1; done\necho 'web: true' > $1/Procfile\necho gate passed",
-            marker.display()
-        ),
+        "echo waiting\nfor i in $(seq 1200); do [ -e \"$1/.gate-open\" ] && break; sleep 0.1; done\nrm -f \"$1/.gate-open\"\necho 'web: true' > $1/Procfile\necho gate passed",
     );
     let (st, _) = env
         .request(
@@ -387,14 +388,21 @@ fn a_second_build_of_an_app_is_refused_while_the_first_runs() {
         let dir = repo.path().to_path_buf();
         std::thread::spawn(move || git(&dir, &["push", &url, "HEAD:refs/heads/main"]))
     };
-    eventually(
+    let first_id = eventually(
         "the first build is pending",
         Duration::from_secs(60),
         || {
             let b = env.get_json(0, "/apps/serial/builds").ok()?;
-            (b[0]["status"] == "pending").then_some(())
+            (b[0]["status"] == "pending").then(|| b[0]["id"].as_str().unwrap().to_string())
         },
     );
+    let cluster: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.dir().join("cluster.json")).unwrap())
+            .unwrap();
+    let build_dir = Path::new(cluster["nodes"][0]["data_dir"].as_str().unwrap())
+        .join("builds")
+        .join(&first_id)
+        .join("app");
     let src = env.post_json(0, "/sources", &json!({})).unwrap();
     let put = src["source_blob"]["put_url"].as_str().unwrap();
     let tarball = Command::new("git")
@@ -425,7 +433,7 @@ fn a_second_build_of_an_app_is_refused_while_the_first_runs() {
             .contains("already running"),
         "{body}"
     );
-    std::fs::write(&marker, "").unwrap();
+    std::fs::write(build_dir.join(".gate-open"), "").unwrap();
     let out = first.join().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
