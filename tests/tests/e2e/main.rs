@@ -12,5 +12,6 @@ mod builds;
 mod cluster;
 mod dynos;
 mod hctl;
+mod invariants;
 mod router;
 mod runtime;
