@@ -155,6 +155,8 @@ struct Inner {
     live: Mutex<HashMap<Uuid, watch::Sender<OutputState>>>,
     /// The dyno runtime: builds run in its sandbox when it runs containers.
     runtime: Option<Arc<crate::runtime::Runtime>>,
+    /// Build events go to the app's log (`app[api]: Build started by …`).
+    logs: crate::logs::Logs,
 }
 
 /// What a new build starts from.
@@ -184,6 +186,7 @@ impl Builder {
         peers: Option<QuicConnector>,
         tuning: BuildTuning,
         runtime: Option<Arc<crate::runtime::Runtime>>,
+        logs: crate::logs::Logs,
     ) -> std::io::Result<Builder> {
         let builtin_dir = data.root.join("buildpacks");
         haven_buildpacks::install_builtins(&builtin_dir)?;
@@ -203,6 +206,7 @@ impl Builder {
                 builtin_dir,
                 live: Mutex::new(HashMap::new()),
                 runtime,
+                logs,
             }),
         })
     }
@@ -452,6 +456,9 @@ impl Job {
 
     async fn run(self) {
         let id = self.build.id;
+        let app_logs = self.builder.inner.logs.clone();
+        let who = self.build.user_email.clone();
+        app_logs.api(self.build.app, &format!("Build started by {who}"));
         info!(build = %id, app = %self.app_name, "build started");
         let result = self.execute().await;
         let (outcome, status) = match result {
@@ -476,7 +483,15 @@ impl Job {
             })
             .await;
         match finished {
-            Ok(Ok(CommandOutput::Release { version, .. })) => {
+            Ok(Ok(CommandOutput::Release { version, app })) => {
+                app_logs.api(self.build.app, "Build succeeded");
+                if let Some(r) = app.releases.iter().find(|r| r.version == version) {
+                    app_logs.api(self.build.app, &format!("{} by {who}", r.description));
+                }
+                app_logs.api(
+                    self.build.app,
+                    &format!("Release v{version} created by {who}"),
+                );
                 if !self.await_release_phase(version).await {
                     self.say(&format!(" !     Release phase failed: v{version} is not deployed; the previous release keeps running"));
                     self.say(" !     See its output with hctl logs --dyno release");
@@ -488,7 +503,15 @@ impl Job {
                     self.builder.web_url(&self.app_name)
                 ));
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                app_logs.api(
+                    self.build.app,
+                    &format!(
+                        "Build failed -- check your build output: {}",
+                        self.build.output_stream_url
+                    ),
+                );
+            }
             Ok(Err(e)) => {
                 self.say(&format!(" !     The release could not be made: {e}"));
             }

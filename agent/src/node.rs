@@ -101,6 +101,7 @@ impl Agent {
             slugs: slugs.clone(),
             liveness: liveness.clone(),
             routes: Arc::new(Receiver::new(table.clone(), raft.clone())),
+            logs: logs.clone(),
         };
         let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
@@ -129,6 +130,7 @@ impl Agent {
             Some(connector.clone()),
             cfg.builds.clone(),
             Some(runtime.clone()),
+            logs.clone(),
         )
         .context("set up the builder")?;
 
@@ -183,6 +185,9 @@ impl Agent {
             dynos: Some(dynos),
             metrics: metrics.clone(),
             node_name: cfg.name.clone(),
+            logs: logs.clone(),
+            sessions: Default::default(),
+            peers: Some(connector.clone()),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(

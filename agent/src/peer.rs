@@ -162,6 +162,8 @@ pub enum StreamKind {
     Heartbeat = 3,
     /// Route registrations of the sending node ([`crate::router::registry`]).
     Routes = 4,
+    /// An app's log lines on this node ([`crate::logs`]).
+    Logs = 5,
 }
 
 impl StreamKind {
@@ -172,6 +174,7 @@ impl StreamKind {
             2 => Some(StreamKind::SlugPut),
             3 => Some(StreamKind::Heartbeat),
             4 => Some(StreamKind::Routes),
+            5 => Some(StreamKind::Logs),
             _ => None,
         }
     }
@@ -185,6 +188,7 @@ pub struct Services {
     pub slugs: crate::slugs::SlugStore,
     pub liveness: crate::leader::Liveness,
     pub routes: Arc<crate::router::registry::Receiver>,
+    pub logs: crate::logs::Logs,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -303,6 +307,7 @@ async fn serve_stream(
         Some(StreamKind::SlugGet) => services.slugs.serve_get(send, recv).await,
         Some(StreamKind::SlugPut) => services.slugs.serve_put(send, recv).await,
         Some(StreamKind::Heartbeat) => services.liveness.serve(recv).await,
+        Some(StreamKind::Logs) => services.logs.serve(send, recv).await,
         Some(StreamKind::Routes) => match peer {
             Some(node) => services.routes.serve(node, send, recv).await,
             None => {

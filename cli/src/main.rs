@@ -222,6 +222,29 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Show the app's logs from every node (dynos, router, platform, API), merged by time.
+    Logs {
+        /// Lines of history to show (max 1500).
+        #[arg(short = 'n', long = "num", default_value_t = 100)]
+        num: usize,
+        /// Keep streaming new lines.
+        #[arg(short = 't', long)]
+        tail: bool,
+        /// Only this dyno (web.1).
+        #[arg(short = 'd', long)]
+        dyno: Option<String>,
+        /// Only this process type (web, router).
+        #[arg(short = 'p', long = "process-type")]
+        process_type: Option<String>,
+        /// Only this source: app or heroku.
+        #[arg(short = 's', long)]
+        source: Option<String>,
+        /// Never color the output.
+        #[arg(long)]
+        no_color: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Show maintenance mode.
     Maintenance {
         #[command(flatten)]
@@ -450,6 +473,31 @@ fn print_config(config: &Value) {
     if !rows.is_empty() {
         println!("{}", key_values(&rows));
     }
+}
+
+/// Colors a log line by its source on a terminal: `app[...]` lines by process (as the
+/// Heroku CLI does), `heroku[...]` lines in magenta.
+fn colorize(line: &str, color: bool) -> String {
+    if !color {
+        return line.to_string();
+    }
+    let Some((time, rest)) = line.split_once(' ') else {
+        return line.to_string();
+    };
+    let Some((tag, msg)) = rest.split_once(": ") else {
+        return line.to_string();
+    };
+    let code = if tag.starts_with("heroku[") {
+        35
+    } else {
+        // A stable color per process name.
+        let palette = [32, 33, 34, 36, 92, 93, 94, 96];
+        let h = tag
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        palette[h % palette.len()]
+    };
+    format!("\x1b[2m{time}\x1b[0m \x1b[{code}m{tag}:\x1b[0m {msg}")
 }
 
 /// `hctl ps` output: one block per process type, then what could not be placed.
@@ -1018,6 +1066,41 @@ fn run(cli: Cli) -> Result<()> {
                 size.as_deref(),
             )?;
             std::process::exit(code);
+        }
+        Cmd::Logs {
+            num,
+            tail,
+            dyno,
+            process_type,
+            source,
+            no_color,
+            app,
+        } => {
+            let api = api()?;
+            let mut body = json!({ "lines": num, "tail": tail });
+            if let Some(d) = dyno {
+                body["dyno"] = json!(d);
+            }
+            if let Some(t) = process_type {
+                body["type"] = json!(t);
+            }
+            if let Some(s) = source {
+                body["source"] = json!(s);
+            }
+            let session = api.call(
+                Method::POST,
+                &format!("{}/log-sessions", app_path(app)?),
+                Some(&body),
+            )?;
+            let url = session["logplex_url"]
+                .as_str()
+                .ok_or_else(|| anyhow!("the server gave no logplex_url"))?;
+            let color = !no_color && std::io::stdout().is_terminal();
+            api.stream_lines(url, |line| {
+                if let Some(text) = line.strip_prefix("data: ") {
+                    println!("{}", colorize(text, color));
+                }
+            })?;
         }
         Cmd::Maintenance { app } => {
             let info = api()?.get(&app_path(app)?)?;

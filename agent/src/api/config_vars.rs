@@ -64,6 +64,7 @@ pub async fn update(
         return info(State(ctx), Path(key)).await;
     }
     let id = app_id(&ctx, &key).await?;
+    let description = haven_raft::command::config_description(&changes);
     let cmd = Command::SetConfig {
         app: id,
         changes,
@@ -71,6 +72,15 @@ pub async fn update(
         actor: caller.actor(),
     };
     let app = output_app(write(&ctx, cmd).await?)?;
+    // Names only, never values.
+    ctx.logs
+        .api(id, &format!("{description} by {}", caller.email));
+    if let Some(r) = app.releases.last() {
+        ctx.logs.api(
+            id,
+            &format!("Release v{} created by {}", r.version, caller.email),
+        );
+    }
     Ok(Json(app.config).into_response())
 }
 

@@ -161,6 +161,7 @@ pub async fn batch_update(
             "the formation update returned no formation",
         ));
     };
+    log_scale(&ctx, &app, &types, &caller);
     let mut seen = std::collections::BTreeSet::new();
     let list: Vec<w::Formation> = types
         .iter()
@@ -197,11 +198,47 @@ pub async fn update(
         actor: caller.actor(),
     };
     let app = output_app(write(&ctx, cmd).await?)?;
+    log_scale(&ctx, &app, std::slice::from_ref(&ptype), &caller);
     let f = app
         .formation
         .get(&ptype)
         .ok_or_else(|| ApiError::internal("the formation update's answer lacks the formation"))?;
     Ok(Json(to_wire(&app, f)).into_response())
+}
+
+/// `app[api]: Scaled to web@2:Standard-1X worker@1:Standard-2X by admin@haven.local`.
+fn log_scale(ctx: &ApiContext, app: &model::App, types: &[String], caller: &Caller) {
+    let mut seen = std::collections::BTreeSet::new();
+    let parts: Vec<String> = types
+        .iter()
+        .filter(|t| seen.insert(t.as_str()))
+        .filter_map(|t| app.formation.get(t))
+        .map(|f| format!("{}@{}:{}", f.process_type, f.quantity, heroku_size(&f.size)))
+        .collect();
+    if !parts.is_empty() {
+        ctx.logs.api(
+            app.id,
+            &format!("Scaled to {} by {}", parts.join(" "), caller.email),
+        );
+    }
+}
+
+/// `standard-1x` → `Standard-1X`, as Heroku writes sizes in logs.
+fn heroku_size(size: &str) -> String {
+    size.split('-')
+        .enumerate()
+        .map(|(i, w)| {
+            if i > 0 {
+                return w.to_ascii_uppercase();
+            }
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<String>>()
+        .join("-")
 }
 
 #[cfg(test)]
@@ -212,6 +249,13 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
+
+    #[test]
+    fn sizes_are_written_the_heroku_way_in_logs() {
+        assert_eq!(heroku_size("standard-1x"), "Standard-1X");
+        assert_eq!(heroku_size("performance-m"), "Performance-M");
+        assert_eq!(heroku_size("eco"), "Eco");
+    }
 
     #[test]
     fn sizes_are_capitalized_like_heroku() {

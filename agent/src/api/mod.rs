@@ -19,6 +19,7 @@ mod domains;
 mod dynos;
 mod error;
 mod formation;
+pub mod log_sessions;
 mod paging;
 mod releases;
 #[cfg(test)]
@@ -50,6 +51,10 @@ pub struct ApiContext {
     pub dynos: Option<crate::dynos::DynoManager>,
     pub metrics: crate::metrics::Metrics,
     pub node_name: String,
+    /// This node's app log buffers (API actions are logged as `app[api]`).
+    pub logs: crate::logs::Logs,
+    pub sessions: log_sessions::Sessions,
+    pub peers: Option<crate::peer::QuicConnector>,
 }
 
 /// Who made the request, from their token. Put into the request's extensions by the
@@ -148,6 +153,8 @@ pub fn router(ctx: ApiContext) -> Router {
             get(domains::info).delete(domains::delete),
         )
         .route("/metrics", get(cluster::metrics))
+        .route("/apps/{app}/log-sessions", post(log_sessions::create))
+        .route("/log-sessions/{id}", get(log_sessions::open))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
         .route(

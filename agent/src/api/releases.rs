@@ -139,6 +139,12 @@ pub async fn create(
     let CommandOutput::Release { app, version } = write(&ctx, cmd).await? else {
         return Err(ApiError::internal("the rollback returned no release"));
     };
+    ctx.logs
+        .api(app.id, &format!("Rollback to v{to} by {}", caller.email));
+    ctx.logs.api(
+        app.id,
+        &format!("Release v{version} created by {}", caller.email),
+    );
     let r = app
         .releases
         .iter()

@@ -113,6 +113,7 @@ impl Harness {
             None,
             Default::default(),
             None,
+            Default::default(),
         )
         .unwrap();
         let app = router(ApiContext {
@@ -122,6 +123,9 @@ impl Harness {
             dynos: None,
             metrics: Default::default(),
             node_name: "n1".into(),
+            logs: Default::default(),
+            sessions: Default::default(),
+            peers: None,
         });
         Harness {
             app,

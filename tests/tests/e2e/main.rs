@@ -13,5 +13,6 @@ mod cluster;
 mod dynos;
 mod hctl;
 mod invariants;
+mod logs;
 mod router;
 mod runtime;
