@@ -4,6 +4,7 @@
 mod api;
 mod builder;
 mod config;
+mod drains;
 mod dynos;
 mod git;
 mod join;

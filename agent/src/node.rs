@@ -152,6 +152,11 @@ impl Agent {
             Duration::from_millis(cfg.router.withdraw_timeout_ms),
         );
         tasks.push(tokio::spawn(registrar.clone().run(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::drains::run(
+            raft.clone(),
+            logs.clone(),
+            shutdown_rx.clone(),
+        )));
         let dynos = DynoManager::new(
             cfg.node_id,
             raft.clone(),

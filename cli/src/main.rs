@@ -355,6 +355,27 @@ enum Cmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// List the app's log drains.
+    Drains {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Add a log drain: syslog://HOST:PORT, http://… or https://….
+    #[command(name = "drains:add")]
+    DrainsAdd {
+        url: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove a log drain (by URL or id).
+    #[command(name = "drains:remove")]
+    DrainsRemove {
+        drain: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// List the cluster's nodes.
     Nodes(JsonArg),
     /// Move a node's dynos away and keep new ones off it.
@@ -1322,6 +1343,54 @@ fn run(cli: Cli) -> Result<()> {
                 None,
             )?;
             println!("Removing {hostname} from ⬢ {}... done", app.name()?);
+        }
+        Cmd::Drains { app, json: j } => {
+            let list = api()?.get(&format!("{}/log-drains", app_path(app)?))?;
+            if j.json {
+                return print_json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| vec![s(&d["url"]), s(&d["token"])])
+                .collect();
+            if rows.is_empty() {
+                println!("{} has no drains.", app.name()?);
+            } else {
+                println!("{}", header("Drains"));
+                println!("{}", table(&["URL", "Token"], &rows));
+            }
+        }
+        Cmd::DrainsAdd { url, app } => {
+            let d = api()?.call(
+                Method::POST,
+                &format!("{}/log-drains", app_path(app)?),
+                Some(&json!({ "url": url })),
+            )?;
+            println!(
+                "Successfully added drain {} (token {})",
+                s(&d["url"]),
+                s(&d["token"])
+            );
+        }
+        Cmd::DrainsRemove { drain, app } => {
+            let key: String = drain
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let d = api()?.call(
+                Method::DELETE,
+                &format!("{}/log-drains/{key}", app_path(app)?),
+                None,
+            )?;
+            println!("Successfully removed drain {}", s(&d["url"]));
         }
         Cmd::Nodes(j) => {
             let nodes = api()?.get("/cluster/nodes")?;

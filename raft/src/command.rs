@@ -156,6 +156,16 @@ pub enum Command {
         key: String,
         at: DateTime<Utc>,
     },
+    /// Adds a log drain to an app (a URL once per app).
+    AddDrain {
+        app: Uuid,
+        drain: crate::model::Drain,
+    },
+    /// Removes a log drain (by id, URL or token).
+    RemoveDrain {
+        app: Uuid,
+        key: String,
+    },
     /// Records that nodes now hold a slug's bytes.
     AddSlugHolders {
         slug: Uuid,
@@ -270,6 +280,10 @@ pub enum CommandOutput {
     Domain {
         app: Box<App>,
         domain: crate::model::Domain,
+    },
+    Drain {
+        app: Box<App>,
+        drain: crate::model::Drain,
     },
 }
 
@@ -434,6 +448,7 @@ impl Command {
                     buildpacks: Vec::new(),
                     maintenance: false,
                     domains: Vec::new(),
+                    drains: Vec::new(),
                     created_at: actor.at,
                     updated_at: actor.at,
                     released_at: None,
@@ -811,6 +826,39 @@ impl Command {
                 Ok(CommandOutput::Domain {
                     app: Box::new(a.summary()),
                     domain: d,
+                })
+            }
+            Command::AddDrain { app, drain } => {
+                crate::model::validate_drain_url(&drain.url).map_err(CommandError::Invalid)?;
+                let a = app_mut(state, app)?;
+                if a.drains.iter().any(|d| d.url == drain.url) {
+                    return Err(CommandError::Conflict(format!(
+                        "{} is already a drain of {}",
+                        drain.url, a.name
+                    )));
+                }
+                if a.drains.len() >= 5 {
+                    return Err(CommandError::Invalid(
+                        "an app has at most 5 log drains".into(),
+                    ));
+                }
+                a.drains.push(drain.clone());
+                Ok(CommandOutput::Drain {
+                    app: Box::new(a.summary()),
+                    drain: drain.clone(),
+                })
+            }
+            Command::RemoveDrain { app, key } => {
+                let a = app_mut(state, app)?;
+                let pos = a
+                    .drains
+                    .iter()
+                    .position(|d| d.id.to_string() == *key || d.url == *key || d.token == *key)
+                    .ok_or_else(|| CommandError::NotFound(format!("drain {key} not found")))?;
+                let d = a.drains.remove(pos);
+                Ok(CommandOutput::Drain {
+                    app: Box::new(a.summary()),
+                    drain: d,
                 })
             }
             Command::AddSlugHolders { slug, nodes } => {

@@ -101,6 +101,8 @@ pub struct App {
     pub maintenance: bool,
     /// Custom domains the router answers for this app.
     pub domains: Vec<Domain>,
+    /// Log drains: where every node ships this app's lines.
+    pub drains: Vec<Drain>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Time of the newest release.
@@ -148,6 +150,7 @@ impl App {
             buildpacks: self.buildpacks.clone(),
             maintenance: self.maintenance,
             domains: self.domains.clone(),
+            drains: self.drains.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
             released_at: self.released_at,
@@ -196,6 +199,43 @@ pub struct Release {
     pub created_at: DateTime<Utc>,
     /// Email of who made it.
     pub user: String,
+}
+
+/// A log drain: `syslog://host:port` (RFC 5424 over TCP, octet counting) or
+/// `http(s)://…` (logplex-framed POSTs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Drain {
+    pub id: Uuid,
+    pub url: String,
+    /// `d.<uuid>`: names the drain in the lines it receives (`Logplex-Drain-Token`).
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Checks a drain URL: `syslog://HOST:PORT`, `http://…` or `https://…`.
+pub fn validate_drain_url(url: &str) -> Result<(), String> {
+    let bad = || {
+        format!("drain URL {url:?} is invalid: use syslog://HOST:PORT, http://HOST/PATH or https://HOST/PATH")
+    };
+    if url.len() > 2048 || url.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    if let Some(rest) = url.strip_prefix("syslog://") {
+        let hostport = rest.trim_end_matches('/');
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        return Ok(());
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// A custom domain of an app.

@@ -312,6 +312,7 @@ mod tests {
             buildpacks: Vec::new(),
             maintenance: true,
             domains: Vec::new(),
+            drains: Vec::new(),
             created_at: at,
             updated_at: at + chrono::Duration::seconds(5),
             released_at: Some(at),

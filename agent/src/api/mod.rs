@@ -19,6 +19,7 @@ mod domains;
 mod dynos;
 mod error;
 mod formation;
+mod log_drains;
 pub mod log_sessions;
 mod paging;
 mod releases;
@@ -154,6 +155,14 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .route("/metrics", get(cluster::metrics))
         .route("/apps/{app}/log-sessions", post(log_sessions::create))
+        .route(
+            "/apps/{app}/log-drains",
+            get(log_drains::list).post(log_drains::create),
+        )
+        .route(
+            "/apps/{app}/log-drains/{drain}",
+            get(log_drains::info).delete(log_drains::delete),
+        )
         .route("/log-sessions/{id}", get(log_sessions::open))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
@@ -356,7 +365,8 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         CommandOutput::App(a) => Ok(*a),
         CommandOutput::Release { app, .. }
         | CommandOutput::Formation { app, .. }
-        | CommandOutput::Domain { app, .. } => Ok(*app),
+        | CommandOutput::Domain { app, .. }
+        | CommandOutput::Drain { app, .. } => Ok(*app),
         CommandOutput::Done | CommandOutput::Build(_) | CommandOutput::Dynos(_) => {
             Err(ApiError::internal("the command returned no app"))
         }

@@ -195,6 +195,7 @@ mod tests {
             buildpacks: vec![],
             maintenance: false,
             domains: vec![],
+            drains: Vec::new(),
             created_at: at,
             updated_at: at,
             released_at: Some(at),

@@ -317,3 +317,219 @@ fn each_node_keeps_the_last_1500_lines_of_an_app() {
         "no gaps or reordering"
     );
 }
+
+/// The address this test host has as the nodes see it (the bridge's, in netns mode).
+fn host_address(env: &Env) -> String {
+    let router = env.router(0).trim_start_matches("http://").to_string();
+    let ip = router.rsplit_once(':').unwrap().0.to_string();
+    if ip.starts_with("127.") {
+        return ip;
+    }
+    let mut octets: Vec<&str> = ip.split('.').collect();
+    octets[3] = "1";
+    octets.join(".")
+}
+
+/// Reads RFC 6587 octet-counted messages from one TCP connection at a time.
+fn syslog_server() -> (u16, mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = Vec::new();
+                    let mut b = [0u8; 1];
+                    loop {
+                        if r.read_exact(&mut b).is_err() {
+                            return;
+                        }
+                        if b[0] == b' ' {
+                            break;
+                        }
+                        len.push(b[0]);
+                    }
+                    let n: usize = String::from_utf8_lossy(&len).parse().unwrap();
+                    let mut msg = vec![0u8; n];
+                    if r.read_exact(&mut msg).is_err() {
+                        return;
+                    }
+                    if tx.send(String::from_utf8_lossy(&msg).into_owned()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// A minimal HTTP server that records each POST's headers and body and answers 200.
+fn http_server() -> (u16, mpsc::Receiver<(String, String)>) {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if l == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&l);
+                    }
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send((
+                        head.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn wait_msg<T>(rx: &mpsc::Receiver<T>, what: &str, f: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(m) if f(&m) => return m,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn drains_receive_lines_in_syslog_and_logplex_framing_and_a_dead_one_overflows() {
+    let env = cluster(2);
+    deploy(&env, "drained", 2);
+    let host = host_address(&env);
+    let (sport, srx) = syslog_server();
+    let (hport, hrx) = http_server();
+    let syslog_url = format!("syslog://{host}:{sport}");
+    let http_url = format!("http://{host}:{hport}/logs");
+    let out = ok(hctl(&env, 1, &["drains:add", &syslog_url, "-a", "drained"]));
+    assert!(out.contains("Successfully added drain"), "{out}");
+    ok(hctl(&env, 0, &["drains:add", &http_url, "-a", "drained"]));
+    let dup = hctl(&env, 0, &["drains:add", &http_url, "-a", "drained"]);
+    assert!(!dup.status.success());
+    let bad = hctl(&env, 0, &["drains:add", "ftp://x", "-a", "drained"]);
+    assert!(!bad.status.success());
+    let listed = ok(hctl(&env, 0, &["drains", "-a", "drained"]));
+    assert!(
+        listed.contains(&syslog_url) && listed.contains(&http_url),
+        "{listed}"
+    );
+
+    // Lines from dynos on both nodes reach both drains.
+    for _ in 0..10 {
+        hit(&env, 0, "drained");
+        hit(&env, 1, "drained");
+    }
+    let msg = wait_msg(&srx, "a dyno line on the syslog drain", |m| {
+        m.contains(" app web.")
+    });
+    // <PRI>1 TIME TOKEN SOURCE PROCESS - - MSG
+    let parts: Vec<&str> = msg.splitn(8, ' ').collect();
+    assert_eq!(parts[0], "<190>1", "{msg}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(parts[1]).is_ok(),
+        "{msg}"
+    );
+    assert!(parts[2].starts_with("d."), "{msg}");
+    assert_eq!((parts[5], parts[6]), ("-", "-"), "{msg}");
+    wait_msg(&srx, "a router line on the syslog drain", |m| {
+        m.contains(" heroku router - - at=info")
+    });
+    let (head, body) = wait_msg(&hrx, "a logplex POST", |(_, b)| b.contains(" app web."));
+    assert!(head.starts_with("post /logs http/1.1"), "{head}");
+    assert!(
+        head.contains("content-type: application/logplex-1"),
+        "{head}"
+    );
+    assert!(head.contains("logplex-drain-token: d."), "{head}");
+    assert!(head.contains("logplex-frame-id: "), "{head}");
+    let count: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("logplex-msg-count: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The body is `count` octet-counted frames.
+    let mut rest = body.as_str();
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let (n, tail) = rest.split_once(' ').unwrap();
+        let n: usize = n.parse().unwrap();
+        assert!(tail[..n].starts_with("<190>1 "));
+        rest = &tail[n..];
+        frames += 1;
+    }
+    assert_eq!(frames, count);
+
+    // A drain that is down: its buffer overflows, L10 is logged, the others keep going.
+    ok(hctl(
+        &env,
+        0,
+        &["drains:remove", &http_url, "-a", "drained"],
+    ));
+    let dead = format!("syslog://{host}:9");
+    ok(hctl(&env, 0, &["drains:add", &dead, "-a", "drained"]));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["app.py", "requirements.txt"] {
+        std::fs::copy(example().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "web: python3 app.py\nworker: seq 1 5000; sleep 100000\n",
+    )
+    .unwrap();
+    ok(hctl(
+        &env,
+        0,
+        &["deploy", &dir.path().to_string_lossy(), "-a", "drained"],
+    ));
+    ok(hctl(&env, 0, &["ps:scale", "worker=1", "-a", "drained"]));
+    eventually("L10 in the app's logs", Duration::from_secs(60), || {
+        logs(&env, 0, "drained", &["-n", "1500", "-s", "heroku"])
+            .iter()
+            .any(|l| l.contains("heroku[logplex]: Error L10 (output buffer overflow)"))
+            .then_some(())
+    });
+    // The live syslog drain still gets the worker's lines.
+    wait_msg(&srx, "the worker's last line on the live drain", |m| {
+        m.ends_with(" app worker.1 - - 5000")
+    });
+    ok(hctl(&env, 0, &["drains:remove", &dead, "-a", "drained"]));
+}
