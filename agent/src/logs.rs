@@ -79,6 +79,8 @@ pub struct LogRequest {
 struct Inner {
     apps: HashMap<Uuid, VecDeque<LogLine>>,
     seq: u64,
+    /// Lines taken in since start.
+    total: u64,
 }
 
 /// The node's log buffers. Cheap to clone.
@@ -97,6 +99,7 @@ impl Default for Logs {
             inner: Arc::new(Mutex::new(Inner {
                 apps: HashMap::new(),
                 seq: boot,
+                total: 0,
             })),
             live: broadcast::channel(8192).0,
         }
@@ -117,6 +120,7 @@ impl Logs {
             return;
         };
         m.seq += 1;
+        m.total += 1;
         let line = LogLine {
             seq: m.seq,
             app,
@@ -132,6 +136,11 @@ impl Logs {
         q.push_back(line.clone());
         // Sent under the lock so that live lines reach subscribers in sequence order.
         let _ = self.live.send(line);
+    }
+
+    /// Lines taken in since this node started.
+    pub fn total(&self) -> u64 {
+        self.inner.lock().map(|m| m.total).unwrap_or(0)
     }
 
     /// A platform event: `heroku[web.1]: State changed from starting to up`.

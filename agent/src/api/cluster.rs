@@ -133,6 +133,12 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
             vec![],
             st.voters.len() as f64,
         ),
+        (
+            "haven_log_lines_total",
+            "App log lines this node has taken in since it started.",
+            vec![],
+            ctx.logs.total() as f64,
+        ),
     ];
     ctx.raft.with_state(|s| {
         let mut by_state: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
