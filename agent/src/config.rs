@@ -144,6 +144,8 @@ pub struct RouterTuning {
     pub max_tries: u32,
     /// Time to the response's first byte (else H12).
     pub first_byte_timeout_ms: u64,
+    /// Longest silence while a response body streams (else H15, the connection closes).
+    pub idle_timeout_ms: u64,
     /// Longest wait for routers to confirm a withdrawn dyno before it is stopped anyway.
     pub withdraw_timeout_ms: u64,
 }
@@ -155,6 +157,7 @@ impl Default for RouterTuning {
             quarantine_ms: 5000,
             max_tries: 10,
             first_byte_timeout_ms: 30_000,
+            idle_timeout_ms: 55_000,
             withdraw_timeout_ms: 2000,
         }
     }

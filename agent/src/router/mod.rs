@@ -7,7 +7,7 @@
 //! - Balancing: least outstanding requests between two random choices; a refused or
 //!   timed-out connect quarantines the dyno and tries another (up to `max_tries`).
 //! - Heroku's headers (`X-Forwarded-For/-Proto/-Port`, `X-Request-Id`, `X-Request-Start`,
-//!   `Via`), its error codes (H10, H12, H13, H14, H19, H21, H80, H99) as plain error pages,
+//!   `Via`), its error codes (H10, H12, H13, H14, H15, H19, H21, H80) as plain error pages,
 //!   and one `heroku[router]` log line per request.
 //! - Bodies stream both ways; WebSocket (any `Upgrade`) connections pass through.
 
@@ -15,6 +15,7 @@ pub mod registry;
 pub mod table;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ fn describe(code: &str) -> &'static str {
         "H12" => "Request timeout",
         "H13" => "Connection closed without response",
         "H14" => "No web processes running",
+        "H15" => "Idle connection",
         "H18" => "Server Request Interrupted",
         "H19" => "Backend connection timeout",
         "H21" => "Backend connection refused",
@@ -133,6 +135,11 @@ struct Guarded {
     inner: Incoming,
     _guards: (InFlight, ActiveGuard),
     reuse: Option<(Arc<table::Backend>, table::Sender)>,
+    /// Armed while the body waits for the dyno; fires after `idle_limit` of silence.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_limit: Duration,
+    /// Logs H15 when the idle timer fires.
+    on_idle: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Drop for Guarded {
@@ -163,6 +170,22 @@ impl hyper::body::Body for Guarded {
         let polled = Pin::new(&mut self.inner)
             .poll_frame(cx)
             .map_err(|e| Box::new(e) as BoxError);
+        if polled.is_pending() {
+            let limit = self.idle_limit;
+            let timer = self
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if timer.as_mut().poll(cx).is_ready() {
+                self.reuse = None;
+                if let Some(f) = self.on_idle.take() {
+                    f();
+                }
+                return Poll::Ready(Some(Err("H15: the dyno sent nothing for too long".into())));
+            }
+            return Poll::Pending;
+        }
+        // Data came: the next wait gets a fresh window.
+        self.idle = None;
         match &polled {
             Poll::Ready(None) => self.give_back(),
             Poll::Ready(Some(Err(_))) => self.reuse = None,
@@ -555,11 +578,24 @@ impl Router {
                 );
             }
         }
+        let on_idle: Box<dyn FnOnce() + Send + Sync> = {
+            let logs = self.inner.logs.clone();
+            let app = t.app;
+            let line = log_line(
+                Some("H15"),
+                &fields(&dyno_name, connect_ms, status, bytes).as_fields(),
+            );
+            Box::new(move || logs.emit(app, "heroku", "router", &line))
+        };
+        let idle_limit = Duration::from_millis(self.inner.tuning.idle_timeout_ms);
         resp.map(|body| {
             let mut g = Guarded {
                 inner: body,
                 _guards: (inflight, active),
                 reuse,
+                idle: None,
+                idle_limit,
+                on_idle: Some(on_idle),
             };
             // An empty body is complete already.
             if hyper::body::Body::is_end_stream(&g.inner) {

@@ -151,7 +151,10 @@ fn every_router_reaches_web_dynos_on_every_node() {
 
 #[test]
 fn the_router_adds_heroku_headers_and_answers_errors_with_codes() {
-    let env = cluster_with(1, Some("[router]\nfirst_byte_timeout_ms = 1000\n"));
+    let env = cluster_with(
+        1,
+        Some("[router]\nfirst_byte_timeout_ms = 1000\nidle_timeout_ms = 1000\n"),
+    );
     deploy(&env, "headers", 1);
     let host = "headers.localhost";
     let r = client()
@@ -196,6 +199,31 @@ fn the_router_adds_heroku_headers_and_answers_errors_with_codes() {
     let (status, body) = get(&env, 0, host, "/sleep/3").unwrap();
     assert_eq!(status, 503);
     assert!(body.contains("H12"), "{body}");
+    // H15: a body that goes silent past the idle window is cut, and logged.
+    let r = client()
+        .get(format!("{}/stall/3", env.router(0)))
+        .header("Host", host)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.text();
+    assert!(
+        body.as_ref().map_or(true, |b| !b.contains("last")),
+        "the stalled body was not cut: {body:?}"
+    );
+    let out = Command::new(binary("hctl"))
+        .args(["logs", "-a", "headers", "-p", "router", "-n", "50"])
+        .env("HAVEN_API", env.api(0))
+        .env("HAVEN_TOKEN", env.token())
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("at=error code=H15 desc=\"Idle connection\""),
+        "{text}"
+    );
+    assert!(text.contains("code=H12"), "{text}");
     // H80: maintenance mode.
     ok(hctl(&env, 0, &["maintenance:on", "-a", "headers"]));
     let (status, body) = get(&env, 0, host, "/").unwrap();
