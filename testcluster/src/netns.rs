@@ -211,9 +211,21 @@ fn kill_all_in(ns: &str) {
 }
 
 /// Kills what runs in `ns` and deletes it (its `eth0` and so the veth go with it).
+///
+/// Deletion can fail for a moment after the kill: a process that has not finished dying,
+/// or a dyno's fresh mount namespace, still holds the namespace's bind mount. It is
+/// retried until the namespace is gone (at most 5 s).
 fn remove_host(ns: &str) {
-    kill_all_in(ns);
-    let _ = ip(&["netns", "del", ns]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        kill_all_in(ns);
+        let _ = ip(&["netns", "del", ns]);
+        let gone = list_namespaces().map_or(true, |names| !names.iter().any(|n| n == ns));
+        if gone || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Removes bridge `k` and the namespaces of its `n` nodes, killing anything left in them.
