@@ -7,7 +7,8 @@
 //! - Balancing: least outstanding requests between two random choices; a refused or
 //!   timed-out connect quarantines the dyno and tries another (up to `max_tries`).
 //! - Heroku's headers (`X-Forwarded-For/-Proto/-Port`, `X-Request-Id`, `X-Request-Start`,
-//!   `Via`), its error codes (H10, H12, H13, H14, H15, H19, H21, H80) as plain error pages,
+//!   `Via`), its error codes (H10, H12, H13, H14, H15, H18, H19, H21, H80, H99) as plain
+//!   error pages,
 //!   and one `heroku[router]` log line per request.
 //! - Bodies stream both ways; WebSocket (any `Upgrade`) connections pass through.
 
@@ -510,7 +511,8 @@ impl Router {
                         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
                             Ok(x) => x,
                             Err(_) => {
-                                last_code = "H13";
+                                // The dyno accepted but the HTTP handshake broke: ours.
+                                last_code = "H99";
                                 continue;
                             }
                         };
@@ -534,8 +536,15 @@ impl Router {
                         continue;
                     }
                     None => {
-                        debug!(error = %e.error(), "dyno closed the connection without a response");
-                        return fail("H13", &b.entry.name, connect_started.elapsed().as_millis());
+                        // The request body broke off while it was being sent (H18), or
+                        // the dyno closed the connection without answering (H13).
+                        let code = if e.error().is_body_write_aborted() || e.error().is_user() {
+                            "H18"
+                        } else {
+                            "H13"
+                        };
+                        debug!(error = %e.error(), code, "no response from the dyno");
+                        return fail(code, &b.entry.name, connect_started.elapsed().as_millis());
                     }
                 },
             }
