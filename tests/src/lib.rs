@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end tests and benchmarks: a cluster in a temp dir, and a
 //! small JSON-schema checker for the Heroku Platform API schema.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use haven_testcluster::{Mode, Options, TestCluster};
@@ -73,6 +74,43 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
 pub fn binary(name: &str) -> PathBuf {
     haven_testcluster::find_binary(name, None, &format!("{}_BIN", name.to_uppercase()))
         .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// A path of the repository (`examples/python-hello`, `tests/fixtures/router-app`).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// `hctl ARGS` against node `node` with the admin token (and a home of its own, so that
+/// no saved login of the machine is read).
+pub fn hctl_command(env: &Env, node: usize, args: &[&str]) -> Command {
+    let home = std::env::temp_dir().join("haven-tests-hctl-home");
+    let _ = std::fs::create_dir_all(&home);
+    let mut c = Command::new(binary("hctl"));
+    c.args(args)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .env("HAVEN_API", env.api(node))
+        .env("HAVEN_TOKEN", env.token());
+    c
+}
+
+/// Runs `hctl ARGS` against node `node` and waits for it.
+pub fn hctl(env: &Env, node: usize, args: &[&str]) -> Output {
+    hctl_command(env, node, args)
+        .output()
+        .unwrap_or_else(|e| panic!("run hctl: {e}"))
+}
+
+/// The stdout of an `hctl` run that succeeded; panics with its output otherwise.
+pub fn hctl_ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "hctl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The Heroku Platform API schema shipped in `shared/reference`.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use haven_tests::{binary, cluster, eventually, heroku_schema, validate_haven, Env};
+use haven_tests::{cluster, eventually, hctl, heroku_schema, validate_haven, Env};
 use serde_json::{json, Value};
 
 /// The repository's `examples/` dir.
@@ -281,18 +281,6 @@ exit 3"#,
         .text()
         .unwrap();
     assert!(text.contains("about to fail"), "{text}");
-}
-
-fn hctl(env: &Env, node: usize, args: &[&str]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    Command::new(binary("hctl"))
-        .args(args)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("HAVEN_API", env.api(node))
-        .env("HAVEN_TOKEN", env.token())
-        .output()
-        .unwrap()
 }
 
 #[test]

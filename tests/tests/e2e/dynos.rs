@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use haven_tests::{binary, cluster, cluster_with, eventually, Env};
+use haven_tests::{binary, cluster, cluster_with, eventually, hctl, hctl_ok as ok, Env};
 use serde_json::{json, Value};
 
 fn example(name: &str) -> std::path::PathBuf {
@@ -16,10 +16,6 @@ fn example(name: &str) -> std::path::PathBuf {
         .join("..")
         .join("examples")
         .join(name)
-}
-
-fn hctl(env: &Env, node: usize, args: &[&str]) -> Output {
-    hctl_in(env, node, args, None)
 }
 
 fn hctl_in(env: &Env, node: usize, args: &[&str], stdin: Option<&str>) -> Output {
@@ -44,16 +40,6 @@ fn hctl_in(env: &Env, node: usize, args: &[&str], stdin: Option<&str>) -> Output
         w.write_all(text.as_bytes()).unwrap();
     }
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "hctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Creates `app` and deploys `src` (a directory) to it through node 0.

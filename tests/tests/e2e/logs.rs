@@ -4,40 +4,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use haven_tests::{binary, cluster, eventually, Env};
+use haven_tests::{cluster, eventually, hctl, hctl_command, hctl_ok as ok, Env};
 use serde_json::json;
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-hello")
-}
-
-fn hctl_cmd(env: &Env, node: usize, args: &[&str]) -> Command {
-    let home = std::env::temp_dir().join(format!("hctl-home-{}", std::process::id()));
-    let mut c = Command::new(binary("hctl"));
-    c.args(args)
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", &home)
-        .env("HAVEN_API", env.api(node))
-        .env("HAVEN_TOKEN", env.token());
-    c
-}
-
-fn hctl(env: &Env, node: usize, args: &[&str]) -> Output {
-    hctl_cmd(env, node, args).output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "hctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn deploy(env: &Env, app: &str, web: u32) {
@@ -81,7 +56,7 @@ struct Tail {
 
 impl Tail {
     fn start(env: &Env, node: usize, app: &str) -> Tail {
-        let mut child = hctl_cmd(env, node, &["logs", "--tail", "-n", "0", "-a", app])
+        let mut child = hctl_command(env, node, &["logs", "--tail", "-n", "0", "-a", app])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -451,14 +426,25 @@ fn drains_receive_lines_in_syslog_and_logplex_framing_and_a_dead_one_overflows()
         "{listed}"
     );
 
-    // Lines from dynos on both nodes reach both drains.
-    for _ in 0..10 {
-        hit(&env, 0, "drained");
-        hit(&env, 1, "drained");
-    }
-    let msg = wait_msg(&srx, "a dyno line on the syslog drain", |m| {
-        m.contains(" app web.")
-    });
+    // Lines from dynos on both nodes reach both drains (nodes pick a new drain up within
+    // half a second; lines from before that are not shipped, so keep making new ones).
+    let msg = eventually(
+        "a dyno line on the syslog drain",
+        Duration::from_secs(30),
+        || {
+            hit(&env, 0, "drained");
+            hit(&env, 1, "drained");
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match srx.recv_timeout(left) {
+                    Ok(m) if m.contains(" app web.") => return Some(m),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            None
+        },
+    );
     // <PRI>1 TIME TOKEN SOURCE PROCESS - - MSG
     let parts: Vec<&str> = msg.splitn(8, ' ').collect();
     assert_eq!(parts[0], "<190>1", "{msg}");
@@ -468,10 +454,22 @@ fn drains_receive_lines_in_syslog_and_logplex_framing_and_a_dead_one_overflows()
     );
     assert!(parts[2].starts_with("d."), "{msg}");
     assert_eq!((parts[5], parts[6]), ("-", "-"), "{msg}");
-    wait_msg(&srx, "a router line on the syslog drain", |m| {
-        m.contains(" heroku router - - at=info")
+    let _router_line = eventually(
+        "a router line on the syslog drain",
+        Duration::from_secs(30),
+        || {
+            hit(&env, 0, "drained");
+            srx.recv_timeout(Duration::from_millis(300))
+                .ok()
+                .filter(|m| m.contains(" heroku router - - at=info"))
+        },
+    );
+    let (head, body) = eventually("a logplex POST", Duration::from_secs(30), || {
+        hit(&env, 1, "drained");
+        hrx.recv_timeout(Duration::from_millis(300))
+            .ok()
+            .filter(|(_, b)| b.contains(" app web."))
     });
-    let (head, body) = wait_msg(&hrx, "a logplex POST", |(_, b)| b.contains(" app web."));
     assert!(head.starts_with("post /logs http/1.1"), "{head}");
     assert!(
         head.contains("content-type: application/logplex-1"),

@@ -5,40 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use haven_tests::{binary, cluster, cluster_with, eventually, Env};
+use haven_tests::{binary, cluster, cluster_with, eventually, hctl, hctl_ok as ok, Env};
 use serde_json::{json, Value};
 
 fn fixture() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join("router-app")
-}
-
-fn hctl(env: &Env, node: usize, args: &[&str]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    Command::new(binary("hctl"))
-        .args(args)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .env("HAVEN_API", env.api(node))
-        .env("HAVEN_TOKEN", env.token())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "hctl failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Creates `app`, deploys the router fixture app and waits for `web` dynos up.
