@@ -94,7 +94,9 @@ struct Shipper {
 
 /// Runs the drains of this node's lines until shutdown.
 pub async fn run(raft: HavenRaft, logs: Logs, mut shutdown: watch::Receiver<bool>) {
-    let mut live = logs.subscribe();
+    // Subscribed only while some app has a drain: without drains, emitting a line costs
+    // nothing here.
+    let mut live: Option<broadcast::Receiver<LogLine>> = None;
     let mut shippers: HashMap<Uuid, (Arc<Shipper>, tokio::task::JoinHandle<()>)> = HashMap::new();
     // Drains by app, refreshed from the replicated state.
     let mut by_app: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
@@ -117,6 +119,7 @@ pub async fn run(raft: HavenRaft, logs: Logs, mut shutdown: watch::Receiver<bool
                     keep
                 });
                 by_app.clear();
+                let any = !want.is_empty();
                 for (app, id, url, token) in want {
                     by_app.entry(app).or_default().push(id);
                     shippers.entry(id).or_insert_with(|| {
@@ -130,8 +133,16 @@ pub async fn run(raft: HavenRaft, logs: Logs, mut shutdown: watch::Receiver<bool
                         (s, task)
                     });
                 }
+                match (any, live.is_some()) {
+                    (true, false) => live = Some(logs.subscribe()),
+                    (false, true) => live = None,
+                    _ => {}
+                }
             }
-            got = live.recv() => {
+            got = async { Some(live.as_mut()?.recv().await) }, if live.is_some() => {
+                let Some(got): Option<Result<LogLine, broadcast::error::RecvError>> = got else {
+                    continue;
+                };
                 let line = match got {
                     Ok(l) => l,
                     Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -261,6 +261,22 @@ fn exec_main(
             .context("reset the signal mask")?;
         setsid().context("setsid")?;
         let _ = fs::write("/proc/self/oom_score_adj", "0");
+        // The stdio pipes belong to the agent (root): hand them to the dyno user so that
+        // programs that reopen /dev/stdout or /dev/stderr by path (nginx, many loggers)
+        // may. Only pipes: /dev/null or a terminal is a host device and stays as it is.
+        for fd in 0..=2 {
+            let is_pipe = nix::sys::stat::fstat(fd).is_ok_and(|st| {
+                let kind = st.st_mode & nix::sys::stat::SFlag::S_IFMT.bits();
+                kind == nix::sys::stat::SFlag::S_IFIFO.bits()
+            });
+            if is_pipe {
+                let _ = nix::unistd::fchown(
+                    fd,
+                    Some(Uid::from_raw(spec.uid)),
+                    Some(Gid::from_raw(spec.gid)),
+                );
+            }
+        }
         setgroups(&[]).context("setgroups")?;
         setgid(Gid::from_raw(spec.gid)).context("setgid")?;
         setuid(Uid::from_raw(spec.uid)).context("setuid")?;

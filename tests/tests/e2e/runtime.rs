@@ -367,6 +367,27 @@ fn runtime_container_memory_limit_kills_and_reports_oom() {
     assert!(!fx.path("state/rt-oom-1").exists());
 }
 
+#[test]
+fn runtime_container_programs_may_reopen_their_stdout_and_stderr() {
+    if skip_unless_root("reopening stdio") {
+        return;
+    }
+    let fx = Fixture::new();
+    // nginx and many loggers open /dev/stderr by path; the pipes are the agent's.
+    let cmd = fx.dyno_run(
+        "rt-stdio-1",
+        &["--mode", "container"],
+        "echo to-stdout > /dev/stdout && echo to-stderr > /dev/stderr",
+    );
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("to-stdout"), "{}", out.stdout);
+    assert!(out.stderr.contains("to-stderr"), "{}", out.stderr);
+    // The host's /dev/null, bound into every dyno, keeps its owner.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata("/dev/null").unwrap().uid(), 0);
+}
+
 const TERM_SH: &str = r#"#!/bin/bash
 trap 'wait "$BG"; echo main >/out/main; exit 7' TERM
 ( trap 'echo got >/out/bg; exit 0' TERM; echo ready >/out/ready; while :; do sleep 0.05; done ) &
