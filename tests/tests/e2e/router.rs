@@ -231,8 +231,11 @@ fn custom_domains_and_websockets_route_to_the_app() {
         &["domains:add", "www.example.test", "-a", "domains"],
     ));
     assert!(out.contains("Adding www.example.test"), "{out}");
-    let (status, body) = get(&env, 1, "WWW.Example.test:7480", "/").unwrap();
-    assert_eq!((status, body.trim()), (200, "Hello from web.1"));
+    let body = eventually("the custom domain routes", Duration::from_secs(10), || {
+        let (status, body) = get(&env, 1, "WWW.Example.test:7480", "/").ok()?;
+        (status == 200).then_some(body)
+    });
+    assert_eq!(body.trim(), "Hello from web.1");
     let taken = env.request(
         0,
         reqwest::Method::POST,
@@ -250,7 +253,12 @@ fn custom_domains_and_websockets_route_to_the_app() {
         0,
         &["domains:remove", "www.example.test", "-a", "domains"],
     ));
-    assert_eq!(get(&env, 1, "www.example.test", "/").unwrap().0, 404);
+    // Routers read their own replica: the removal reaches node 1 within moments.
+    eventually(
+        "the removed domain answers 404",
+        Duration::from_secs(10),
+        || (get(&env, 1, "www.example.test", "/").ok()?.0 == 404).then_some(()),
+    );
 
     // A WebSocket upgrade passes through to the dyno and echoes.
     use tungstenite::client::IntoClientRequest;
