@@ -355,3 +355,62 @@ impl Registrar {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+    use haven_raft::model::{Dyno, DynoState};
+
+    use super::*;
+
+    fn dyno(id: Uuid, app: Uuid, ptype: &str, node: NodeId) -> Dyno {
+        Dyno {
+            id,
+            app,
+            process_type: ptype.into(),
+            index: 1,
+            release: 2,
+            size: "standard-1x".into(),
+            node,
+            command: String::new(),
+            one_off: false,
+            attach: false,
+            env: BTreeMap::new(),
+            run: true,
+            state: DynoState::Up,
+            state_changed_at: Utc::now(),
+            restart_seq: 0,
+            restarts: 0,
+            port: Some(30001),
+            exit_code: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_node_may_register_only_web_dynos_the_state_places_on_it() {
+        let app = Uuid::new_v4();
+        let (web, worker, elsewhere) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut s = State::default();
+        s.dynos.insert(web, dyno(web, app, "web", 7));
+        s.dynos.insert(worker, dyno(worker, app, "worker", 7));
+        s.dynos.insert(elsewhere, dyno(elsewhere, app, "web", 8));
+        let route = |dyno: Uuid, app: Uuid| RouteEntry {
+            app,
+            dyno,
+            name: "web.1".into(),
+            release: 2,
+            addr: "10.0.0.7:30001".into(),
+        };
+        assert!(owned(&s, 7, &route(web, app)));
+        // Another node's dyno, a dyno under another app, a worker, an unknown dyno: refused.
+        assert!(!owned(&s, 7, &route(elsewhere, app)));
+        assert!(!owned(&s, 8, &route(web, app)));
+        assert!(!owned(&s, 7, &route(web, Uuid::new_v4())));
+        assert!(!owned(&s, 7, &route(worker, app)));
+        assert!(!owned(&s, 7, &route(Uuid::new_v4(), app)));
+    }
+}
