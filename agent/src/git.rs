@@ -135,6 +135,22 @@ fn ensure_repo(ctx: &ApiContext, app: &model::App) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The app a `NAME.git` path names and its repository on this node, or the answer git
+/// should get.
+async fn open_repo(ctx: &ApiContext, repo: &str) -> Result<(model::App, PathBuf), Response> {
+    let app = find_app(ctx, repo).await?;
+    match ensure_repo(ctx, &app) {
+        Ok(dir) => Ok((app, dir)),
+        Err(e) => {
+            warn!(app = %app.name, error = %e, "git repository unavailable");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Haven: the repository is unavailable",
+            ))
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ServiceQuery {
     service: Option<String>,
@@ -160,19 +176,9 @@ async fn info_refs(
             )
         }
     }
-    let app = match find_app(&ctx, &repo).await {
-        Ok(a) => a,
+    let (_app, dir) = match open_repo(&ctx, &repo).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let dir = match ensure_repo(&ctx, &app) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(app = %app.name, error = %e, "git repository unavailable");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Haven: the repository is unavailable",
-            );
-        }
     };
     let out = tokio::process::Command::new("git")
         .args(["receive-pack", "--stateless-rpc", "--advertise-refs"])
@@ -238,19 +244,9 @@ async fn receive_pack(
     let Some(token) = authenticate(&ctx, &headers) else {
         return unauthorized();
     };
-    let app = match find_app(&ctx, &repo).await {
-        Ok(a) => a,
+    let (app, dir) = match open_repo(&ctx, &repo).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let dir = match ensure_repo(&ctx, &app) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(app = %app.name, error = %e, "git repository unavailable");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Haven: the repository is unavailable",
-            );
-        }
     };
     let gzip = headers
         .get(header::CONTENT_ENCODING)

@@ -208,27 +208,17 @@ pub fn plan_command(s: &State, plan: &sched::Plan) -> Option<Command> {
                     .get(process_type)
                     .map(|f| f.command.clone())
                     .unwrap_or_default();
-                starts.push(Dyno {
-                    id: Uuid::new_v4(),
-                    app: a.id,
-                    process_type: process_type.clone(),
-                    index: *index,
-                    release: *release,
-                    size: size.clone(),
-                    node: *node,
+                starts.push(Dyno::placed(
+                    Uuid::new_v4(),
+                    a.id,
+                    process_type,
+                    *index,
+                    *release,
+                    size,
+                    *node,
                     command,
-                    one_off: false,
-                    attach: false,
-                    env: BTreeMap::new(),
-                    run: true,
-                    state: DynoState::Starting,
-                    state_changed_at: now,
-                    restart_seq: 0,
-                    restarts: 0,
-                    port: None,
-                    exit_code: None,
-                    created_at: now,
-                });
+                    now,
+                ));
             }
             sched::Change::Stop { dyno, .. } => {
                 if let Ok(id) = dyno.parse() {
@@ -292,29 +282,21 @@ fn release_phase(s: &State, now: chrono::DateTime<Utc>) -> Vec<Command> {
                     .filter(|n| n.status == NodeStatus::Up && !n.draining)
                     .max_by_key(|n| (slug.holders.contains(&n.id), std::cmp::Reverse(n.id)));
                 if let Some(node) = node {
-                    out.push(Command::CreateOneOff {
-                        dyno: Dyno {
-                            id: Uuid::new_v4(),
-                            app: app.id,
-                            process_type: "release".into(),
-                            index: 1,
-                            release: pending.version,
-                            size: model::DEFAULT_SIZE.into(),
-                            node: node.id,
-                            command: command.clone(),
-                            one_off: true,
-                            attach: false,
-                            env: BTreeMap::new(),
-                            run: true,
-                            state: DynoState::Starting,
-                            state_changed_at: now,
-                            restart_seq: 0,
-                            restarts: 0,
-                            port: None,
-                            exit_code: None,
-                            created_at: now,
-                        },
-                    });
+                    let dyno = Dyno {
+                        one_off: true,
+                        ..Dyno::placed(
+                            Uuid::new_v4(),
+                            app.id,
+                            "release",
+                            1,
+                            pending.version,
+                            model::DEFAULT_SIZE,
+                            node.id,
+                            command.clone(),
+                            now,
+                        )
+                    };
+                    out.push(Command::CreateOneOff { dyno });
                 }
             }
             Some(d) if d.run => {

@@ -697,27 +697,11 @@ impl Command {
                 }
                 Ok(CommandOutput::Done)
             }
-            Command::RestartDynos { app, target } => {
-                let ids = target_dynos(state, *app, target)?;
-                let mut out = Vec::new();
-                for id in ids {
-                    if let Some(d) = state.dynos.get_mut(&id) {
-                        d.restart_seq = d.restart_seq.wrapping_add(1);
-                        out.push(d.clone());
-                    }
-                }
-                Ok(CommandOutput::Dynos(out))
-            }
+            Command::RestartDynos { app, target } => update_dynos(state, *app, target, |d| {
+                d.restart_seq = d.restart_seq.wrapping_add(1)
+            }),
             Command::StopDynos { app, target } => {
-                let ids = target_dynos(state, *app, target)?;
-                let mut out = Vec::new();
-                for id in ids {
-                    if let Some(d) = state.dynos.get_mut(&id) {
-                        d.run = false;
-                        out.push(d.clone());
-                    }
-                }
-                Ok(CommandOutput::Dynos(out))
+                update_dynos(state, *app, target, |d| d.run = false)
             }
             Command::CreateOneOff { dyno } => {
                 let a = state
@@ -871,6 +855,24 @@ impl Command {
             }
         }
     }
+}
+
+/// Applies `f` to the dynos `target` names; answers them.
+fn update_dynos(
+    state: &mut State,
+    app: Uuid,
+    target: &DynoTarget,
+    f: impl Fn(&mut Dyno),
+) -> CommandResult {
+    let ids = target_dynos(state, app, target)?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(d) = state.dynos.get_mut(&id) {
+            f(d);
+            out.push(d.clone());
+        }
+    }
+    Ok(CommandOutput::Dynos(out))
 }
 
 /// The ids of an app's dynos that `target` names; a named dyno or type that does not exist

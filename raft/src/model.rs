@@ -400,6 +400,43 @@ pub struct Dyno {
 }
 
 impl Dyno {
+    /// A new dyno placed on `node`, about to start; `id` and `at` come from the proposer.
+    /// One-offs get their extra fields set by the caller (`one_off`, `attach`, `env`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn placed(
+        id: Uuid,
+        app: Uuid,
+        process_type: &str,
+        index: u32,
+        release: u64,
+        size: &str,
+        node: NodeId,
+        command: String,
+        at: DateTime<Utc>,
+    ) -> Dyno {
+        Dyno {
+            id,
+            app,
+            process_type: process_type.to_string(),
+            index,
+            release,
+            size: size.to_string(),
+            node,
+            command,
+            one_off: false,
+            attach: false,
+            env: BTreeMap::new(),
+            run: true,
+            state: DynoState::Starting,
+            state_changed_at: at,
+            restart_seq: 0,
+            restarts: 0,
+            port: None,
+            exit_code: None,
+            created_at: at,
+        }
+    }
+
     /// `web.1`, `run.4821`.
     pub fn name(&self) -> String {
         format!("{}.{}", self.process_type, self.index)

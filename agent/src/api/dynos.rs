@@ -265,27 +265,21 @@ pub async fn create(
     let release = release.ok_or_else(|| {
         ApiError::invalid("the app has no slug yet: deploy it (git push or hctl deploy) before running one-off dynos")
     })?;
-    let now = Utc::now();
     let dyno = model::Dyno {
-        id: Uuid::new_v4(),
-        app: app_id,
-        process_type: ptype,
-        index: rand::thread_rng().gen_range(1000..10000),
-        release,
-        size,
-        node: ctx.node_id,
-        command: body.command.clone(),
         one_off: true,
         attach: body.attach.unwrap_or(false),
         env: body.env.clone().unwrap_or_default(),
-        run: true,
-        state: DynoState::Starting,
-        state_changed_at: now,
-        restart_seq: 0,
-        restarts: 0,
-        port: None,
-        exit_code: None,
-        created_at: now,
+        ..model::Dyno::placed(
+            Uuid::new_v4(),
+            app_id,
+            &ptype,
+            rand::thread_rng().gen_range(1000..10000),
+            release,
+            &size,
+            ctx.node_id,
+            body.command.clone(),
+            Utc::now(),
+        )
     };
     let CommandOutput::Dynos(created) = write(&ctx, Command::CreateOneOff { dyno }).await? else {
         return Err(ApiError::internal("the command returned no dyno"));

@@ -231,7 +231,17 @@ fn log_line(code: Option<&str>, f: &LogFields) -> String {
     };
     format!(
         "{head} method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={} bytes={} protocol=http",
-        f.method, f.path, f.host, f.request_id, f.fwd, f.dyno, f.connect_ms, f.service_ms, f.status, f.bytes
+        f.method,
+        // Quoted: a `"` in the path would end the field.
+        f.path.replace('"', "%22"),
+        f.host,
+        f.request_id,
+        f.fwd,
+        f.dyno,
+        f.connect_ms,
+        f.service_ms,
+        f.status,
+        f.bytes
     )
 }
 
@@ -373,8 +383,7 @@ impl Router {
         let path = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
         let fwd = match req
             .headers()
             .get("x-forwarded-for")
@@ -396,22 +405,26 @@ impl Router {
                 ),
             );
         };
-        let fields = |dyno: &str, connect_ms: u128, status: u16, bytes: u64| {
-            log_line_owned(
-                &method,
-                &path,
-                &host,
-                &request_id,
-                &fwd,
-                dyno,
-                connect_ms,
-                started.elapsed().as_millis(),
-                status,
-                bytes,
-            )
-        };
+        let line_for =
+            |code: Option<&str>, dyno: &str, connect_ms: u128, status: u16, bytes: u64| {
+                log_line(
+                    code,
+                    &LogFields {
+                        method: &method,
+                        path: &path,
+                        host: &host,
+                        request_id: &request_id,
+                        fwd: &fwd,
+                        dyno,
+                        connect_ms,
+                        service_ms: started.elapsed().as_millis(),
+                        status,
+                        bytes,
+                    },
+                )
+            };
         let fail = |code: &str, dyno: &str, connect_ms: u128| {
-            let line = log_line(Some(code), &fields(dyno, connect_ms, 503, 0).as_fields());
+            let line = line_for(Some(code), dyno, connect_ms, 503, 0);
             self.inner.logs.emit(t.app, "heroku", "router", &line);
             metrics.request(Some(&t.name), 503, started.elapsed());
             error_page(code)
@@ -562,10 +575,7 @@ impl Router {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let line = log_line(
-            None,
-            &fields(&dyno_name, connect_ms, status, bytes).as_fields(),
-        );
+        let line = line_for(None, &dyno_name, connect_ms, status, bytes);
         self.inner.logs.emit(t.app, "heroku", "router", &line);
         metrics.request(Some(&t.name), status, started.elapsed());
 
@@ -587,14 +597,16 @@ impl Router {
                 );
             }
         }
+        // The H15 line is the request's line with the error in front: nothing more is
+        // formatted unless the body goes idle.
         let on_idle: Box<dyn FnOnce() + Send + Sync> = {
             let logs = self.inner.logs.clone();
             let app = t.app;
-            let line = log_line(
-                Some("H15"),
-                &fields(&dyno_name, connect_ms, status, bytes).as_fields(),
-            );
-            Box::new(move || logs.emit(app, "heroku", "router", &line))
+            Box::new(move || {
+                let rest = line.strip_prefix("at=info ").unwrap_or(&line);
+                let err = format!("at=error code=H15 desc=\"{}\" {rest}", describe("H15"));
+                logs.emit(app, "heroku", "router", &err)
+            })
         };
         let idle_limit = Duration::from_millis(self.inner.tuning.idle_timeout_ms);
         resp.map(|body| {
@@ -612,64 +624,6 @@ impl Router {
             }
             g.boxed()
         })
-    }
-}
-
-/// Owned log fields (the closures above build them).
-struct OwnedFields {
-    method: String,
-    path: String,
-    host: String,
-    request_id: String,
-    fwd: String,
-    dyno: String,
-    connect_ms: u128,
-    service_ms: u128,
-    status: u16,
-    bytes: u64,
-}
-
-impl OwnedFields {
-    fn as_fields(&self) -> LogFields<'_> {
-        LogFields {
-            method: &self.method,
-            path: &self.path,
-            host: &self.host,
-            request_id: &self.request_id,
-            fwd: &self.fwd,
-            dyno: &self.dyno,
-            connect_ms: self.connect_ms,
-            service_ms: self.service_ms,
-            status: self.status,
-            bytes: self.bytes,
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn log_line_owned(
-    method: &str,
-    path: &str,
-    host: &str,
-    request_id: &str,
-    fwd: &str,
-    dyno: &str,
-    connect_ms: u128,
-    service_ms: u128,
-    status: u16,
-    bytes: u64,
-) -> OwnedFields {
-    OwnedFields {
-        method: method.into(),
-        path: path.replace('"', "%22"),
-        host: host.into(),
-        request_id: request_id.into(),
-        fwd: fwd.into(),
-        dyno: dyno.into(),
-        connect_ms,
-        service_ms,
-        status,
-        bytes,
     }
 }
 
@@ -699,23 +653,23 @@ mod tests {
 
     #[test]
     fn router_lines_read_like_heroku() {
-        let f = log_line_owned(
-            "GET",
-            "/a?b=\"c\"",
-            "x.localhost",
-            "rid",
-            "1.2.3.4",
-            "web.1",
-            1,
-            18,
-            200,
-            13,
-        );
+        let f = LogFields {
+            method: "GET",
+            path: "/a?b=\"c\"",
+            host: "x.localhost",
+            request_id: "rid",
+            fwd: "1.2.3.4",
+            dyno: "web.1",
+            connect_ms: 1,
+            service_ms: 18,
+            status: 200,
+            bytes: 13,
+        };
         assert_eq!(
-            log_line(None, &f.as_fields()),
+            log_line(None, &f),
             "at=info method=GET path=\"/a?b=%22c%22\" host=x.localhost request_id=rid fwd=\"1.2.3.4\" dyno=web.1 connect=1ms service=18ms status=200 bytes=13 protocol=http"
         );
-        let e = log_line(Some("H12"), &f.as_fields());
+        let e = log_line(Some("H12"), &f);
         assert!(
             e.starts_with("at=error code=H12 desc=\"Request timeout\" method=GET"),
             "{e}"
