@@ -9,14 +9,18 @@ mod dynos;
 mod git;
 mod join;
 mod leader;
+mod liveness;
 mod logs;
 mod metrics;
 mod node;
 mod peer;
+mod peer_server;
 mod router;
 mod runtime;
 mod slugcache;
 mod slugs;
+#[cfg(test)]
+mod testkit;
 mod tls;
 
 use std::path::{Path, PathBuf};

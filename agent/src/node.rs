@@ -19,10 +19,12 @@ use crate::builder::Builder;
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
 use crate::dynos::DynoManager;
 use crate::join::JoinServer;
-use crate::leader::{self, Liveness};
+use crate::leader;
+use crate::liveness::{self, Liveness};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
-use crate::peer::{self, QuicConnector, Services};
+use crate::peer::{self, QuicConnector};
+use crate::peer_server::{self, Services};
 use crate::router::registry::{Receiver, Registrar};
 use crate::router::table::Table;
 use crate::router::Router;
@@ -103,7 +105,7 @@ impl Agent {
             routes: Arc::new(Receiver::new(table.clone(), raft.clone())),
             logs: logs.clone(),
         };
-        let mut tasks = vec![tokio::spawn(peer::serve(endpoint.clone(), services))];
+        let mut tasks = vec![tokio::spawn(peer_server::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -127,9 +129,9 @@ impl Agent {
             router_port(&cfg.router_listen),
             data.clone(),
             slugs.clone(),
-            Some(connector.clone()),
+            connector.clone(),
             cfg.builds.clone(),
-            Some(runtime.clone()),
+            runtime.clone(),
             logs.clone(),
         )
         .context("set up the builder")?;
@@ -138,8 +140,8 @@ impl Agent {
         let cache = SlugCache::open(
             &data.slug_cache_dir(),
             slugs.clone(),
-            Some(connector.clone()),
-            Some(raft.clone()),
+            connector.clone(),
+            raft.clone(),
             cfg.node_id,
             cfg.dynos.slug_cache_mb.saturating_mul(1024 * 1024),
         )
@@ -164,11 +166,11 @@ impl Agent {
             cache,
             logs.clone(),
             cfg.dynos.clone(),
-            Some(registrar),
+            registrar,
             cfg.advertise_host.clone(),
         );
         let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
-        tasks.push(tokio::spawn(leader::heartbeats(
+        tasks.push(tokio::spawn(liveness::heartbeats(
             cfg.node_id,
             raft.clone(),
             connector.clone(),
@@ -187,12 +189,12 @@ impl Agent {
             raft: raft.clone(),
             node_id: cfg.node_id,
             builder,
-            dynos: Some(dynos),
+            dynos,
             metrics: metrics.clone(),
             node_name: cfg.name.clone(),
             logs: logs.clone(),
             sessions: Default::default(),
-            peers: Some(connector.clone()),
+            peers: connector.clone(),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(

@@ -28,8 +28,8 @@ struct Entry {
 struct Inner {
     dir: PathBuf,
     store: SlugStore,
-    peers: Option<QuicConnector>,
-    raft: Option<HavenRaft>,
+    peers: QuicConnector,
+    raft: HavenRaft,
     me: NodeId,
     budget: u64,
     entries: Mutex<HashMap<String, Entry>>,
@@ -83,8 +83,8 @@ impl SlugCache {
     pub fn open(
         dir: &Path,
         store: SlugStore,
-        peers: Option<QuicConnector>,
-        raft: Option<HavenRaft>,
+        peers: QuicConnector,
+        raft: HavenRaft,
         me: NodeId,
         budget: u64,
     ) -> std::io::Result<SlugCache> {
@@ -156,7 +156,7 @@ impl SlugCache {
             haven_buildpacks::slug::extract(&file, &dest).map_err(|e| e.to_string())?;
             // Dynos run as the dyno user: the slug's files are theirs to change in their
             // own /app overlay (as on Heroku). Without root this fails and files stay ours.
-            let _ = crate::builder::chown_tree(
+            let _ = crate::runtime::chown_tree(
                 &dest,
                 crate::runtime::DYNO_UID,
                 crate::runtime::DYNO_GID,
@@ -176,17 +176,14 @@ impl SlugCache {
     }
 
     async fn fetch(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<(), String> {
-        let peers = self
-            .inner
-            .peers
-            .as_ref()
-            .ok_or("this node cannot reach peers")?;
+        let peers = &self.inner.peers;
         let mut errors = Vec::new();
         for (id, addr) in holders.iter().filter(|(id, _)| *id != self.inner.me) {
             match self.inner.store.fetch_from(peers, addr, sha).await {
                 Ok(()) => {
                     info!(%sha, from = id, "fetched a slug");
-                    if let Some(raft) = &self.inner.raft {
+                    {
+                        let raft = &self.inner.raft;
                         let slug_id = raft.with_state(|s| {
                             s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
                         });
@@ -275,8 +272,10 @@ mod tests {
         let b = add_slug(&store, dir.path(), "b", 40_000);
         let c = add_slug(&store, dir.path(), "c", 40_000);
         // Room for two extracted slugs.
+        let raft = crate::testkit::single_node_raft(&dir.path().join("raft"), 1).await;
+        let peers = crate::testkit::connector(1);
         let cache =
-            SlugCache::open(&dir.path().join("cache"), store, None, None, 1, 100_000).unwrap();
+            SlugCache::open(&dir.path().join("cache"), store, peers, raft, 1, 100_000).unwrap();
         let lease_a = cache.acquire(&a, &[]).await.unwrap();
         assert!(lease_a.dir.join("blob").is_file());
         drop(cache.acquire(&b, &[]).await.unwrap());

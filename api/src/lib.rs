@@ -1,12 +1,20 @@
 //! Wire types of Haven's HTTP API.
 //!
-//! The shapes follow the Heroku Platform API v3 (`shared/reference/heroku-platform-api-schema.json`).
+//! The shapes follow the Heroku Platform API v3 (its schema is kept in
+//! `tests/fixtures/heroku-platform-api-schema.json`).
 //! These are *wire* types: the agent converts its domain model into them by hand at the API
 //! boundary, and `hctl` decodes them. Timestamps are RFC 3339 strings, ids are UUID strings.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub mod attach;
+pub mod request_id;
+pub mod urls;
+
+pub use request_id::valid_request_id;
+pub use urls::web_url;
 
 /// The `Accept` header every client sends.
 pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";

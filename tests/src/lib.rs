@@ -113,19 +113,14 @@ pub fn hctl_ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The Heroku Platform API schema shipped in `shared/reference`.
+/// The official Heroku Platform API schema, kept as a fixture
+/// (`tests/fixtures/heroku-platform-api-schema.json`).
 pub fn heroku_schema() -> Value {
-    let candidates = [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/heroku-platform-api-schema.json"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/heroku-platform-api-schema.json"),
-    ];
-    let path = candidates.iter().find(|p| p.exists()).unwrap_or_else(|| {
-        panic!("heroku-platform-api-schema.json not found; looked at {candidates:?}")
-    });
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read schema"))
-        .expect("parse schema")
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/heroku-platform-api-schema.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("parse schema")
 }
 
 /// Checks `value` against `schema` (a subset of JSON Schema draft 4: `$ref`, `type`,

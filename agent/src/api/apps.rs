@@ -77,12 +77,10 @@ pub fn urls(state: &Model, node_id: NodeId, name: &str) -> (String, String) {
         .as_ref()
         .map_or("localhost", |c| c.app_domain.as_str());
     let port = node.and_then(|n| url_port(&n.router_url)).unwrap_or(80);
-    let web = if port == 80 {
-        format!("http://{name}.{domain}/")
-    } else {
-        format!("http://{name}.{domain}:{port}/")
-    };
-    (format!("{api}/{name}.git"), web)
+    (
+        format!("{api}/{name}.git"),
+        haven_api::web_url(name, domain, port),
+    )
 }
 
 /// The owner of every app today: the admin, the first user made.

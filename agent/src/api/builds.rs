@@ -19,7 +19,21 @@ use super::apps::{time, user_ref};
 use super::body::JsonBody;
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
 use super::{app_id, output_app, with_app, write, ApiContext, ApiError, Caller};
-use crate::builder::{BuildSource, Requester};
+use crate::builder::{BuildError, BuildSource, Requester};
+
+impl From<BuildError> for ApiError {
+    fn from(e: BuildError) -> ApiError {
+        match e {
+            BuildError::SourceUnreadable(_) => ApiError::bad_request(e.to_string()),
+            BuildError::ChecksumUnsupported(_) | BuildError::ChecksumMismatch { .. } => {
+                ApiError::invalid(e.to_string())
+            }
+            BuildError::Refused(e) => e.into(),
+            BuildError::Cluster(e) => e.into(),
+            BuildError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
 
 /// Model → wire for a build.
 pub fn to_wire(state: &Model, b: &model::Build) -> w::Build {

@@ -81,14 +81,16 @@ pub fn node_to_wire(s: &Model, n: &model::Node, status: &RaftStatus) -> w::Clust
     }
 }
 
-/// `GET /cluster/status`.
+/// `GET /cluster/status`. No read barrier, deliberately: an operator must see the cluster
+/// as this node knows it even when there is no leader to confirm a read.
 pub async fn status(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
     let st = ctx.raft.status();
     let body = ctx.raft.with_state(|s| status_to_wire(s, &st));
     Ok(Json(body).into_response())
 }
 
-/// `GET /cluster/nodes`.
+/// `GET /cluster/nodes`. No read barrier, as for the status: it must answer without a
+/// leader.
 pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
     let st = ctx.raft.status();
     let body: Vec<w::ClusterNode> = ctx

@@ -3,20 +3,24 @@
 //! /apps/{app}/dynos/{dyno}/actions/stop`, `POST /apps/{app}/formations/{type}/actions/stop`),
 //! one-off dynos (`POST /apps/{app}/dynos`), and Haven's `GET /apps/{app}/unplaced-dynos`.
 
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 use haven_api as w;
+use haven_api::attach as frame;
 use haven_raft::command::{Command, CommandOutput, DynoTarget};
 use haven_raft::model::{self, normalize_size, DynoState, State as Model};
 use rand::Rng;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::apps::time;
 use super::body::JsonBody;
 use super::{app_id, with_app, write, ApiContext, ApiError, Caller};
+use crate::dynos::{AttachInput, AttachOutput, DynoManager};
 
 /// Model → wire for a dyno.
 pub fn to_wire(s: &Model, a: &model::App, d: &model::Dyno, api_url: &str) -> w::Dyno {
@@ -194,7 +198,7 @@ pub async fn stop_type(
 }
 
 /// `GET /apps/{app}/dynos/{id}/attach` (WebSocket): runs an attached one-off placed on this
-/// node, its stdin and output on the socket (frames in [`crate::dynos::attach_frame`]).
+/// node, its stdin and output on the socket (frames in [`haven_api::attach`]).
 pub async fn attach(
     State(ctx): State<ApiContext>,
     Path((key, dyno)): Path<(String, String)>,
@@ -221,11 +225,54 @@ pub async fn attach(
             "this dyno cannot be attached to: only a new one-off started with attach can",
         ));
     }
-    let manager = ctx
-        .dynos
-        .clone()
-        .ok_or_else(|| ApiError::internal("this node runs no dynos"))?;
-    Ok(ws.on_upgrade(move |socket| async move { manager.attach(id, socket).await }))
+    let manager = ctx.dynos.clone();
+    Ok(ws.on_upgrade(move |socket| bridge_attach(manager, id, socket)))
+}
+
+/// Carries an attached dyno's channels over the WebSocket, one frame per message. When
+/// the socket ends, the dyno's input closes and the dyno manager stops it.
+async fn bridge_attach(manager: DynoManager, id: Uuid, mut socket: WebSocket) {
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let run = tokio::spawn(async move { manager.attach(id, in_rx, out_tx).await });
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => {
+                let Some(out) = out else { break };
+                let last = matches!(out, AttachOutput::Exit(_));
+                let frame = match out {
+                    AttachOutput::Stdout(b) => [&[frame::STDOUT][..], &b].concat(),
+                    AttachOutput::Stderr(b) => [&[frame::STDERR][..], &b].concat(),
+                    AttachOutput::Exit(code) => [&[frame::EXIT][..], &code.to_be_bytes()].concat(),
+                };
+                if socket.send(Message::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+                if last {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    let input = match b.first() {
+                        Some(&frame::STDIN) => AttachInput::Stdin(b[1..].to_vec()),
+                        Some(&frame::STDIN_EOF) => AttachInput::StdinEof,
+                        _ => continue,
+                    };
+                    if in_tx.send(input).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    // The caller is gone (or the dyno exited): closing the input stops a running dyno.
+    drop(in_tx);
+    drop(out_rx);
+    let _ = run.await;
 }
 
 /// `POST /apps/{app}/dynos {command, attach, env, size}` → 201: a one-off `run.N` on this

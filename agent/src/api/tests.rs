@@ -12,11 +12,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use base64::Engine;
 use chrono::Utc;
-use futures::future::BoxFuture;
 use haven_raft::command::Command;
 use haven_raft::model::{Cluster, Node, NodeId, NodeStatus, Token, User};
-use haven_raft::rpc::PeerClient;
-use haven_raft::{HavenRaft, PeerConnector, RaftSettings};
+use haven_raft::HavenRaft;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -25,23 +23,6 @@ use super::{router, token_hash, ApiContext};
 
 const TOKEN: &str = "hvn_test_token_0123456789";
 const NODE: NodeId = 11;
-
-/// A single node has nobody to talk to.
-struct NoPeers;
-
-impl PeerConnector for NoPeers {
-    fn connect(
-        &self,
-        target: NodeId,
-        _addr: String,
-    ) -> BoxFuture<'static, Result<PeerClient, String>> {
-        Box::pin(async move {
-            Err(format!(
-                "node {target} is unreachable: this test has no peers"
-            ))
-        })
-    }
-}
 
 struct Harness {
     app: Router,
@@ -52,16 +33,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let raft = HavenRaft::open(
-            NODE,
-            &dir.path().join("raft"),
-            Arc::new(NoPeers),
-            RaftSettings::default(),
-        )
-        .await
-        .unwrap();
-        raft.initialize_single("127.0.0.1:7000").await.unwrap();
-        raft.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+        let raft = crate::testkit::single_node_raft(dir.path(), NODE).await;
         let now = Utc::now();
         let admin = User {
             id: Uuid::new_v4(),
@@ -103,29 +75,59 @@ impl Harness {
         raft.write(bootstrap).await.unwrap().unwrap();
         let data = crate::config::DataDir::new(dir.path());
         let slugs = crate::slugs::SlugStore::open(&data.slugs_dir(), 1 << 30).unwrap();
+        let peers = crate::testkit::connector(NODE);
+        let logs = crate::logs::Logs::default();
+        // Dynos run as plain processes here: these tests run without root.
+        let runtime = Arc::new(crate::runtime::Runtime::process_only(data.dynos_dir()));
         let builder = crate::builder::Builder::new(
             raft.clone(),
             NODE,
             "http://127.0.0.1:7400".into(),
             7480,
-            data,
-            slugs,
-            None,
+            data.clone(),
+            slugs.clone(),
+            peers.clone(),
             Default::default(),
-            None,
-            Default::default(),
+            runtime.clone(),
+            logs.clone(),
         )
         .unwrap();
+        let cache = crate::slugcache::SlugCache::open(
+            &data.slug_cache_dir(),
+            slugs,
+            peers.clone(),
+            raft.clone(),
+            NODE,
+            1 << 30,
+        )
+        .unwrap();
+        let registrar = crate::router::registry::Registrar::new(
+            NODE,
+            raft.clone(),
+            peers.clone(),
+            Default::default(),
+            Duration::from_secs(1),
+        );
+        let dynos = crate::dynos::DynoManager::new(
+            NODE,
+            raft.clone(),
+            runtime,
+            cache,
+            logs.clone(),
+            Default::default(),
+            registrar,
+            "127.0.0.1".into(),
+        );
         let app = router(ApiContext {
             raft: raft.clone(),
             node_id: NODE,
             builder,
-            dynos: None,
+            dynos,
             metrics: Default::default(),
             node_name: "n1".into(),
-            logs: Default::default(),
+            logs,
             sessions: Default::default(),
-            peers: None,
+            peers,
         });
         Harness {
             app,

@@ -371,7 +371,7 @@ impl Router {
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| crate::api::valid_request_id(v))
+            .filter(|v| haven_api::valid_request_id(v))
             .map(str::to_string)
             .unwrap_or_else(|| {
                 // A v4 uuid from the thread's fast generator: no system call per request.

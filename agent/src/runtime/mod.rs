@@ -16,6 +16,7 @@
 //! Only this module calls `nix` (design invariant).
 
 mod cgroup;
+mod files;
 mod init;
 mod plan;
 mod run;
@@ -32,6 +33,8 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
+pub use files::chown_tree;
+use files::{create_private_dir, remove_tree};
 pub use init::{probe as dyno_init_probe, run as dyno_init};
 pub use plan::{DYNO_GID, DYNO_UID};
 pub use run::{dyno_run, DynoRunArgs};
@@ -344,40 +347,6 @@ fn host_stack() -> Vec<(String, plan::HostEntry)> {
             Some((name.to_string(), entry))
         })
         .collect()
-}
-
-/// Creates `dir` with mode 0700 (all of its parents too if `parents`).
-fn create_private_dir(dir: &Path, parents: bool) -> io::Result<()> {
-    if parents {
-        std::fs::create_dir_all(dir)?;
-    } else {
-        std::fs::create_dir(dir)?;
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Removes a per-dyno dir, making read-only dirs writable where that stops it (slug
-/// copies of a non-root Process-mode agent).
-fn remove_tree(dir: &Path) {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => return,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(_) => {}
-    }
-    fn make_writable(d: &Path) {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
-        if let Ok(rd) = std::fs::read_dir(d) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    make_writable(&e.path());
-                }
-            }
-        }
-    }
-    make_writable(dir);
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a dyno dir");
-    }
 }
 
 /// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1

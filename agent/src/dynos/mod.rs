@@ -1,0 +1,301 @@
+//! The dyno manager: runs the dynos the replicated state assigns to this node (design §7).
+//!
+//! A loop compares the dynos placed here with the ones running, through the pure
+//! [`reconcile`](reconcile::reconcile), and executes its actions: start a supervisor, ask
+//! one to restart or stop, forget a dyno that stopped. Each dyno has a [`supervisor`] task
+//! that runs its process through the runtime ([`crate::runtime`]) and follows Heroku's
+//! lifecycle: `starting`, `up` once a web dyno accepts connections on `$PORT` (R10 after
+//! the boot timeout), `crashed` on exit with restarts at once and then with growing
+//! back-off, SIGTERM to every process and SIGKILL after the stop timeout (R12), R14 when
+//! memory passes the quota and R15 when the kernel kills it. Supervisors only update a
+//! local status; the loop writes what differs from the replicated state in one
+//! `ReportDynos` per tick, so a report lost to an election is sent again. What a dyno
+//! runs with is read from the state by [`launch`]; attached one-offs ([`attach`]) talk
+//! to their caller over channels, so this module knows nothing about HTTP.
+
+mod attach;
+mod launch;
+mod reconcile;
+mod supervisor;
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use haven_raft::command::{Command, DynoReport};
+use haven_raft::model::{DynoState, NodeId};
+use haven_raft::HavenRaft;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::config::DynoTuning;
+use crate::logs::Logs;
+use crate::router::registry::Registrar;
+use crate::runtime::Runtime;
+use crate::slugcache::SlugCache;
+
+pub use attach::{AttachInput, AttachOutput};
+use reconcile::{reconcile, Action, Actual, Desired};
+
+/// What a supervisor is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Run,
+    Restart(u32),
+    Stop,
+}
+
+/// The status a supervisor keeps for the loop to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LocalStatus {
+    state: DynoState,
+    restarts: u32,
+    port: Option<u16>,
+    exit_code: Option<i32>,
+}
+
+struct Supervisor {
+    restart_seq: u32,
+    signal: watch::Sender<Signal>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    me: NodeId,
+    raft: HavenRaft,
+    runtime: Arc<Runtime>,
+    cache: SlugCache,
+    logs: Logs,
+    tuning: DynoTuning,
+    supervisors: Mutex<HashMap<Uuid, Supervisor>>,
+    status: Mutex<HashMap<Uuid, LocalStatus>>,
+    ports: Mutex<HashSet<u16>>,
+    /// Attached one-offs running now (each may be attached once).
+    attached: Mutex<HashSet<Uuid>>,
+    /// Registers `up` web dynos with every router.
+    registrar: Registrar,
+    /// This node's address as other nodes reach it (routers dial dynos there).
+    advertise_host: String,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct DynoManager {
+    inner: Arc<Inner>,
+}
+
+impl DynoManager {
+    pub fn new(
+        me: NodeId,
+        raft: HavenRaft,
+        runtime: Arc<Runtime>,
+        cache: SlugCache,
+        logs: Logs,
+        tuning: DynoTuning,
+        registrar: Registrar,
+        advertise_host: String,
+    ) -> DynoManager {
+        DynoManager {
+            inner: Arc::new(Inner {
+                me,
+                raft,
+                runtime,
+                cache,
+                logs,
+                tuning,
+                supervisors: Mutex::new(HashMap::new()),
+                status: Mutex::new(HashMap::new()),
+                ports: Mutex::new(HashSet::new()),
+                attached: Mutex::new(HashSet::new()),
+                registrar,
+                advertise_host,
+            }),
+        }
+    }
+
+    /// The reconcile loop; on shutdown it stops every dyno of this node.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(200));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            self.tick().await;
+        }
+        self.stop_all().await;
+    }
+
+    async fn tick(&self) {
+        let me = self.inner.me;
+        let desired: Vec<Desired> = self.inner.raft.with_state(|s| {
+            s.dynos
+                .values()
+                .filter(|d| d.node == me)
+                .map(|d| Desired {
+                    id: d.id,
+                    run: d.run,
+                    restart_seq: d.restart_seq,
+                    managed: !d.attach && !(d.one_off && d.exit_code.is_some()),
+                })
+                .collect()
+        });
+        let actual: Vec<Actual> = {
+            let sups = self.lock_sups();
+            sups.iter()
+                .map(|(id, s)| Actual {
+                    id: *id,
+                    restart_seq: s.restart_seq,
+                    finished: s.task.is_finished(),
+                })
+                .collect()
+        };
+        let mut gone = Vec::new();
+        for action in reconcile(&desired, &actual) {
+            match action {
+                Action::Start(id) => self.start(id),
+                Action::Restart(id, seq) => {
+                    if let Some(s) = self.lock_sups().get_mut(&id) {
+                        s.restart_seq = seq;
+                        let _ = s.signal.send(Signal::Restart(seq));
+                    }
+                }
+                Action::Stop(id) => {
+                    if let Some(s) = self.lock_sups().get(&id) {
+                        let _ = s.signal.send(Signal::Stop);
+                    }
+                }
+                Action::Reap(id) => {
+                    self.lock_sups().remove(&id);
+                }
+                Action::Forget(id) => gone.push(id),
+            }
+        }
+        self.report(gone).await;
+    }
+
+    fn lock_sups(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Supervisor>> {
+        self.inner
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_status(&self, id: Uuid, f: impl FnOnce(&mut LocalStatus)) {
+        if let Ok(mut m) = self.inner.status.lock() {
+            let st = m.entry(id).or_insert(LocalStatus {
+                state: DynoState::Starting,
+                restarts: 0,
+                port: None,
+                exit_code: None,
+            });
+            f(st);
+        }
+    }
+
+    /// Writes local statuses that differ from the replicated ones, and dynos gone.
+    async fn report(&self, gone: Vec<Uuid>) {
+        let local: Vec<(Uuid, LocalStatus)> = self
+            .inner
+            .status
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default();
+        let reports: Vec<DynoReport> = self.inner.raft.with_state(|s| {
+            local
+                .iter()
+                .filter_map(|(id, l)| {
+                    let d = s.dynos.get(id)?;
+                    let same = d.state == l.state
+                        && d.restarts == l.restarts
+                        && d.port == l.port
+                        && d.exit_code == l.exit_code;
+                    (!same).then(|| DynoReport {
+                        id: *id,
+                        state: l.state,
+                        restarts: l.restarts,
+                        port: l.port,
+                        exit_code: l.exit_code,
+                    })
+                })
+                .collect()
+        });
+        if reports.is_empty() && gone.is_empty() {
+            return;
+        }
+        let cmd = Command::ReportDynos {
+            node: self.inner.me,
+            reports,
+            gone: gone.clone(),
+            at: Utc::now(),
+        };
+        match self.inner.raft.write(cmd).await {
+            Ok(Ok(_)) => {
+                if let Ok(mut m) = self.inner.status.lock() {
+                    for id in &gone {
+                        m.remove(id);
+                    }
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "dyno report refused"),
+            Err(e) => debug!(error = %e, "dyno report not recorded yet"),
+        }
+    }
+
+    fn start(&self, id: Uuid) {
+        let (tx, rx) = watch::channel(Signal::Run);
+        let seq = self
+            .inner
+            .raft
+            .with_state(|s| s.dynos.get(&id).map(|d| d.restart_seq))
+            .unwrap_or(0);
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.supervise(id, rx).await });
+        self.lock_sups().insert(
+            id,
+            Supervisor {
+                restart_seq: seq,
+                signal: tx,
+                task,
+            },
+        );
+    }
+
+    async fn stop_all(&self) {
+        let sups: Vec<Supervisor> = self.lock_sups().drain().map(|(_, s)| s).collect();
+        for s in &sups {
+            let _ = s.signal.send(Signal::Stop);
+        }
+        for s in sups {
+            let _ = s.task.await;
+        }
+    }
+
+    fn allocate_port(&self) -> Option<u16> {
+        let t = &self.inner.tuning;
+        let mut used = self.inner.ports.lock().ok()?;
+        let span = u32::from(t.port_range_end.saturating_sub(t.port_range_start)) + 1;
+        let offset = rand::random::<u32>() % span;
+        for i in 0..span {
+            let port = t.port_range_start + ((offset + i) % span) as u16;
+            if used.contains(&port) {
+                continue;
+            }
+            if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+                used.insert(port);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn free_port(&self, port: Option<u16>) {
+        if let (Some(p), Ok(mut used)) = (port, self.inner.ports.lock()) {
+            used.remove(&p);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! One supervisor per dyno: runs its process and follows Heroku's lifecycle (boot check
+//! and R10, crash restarts with back-off, SIGTERM then SIGKILL and R12, R14/R15), and
+//! registers an `up` web dyno with every router.
+
+use std::time::{Duration, Instant};
+
+use haven_raft::model::DynoState;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::launch::{launch_of, quota_mb, spec_of, Launch};
+use super::{DynoManager, Signal};
+use crate::router::table::RouteEntry;
+use crate::runtime::DynoProcess;
+
+/// The crash restart delay after `crashes` consecutive crashes: the first restart is
+/// immediate, then 1 s, 2 s, 4 s, … up to `max`.
+pub fn backoff(crashes: u32, max: Duration) -> Duration {
+    if crashes <= 1 {
+        return Duration::ZERO;
+    }
+    let secs = 1u64.checked_shl(crashes - 2).unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(max)
+}
+
+impl DynoManager {
+    /// Copies a dyno's output into its app's log as `app[web.1]` lines.
+    pub(super) fn pipe_output(
+        &self,
+        app: Uuid,
+        name: &str,
+        reader: Option<impl AsyncRead + Unpin + Send + 'static>,
+    ) {
+        let Some(reader) = reader else {
+            return;
+        };
+        let logs = self.inner.logs.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.emit(app, "app", &name, &line);
+            }
+        });
+    }
+
+    /// One dyno's life on this node.
+    pub(super) async fn supervise(&self, id: Uuid, mut signal: watch::Receiver<Signal>) {
+        let tuning = self.inner.tuning.clone();
+        let max_backoff = Duration::from_secs(tuning.max_restart_backoff_secs);
+        let mut crashes: u32 = 0;
+        let mut restarts: u32 = self
+            .inner
+            .raft
+            .with_state(|s| s.dynos.get(&id).map(|d| d.restarts))
+            .unwrap_or(0);
+        loop {
+            if *signal.borrow() == Signal::Stop {
+                break;
+            }
+            let launch = match self.inner.raft.with_state(|s| launch_of(s, id)) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(dyno = %id, error = %e, "cannot start a dyno");
+                    self.set_status(id, |st| st.state = DynoState::Crashed);
+                    if wait_or_stop(&mut signal, Duration::from_secs(5)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let logs = &self.inner.logs;
+            let lease = match self
+                .inner
+                .cache
+                .acquire(&launch.slug_sha, &launch.holders)
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    logs.platform(
+                        launch.app,
+                        &launch.name,
+                        &format!("Error R99 (Platform error) -> {e}"),
+                    );
+                    self.set_status(id, |st| st.state = DynoState::Crashed);
+                    if wait_or_stop(&mut signal, Duration::from_secs(2)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let web = launch.process_type == "web";
+            let port = if web { self.allocate_port() } else { None };
+            self.set_status(id, |st| {
+                st.state = DynoState::Starting;
+                st.port = port;
+                st.restarts = restarts;
+            });
+            logs.platform(
+                launch.app,
+                &launch.name,
+                &format!("Starting process with command `{}`", launch.command),
+            );
+            let spec = spec_of(id, &launch, &lease, port, false);
+            let mut proc = match self.inner.runtime.spawn(&spec) {
+                Ok(p) => p,
+                Err(e) => {
+                    logs.platform(
+                        launch.app,
+                        &launch.name,
+                        &format!("Error R99 (Platform error) -> cannot start the process: {e}"),
+                    );
+                    self.free_port(port);
+                    self.set_status(id, |st| st.state = DynoState::Crashed);
+                    if wait_or_stop(&mut signal, Duration::from_secs(2)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.pipe_output(launch.app, &launch.name, proc.take_stdout());
+            self.pipe_output(launch.app, &launch.name, proc.take_stderr());
+            let outcome = self.live(id, &launch, &mut proc, port, &mut signal).await;
+            proc.cleanup();
+            self.free_port(port);
+            drop(lease);
+            match outcome {
+                Outcome::Stopped => {
+                    logs.platform(launch.app, &launch.name, "State changed from up to down");
+                    self.set_status(id, |st| st.state = DynoState::Down);
+                    break;
+                }
+                Outcome::Restarted => {
+                    crashes = 0;
+                    continue;
+                }
+                Outcome::Exited(code) => {
+                    logs.platform(
+                        launch.app,
+                        &launch.name,
+                        &format!("Process exited with status {code}"),
+                    );
+                    if launch.one_off {
+                        logs.platform(
+                            launch.app,
+                            &launch.name,
+                            "State changed from up to complete",
+                        );
+                        self.set_status(id, |st| {
+                            st.state = DynoState::Down;
+                            st.exit_code = Some(code);
+                        });
+                        // Wait until the leader or a user clears it.
+                        while *signal.borrow() != Signal::Stop {
+                            if signal.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    logs.platform(launch.app, &launch.name, "State changed from up to crashed");
+                    crashes += 1;
+                    restarts += 1;
+                    self.set_status(id, |st| {
+                        st.state = DynoState::Crashed;
+                        st.restarts = restarts;
+                    });
+                    let delay = backoff(crashes, max_backoff);
+                    if !delay.is_zero() {
+                        logs.platform(
+                            launch.app,
+                            &launch.name,
+                            &format!("Restarting in {} seconds (crash cool-off)", delay.as_secs()),
+                        );
+                    }
+                    if wait_or_stop(&mut signal, delay).await {
+                        break;
+                    }
+                    // A restart asked during the cool-off resets it.
+                    if matches!(*signal.borrow(), Signal::Restart(_)) {
+                        crashes = 0;
+                    }
+                }
+            }
+        }
+        self.set_status(id, |st| st.state = DynoState::Down);
+        info!(dyno = %id, "dyno supervisor ended");
+    }
+
+    /// From spawn to exit: boot check, memory watch, stop and restart requests.
+    async fn live(
+        &self,
+        id: Uuid,
+        l: &Launch,
+        proc: &mut DynoProcess,
+        port: Option<u16>,
+        signal: &mut watch::Receiver<Signal>,
+    ) -> Outcome {
+        let logs = self.inner.logs.clone();
+        let tuning = &self.inner.tuning;
+        let started = Instant::now();
+        let boot_timeout = Duration::from_secs(tuning.boot_timeout_secs);
+        let mut booted = port.is_none();
+        if booted {
+            self.set_status(id, |st| st.state = DynoState::Up);
+            logs.platform(l.app, &l.name, "State changed from starting to up");
+        }
+        let quota = quota_mb(&l.size) * 1024 * 1024;
+        let mut last_r14: Option<Instant> = None;
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                info = proc.wait() => {
+                    self.unroute(id).await;
+                    if info.oom_killed {
+                        logs.platform(l.app, &l.name, "Error R15 (Memory quota vastly exceeded)");
+                        logs.platform(l.app, &l.name, "Stopping process with SIGKILL");
+                    }
+                    let code = info.code.unwrap_or_else(|| 128 + info.signal.unwrap_or(9));
+                    return Outcome::Exited(code);
+                }
+                changed = signal.changed() => {
+                    let sig = if changed.is_ok() { *signal.borrow() } else { Signal::Stop };
+                    match sig {
+                        Signal::Stop => {
+                            self.stop_process(id, l, proc).await;
+                            return Outcome::Stopped;
+                        }
+                        Signal::Restart(_) => {
+                            logs.platform(l.app, &l.name, "Restarting");
+                            self.stop_process(id, l, proc).await;
+                            self.set_status(id, |st| st.state = DynoState::Starting);
+                            return Outcome::Restarted;
+                        }
+                        Signal::Run => {}
+                    }
+                }
+                _ = ticker.tick() => {
+                    if !booted {
+                        if let Some(p) = port {
+                            if tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok() {
+                                booted = true;
+                                self.route(id, l, p);
+                                self.set_status(id, |st| st.state = DynoState::Up);
+                                logs.platform(l.app, &l.name, "State changed from starting to up");
+                            } else if started.elapsed() > boot_timeout {
+                                logs.platform(l.app, &l.name, &format!(
+                                    "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
+                                    boot_timeout.as_secs()
+                                ));
+                                logs.platform(l.app, &l.name, "Stopping process with SIGKILL");
+                                proc.kill();
+                                let _ = proc.wait().await;
+                                return Outcome::Exited(137);
+                            }
+                        }
+                    }
+                    if let Some(used) = proc.memory_usage_bytes() {
+                        if used > quota && last_r14.is_none_or(|t| t.elapsed() > Duration::from_secs(20)) {
+                            last_r14 = Some(Instant::now());
+                            logs.platform(l.app, &l.name, &format!(
+                                "Error R14 (Memory quota exceeded): {} MB of {} MB",
+                                used / (1024 * 1024),
+                                quota / (1024 * 1024)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes an `up` web dyno reachable through every router.
+    fn route(&self, id: Uuid, l: &Launch, port: u16) {
+        let host = &self.inner.advertise_host;
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        self.inner.registrar.register(RouteEntry {
+            app: l.app,
+            dyno: id,
+            name: l.name.clone(),
+            release: l.release,
+            addr,
+        });
+    }
+
+    /// Takes a dyno out of every router, waiting for their confirmation (bounded).
+    async fn unroute(&self, id: Uuid) {
+        self.inner.registrar.withdraw(id).await;
+    }
+
+    /// SIGTERM to every process, SIGKILL after the stop timeout (R12). Routers stop
+    /// sending it requests first.
+    async fn stop_process(&self, id: Uuid, l: &Launch, proc: &mut DynoProcess) {
+        self.unroute(id).await;
+        let logs = &self.inner.logs;
+        logs.platform(l.app, &l.name, "Stopping all processes with SIGTERM");
+        proc.terminate();
+        let limit = Duration::from_secs(self.inner.tuning.stop_timeout_secs);
+        if tokio::time::timeout(limit, proc.wait()).await.is_err() {
+            logs.platform(
+                l.app,
+                &l.name,
+                &format!("Error R12 (Exit timeout) -> At least one process failed to exit within {} seconds of SIGTERM", limit.as_secs()),
+            );
+            logs.platform(l.app, &l.name, "Stopping remaining processes with SIGKILL");
+            proc.kill();
+            let _ = proc.wait().await;
+        }
+    }
+}
+
+enum Outcome {
+    Stopped,
+    Restarted,
+    Exited(i32),
+}
+
+/// Waits `delay` unless a stop or restart arrives; true when told to stop.
+async fn wait_or_stop(signal: &mut watch::Receiver<Signal>, delay: Duration) -> bool {
+    if *signal.borrow() == Signal::Stop {
+        return true;
+    }
+    if delay.is_zero() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return false,
+            changed = signal.changed() => {
+                if changed.is_err() {
+                    return true;
+                }
+                match *signal.borrow() {
+                    Signal::Stop => return true,
+                    Signal::Restart(_) => return false,
+                    Signal::Run => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_restarts_back_off() {
+        let max = Duration::from_secs(20 * 60);
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n, max).as_secs()).collect();
+        assert_eq!(got, [0, 1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(backoff(40, max), max);
+        assert_eq!(backoff(200, max), max);
+    }
+}
