@@ -121,3 +121,45 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn text(r: Response<RBody>) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn error_pages_name_the_code() {
+        let r = error_page(Code::H12);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let body = text(r).await;
+        assert!(body.contains("<title>Application Error</title>"), "{body}");
+        assert!(body.contains("<code>H12: Request timeout</code>"), "{body}");
+
+        let body = text(error_page(Code::H80)).await;
+        assert!(body.contains("Offline for Maintenance"), "{body}");
+        assert!(
+            body.contains("<code>H80: Maintenance mode</code>"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_hosts_are_escaped_in_the_404_page() {
+        let r = no_such_app("<a href=\"x\">&");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let body = text(r).await;
+        assert!(
+            body.contains("no app at &lt;a href=&quot;x&quot;&gt;&amp; on"),
+            "{body}"
+        );
+    }
+}

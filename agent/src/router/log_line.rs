@@ -107,4 +107,16 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn idle_lines_are_the_request_line_with_h15_in_front() {
+        let line = log_line(None, &fields());
+        assert_eq!(
+            idle_line(&line),
+            format!(
+                "at=error code=H15 desc=\"Idle connection\" {}",
+                line.strip_prefix("at=info ").unwrap_or_default()
+            )
+        );
+    }
 }

@@ -89,7 +89,10 @@ fn forwarded_for(headers: &HeaderMap, remote: SocketAddr) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     #[test]
@@ -103,5 +106,42 @@ mod tests {
         ] {
             assert_eq!(host_only(h), want, "{h}");
         }
+    }
+
+    fn remote() -> SocketAddr {
+        "10.1.2.3:5555".parse().unwrap()
+    }
+
+    #[test]
+    fn reads_what_the_line_and_headers_need() {
+        let req = Request::post("/a/b?c=d")
+            .header("host", "My-App.localhost:7480")
+            .header("x-request-id", "abcdefghij0123456789")
+            .header("x-forwarded-for", "1.2.3.4")
+            .body(())
+            .unwrap();
+        let r = RequestInfo::read(&req, remote());
+        assert_eq!(r.host, "my-app.localhost");
+        assert_eq!(r.request_id, "abcdefghij0123456789");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/a/b?c=d");
+        assert_eq!(r.fwd, "1.2.3.4, 10.1.2.3");
+        assert!(r.start_ms > 0);
+    }
+
+    #[test]
+    fn falls_back_to_the_authority_and_a_new_request_id() {
+        let req = Request::get("http://other.localhost:80/")
+            .header("x-request-id", "too short")
+            .body(())
+            .unwrap();
+        let r = RequestInfo::read(&req, remote());
+        assert_eq!(r.host, "other.localhost");
+        assert_ne!(r.request_id, "too short");
+        assert!(Uuid::parse_str(&r.request_id).is_ok(), "{}", r.request_id);
+        assert_eq!(r.fwd, "10.1.2.3");
+
+        let bare = Request::get("/").body(()).unwrap();
+        assert_eq!(RequestInfo::read(&bare, remote()).host, "");
     }
 }
