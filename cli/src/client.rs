@@ -196,6 +196,7 @@ impl Api {
         Ok(())
     }
 
+    /// GETs `path` and decodes the answer into `T`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>> {
         self.call(Method::GET, path)
     }

@@ -9,7 +9,7 @@ use haven_api as w;
 use reqwest::Method;
 
 use super::app_path;
-use crate::client::{print_json, Api};
+use crate::client::{print_json, Answer, Api};
 use crate::output::{age, header, table};
 
 /// One `ps:scale` argument: `web=2`, `web=2:standard-2x`, `web=standard-2x`, `web+1`, `web-1`.
@@ -57,11 +57,12 @@ pub fn parse_scale(arg: &str) -> Result<w::FormationUpdate> {
     Ok(update)
 }
 
+/// `PATCH /apps/{app}/formation`: the changed process types as they are now.
 fn patch_formation(
     api: &Api,
     app: &str,
     updates: Vec<w::FormationUpdate>,
-) -> Result<crate::client::Answer<Vec<w::Formation>>> {
+) -> Result<Answer<Vec<w::Formation>>> {
     api.call_with(
         Method::PATCH,
         &format!("{}/formation", app_path(app)),
