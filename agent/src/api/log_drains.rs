@@ -16,7 +16,7 @@ use super::apps::time;
 use super::body::JsonBody;
 use super::{app_id, with_app, write, ApiContext, ApiError};
 
-fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
+pub(super) fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
     LogDrain {
         id: d.id.to_string(),
         url: d.url.clone(),
