@@ -425,6 +425,53 @@ pub struct SlugBlob {
     pub url: String,
 }
 
+/// A log drain, as `GET /apps/{app}/log-drains/{id-or-url-or-token}` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogDrain {
+    pub id: String,
+    pub url: String,
+    /// Sent with every line, so the receiver can tell which app a line is from.
+    pub token: String,
+    pub addon: Option<serde_json::Value>,
+    pub app: AppRef,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps/{app}/log-drains` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogDrainCreate {
+    pub url: String,
+}
+
+/// `POST /apps/{app}/log-sessions` body (all optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogSessionCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dyno: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub process_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<bool>,
+}
+
+/// `POST /apps/{app}/log-sessions` answer: where to read the session's lines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogSession {
+    pub id: String,
+    pub logplex_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The `{}` answer of calls that only start something (dyno restarts and stops, 202).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {}
+
 /// Parses a `Range` header value such as `id ..; max=200, order=desc` or
 /// `version 5..; max=10;`. Lenient about separators, as Heroku is.
 #[derive(Debug, Clone, PartialEq, Eq)]

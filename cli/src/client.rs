@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use haven_api::ErrorBody;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -140,15 +141,28 @@ impl Api {
         }
     }
 
-    /// Sends a request and decodes JSON.
-    pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = self.send(req)?;
-        resp.json()
-            .with_context(|| format!("decode the answer of {}{path}", self.url))
+    /// Sends a request and decodes the answer into `T`.
+    fn call_json<T: DeserializeOwned>(&self, req: RequestBuilder, path: &str) -> Result<Answer<T>> {
+        let raw: Value = self
+            .send(req)?
+            .json()
+            .with_context(|| format!("decode the answer of {}{path}", self.url))?;
+        Answer::decode(raw).with_context(|| format!("decode the answer of {}{path}", self.url))
+    }
+
+    /// Sends a request without a body and decodes the answer into `T`.
+    pub fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<Answer<T>> {
+        self.call_json(self.request(method, path), path)
+    }
+
+    /// Sends a request with a JSON body and decodes the answer into `T`.
+    pub fn call_with<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>> {
+        self.call_json(self.request(method, path).json(body), path)
     }
 
     /// PUTs a file's bytes to a full URL (a source's `put_url`), with no overall timeout.
@@ -182,19 +196,23 @@ impl Api {
         Ok(())
     }
 
-    pub fn get(&self, path: &str) -> Result<Value> {
-        self.call(Method::GET, path, None)
+    /// GETs `path` and decodes the answer into `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>> {
+        self.call(Method::GET, path)
     }
 
     /// GETs one page of a list (no `Next-Range` following).
-    pub fn get_page(&self, path: &str, range: &str) -> Result<Vec<Value>> {
-        let resp = self.send(self.request(Method::GET, path).header("Range", range))?;
-        resp.json()
-            .with_context(|| format!("decode the answer of {}{path}", self.url))
+    pub fn get_page<T: DeserializeOwned>(&self, path: &str, range: &str) -> Result<Vec<T>> {
+        let req = self.request(Method::GET, path).header("Range", range);
+        Ok(self.call_json::<Vec<T>>(req, path)?.value)
     }
 
-    /// GETs every page of a list, following `Next-Range`.
-    pub fn get_all(&self, path: &str, first_range: &str) -> Result<Vec<Value>> {
+    /// GETs every page of a list, following `Next-Range`; each item keeps its JSON.
+    pub fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        first_range: &str,
+    ) -> Result<Vec<Answer<T>>> {
         let mut out = Vec::new();
         let mut range = Some(first_range.to_string());
         let mut pages = 0;
@@ -215,9 +233,85 @@ impl Api {
             let page: Vec<Value> = resp
                 .json()
                 .with_context(|| format!("decode the answer of {}{path}", self.url))?;
-            out.extend(page);
+            for raw in page {
+                out.push(
+                    Answer::decode(raw)
+                        .with_context(|| format!("decode the answer of {}{path}", self.url))?,
+                );
+            }
             range = next;
         }
         Ok(out)
+    }
+}
+
+/// A decoded answer, with the server's JSON kept as it came so that `--json` prints
+/// everything the server said, including fields `T` does not model.
+#[derive(Debug, Clone)]
+pub struct Answer<T> {
+    pub value: T,
+    pub raw: Value,
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    /// Decodes `raw` into `T`; a missing or mistyped field is an error, never a blank.
+    pub fn decode(raw: Value) -> Result<Answer<T>> {
+        let value = T::deserialize(&raw)?;
+        Ok(Answer { value, raw })
+    }
+}
+
+/// Prints the server's JSON of one answer.
+pub fn print_json<T>(answer: &Answer<T>) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&answer.raw)?);
+    Ok(())
+}
+
+/// Prints the server's JSON of a list gathered from pages, as one array.
+pub fn print_json_list<T>(items: &[Answer<T>]) -> Result<()> {
+    let list: Vec<&Value> = items.iter().map(|a| &a.raw).collect();
+    println!("{}", serde_json::to_string_pretty(&list)?);
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_is_saved_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Tests in this binary that touch XDG_CONFIG_HOME run only here.
+        std::env::set_var("XDG_CONFIG_HOME", dir.path());
+        let login = Login {
+            api: Some("http://n:7400".into()),
+            token: Some("t".into()),
+        };
+        let path = login.save().unwrap();
+        assert_eq!(Login::load().unwrap(), login);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn answers_keep_the_servers_json_and_fail_on_missing_fields() {
+        let raw = serde_json::json!({"id": "x", "message": "m", "extra": 1});
+        let answer = Answer::<ErrorBody>::decode(raw.clone()).unwrap();
+        assert_eq!(answer.value.message, "m");
+        assert_eq!(answer.raw, raw, "fields the type does not model are kept");
+        let renamed = serde_json::json!({"id": "x", "msg": "m"});
+        assert!(Answer::<ErrorBody>::decode(renamed).is_err());
     }
 }

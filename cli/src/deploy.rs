@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use haven_api as w;
 use reqwest::Method;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::client::Api;
+use crate::client::{print_json, Api};
 
 /// One `.slugignore` rule (a small subset of `.gitignore`: `*`, `?`, a trailing `/` for
 /// directories only, a leading `/` anchoring at the root; a pattern without `/` matches a
@@ -131,41 +131,38 @@ pub fn deploy(api: &Api, app: &str, dir: &Path, json_out: bool) -> Result<bool> 
             size as f64 / 1024.0
         );
     }
-    let source = api.call(Method::POST, "/sources", None)?;
-    let put_url = source["source_blob"]["put_url"]
-        .as_str()
-        .context("the server gave no put_url")?;
-    let get_url = source["source_blob"]["get_url"]
-        .as_str()
-        .context("the server gave no get_url")?;
-    api.put_file(put_url, file.reopen()?)?;
-    let build = api.call(
-        Method::POST,
-        &format!("/apps/{app}/builds"),
-        Some(&json!({"source_blob": {"url": get_url, "checksum": format!("SHA256:{sha}")}})),
-    )?;
-    let id = build["id"].as_str().unwrap_or_default().to_string();
-    if let Some(url) = build["output_stream_url"].as_str() {
-        api.stream_lines(url, |line| {
-            if json_out {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
-        })?;
-    }
+    let source: w::Source = api.call(Method::POST, "/sources")?.value;
+    api.put_file(&source.source_blob.put_url, file.reopen()?)?;
+    let body = w::BuildCreate {
+        source_blob: w::SourceBlob {
+            url: source.source_blob.get_url,
+            checksum: Some(format!("SHA256:{sha}")),
+            ..w::SourceBlob::default()
+        },
+        buildpacks: None,
+    };
+    let build: w::Build = api
+        .call_with(Method::POST, &format!("/apps/{app}/builds"), &body)?
+        .value;
+    api.stream_lines(&build.output_stream_url, |line| {
+        if json_out {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    })?;
     let deadline = Instant::now() + Duration::from_secs(3 * 3600);
-    let last: Value = loop {
-        let b = api.get(&format!("/apps/{app}/builds/{id}"))?;
-        if b["status"] != json!("pending") || Instant::now() > deadline {
+    let last = loop {
+        let b = api.get::<w::Build>(&format!("/apps/{app}/builds/{}", build.id))?;
+        if b.value.status != "pending" || Instant::now() > deadline {
             break b;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&last)?);
+        print_json(&last)?;
     }
-    Ok(last["status"] == json!("succeeded"))
+    Ok(last.value.status == "succeeded")
 }
 
 #[cfg(test)]

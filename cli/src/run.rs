@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use haven_api as w;
 use reqwest::Method;
-use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 
@@ -29,24 +29,20 @@ pub fn run(
     env: &[(String, String)],
     size: Option<&str>,
 ) -> Result<i32> {
-    let mut body = json!({ "command": command, "attach": true });
-    if !env.is_empty() {
-        body["env"] = json!(env
-            .iter()
-            .cloned()
-            .collect::<std::collections::BTreeMap<_, _>>());
-    }
-    if let Some(s) = size {
-        body["size"] = json!(s);
-    }
-    let dyno: Value = api.call(Method::POST, &format!("/apps/{app}/dynos"), Some(&body))?;
-    let url = dyno["attach_url"]
-        .as_str()
+    let body = w::DynoCreate {
+        command: command.to_string(),
+        attach: Some(true),
+        env: (!env.is_empty()).then(|| env.iter().cloned().collect()),
+        size: size.map(str::to_string),
+        process_type: None,
+    };
+    let dyno: w::Dyno = api
+        .call_with(Method::POST, &format!("/apps/{app}/dynos"), &body)?
+        .value;
+    let url = dyno
+        .attach_url
         .ok_or_else(|| anyhow!("the server gave no attach_url"))?;
-    eprintln!(
-        "Running `{command}` on ⬢ {app}... up, {}",
-        dyno["name"].as_str().unwrap_or("run")
-    );
+    eprintln!("Running `{command}` on ⬢ {app}... up, {}", dyno.name);
     let ws_url = url.replacen("http://", "ws://", 1);
     let mut req = ws_url
         .as_str()

@@ -452,7 +452,7 @@ pub async fn slug_blob(
         .into_response())
 }
 
-fn installations(app: &model::App) -> Vec<w::BuildpackInstallation> {
+pub(super) fn installations(app: &model::App) -> Vec<w::BuildpackInstallation> {
     app.buildpacks
         .iter()
         .enumerate()

@@ -24,7 +24,7 @@ fn default_host(s: &Model, a: &model::App) -> String {
     format!("{}.{domain}", a.name)
 }
 
-fn to_wire(s: &Model, a: &model::App, d: &model::Domain) -> w::Domain {
+pub(super) fn to_wire(s: &Model, a: &model::App, d: &model::Domain) -> w::Domain {
     w::Domain {
         id: d.id.to_string(),
         hostname: d.hostname.clone(),
@@ -43,7 +43,7 @@ fn to_wire(s: &Model, a: &model::App, d: &model::Domain) -> w::Domain {
     }
 }
 
-fn default_wire(s: &Model, a: &model::App) -> w::Domain {
+pub(super) fn default_wire(s: &Model, a: &model::App) -> w::Domain {
     let host = default_host(s, a);
     w::Domain {
         id: name_id("domain", &host),

@@ -131,7 +131,7 @@ async fn act(
     let app = app_id(ctx, key).await?;
     match write(ctx, cmd(app)).await? {
         CommandOutput::Dynos(_) => {
-            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(w::Accepted {})).into_response())
         }
         _ => Err(ApiError::internal("the command returned no dynos")),
     }

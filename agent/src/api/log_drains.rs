@@ -7,33 +7,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use haven_api::{LogDrain, LogDrainCreate};
 use haven_raft::command::{Command, CommandOutput};
 use haven_raft::model;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::apps::time;
 use super::body::JsonBody;
 use super::{app_id, with_app, write, ApiContext, ApiError};
 
-/// A log drain as the Platform API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogDrain {
-    pub id: String,
-    pub url: String,
-    pub token: String,
-    pub addon: Option<serde_json::Value>,
-    pub app: haven_api::AppRef,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogDrainCreate {
-    pub url: String,
-}
-
-fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
+pub(super) fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
     LogDrain {
         id: d.id.to_string(),
         url: d.url.clone(),

@@ -17,8 +17,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use haven_api::{LogSession, LogSessionCreate};
 use haven_raft::model::NodeId;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -34,25 +34,6 @@ pub const HISTORY_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_LINES: usize = 100;
 /// A session not opened within this is forgotten.
 const SESSION_TTL: Duration = Duration::from_secs(300);
-
-/// `POST /apps/{app}/log-sessions` body (all optional).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LogSessionCreate {
-    pub dyno: Option<String>,
-    #[serde(rename = "type")]
-    pub process_type: Option<String>,
-    pub source: Option<String>,
-    pub lines: Option<usize>,
-    pub tail: Option<bool>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogSession {
-    pub id: String,
-    pub logplex_url: String,
-    pub created_at: String,
-    pub updated_at: String,
-}
 
 #[derive(Debug, Clone)]
 struct Spec {

@@ -25,6 +25,8 @@ mod paging;
 mod releases;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};

@@ -1,0 +1,100 @@
+//! `nodes`, `nodes:drain`, `nodes:undrain`, `cluster:status`.
+
+use anyhow::Result;
+use haven_api as w;
+use reqwest::Method;
+
+use crate::client::{print_json, Api};
+use crate::output::{header, key_values, table};
+
+/// `hctl nodes`.
+pub fn nodes(api: &Api, json: bool) -> Result<()> {
+    let nodes = api.get::<Vec<w::ClusterNode>>("/cluster/nodes")?;
+    if json {
+        return print_json(&nodes);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .value
+        .iter()
+        .map(|n| {
+            vec![
+                format!("{}{}", n.name, if n.leader { " *" } else { "" }),
+                n.id.clone(),
+                n.status.clone(),
+                n.role.clone(),
+                format!("{} / {} MiB", n.used_memory_mb, n.memory_mb),
+                n.dynos.to_string(),
+                n.cpus.to_string(),
+                n.api_url.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "Name",
+                "ID",
+                "Status",
+                "Role",
+                "Memory used",
+                "Dynos",
+                "CPUs",
+                "API"
+            ],
+            &rows
+        )
+    );
+    println!("(* leader)");
+    Ok(())
+}
+
+/// `hctl nodes:drain NODE` / `nodes:undrain NODE`.
+pub fn set_draining(api: &Api, node: &str, drain: bool) -> Result<()> {
+    let body = w::ClusterNodeUpdate {
+        draining: Some(drain),
+    };
+    let out: w::ClusterNode = api
+        .call_with(Method::PATCH, &format!("/cluster/nodes/{node}"), &body)?
+        .value;
+    if drain {
+        println!(
+            "Draining {}: its {} dynos move to other nodes and no new ones start there.",
+            out.name, out.dynos
+        );
+    } else {
+        println!("{} takes dynos again.", out.name);
+    }
+    Ok(())
+}
+
+/// `hctl cluster:status`: the Raft status of the node that answers.
+pub fn status(api: &Api, json: bool) -> Result<()> {
+    let st = api.get::<w::ClusterStatus>("/cluster/status")?;
+    if json {
+        return print_json(&st);
+    }
+    let st = st.value;
+    let or_blank = |v: Option<String>| v.unwrap_or_default();
+    println!("{}", header(&format!("Cluster {}", st.cluster_name)));
+    println!(
+        "{}",
+        key_values(&[
+            ("Cluster ID", st.cluster_id),
+            ("App domain", st.app_domain),
+            ("This node", format!("{} ({})", st.node_name, st.node_id)),
+            (
+                "Leader",
+                format!("{} ({})", or_blank(st.leader_name), or_blank(st.leader))
+            ),
+            ("Term", st.term.to_string()),
+            ("Voters", st.voters.join(", ")),
+            ("Learners", st.learners.join(", ")),
+            (
+                "Applied index",
+                or_blank(st.applied_index.map(|i| i.to_string()))
+            ),
+        ])
+    );
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! One module per resource; each command is a function that takes the API client and
+//! what `main` parsed. Answers are read only through `haven-api` types (see
+//! [`crate::client::Answer`]).
+
+pub mod apps;
+pub mod auth;
+pub mod buildpacks;
+pub mod builds;
+pub mod cluster;
+pub mod config;
+pub mod domains;
+pub mod drains;
+pub mod logs;
+pub mod ps;
+pub mod releases;
+
+/// The API path of an app.
+fn app_path(app: &str) -> String {
+    format!("/apps/{app}")
+}
