@@ -14,12 +14,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 
 use crate::client::Api;
-
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const EXIT: u8 = 3;
-const STDIN_EOF: u8 = 4;
+use haven_api::attach::{EXIT, STDERR, STDIN, STDIN_EOF, STDOUT};
 
 /// Runs `command` in a one-off dyno of `app`; returns its exit code.
 pub fn run(
