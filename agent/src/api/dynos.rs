@@ -130,9 +130,7 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let app = app_id(ctx, key).await?;
     match write(ctx, cmd(app)).await? {
-        CommandOutput::Dynos(_) => {
-            Ok((StatusCode::ACCEPTED, Json(w::Accepted {})).into_response())
-        }
+        CommandOutput::Dynos(_) => Ok((StatusCode::ACCEPTED, Json(w::Accepted {})).into_response()),
         _ => Err(ApiError::internal("the command returned no dynos")),
     }
 }
