@@ -1,7 +1,11 @@
 //! haven-raft: Haven's replicated state.
 //!
-//! - [`model`]: the domain model every replica holds ([`model::State`]).
-//! - [`command`]: the commands that change it, applied deterministically.
+//! - [`model`]: the domain model every replica holds ([`model::State`]), and the rules of
+//!   what it accepts (`model/rules.rs`).
+//! - [`command`]: the commands that change it, applied deterministically; `command/mod.rs`
+//!   dispatches each to the module of its resource area (`apps`, `config`, `dynos`, ...).
+//! - [`catalog`]: `haven-catalog` re-exported (the dyno sizes and stack names the platform
+//!   offers), so that the agent reaches it through this crate.
 //! - `storage`: openraft's log store and state machine over one RocksDB (column families for
 //!   the log, the Raft metadata and the state machine's snapshot). The WAL is synced before
 //!   an append is reported persisted and before a vote is saved.
@@ -31,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use command::{Command, CommandResult};
 use model::{Node, NodeId, State};
 
+pub use haven_catalog as catalog;
 pub use storage::{open_store, LogStore, StateMachineStore};
 
 openraft::declare_raft_types!(

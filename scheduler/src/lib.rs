@@ -84,27 +84,14 @@ use serde::{Deserialize, Serialize};
 /// A node's id, as in the replicated state.
 pub type NodeId = u64;
 
-/// Dyno sizes and the memory each one reserves, in MiB.
-pub const DYNO_SIZES: &[(&str, u64)] = &[
-    ("eco", 512),
-    ("basic", 512),
-    ("standard-1x", 512),
-    ("standard-2x", 1024),
-    ("performance-m", 2560),
-    ("performance-l", 14336),
-];
-
 /// Memory counted for an existing dyno whose size is unknown.
 const UNKNOWN_SIZE_MB: u64 = 512;
 
-/// The memory a dyno of `size` reserves, in MiB (`standard-1x` → 512); `None` for an
-/// unknown size. Case and surrounding spaces are ignored.
+/// The memory a dyno of `size` reserves, in MiB (`standard-1x` → 512), from
+/// [`haven_catalog::DYNO_SIZES`]; `None` for an unknown size. Case and surrounding spaces
+/// are ignored.
 pub fn size_memory_mb(size: &str) -> Option<u64> {
-    let size = size.trim();
-    DYNO_SIZES
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(size))
-        .map(|(_, mb)| *mb)
+    haven_catalog::dyno_size(size).map(|s| s.memory_mb)
 }
 
 /// Liveness of a node as the cluster records it.
@@ -141,7 +128,7 @@ pub struct FormationView {
     pub process_type: String,
     /// Wanted dynos: indices `1..=quantity`.
     pub quantity: u32,
-    /// Dyno size, one of [`DYNO_SIZES`].
+    /// Dyno size, one of [`haven_catalog::DYNO_SIZES`].
     pub size: String,
     /// The release version the dynos should run.
     pub release: u64,

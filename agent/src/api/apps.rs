@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, SecondsFormat, Utc};
 use haven_api as w;
+use haven_raft::catalog;
 use haven_raft::command::Command;
 use haven_raft::model::{self, validate_app_name, NodeId, State as Model};
 use rand::seq::SliceRandom;
@@ -18,7 +19,7 @@ use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
 use super::{app_id, output_app, read, with_app, write, ApiContext, ApiError, Caller};
 
 /// The stack of an app created without one.
-pub const DEFAULT_STACK: &str = "heroku-24";
+pub const DEFAULT_STACK: &str = catalog::DEFAULT_STACK;
 
 /// Haven has one generation and one region; their ids never change.
 const GENERATION_ID: &str = "7d6e3a0e-8a3c-4b0e-9a57-2f1d1c7e0b01";

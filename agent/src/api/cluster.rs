@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use haven_api as w;
+use haven_raft::catalog;
 use haven_raft::command::Command;
 use haven_raft::model::{self, State as Model};
 use haven_raft::RaftStatus;
@@ -47,12 +48,7 @@ pub fn node_to_wire(s: &Model, n: &model::Node, status: &RaftStatus) -> w::Clust
         .collect();
     let used_memory_mb = placed
         .iter()
-        .map(|d| {
-            model::DYNO_SIZES
-                .iter()
-                .find(|(name, _)| *name == d.size)
-                .map_or(512, |(_, mb)| *mb)
-        })
+        .map(|d| catalog::dyno_size(&d.size).map_or(512, |s| s.memory_mb))
         .sum();
     let role = if status.voters.contains(&n.id) {
         "voter"

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haven_api as w;
+use haven_raft::catalog;
 use haven_raft::command::{Command, CommandOutput, FormationChange, QuantityChange};
 use haven_raft::model::{self, normalize_size, validate_process_type};
 use uuid::Uuid;
@@ -13,27 +14,16 @@ use super::apps::{name_id, time};
 use super::body::JsonBody;
 use super::{app_id, output_app, with_app, write, ApiContext, ApiError, Caller};
 
-/// Heroku's capitalization of a size: `standard-1x` → `Standard-1X`, `eco` → `Eco`.
-pub fn size_display(size: &str) -> String {
-    let mut out = String::with_capacity(size.len());
-    for (i, part) in size.split('-').enumerate() {
-        if i > 0 {
-            out.push('-');
-            out.push_str(&part.to_ascii_uppercase());
-        } else {
-            let mut chars = part.chars();
-            if let Some(first) = chars.next() {
-                out.extend(first.to_uppercase());
-                out.push_str(chars.as_str());
-            }
-        }
-    }
-    out
+/// Heroku's name of a size, from the catalog: `standard-1x` → `Standard-1X`, `eco` →
+/// `Eco`. A size the catalog does not offer (none is stored: sizes are normalized) is shown
+/// as it is.
+pub fn size_display(size: &str) -> &str {
+    catalog::dyno_size(size).map_or(size, |s| s.display_name)
 }
 
 /// Model → wire for one process type's formation of app `a`.
 pub fn to_wire(a: &model::App, f: &model::Formation) -> w::Formation {
-    let size = size_display(&f.size);
+    let size = size_display(&f.size).to_string();
     w::Formation {
         id: f.id.to_string(),
         app: w::AppRef {
@@ -213,7 +203,14 @@ fn log_scale(ctx: &ApiContext, app: &model::App, types: &[String], caller: &Call
         .iter()
         .filter(|t| seen.insert(t.as_str()))
         .filter_map(|t| app.formation.get(t))
-        .map(|f| format!("{}@{}:{}", f.process_type, f.quantity, heroku_size(&f.size)))
+        .map(|f| {
+            format!(
+                "{}@{}:{}",
+                f.process_type,
+                f.quantity,
+                size_display(&f.size)
+            )
+        })
         .collect();
     if !parts.is_empty() {
         ctx.logs.api(
@@ -221,24 +218,6 @@ fn log_scale(ctx: &ApiContext, app: &model::App, types: &[String], caller: &Call
             &format!("Scaled to {} by {}", parts.join(" "), caller.email),
         );
     }
-}
-
-/// `standard-1x` → `Standard-1X`, as Heroku writes sizes in logs.
-fn heroku_size(size: &str) -> String {
-    size.split('-')
-        .enumerate()
-        .map(|(i, w)| {
-            if i > 0 {
-                return w.to_ascii_uppercase();
-            }
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_uppercase().chain(c).collect(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<String>>()
-        .join("-")
 }
 
 #[cfg(test)]
@@ -252,9 +231,9 @@ mod tests {
 
     #[test]
     fn sizes_are_written_the_heroku_way_in_logs() {
-        assert_eq!(heroku_size("standard-1x"), "Standard-1X");
-        assert_eq!(heroku_size("performance-m"), "Performance-M");
-        assert_eq!(heroku_size("eco"), "Eco");
+        assert_eq!(size_display("standard-1x"), "Standard-1X");
+        assert_eq!(size_display("performance-m"), "Performance-M");
+        assert_eq!(size_display("eco"), "Eco");
     }
 
     #[test]

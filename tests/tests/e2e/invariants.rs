@@ -104,6 +104,7 @@ fn the_scheduler_does_no_io_and_hctl_links_no_server_crate() {
     }
     for member in [
         "haven-api",
+        "haven-catalog",
         "haven-raft",
         "haven-scheduler",
         "haven-buildpacks",
@@ -114,6 +115,22 @@ fn the_scheduler_does_no_io_and_hctl_links_no_server_crate() {
             "{member} depends on nix"
         );
     }
+}
+
+#[test]
+fn the_catalog_depends_on_no_haven_crate() {
+    let Some(meta) = metadata() else {
+        return;
+    };
+    let catalog = closure(&meta, "haven-catalog");
+    let haven: Vec<&String> = catalog
+        .iter()
+        .filter(|d| d.starts_with("haven") || *d == "hctl")
+        .collect();
+    assert!(
+        haven.is_empty(),
+        "haven-catalog depends on {haven:?}; it is the table every crate reads, so it reads none"
+    );
 }
 
 /// Whether source text names the `nix` crate (`nix::`, not `unix::`).

@@ -1,0 +1,122 @@
+//! haven-catalog: what the platform offers, as plain data.
+//!
+//! - [`DYNO_SIZES`]: every dyno size with the memory it reserves, its process limit and
+//!   the name Heroku shows; [`dyno_size`] looks one up.
+//! - [`STACKS`]: the stack names an app may carry; [`DEFAULT_STACK`] is a new app's.
+//!
+//! The model validates sizes against this table, the scheduler counts memory from it and
+//! the agent sets cgroup limits and writes logs from it, so a size added here is offered
+//! everywhere at once.
+//!
+//! **Architecture invariant:** this crate depends on no other crate (no haven crate, no
+//! I/O): any crate, pure or not, may use it.
+
+/// A dyno size: what a dyno of this size may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynoSize {
+    /// The name the model stores and the API accepts: lowercase, `standard-1x`.
+    pub name: &'static str,
+    /// How Heroku writes it in API answers and logs: `Standard-1X`.
+    pub display_name: &'static str,
+    /// Memory a dyno reserves (the scheduler's unit) and may use (its cgroup quota), MiB.
+    pub memory_mb: u64,
+    /// Most processes and threads a dyno may run at once (Heroku's limits by size).
+    pub pids_limit: u64,
+}
+
+/// Every dyno size, smallest first.
+pub const DYNO_SIZES: &[DynoSize] = &[
+    DynoSize {
+        name: "eco",
+        display_name: "Eco",
+        memory_mb: 512,
+        pids_limit: 256,
+    },
+    DynoSize {
+        name: "basic",
+        display_name: "Basic",
+        memory_mb: 512,
+        pids_limit: 256,
+    },
+    DynoSize {
+        name: "standard-1x",
+        display_name: "Standard-1X",
+        memory_mb: 512,
+        pids_limit: 256,
+    },
+    DynoSize {
+        name: "standard-2x",
+        display_name: "Standard-2X",
+        memory_mb: 1024,
+        pids_limit: 512,
+    },
+    DynoSize {
+        name: "performance-m",
+        display_name: "Performance-M",
+        memory_mb: 2560,
+        pids_limit: 16384,
+    },
+    DynoSize {
+        name: "performance-l",
+        display_name: "Performance-L",
+        memory_mb: 14336,
+        pids_limit: 16384,
+    },
+];
+
+/// The size of a new formation or one-off dyno when none is asked for.
+pub const DEFAULT_DYNO_SIZE: &str = "standard-1x";
+
+/// The size named `name`, ignoring case and surrounding spaces (`" Standard-2X"` finds
+/// `standard-2x`); `None` for a size Haven does not offer.
+pub fn dyno_size(name: &str) -> Option<&'static DynoSize> {
+    let name = name.trim();
+    DYNO_SIZES
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+/// The stack names an app may carry, newest first. Haven builds every app with the host's
+/// toolchains; the stack name is what the API reports, for Heroku clients.
+pub const STACKS: &[&str] = &["heroku-24", "heroku-22"];
+
+/// The stack of an app created without one.
+pub const DEFAULT_STACK: &str = "heroku-24";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_found_ignoring_case_and_spaces() {
+        let cases = [
+            ("eco", Some((512, 256))),
+            ("basic", Some((512, 256))),
+            ("standard-1x", Some((512, 256))),
+            ("Standard-2X", Some((1024, 512))),
+            (" performance-m ", Some((2560, 16384))),
+            ("PERFORMANCE-L", Some((14336, 16384))),
+            ("huge", None),
+            ("", None),
+            ("standard 1x", None),
+        ];
+        for (name, want) in cases {
+            let got = dyno_size(name).map(|s| (s.memory_mb, s.pids_limit));
+            assert_eq!(got, want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_lowercase_and_display_names_read_back() {
+        for s in DYNO_SIZES {
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert_eq!(dyno_size(s.display_name), Some(s), "{}", s.display_name);
+        }
+    }
+
+    #[test]
+    fn defaults_are_offered() {
+        assert!(dyno_size(DEFAULT_DYNO_SIZE).is_some());
+        assert!(STACKS.contains(&DEFAULT_STACK));
+    }
+}

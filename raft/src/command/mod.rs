@@ -1,0 +1,351 @@
+//! Commands: the only way the replicated [`State`] changes.
+//!
+//! A command carries every id and timestamp it needs; the proposer picks them, so applying
+//! a command is a pure function of the state and the command, the same on every replica.
+//! A command that breaks a rule (a taken name, an unknown app) is rejected during apply
+//! with a [`CommandError`] and changes nothing.
+//!
+//! [`Command::apply`] only dispatches; each resource area applies its commands in its own
+//! module: `cluster` (bootstrap and nodes), `tokens`, `apps`, `config`, `releases`,
+//! `formation`, `builds` (with buildpacks and slugs), `dynos`, `domains`, `drains`.
+//!
+//! The log and snapshots hold these types as bincode, which encodes enum variants by
+//! position and struct fields in order: never reorder or remove them (in this file or the
+//! area files that hold payload types); a new command goes at the end of [`Command`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{
+    App, Build, Cluster, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State, Token, Unplaced,
+    User,
+};
+
+mod apps;
+mod builds;
+mod cluster;
+mod config;
+mod domains;
+mod drains;
+mod dynos;
+mod formation;
+mod releases;
+mod tokens;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use builds::BuildResult;
+pub use config::config_description;
+pub use dynos::{DynoReport, DynoTarget};
+pub use formation::{FormationChange, QuantityChange};
+
+/// Who asked for a change and when; recorded in releases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Actor {
+    pub email: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    /// The first command of a cluster: who it is, its first node and its admin.
+    Bootstrap {
+        cluster: Cluster,
+        node: Node,
+        admin: User,
+        admin_token: Token,
+    },
+    /// Adds a node or updates its addresses (a joining or restarted node).
+    RegisterNode {
+        node: Node,
+    },
+    /// Records a node's liveness.
+    SetNodeStatus {
+        node_id: NodeId,
+        status: NodeStatus,
+    },
+    /// Removes a node from the model.
+    RemoveNode {
+        node_id: NodeId,
+    },
+    /// Creates an app and its release v1.
+    CreateApp {
+        id: Uuid,
+        name: String,
+        stack: String,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Renames an app and/or turns maintenance mode on or off.
+    UpdateApp {
+        app: Uuid,
+        name: Option<String>,
+        maintenance: Option<bool>,
+        actor: Actor,
+    },
+    DeleteApp {
+        app: Uuid,
+    },
+    /// Sets (`Some`) and unsets (`None`) config vars; makes the next release.
+    SetConfig {
+        app: Uuid,
+        changes: BTreeMap<String, Option<String>>,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Makes the next release with the slug and config vars of an earlier one.
+    Rollback {
+        app: Uuid,
+        to_version: u64,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Sets quantities and sizes of process types.
+    UpdateFormation {
+        app: Uuid,
+        changes: Vec<FormationChange>,
+        actor: Actor,
+    },
+    /// Adds an API token.
+    AddToken {
+        token: Token,
+    },
+    /// Records a new pending build. Refused while another build of the app is pending
+    /// (unless that one is stale: its node is down or it is older than
+    /// [`BUILD_STALE_SECS`]; a stale one is marked failed).
+    StartBuild {
+        build: Build,
+    },
+    /// Ends a pending build. Success records the slug and makes the next release with the
+    /// app's config vars at that moment, and sets the formation's process types.
+    FinishBuild {
+        build: Uuid,
+        result: BuildResult,
+        at: DateTime<Utc>,
+    },
+    /// Sets an app's buildpacks (empty: detect).
+    SetBuildpacks {
+        app: Uuid,
+        buildpacks: Vec<String>,
+        actor: Actor,
+    },
+    /// Adds a custom domain to an app (unique across the cluster).
+    AddDomain {
+        app: Uuid,
+        domain: crate::model::Domain,
+        at: DateTime<Utc>,
+    },
+    /// Removes a custom domain (by hostname or id).
+    RemoveDomain {
+        app: Uuid,
+        key: String,
+        at: DateTime<Utc>,
+    },
+    /// Adds a log drain to an app (a URL once per app).
+    AddDrain {
+        app: Uuid,
+        drain: crate::model::Drain,
+    },
+    /// Removes a log drain (by id, URL or token).
+    RemoveDrain {
+        app: Uuid,
+        key: String,
+    },
+    /// Records that nodes now hold a slug's bytes.
+    AddSlugHolders {
+        slug: Uuid,
+        nodes: Vec<NodeId>,
+    },
+    /// The leader's scheduling decisions: dynos to start (placed), dynos to stop, and what
+    /// could not be placed (replaces the previous list).
+    ApplyPlan {
+        starts: Vec<Dyno>,
+        stops: Vec<Uuid>,
+        unplaced: Vec<Unplaced>,
+    },
+    /// A node reports its dynos: new states, and dynos it has stopped for good (removed).
+    ReportDynos {
+        node: NodeId,
+        reports: Vec<DynoReport>,
+        gone: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
+    /// `ps:restart`: restart an app's dynos in place (all, one type, or one dyno by name).
+    RestartDynos {
+        app: Uuid,
+        target: DynoTarget,
+    },
+    /// `ps:stop`: stop dynos (formation dynos are then started again by the scheduler).
+    StopDynos {
+        app: Uuid,
+        target: DynoTarget,
+    },
+    /// Records a one-off dyno placed on a node.
+    CreateOneOff {
+        dyno: Dyno,
+    },
+    /// `nodes:drain` / `nodes:undrain`.
+    SetNodeDraining {
+        node_id: NodeId,
+        draining: bool,
+    },
+    /// The release phase of a pending release ended.
+    SetReleaseStatus {
+        app: Uuid,
+        version: u64,
+        status: ReleaseStatus,
+    },
+}
+
+/// Why a command was rejected. The variants map onto HTTP statuses at the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+    /// 422
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a successful command produced, so that a client answered by a follower gets the
+/// result without a second read. Apps in outputs are [`App::summary`]s: their size does not
+/// grow with the release history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CommandOutput {
+    #[default]
+    Done,
+    App(Box<App>),
+    Release {
+        app: Box<App>,
+        version: u64,
+    },
+    Formation {
+        app: Box<App>,
+        types: Vec<String>,
+    },
+    Build(Box<Build>),
+    Dynos(Vec<Dyno>),
+    Domain {
+        app: Box<App>,
+        domain: crate::model::Domain,
+    },
+    Drain {
+        app: Box<App>,
+        drain: crate::model::Drain,
+    },
+}
+
+/// The result of applying a command, as stored in the state machine's responses.
+pub type CommandResult = Result<CommandOutput, CommandError>;
+
+impl Command {
+    /// Applies the command to `state`. Deterministic; on error nothing changed.
+    pub fn apply(&self, state: &mut State) -> CommandResult {
+        match self {
+            Command::Bootstrap {
+                cluster: c,
+                node,
+                admin,
+                admin_token,
+            } => cluster::bootstrap(state, c, node, admin, admin_token),
+            Command::RegisterNode { node } => cluster::register_node(state, node),
+            Command::SetNodeStatus { node_id, status } => {
+                cluster::set_node_status(state, *node_id, *status)
+            }
+            Command::RemoveNode { node_id } => cluster::remove_node(state, *node_id),
+            Command::SetNodeDraining { node_id, draining } => {
+                cluster::set_node_draining(state, *node_id, *draining)
+            }
+            Command::AddToken { token } => tokens::add(state, token),
+            Command::CreateApp {
+                id,
+                name,
+                stack,
+                release_id,
+                actor,
+            } => apps::create(state, *id, name, stack, *release_id, actor),
+            Command::UpdateApp {
+                app,
+                name,
+                maintenance,
+                actor,
+            } => apps::update(state, *app, name.as_deref(), *maintenance, actor),
+            Command::DeleteApp { app } => apps::delete(state, *app),
+            Command::SetConfig {
+                app,
+                changes,
+                release_id,
+                actor,
+            } => config::set(state, *app, changes, *release_id, actor),
+            Command::Rollback {
+                app,
+                to_version,
+                release_id,
+                actor,
+            } => releases::rollback(state, *app, *to_version, *release_id, actor),
+            Command::SetReleaseStatus {
+                app,
+                version,
+                status,
+            } => releases::set_status(state, *app, *version, *status),
+            Command::UpdateFormation {
+                app,
+                changes,
+                actor,
+            } => formation::update(state, *app, changes, actor),
+            Command::StartBuild { build } => builds::start(state, build),
+            Command::FinishBuild { build, result, at } => {
+                builds::finish(state, *build, result, *at)
+            }
+            Command::SetBuildpacks {
+                app,
+                buildpacks,
+                actor,
+            } => builds::set_buildpacks(state, *app, buildpacks, actor),
+            Command::AddSlugHolders { slug, nodes } => {
+                builds::add_slug_holders(state, *slug, nodes)
+            }
+            Command::ApplyPlan {
+                starts,
+                stops,
+                unplaced,
+            } => dynos::apply_plan(state, starts, stops, unplaced),
+            Command::ReportDynos {
+                node,
+                reports,
+                gone,
+                at,
+            } => dynos::report(state, *node, reports, gone, *at),
+            Command::RestartDynos { app, target } => dynos::restart(state, *app, target),
+            Command::StopDynos { app, target } => dynos::stop(state, *app, target),
+            Command::CreateOneOff { dyno } => dynos::create_one_off(state, dyno),
+            Command::AddDomain { app, domain, at } => domains::add(state, *app, domain, *at),
+            Command::RemoveDomain { app, key, at } => domains::remove(state, *app, key, *at),
+            Command::AddDrain { app, drain } => drains::add(state, *app, drain),
+            Command::RemoveDrain { app, key } => drains::remove(state, *app, key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::set;
+    use super::*;
+
+    #[test]
+    fn commands_roundtrip_through_bincode() {
+        let cmd = set(Uuid::new_v4(), &[("A", Some("1")), ("B", None)]);
+        let bytes = bincode::serialize(&cmd).unwrap();
+        let back: Command = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(cmd, back);
+    }
+}

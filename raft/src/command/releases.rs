@@ -1,0 +1,152 @@
+//! Releases: rollback, the end of a release phase, and making the next release.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::apps::app_mut;
+use super::{Actor, CommandError, CommandOutput, CommandResult};
+use crate::model::{App, Release, ReleaseStatus, State};
+
+/// Makes the next release with the slug and config vars of the succeeded release
+/// `to_version`.
+pub(super) fn rollback(
+    state: &mut State,
+    app: Uuid,
+    to_version: u64,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = app_mut(state, &app)?;
+    let target = a
+        .releases
+        .iter()
+        .find(|r| r.version == to_version)
+        .ok_or_else(|| CommandError::NotFound(format!("release v{to_version} not found")))?
+        .clone();
+    if target.status != ReleaseStatus::Succeeded {
+        return Err(CommandError::Invalid(format!(
+            "release v{to_version} is {} and cannot be rolled back to",
+            target.status.as_str()
+        )));
+    }
+    a.config = target.config.clone();
+    let version = push_release(
+        a,
+        release_id,
+        target.slug,
+        target.config,
+        format!("Rollback to v{to_version}"),
+        actor,
+    );
+    Ok(CommandOutput::Release {
+        app: Box::new(a.summary()),
+        version,
+    })
+}
+
+/// Ends the release phase of pending release `version`.
+pub(super) fn set_status(
+    state: &mut State,
+    app: Uuid,
+    version: u64,
+    status: ReleaseStatus,
+) -> CommandResult {
+    let a = app_mut(state, &app)?;
+    let r = a
+        .releases
+        .iter_mut()
+        .find(|r| r.version == version)
+        .ok_or_else(|| CommandError::NotFound(format!("release v{version} not found")))?;
+    if r.status != ReleaseStatus::Pending {
+        return Err(CommandError::Conflict(format!(
+            "release v{version} is already {}",
+            r.status.as_str()
+        )));
+    }
+    r.status = status;
+    Ok(CommandOutput::Done)
+}
+
+/// Appends a succeeded release to `app`; returns its version.
+pub(super) fn push_release(
+    app: &mut App,
+    id: Uuid,
+    slug: Option<Uuid>,
+    config: BTreeMap<String, String>,
+    description: String,
+    actor: &Actor,
+) -> u64 {
+    push_release_with(
+        app,
+        id,
+        slug,
+        config,
+        description,
+        actor,
+        ReleaseStatus::Succeeded,
+    )
+}
+
+/// Appends a release with `status` to `app`; returns its version.
+pub(super) fn push_release_with(
+    app: &mut App,
+    id: Uuid,
+    slug: Option<Uuid>,
+    config: BTreeMap<String, String>,
+    description: String,
+    actor: &Actor,
+    status: ReleaseStatus,
+) -> u64 {
+    let version = app.releases.len() as u64 + 1;
+    app.releases.push(Release {
+        id,
+        version,
+        slug,
+        config,
+        description,
+        status,
+        created_at: actor.at,
+        user: actor.email.clone(),
+    });
+    app.released_at = Some(actor.at);
+    app.updated_at = actor.at;
+    version
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use crate::command::fixtures::{actor, create, set};
+    use crate::command::{Command, CommandError, CommandOutput};
+    use crate::model::State;
+
+    #[test]
+    fn rollback_restores_config_and_names_the_target() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
+        let out = Command::Rollback {
+            app: id,
+            to_version: 2,
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        }
+        .apply(&mut s)
+        .unwrap();
+        assert!(matches!(out, CommandOutput::Release { version: 4, .. }));
+        let app = &s.apps[&id];
+        assert_eq!(app.releases[3].description, "Rollback to v2");
+        assert_eq!(app.config["FOO"], "1");
+        let missing = Command::Rollback {
+            app: id,
+            to_version: 9,
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        }
+        .apply(&mut s);
+        assert!(matches!(missing, Err(CommandError::NotFound(_))));
+    }
+}
