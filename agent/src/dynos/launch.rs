@@ -71,18 +71,14 @@ pub(super) fn launch_of(s: &State, id: Uuid) -> Result<Option<Launch>, String> {
     }))
 }
 
-/// Memory quota of a size, MiB.
+/// Memory quota of a size, MiB (the catalog's; 512 for a size it does not know).
 pub(super) fn quota_mb(size: &str) -> u64 {
-    haven_scheduler::size_memory_mb(size).unwrap_or(512)
+    haven_raft::catalog::dyno_size(size).map_or(512, |s| s.memory_mb)
 }
 
 /// Heroku's process limits by size.
 fn pids_limit(size: &str) -> u64 {
-    match size {
-        "performance-m" | "performance-l" => 16384,
-        "standard-2x" => 512,
-        _ => 256,
-    }
+    haven_raft::catalog::dyno_size(size).map_or(256, |s| s.pids_limit)
 }
 
 /// The environment of a dyno: config vars, then Heroku's own.
