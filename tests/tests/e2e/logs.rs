@@ -510,7 +510,9 @@ fn drains_receive_lines_in_syslog_and_logplex_framing_and_a_dead_one_overflows()
     }
     std::fs::write(
         dir.path().join("Procfile"),
-        "web: python3 app.py\nworker: seq 1 5000; sleep 100000\n",
+        // Enough lines to overflow the 1,024-line buffer, few enough that the one L10
+        // notice stays among the app's last 1,500 lines for the check below to find.
+        "web: python3 app.py\nworker: seq 1 1200; sleep 100000\n",
     )
     .unwrap();
     ok(hctl(
@@ -527,7 +529,7 @@ fn drains_receive_lines_in_syslog_and_logplex_framing_and_a_dead_one_overflows()
     });
     // The live syslog drain still gets the worker's lines.
     wait_msg(&srx, "the worker's last line on the live drain", |m| {
-        m.ends_with(" app worker.1 - - 5000")
+        m.ends_with(" app worker.1 - - 1200")
     });
     ok(hctl(&env, 0, &["drains:remove", &dead, "-a", "drained"]));
 }
