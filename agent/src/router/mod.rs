@@ -235,7 +235,7 @@ impl Router {
         let inflight = InFlight::new(backend.clone());
         let active = self.inner.metrics.active(&t.name);
         // A connection that carried an upgrade is the WebSocket's for good.
-        let reuse = client_upgrade.is_none().then(|| (backend, sender));
+        let reuse = client_upgrade.is_none().then_some((backend, sender));
         self.inner.logs.emit(t.app, "heroku", "router", &line);
         self.inner
             .metrics
