@@ -150,6 +150,7 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         match e {
             CommandError::NotFound(m) => ApiError::not_found(m),
+            CommandError::AppNotFound(_) => ApiError::app_not_found(),
             CommandError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             CommandError::Invalid(m) => ApiError::invalid(m),
         }

@@ -348,9 +348,7 @@ async fn app_id(ctx: &ApiContext, key: &str) -> Result<Uuid, ApiError> {
 async fn write(ctx: &ApiContext, cmd: Command) -> Result<CommandOutput, ApiError> {
     match ctx.raft.write(cmd).await? {
         Ok(out) => Ok(out),
-        Err(haven_raft::command::CommandError::NotFound(m)) if m.starts_with("app ") => {
-            Err(ApiError::app_not_found())
-        }
+        Err(haven_raft::command::CommandError::AppNotFound(_)) => Err(ApiError::app_not_found()),
         Err(e) => Err(e.into()),
     }
 }

@@ -92,7 +92,7 @@ pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {
 
 /// The 404 of a command naming an app that does not exist.
 pub(super) fn not_found_app(id: &Uuid) -> CommandError {
-    CommandError::NotFound(format!("app {id} not found"))
+    CommandError::AppNotFound(*id)
 }
 
 /// The app `id`, to change.
@@ -155,7 +155,7 @@ mod tests {
         assert!(s.find_app("uno").is_none());
         assert!(matches!(
             Command::DeleteApp { app: a }.apply(&mut s),
-            Err(CommandError::NotFound(_))
+            Err(CommandError::AppNotFound(id)) if id == a
         ));
     }
 }

@@ -214,6 +214,9 @@ pub enum CommandError {
     /// 422
     #[error("{0}")]
     Invalid(String),
+    /// 404: the app the command names does not exist (the API words it like Heroku).
+    #[error("app {0} not found")]
+    AppNotFound(Uuid),
 }
 
 /// What a successful command produced, so that a client answered by a follower gets the
