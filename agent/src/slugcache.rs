@@ -182,19 +182,17 @@ impl SlugCache {
             match self.inner.store.fetch_from(peers, addr, sha).await {
                 Ok(()) => {
                     info!(%sha, from = id, "fetched a slug");
-                    {
-                        let raft = &self.inner.raft;
-                        let slug_id = raft.with_state(|s| {
-                            s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
-                        });
-                        if let Some(slug) = slug_id {
-                            let _ = raft
-                                .write(Command::AddSlugHolders {
-                                    slug,
-                                    nodes: vec![self.inner.me],
-                                })
-                                .await;
-                        }
+                    let raft = &self.inner.raft;
+                    let slug_id = raft.with_state(|s| {
+                        s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
+                    });
+                    if let Some(slug) = slug_id {
+                        let _ = raft
+                            .write(Command::AddSlugHolders {
+                                slug,
+                                nodes: vec![self.inner.me],
+                            })
+                            .await;
                     }
                     return Ok(());
                 }

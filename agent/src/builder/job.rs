@@ -179,8 +179,8 @@ impl Job {
             }
         }
         let compile_timeout = std::time::Duration::from_secs(inner.tuning.compile_timeout_secs);
-        let sandboxed =
-            Some(inner.runtime.clone()).filter(|r| r.mode() == crate::runtime::Mode::Container);
+        let sandboxed = (inner.runtime.mode() == crate::runtime::Mode::Container)
+            .then(|| inner.runtime.clone());
         let outcome = match sandboxed {
             Some(runtime) => {
                 self.compile_in_sandbox(
@@ -283,26 +283,24 @@ impl Job {
         });
         let want = SLUG_COPIES.min(others.len() + 1);
         let mut holders = vec![inner.node_id];
-        {
-            let peers = &inner.peers;
-            // Send to the candidates concurrently; keep the first that succeed.
-            let sends = others.iter().map(|(id, name, addr)| {
-                let slugs = inner.slugs.clone();
-                async move {
-                    let r = tokio::time::timeout(
-                        std::time::Duration::from_secs(600),
-                        slugs.push_to(peers, addr, sha),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()));
-                    (*id, name.clone(), r)
-                }
-            });
-            for (id, name, r) in futures::future::join_all(sends).await {
-                match r {
-                    Ok(()) => holders.push(id),
-                    Err(e) => warn!(node = %name, error = %e, "could not copy a slug"),
-                }
+        let peers = &inner.peers;
+        // Send to the candidates concurrently; keep the first that succeed.
+        let sends = others.iter().map(|(id, name, addr)| {
+            let slugs = inner.slugs.clone();
+            async move {
+                let r = tokio::time::timeout(
+                    std::time::Duration::from_secs(600),
+                    slugs.push_to(peers, addr, sha),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+                (*id, name.clone(), r)
+            }
+        });
+        for (id, name, r) in futures::future::join_all(sends).await {
+            match r {
+                Ok(()) => holders.push(id),
+                Err(e) => warn!(node = %name, error = %e, "could not copy a slug"),
             }
         }
         if holders.len() < want {
