@@ -15,6 +15,7 @@
 //! `havend` processes); `testcluster down --dir DIR` removes one cluster's, and
 //! `testcluster gc` removes all of them.
 
+pub mod chaos;
 mod cluster_file;
 pub mod netns;
 
@@ -697,6 +698,36 @@ impl TestCluster {
         netns::partition(self.bridge()?, i, self.len())?;
         if !self.file.partitioned.contains(&i) {
             self.file.partitioned.push(i);
+        }
+        self.save()
+    }
+
+    /// The nodes of `group` lose every link to the nodes outside it (they still reach
+    /// each other); undone by [`TestCluster::heal_all`]. Netns mode only.
+    pub fn partition_group(&mut self, group: &[usize]) -> Result<()> {
+        for i in group {
+            self.check_index(*i)?;
+        }
+        netns::partition_group(self.bridge()?, group, self.len())?;
+        for i in group {
+            if !self.file.partitioned.contains(i) {
+                self.file.partitioned.push(*i);
+            }
+        }
+        self.save()
+    }
+
+    /// Packets from node `from` to node `to` are dropped, the other way they flow;
+    /// undone by [`TestCluster::heal_all`]. Netns mode only.
+    pub fn cut_one_way(&mut self, from: usize, to: usize) -> Result<()> {
+        self.check_index(from)?;
+        self.check_index(to)?;
+        if from == to {
+            bail!("a one-way cut needs two different nodes");
+        }
+        netns::cut_one_way(self.bridge()?, from, to)?;
+        if !self.file.partitioned.contains(&from) {
+            self.file.partitioned.push(from);
         }
         self.save()
     }

@@ -69,6 +69,35 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Start a fresh cluster, deploy apps under load, inject a seeded schedule of faults
+    /// (kills incl. the leader's, SIGSTOP, partitions, one-way cuts, kills during deploys
+    /// and builds), heal, and print a verdict; exits 1 when a check fails.
+    Chaos {
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Length of the fault phase: 90s, 5m, 1h.
+        #[arg(long, default_value = "2m", value_parser = haven_testcluster::chaos::parse_duration)]
+        duration: std::time::Duration,
+        /// Seed of the fault schedule (default: from the clock, printed); the same seed
+        /// replays the same schedule.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Apps deployed with web=2 and worker=1.
+        #[arg(long, default_value_t = 2)]
+        apps: usize,
+        /// Directory for the cluster (default: a new one under /tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Leave the cluster running afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// The havend binary (default: $HAVEND_BIN, or next to this binary).
+        #[arg(long)]
+        havend: Option<PathBuf>,
+        /// Also write the verdict as JSON here (it always goes to DIR/verdict.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Remove ALL hvbr* bridges and hv*-n* namespaces (and their processes): leftovers of
     /// crashed runs. Run it only when no test cluster should be running.
     Gc,
@@ -214,6 +243,56 @@ fn up(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line flag
+fn chaos(
+    nodes: usize,
+    duration: std::time::Duration,
+    seed: Option<u64>,
+    apps: usize,
+    dir: Option<PathBuf>,
+    keep: bool,
+    havend: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    use haven_testcluster::chaos;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("haven-chaos-{seed}")),
+    };
+    if nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    eprintln!("chaos seed {seed} ({nodes} nodes, {}s)", duration.as_secs());
+    let opts = chaos::ChaosOptions {
+        nodes,
+        duration,
+        seed,
+        apps,
+        dir: dir.clone(),
+        keep,
+        havend,
+        mode: Mode::Auto,
+    };
+    let report = chaos::run(&opts, &mut |line| eprintln!("{line}"))
+        .with_context(|| format!("chaos run with seed {seed} (replay with --seed {seed})"))?;
+    println!("{report}");
+    let text = serde_json::to_string_pretty(&report.to_json())?;
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("verdict.json"), &text)?;
+    if let Some(p) = json {
+        std::fs::write(&p, &text).with_context(|| format!("write {}", p.display()))?;
+    }
+    if !report.passed() {
+        bail!("the verdict is FAIL; replay with: {}", report.replay());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up {
@@ -243,6 +322,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("stopped the cluster in {}", dir.display());
             Ok(())
         }
+        Cmd::Chaos {
+            nodes,
+            duration,
+            seed,
+            apps,
+            dir,
+            keep,
+            havend,
+            json,
+        } => chaos(nodes, duration, seed, apps, dir, keep, havend, json),
         Cmd::Gc => {
             if !netns::available() {
                 bail!("gc needs root and iproute2 (only netns mode leaves anything behind)");

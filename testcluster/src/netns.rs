@@ -191,6 +191,24 @@ pub fn partition(k: u8, i: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Cuts the nodes of `group` off from every node outside it (both ways); members still
+/// reach each other.
+pub fn partition_group(k: u8, group: &[usize], n: usize) -> Result<()> {
+    for i in group {
+        for j in (0..n).filter(|j| !group.contains(j)) {
+            blackhole(&ns_name(k, *i), &node_addr(k, j), true)?;
+            blackhole(&ns_name(k, j), &node_addr(k, *i), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops what node `from` sends to node `to`; `to` still reaches `from`, though replies
+/// are lost. Undone by [`heal`] of either node.
+pub fn cut_one_way(k: u8, from: usize, to: usize) -> Result<()> {
+    blackhole(&ns_name(k, from), &node_addr(k, to), true)
+}
+
 /// Removes the routes of [`partition`].
 pub fn heal(k: u8, i: usize, n: usize) -> Result<()> {
     for j in (0..n).filter(|j| *j != i) {
