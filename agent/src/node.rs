@@ -185,6 +185,11 @@ impl Agent {
             cfg.dynos.clone(),
             shutdown_rx.clone(),
         )));
+        // Detached: it ends by itself once the cluster answered, and holds up no shutdown.
+        tokio::spawn({
+            let builder = builder.clone();
+            async move { builder.fail_lost_builds().await }
+        });
         let ctx = ApiContext {
             raft: raft.clone(),
             node_id: cfg.node_id,

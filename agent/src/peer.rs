@@ -106,6 +106,15 @@ impl QuicConnector {
         Ok(conn)
     }
 
+    /// Drops the cached connection to `addr` after a transfer on it failed: a peer that
+    /// restarted leaves a connection that still opens streams but carries nothing until
+    /// its idle timeout, and the next call must dial the new process.
+    pub fn forget(&self, addr: &str) {
+        if let Ok(mut m) = self.conns.lock() {
+            m.remove(addr);
+        }
+    }
+
     /// A new bi-stream of `kind` to `addr` (the kind byte is already sent).
     pub async fn open(
         &self,

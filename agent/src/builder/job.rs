@@ -16,6 +16,9 @@ use uuid::Uuid;
 
 use super::{Builder, OutputSink, SLUG_COPIES};
 
+/// Attempts to copy a slug to one peer (each after a failure dials it anew).
+const SLUG_PUSH_TRIES: usize = 3;
+
 /// Why a build failed, and whether the output already says so.
 pub(super) struct Failure {
     pub(super) reason: String,
@@ -272,6 +275,7 @@ impl Job {
     }
 
     /// Writes the slug to this node and others until min(3, nodes up) hold it.
+    /// Each peer gets [`SLUG_PUSH_TRIES`] attempts.
     async fn replicate(&self, sha: &str) -> Result<Vec<NodeId>, String> {
         let inner = &self.builder.inner;
         let others: Vec<(NodeId, String, String)> = inner.raft.with_state(|s| {
@@ -288,12 +292,21 @@ impl Job {
         let sends = others.iter().map(|(id, name, addr)| {
             let slugs = inner.slugs.clone();
             async move {
-                let r = tokio::time::timeout(
-                    std::time::Duration::from_secs(600),
-                    slugs.push_to(peers, addr, sha),
-                )
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()));
+                // A failure may come from a connection the peer's restart left behind:
+                // try again on a fresh one.
+                let mut r = Err(String::new());
+                for _ in 0..SLUG_PUSH_TRIES {
+                    r = tokio::time::timeout(
+                        std::time::Duration::from_secs(600),
+                        slugs.push_to(peers, addr, sha),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".into()));
+                    if r.is_ok() {
+                        break;
+                    }
+                    peers.forget(addr);
+                }
                 (*id, name.clone(), r)
             }
         });

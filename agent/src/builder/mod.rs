@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use chrono::Utc;
 use futures::Stream;
-use haven_raft::command::{Command, CommandOutput};
+use haven_raft::command::{BuildResult, Command, CommandOutput};
 use haven_raft::model::{self, Build, BuildStatus, NodeId};
 use haven_raft::HavenRaft;
 use tokio::io::AsyncReadExt;
@@ -242,6 +242,69 @@ impl Builder {
         };
         tokio::spawn(job.run());
         Ok(build)
+    }
+
+    /// Fails the builds the state still shows as running on this node that this process
+    /// did not start: they died with an earlier `havend` (killed during a build). Until
+    /// they are failed, every new build of their apps would be refused as "already
+    /// running". Retries until the cluster answers; run once at start.
+    pub async fn fail_lost_builds(&self) {
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            match self.try_fail_lost_builds().await {
+                Ok(0) => return,
+                Ok(n) => {
+                    tracing::info!(
+                        builds = n,
+                        "failed builds lost in an earlier run of this node"
+                    );
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "failing lost builds: will retry"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    async fn try_fail_lost_builds(&self) -> Result<usize, String> {
+        self.inner
+            .raft
+            .read_barrier()
+            .await
+            .map_err(|e| e.to_string())?;
+        let me = self.inner.node_id;
+        let lost: Vec<Uuid> = self.inner.raft.with_state(|s| {
+            s.builds
+                .values()
+                .filter(|b| b.node == me && b.status == BuildStatus::Pending)
+                .map(|b| b.id)
+                .collect()
+        });
+        let lost: Vec<Uuid> = lost
+            .into_iter()
+            .filter(|id| !self.live().contains_key(id))
+            .collect();
+        let mut failed = 0;
+        for id in lost {
+            let r = self
+                .inner
+                .raft
+                .write(Command::FinishBuild {
+                    build: id,
+                    result: BuildResult::Failed {
+                        reason: "the build was lost: its node restarted during the build".into(),
+                    },
+                    at: Utc::now(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            // Refused: it ended meanwhile (e.g. finished by an earlier attempt).
+            if r.is_ok() {
+                failed += 1;
+            }
+        }
+        Ok(failed)
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<OutputState>>> {

@@ -436,3 +436,55 @@ fn a_second_build_of_an_app_is_refused_while_the_first_runs() {
         "the refused build left no record"
     );
 }
+
+#[test]
+fn a_build_lost_with_its_node_fails_when_the_node_returns_and_the_app_deploys_again() {
+    let mut env = cluster(3);
+    create_app(&env, "lost");
+    // A build that never ends by itself.
+    let bp = buildpack(
+        "echo Stuck",
+        "echo building\nfor i in $(seq 1200); do sleep 0.1; done",
+    );
+    let (st, _) = env
+        .request(
+            0,
+            reqwest::Method::PUT,
+            "/apps/lost/buildpack-installations",
+            Some(&json!({ "updates": [{ "buildpack": bp.path().to_string_lossy() }] })),
+        )
+        .unwrap();
+    assert!(st.is_success());
+    let repo = repo_from(&example("python-hello"));
+    let push1 = {
+        let url = remote(&env, 1, "lost", env.token());
+        let dir = repo.path().to_path_buf();
+        std::thread::spawn(move || git(&dir, &["push", &url, "HEAD:refs/heads/main"]))
+    };
+    let id = eventually("the build is pending", Duration::from_secs(60), || {
+        let b = env.get_json(0, "/apps/lost/builds").ok()?;
+        (b[0]["status"] == "pending").then(|| b[0]["id"].as_str().unwrap().to_string())
+    });
+    // The builder's node dies in the middle of the build and comes back.
+    env.kill(1).unwrap();
+    let _ = push1.join();
+    env.restart(1).unwrap();
+    env.wait_ready(1, Duration::from_secs(60)).unwrap();
+    eventually("the lost build failed", Duration::from_secs(60), || {
+        let b = env.get_json(0, &format!("/apps/lost/builds/{id}")).ok()?;
+        (b["status"] == "failed").then_some(())
+    });
+    // The app is not stuck behind it: a new deploy through another node goes through.
+    let (st, _) = env
+        .request(
+            0,
+            reqwest::Method::PUT,
+            "/apps/lost/buildpack-installations",
+            Some(&json!({ "updates": [] })),
+        )
+        .unwrap();
+    assert!(st.is_success());
+    let (ok, text) = push(&env, repo.path(), 0, "lost", "main");
+    assert!(ok, "{text}");
+    assert!(text.contains("Released v"), "{text}");
+}
