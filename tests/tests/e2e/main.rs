@@ -9,6 +9,7 @@
 
 mod api;
 mod builds;
+mod chaos;
 mod cluster;
 mod dynos;
 mod hctl;
