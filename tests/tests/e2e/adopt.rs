@@ -105,7 +105,8 @@ fn get_dyno(env: &Env, app: &str, node: usize, id: &str, path: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// HTTP requests in a loop through some routers, counting answers and failures.
+/// HTTP requests in a loop through some routers, counting answers and failures; paced
+/// (a few hundred a second) so that the app's logs keep the probes' lines.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -134,6 +135,7 @@ impl Load {
                         Ok(resp) if resp.status().is_success() => {
                             let _ = resp.text();
                             ok.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(20));
                         }
                         Ok(resp) => failures
                             .lock()
@@ -216,11 +218,7 @@ fn assert_adopted(
         "the adopted dynos are up with the same restart counts"
     );
     // Node 0's router reaches the adopted dynos again (their names answer).
-    let names: BTreeSet<String> = dynos(env, app)
-        .iter()
-        .filter(|d| api.contains_key(d["id"].as_str().unwrap()))
-        .map(|d| d["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = names_of(env, app, api);
     eventually(
         "node 0's router reaches the adopted dynos",
         Duration::from_secs(30),
@@ -241,9 +239,46 @@ fn assert_adopted(
     );
 }
 
-/// `app`'s log lines (any node merges them all).
-fn logs(env: &Env, app: &str) -> String {
-    ok(hctl(env, 0, &["logs", "-a", app, "-n", "1500"]))
+/// The names of `app`'s dynos whose ids are keys of `api`.
+fn names_of(env: &Env, app: &str, api: &BTreeMap<String, (u64, String)>) -> BTreeSet<String> {
+    dynos(env, app)
+        .iter()
+        .filter(|d| api.contains_key(d["id"].as_str().unwrap()))
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until node 0's router has dropped the dynos named `names` (30 answers in a row
+/// from other dynos: were one still routed, that would happen with odds below 1e-5).
+fn wait_unrouted(env: &Env, app: &str, names: &BTreeSet<String>) {
+    let mut streak = 0;
+    eventually(
+        "node 0's router drops the dead agent's routes",
+        Duration::from_secs(30),
+        || {
+            let body = reqwest::blocking::Client::new()
+                .get(format!("{}/", env.router(0)))
+                .header("Host", format!("{app}.localhost"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
+            if names.iter().any(|n| body.contains(&format!(" {n} "))) {
+                streak = 0;
+            } else {
+                streak += 1;
+            }
+            (streak >= 30).then_some(())
+        },
+    );
+}
+
+/// `app`'s log lines (any node merges them all), with `extra` filters.
+fn logs(env: &Env, app: &str, extra: &[&str]) -> String {
+    let mut args = vec!["logs", "-a", app, "-n", "1500"];
+    args.extend_from_slice(extra);
+    ok(hctl(env, 0, &args))
 }
 
 #[test]
@@ -263,6 +298,7 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
             .collect::<BTreeSet<_>>(),
         api.keys().cloned().collect::<BTreeSet<_>>()
     );
+    let names = names_of(&env, "keeper", &api);
     let load = Load::start(&env, &others(&env, victim), "keeper.localhost");
     load.wait_more(30, "load flowing");
 
@@ -277,7 +313,10 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
         get_dyno(&env, "keeper", victim, probe_id, "/while-the-agent-is-dead"),
         "the dyno does not answer while its agent is dead"
     );
-    load.wait_more(300, "requests answered while the agent is dead");
+    // The agent stays dead until the other routers have dropped its routes (its QUIC
+    // connection timed out), so both the drop and the return happen under load.
+    wait_unrouted(&env, "keeper", &names);
+    load.wait_more(100, "requests answered while the agent is dead");
     env.restart(victim).unwrap();
     env.wait_ready(victim, Duration::from_secs(60)).unwrap();
     let back = killed.elapsed();
@@ -286,6 +325,11 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
     let (answered, failures) = load.finish();
 
     // Log collection resumes where the dead agent stopped, and goes on.
+    let probe_name = dynos(&env, "keeper")
+        .iter()
+        .find(|d| d["id"] == probe_id.as_str())
+        .and_then(|d| d["name"].as_str().map(str::to_string))
+        .unwrap();
     assert!(get_dyno(
         &env,
         "keeper",
@@ -297,7 +341,7 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
         "the adopted dyno's lines in the app's logs",
         Duration::from_secs(30),
         || {
-            let l = logs(&env, "keeper");
+            let l = logs(&env, "keeper", &["-s", "app", "-d", &probe_name]);
             (l.contains("/while-the-agent-is-dead") && l.contains("/after-the-restart"))
                 .then_some(())
         },
@@ -313,6 +357,29 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
         failures.is_empty(),
         "the other nodes' routers failed requests: {failures:?}"
     );
+
+    // The adopted dyno (not a child of the new agent) is supervised: a crash restarts it.
+    let (crash_id, crash_pid) = pids[0].clone();
+    let before = api[&crash_id].0;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &crash_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually(
+        "the crashed adopted dyno restarted",
+        Duration::from_secs(60),
+        || {
+            let now = dynos_on(&env, "keeper", victim);
+            let (restarts, state) = now.get(&crash_id)?;
+            let pid = env
+                .dyno_pids(victim)
+                .into_iter()
+                .find(|(id, _)| *id == crash_id)?
+                .1;
+            (*restarts == before + 1 && state == "up" && pid != crash_pid).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -323,6 +390,7 @@ fn an_upgrade_stops_the_agent_but_not_its_dynos_and_drops_no_request() {
     let pids = env.dyno_pids(victim);
     let api = dynos_on(&env, "upgrade", victim);
     assert!(!pids.is_empty());
+    let names = names_of(&env, "upgrade", &api);
     let load = Load::start(&env, &others(&env, victim), "upgrade.localhost");
     load.wait_more(30, "load flowing");
 
@@ -338,7 +406,8 @@ fn an_upgrade_stops_the_agent_but_not_its_dynos_and_drops_no_request() {
     let upgraded = env.dir().join("havend-upgraded");
     std::fs::copy(&env.file.havend, &upgraded).unwrap();
     env.file.havend = upgraded;
-    load.wait_more(300, "requests answered while the agent is stopped");
+    wait_unrouted(&env, "upgrade", &names);
+    load.wait_more(100, "requests answered while the agent is stopped");
     env.restart(victim).unwrap();
     env.wait_ready(victim, Duration::from_secs(60)).unwrap();
     assert_adopted(&env, "upgrade", victim, &pids, &api);
@@ -354,10 +423,30 @@ fn an_upgrade_stops_the_agent_but_not_its_dynos_and_drops_no_request() {
         failures.is_empty(),
         "the other nodes' routers failed requests: {failures:?}"
     );
-    let lines = logs(&env, "upgrade");
+    let lines = logs(&env, "upgrade", &["-s", "heroku"]);
     assert!(
         !lines.contains("Stopping all processes with SIGTERM"),
         "a dyno was stopped during the upgrade:\n{lines}"
+    );
+
+    // An adopted dyno stops as any other: SIGTERM, and its last output is collected.
+    ok(hctl(&env, 0, &["ps:scale", "web=0", "-a", "upgrade"]));
+    eventually("the adopted dynos stopped", Duration::from_secs(60), || {
+        pids.iter().all(|(_, p)| !pid_alive(*p)).then_some(())
+    });
+    eventually(
+        "the adopted dynos' SIGTERM and last words in the logs",
+        Duration::from_secs(30),
+        || {
+            let l = logs(&env, "upgrade", &[]);
+            names
+                .iter()
+                .all(|n| {
+                    l.contains(&format!("heroku[{n}]: Stopping all processes with SIGTERM"))
+                        && l.contains(&format!("app[{n}]: stopped"))
+                })
+                .then_some(())
+        },
     );
 }
 
