@@ -90,6 +90,9 @@ enum Cmd {
         peer: String,
     },
     /// Run the node whose data dir was created by `init` or `join`.
+    ///
+    /// SIGTERM (or ^C) stops the node and its dynos. SIGUSR2 stops the node for an
+    /// upgrade: its dynos keep running and serving, and the next `havend run` adopts them.
     Run {
         /// The node's data dir.
         #[arg(long, env = "HAVEN_DATA_DIR")]
@@ -378,24 +381,30 @@ async fn cmd_join(token: &str, node: &NodeFlags, peer: &str) -> Result<node::Age
     Ok(agent)
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or an interrupt (stop, dynos too) or SIGUSR2 (stop for an upgrade,
+/// leaving the dynos running for the next agent to adopt). Returns whether to keep dynos.
+async fn wait_for_signal() -> bool {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM");
+    let (mut term, mut usr2) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined2()),
+    ) {
+        (Ok(t), Ok(u)) => (t, u),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot listen for SIGTERM and SIGUSR2");
             return std::future::pending().await;
         }
     };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("interrupt received"),
+        _ = term.recv() => { info!("SIGTERM received"); false }
+        _ = tokio::signal::ctrl_c() => { info!("interrupt received"); false }
+        _ = usr2.recv() => { info!("SIGUSR2 received: stopping for an upgrade"); true }
     }
 }
 
 async fn run_until_signal(agent: node::Agent) {
-    wait_for_signal().await;
-    agent.shutdown().await;
+    let keep_dynos = wait_for_signal().await;
+    agent.shutdown(keep_dynos).await;
 }
 
 fn start_run(data_dir: &Path) -> Result<()> {

@@ -67,6 +67,7 @@ pub struct Agent {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The dyno manager: awaited at shutdown so that dynos get their SIGTERM.
     dyno_task: Option<tokio::task::JoinHandle<()>>,
+    dynos: DynoManager,
 }
 
 impl Agent {
@@ -194,7 +195,7 @@ impl Agent {
             raft: raft.clone(),
             node_id: cfg.node_id,
             builder,
-            dynos,
+            dynos: dynos.clone(),
             metrics: metrics.clone(),
             node_name: cfg.name.clone(),
             logs: logs.clone(),
@@ -233,6 +234,7 @@ impl Agent {
             shutdown_tx,
             tasks,
             dyno_task: Some(dyno_task),
+            dynos,
         };
         agent.bootstrap_if_new(data).await?;
         tasks_push_register(&agent);
@@ -302,9 +304,15 @@ impl Agent {
         .await
     }
 
-    /// Stops serving and closes the store.
-    pub async fn shutdown(self) {
-        info!("shutting down");
+    /// Stops serving and closes the store. Dynos get their SIGTERM first, unless
+    /// `keep_dynos` (an upgrade: the next agent adopts them).
+    pub async fn shutdown(self, keep_dynos: bool) {
+        if keep_dynos {
+            info!("shutting down, leaving the dynos running");
+            self.dynos.keep_dynos_at_shutdown();
+        } else {
+            info!("shutting down");
+        }
         let _ = self.shutdown_tx.send(true);
         if let Some(t) = self.dyno_task {
             let limit = Duration::from_secs(self.cfg.dynos.stop_timeout_secs + 5);

@@ -7,7 +7,10 @@
 //! work on the same running cluster.
 //!
 //! Faults are named operations: [`TestCluster::kill`] (SIGKILL of the node's process
-//! group: the agent and everything it started), [`TestCluster::stop`] /
+//! group and of its dynos: the agent and everything it started, as a host's death),
+//! [`TestCluster::kill_agent`] (SIGKILL of `havend` only: its dynos run on, for the
+//! restarted agent to adopt), [`TestCluster::stop_agent_for_upgrade`] (SIGUSR2: a
+//! graceful stop that leaves the dynos running), [`TestCluster::stop`] /
 //! [`TestCluster::cont`], [`TestCluster::restart`], [`TestCluster::partition`] /
 //! [`TestCluster::heal`] (netns mode only; blackhole routes, no iptables).
 //!
@@ -17,6 +20,7 @@
 
 pub mod chaos;
 mod cluster_file;
+pub mod dynos;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -624,9 +628,25 @@ impl TestCluster {
             .map_err(|e| anyhow!("send {sig} to node {i} (process group {pid}): {e}"))
     }
 
-    /// SIGKILL of the node and everything it started (its process group); waits until it
-    /// is gone. A node that does not run is left as it is.
+    /// SIGKILL of the node and everything it started (its process group, and its dynos,
+    /// which outlive the agent: see [`dynos`]); waits until they are gone. Dynos left by
+    /// an agent killed with [`TestCluster::kill_agent`] die too.
     pub fn kill(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        if self.alive(i) {
+            self.kill_agent(i)?;
+        }
+        let left = dynos::kill_all(&self.file.nodes[i].data_dir);
+        if !left.is_empty() {
+            bail!("dynos of node {i} (pids {left:?}) survived SIGKILL for 10 s");
+        }
+        Ok(())
+    }
+
+    /// SIGKILL of node `i`'s agent (its process group) but not of its dynos, which run on
+    /// as after a crash of `havend` alone; [`TestCluster::restart`] starts the agent
+    /// again, which adopts them. Waits until the agent is gone.
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
         self.check_index(i)?;
         if !self.alive(i) {
             return Ok(());
@@ -642,19 +662,53 @@ impl TestCluster {
         Ok(())
     }
 
-    /// SIGSTOP to the node's process group: the node freezes like a hung host.
-    pub fn stop(&mut self, i: usize) -> Result<()> {
-        self.signal(i, Signal::SIGSTOP)
+    /// Stops node `i`'s agent as for an upgrade (SIGUSR2 to `havend`): it exits leaving
+    /// its dynos running. Waits until it has exited (at most `timeout`).
+    pub fn stop_agent_for_upgrade(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        self.check_index(i)?;
+        let pid = self.file.nodes[i].pid;
+        if !self.alive(i) {
+            bail!("node {i} is not running");
+        }
+        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR2)
+            .map_err(|e| anyhow!("send SIGUSR2 to node {i} (pid {pid}): {e}"))?;
+        if !wait_until(timeout, || !self.alive(i)) {
+            bail!("node {i} (pid {pid}) did not exit within {timeout:?} of SIGUSR2");
+        }
+        if let Some(mut c) = self.children.remove(&i) {
+            let _ = c.wait();
+        }
+        Ok(())
     }
 
-    /// SIGCONT after [`TestCluster::stop`].
+    /// `(dyno id, pid)` of node `i`'s running dynos (see [`dynos::running`]).
+    pub fn dyno_pids(&self, i: usize) -> Vec<(String, i32)> {
+        self.file
+            .nodes
+            .get(i)
+            .map(|n| dynos::running(&n.data_dir))
+            .unwrap_or_default()
+    }
+
+    /// SIGSTOP to the node's process group: the node freezes like a hung host.
+    pub fn stop(&mut self, i: usize) -> Result<()> {
+        self.signal(i, Signal::SIGSTOP)?;
+        // Dynos outlive their agent in their own process groups: a frozen host freezes
+        // them too.
+        dynos::signal_all(&self.file.nodes[i].data_dir, Signal::SIGSTOP);
+        Ok(())
+    }
+
+    /// SIGCONT after [`TestCluster::stop`] (to the agent and its dynos).
     pub fn cont(&mut self, i: usize) -> Result<()> {
+        dynos::signal_all(&self.file.nodes[i].data_dir, Signal::SIGCONT);
         self.signal(i, Signal::SIGCONT)
     }
 
     /// Starts node `i` again with `havend run` from its data dir, in the same namespace
-    /// and addresses (killing it first if it runs or is stopped). Does not wait; use
-    /// [`TestCluster::wait_ready`].
+    /// and addresses (killing it and its dynos first if it runs or is stopped; after
+    /// [`TestCluster::kill_agent`] the new agent adopts the dynos left running). Does not
+    /// wait; use [`TestCluster::wait_ready`].
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.check_index(i)?;
         if self.alive(i) {
@@ -755,14 +809,14 @@ impl TestCluster {
         self.save()
     }
 
-    /// Kills every node (stopped ones too), removes the namespaces, veths and bridge, and
-    /// `cluster.json`; node logs and data dirs stay for inspection.
+    /// Kills every node (stopped ones too) and their dynos, removes the namespaces,
+    /// veths and bridge, and `cluster.json`; node logs and data dirs stay for inspection.
     pub fn down(&mut self) {
         for i in 0..self.len() {
             if self.alive(i) {
                 let _ = self.signal(i, Signal::SIGCONT);
-                let _ = self.kill(i);
             }
+            let _ = self.kill(i);
         }
         if let Some(k) = self.file.bridge {
             netns::destroy(k, self.len());

@@ -52,8 +52,10 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// SIGKILL a node and everything it started.
+    /// SIGKILL a node and everything it started (its dynos too).
     Kill(NodeArgs),
+    /// SIGKILL only a node's `havend`: its dynos keep running; `restart` adopts them.
+    KillAgent(NodeArgs),
     /// SIGSTOP a node (it hangs like a frozen host).
     Stop(NodeArgs),
     /// SIGCONT a stopped node.
@@ -305,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
         } => up(nodes, dir, havend, mode, config, env),
         Cmd::Status { dir } => status(&dir),
         Cmd::Kill(a) => with_node(&a, |tc, i| tc.kill(i)),
+        Cmd::KillAgent(a) => with_node(&a, |tc, i| tc.kill_agent(i)),
         Cmd::Stop(a) => with_node(&a, |tc, i| tc.stop(i)),
         Cmd::Cont(a) => with_node(&a, |tc, i| tc.cont(i)),
         Cmd::Restart(a) => with_node(&a, |tc, i| tc.restart(i)),

@@ -211,6 +211,9 @@ impl Job {
             memory_limit_bytes: BUILD_MEMORY_MB * 1024 * 1024,
             pids_limit: 8192,
             stdin: false,
+            // A build ends with the agent that runs it.
+            outlives_agent: false,
+            note: String::new(),
         };
         let mut proc = runtime
             .spawn(&spec)

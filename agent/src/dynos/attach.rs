@@ -70,7 +70,7 @@ impl DynoManager {
                 return;
             }
         };
-        let spec = spec_of(id, &launch, &lease, None, true);
+        let spec = spec_of(id, &launch, &lease, None, true, String::new());
         let logs = self.inner.logs.clone();
         logs.platform(
             launch.app,

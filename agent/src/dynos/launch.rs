@@ -105,6 +105,7 @@ pub(super) fn spec_of(
     lease: &Lease,
     port: Option<u16>,
     stdin: bool,
+    note: String,
 ) -> DynoSpec {
     let quota = quota_mb(&l.size) * 1024 * 1024;
     DynoSpec {
@@ -118,6 +119,10 @@ pub(super) fn spec_of(
         memory_limit_bytes: quota * 2,
         pids_limit: pids_limit(&l.size),
         stdin,
+        // Managed dynos keep running through an agent restart; an attached one-off's
+        // caller is gone with the agent anyway.
+        outlives_agent: !stdin,
+        note,
     }
 }
 

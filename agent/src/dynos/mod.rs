@@ -12,6 +12,14 @@
 //! `ReportDynos` per tick, so a report lost to an election is sent again. What a dyno
 //! runs with is read from the state by [`launch`]; attached one-offs ([`attach`]) talk
 //! to their caller over channels, so this module knows nothing about HTTP.
+//!
+//! Dynos outlive the agent. At start the manager lists the dynos a previous agent left
+//! (the runtime's process records): a supervisor started for a dyno the state places
+//! here adopts its process; one the state stops, or (once a read barrier shows this
+//! node's state is current) no longer knows, is stopped as any dyno is (SIGTERM, then
+//! SIGKILL after the stop timeout). At shutdown every dyno is stopped, unless the agent
+//! stops for an upgrade ([`DynoManager::keep_dynos_at_shutdown`]): then the supervisors
+//! end and the dynos run on for the next agent.
 
 mod attach;
 mod launch;
@@ -20,6 +28,7 @@ mod supervisor;
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +37,7 @@ use haven_raft::command::{Command, DynoReport};
 use haven_raft::model::{DynoState, NodeId};
 use haven_raft::HavenRaft;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::DynoTuning;
@@ -46,6 +55,8 @@ enum Signal {
     Run,
     Restart(u32),
     Stop,
+    /// The agent stops for an upgrade: end without stopping the dyno.
+    Detach,
 }
 
 /// The status a supervisor keeps for the loop to report.
@@ -79,6 +90,12 @@ struct Inner {
     registrar: Registrar,
     /// This node's address as other nodes reach it (routers dial dynos there).
     advertise_host: String,
+    /// Dynos a previous agent left (process records), not yet adopted or stopped.
+    leftovers: Mutex<HashSet<Uuid>>,
+    /// A read barrier succeeded since the start: the state knows every dyno of this node.
+    synced: AtomicBool,
+    /// At shutdown, leave dynos running (an upgrade) instead of stopping them.
+    keep_dynos: AtomicBool,
 }
 
 /// Cheap to clone.
@@ -98,6 +115,11 @@ impl DynoManager {
         registrar: Registrar,
         advertise_host: String,
     ) -> DynoManager {
+        let leftovers = runtime
+            .recorded_dynos()
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
         DynoManager {
             inner: Arc::new(Inner {
                 me,
@@ -112,12 +134,23 @@ impl DynoManager {
                 attached: Mutex::new(HashSet::new()),
                 registrar,
                 advertise_host,
+                leftovers: Mutex::new(leftovers),
+                synced: AtomicBool::new(false),
+                keep_dynos: AtomicBool::new(false),
             }),
         }
     }
 
-    /// The reconcile loop; on shutdown it stops every dyno of this node.
+    /// Makes the coming shutdown leave every dyno running, for the next agent to adopt.
+    pub fn keep_dynos_at_shutdown(&self) {
+        self.inner.keep_dynos.store(true, Ordering::SeqCst);
+    }
+
+    /// The reconcile loop; on shutdown it stops every dyno of this node (or leaves them
+    /// running, see [`DynoManager::keep_dynos_at_shutdown`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = self.clone();
+        let sync = tokio::spawn(async move { this.wait_synced().await });
         let mut ticker = tokio::time::interval(Duration::from_millis(200));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -127,7 +160,82 @@ impl DynoManager {
             }
             self.tick().await;
         }
-        self.stop_all().await;
+        sync.abort();
+        if self.inner.keep_dynos.load(Ordering::SeqCst) {
+            self.detach_all().await;
+        } else {
+            self.stop_all().await;
+        }
+    }
+
+    /// Sets `synced` once a read barrier succeeds, if there are leftovers to judge.
+    async fn wait_synced(&self) {
+        if self.lock_leftovers().is_empty() {
+            return;
+        }
+        loop {
+            let barrier = self.inner.raft.read_barrier();
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), barrier).await {
+                self.inner.synced.store(true, Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn lock_leftovers(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.inner
+            .leftovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leftover dynos that no supervisor will adopt: those the state stops, and, once
+    /// the state is known current, those it does not place here at all.
+    fn sweep_leftovers(&self, desired: &[Desired]) {
+        let mut left = self.lock_leftovers();
+        if left.is_empty() {
+            return;
+        }
+        let synced = self.inner.synced.load(Ordering::SeqCst);
+        let sups = self.lock_sups();
+        let mut stop = Vec::new();
+        left.retain(|id| {
+            if sups.contains_key(id) {
+                return false; // its supervisor adopts it
+            }
+            match desired.iter().find(|d| d.id == *id) {
+                Some(d) if d.run && d.managed => true, // started this tick
+                Some(_) => {
+                    stop.push(*id);
+                    false
+                }
+                None if synced => {
+                    stop.push(*id);
+                    false
+                }
+                None => true,
+            }
+        });
+        drop(sups);
+        drop(left);
+        for id in stop {
+            let runtime = self.inner.runtime.clone();
+            let limit = Duration::from_secs(self.inner.tuning.stop_timeout_secs);
+            tokio::spawn(async move {
+                let Some((mut proc, _)) = runtime.adopt(&id.to_string()) else {
+                    runtime.discard(&id.to_string());
+                    return;
+                };
+                info!(dyno = %id, pid = proc.pid(), "stopping a dyno this node no longer runs");
+                proc.terminate();
+                if tokio::time::timeout(limit, proc.wait()).await.is_err() {
+                    proc.kill();
+                    let _ = proc.wait().await;
+                }
+                proc.cleanup();
+            });
+        }
     }
 
     async fn tick(&self) {
@@ -175,7 +283,16 @@ impl DynoManager {
                 Action::Forget(id) => gone.push(id),
             }
         }
+        self.sweep_leftovers(&desired);
         self.report(gone).await;
+    }
+
+    /// Whether the local status of `id` is `state`.
+    fn lock_status_is(&self, id: Uuid, state: DynoState) -> bool {
+        self.inner
+            .status
+            .lock()
+            .is_ok_and(|m| m.get(&id).is_some_and(|s| s.state == state))
     }
 
     fn lock_sups(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Supervisor>> {
@@ -265,6 +382,17 @@ impl DynoManager {
         );
     }
 
+    /// Ends every supervisor, leaving its dyno running.
+    async fn detach_all(&self) {
+        let sups: Vec<Supervisor> = self.lock_sups().drain().map(|(_, s)| s).collect();
+        for s in &sups {
+            let _ = s.signal.send(Signal::Detach);
+        }
+        for s in sups {
+            let _ = s.task.await;
+        }
+    }
+
     async fn stop_all(&self) {
         let sups: Vec<Supervisor> = self.lock_sups().drain().map(|(_, s)| s).collect();
         for s in &sups {
@@ -291,6 +419,13 @@ impl DynoManager {
             }
         }
         None
+    }
+
+    /// Marks the port of an adopted dyno as used.
+    fn claim_port(&self, port: Option<u16>) {
+        if let (Some(p), Ok(mut used)) = (port, self.inner.ports.lock()) {
+            used.insert(p);
+        }
     }
 
     fn free_port(&self, port: Option<u16>) {

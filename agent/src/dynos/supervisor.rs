@@ -1,10 +1,16 @@
 //! One supervisor per dyno: runs its process and follows Heroku's lifecycle (boot check
 //! and R10, crash restarts with back-off, SIGTERM then SIGKILL and R12, R14/R15), and
 //! registers an `up` web dyno with every router.
+//!
+//! A supervisor's first act is to adopt the dyno's process if a previous agent left it
+//! running (same release and restart sequence, kept in the process record's note): the
+//! same process, supervised and routed as if this agent had started it, with no restart
+//! and no lifecycle log lines.
 
 use std::time::{Duration, Instant};
 
 use haven_raft::model::DynoState;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -13,7 +19,16 @@ use uuid::Uuid;
 use super::launch::{launch_of, quota_mb, spec_of, Launch};
 use super::{DynoManager, Signal};
 use crate::router::table::RouteEntry;
-use crate::runtime::DynoProcess;
+use crate::runtime::{DynoProcess, OutputTail};
+
+/// What a supervisor keeps with a running dyno (the runtime's process record note), for
+/// the next agent to adopt it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Note {
+    release: u64,
+    restart_seq: u32,
+    port: Option<u16>,
+}
 
 /// The crash restart delay after `crashes` consecutive crashes: the first restart is
 /// immediate, then 1 s, 2 s, 4 s, … up to `max`.
@@ -46,6 +61,49 @@ impl DynoManager {
         });
     }
 
+    /// Copies the output file of a dyno that outlives the agent into its app's log.
+    fn tail_output(&self, app: Uuid, name: &str, tail: Option<OutputTail>) {
+        let Some(mut tail) = tail else {
+            return;
+        };
+        let logs = self.inner.logs.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            while let Some(lines) = tail.next_lines().await {
+                for line in lines {
+                    logs.emit(app, "app", &name, &line);
+                }
+            }
+        });
+    }
+
+    /// The process a previous agent left running for dyno `id`, if it runs what `l` and
+    /// `restart_seq` ask for; one that runs something older is stopped. Returns it with
+    /// its port.
+    async fn adopt(
+        &self,
+        id: Uuid,
+        l: &Launch,
+        restart_seq: u32,
+    ) -> Option<(DynoProcess, Option<u16>)> {
+        let (mut proc, note) = self.inner.runtime.adopt(&id.to_string())?;
+        let note: Option<Note> = serde_json::from_str(&note).ok();
+        match note {
+            Some(n) if n.release == l.release && n.restart_seq == restart_seq => {
+                self.claim_port(n.port);
+                info!(dyno = %id, pid = proc.pid(), "adopted a running dyno");
+                Some((proc, n.port))
+            }
+            _ => {
+                info!(dyno = %id, "a running dyno is out of date; restarting it");
+                self.tail_output(l.app, &l.name, proc.output());
+                self.stop_process(id, l, &mut proc).await;
+                proc.cleanup();
+                None
+            }
+        }
+    }
+
     /// One dyno's life on this node.
     pub(super) async fn supervise(&self, id: Uuid, mut signal: watch::Receiver<Signal>) {
         let tuning = self.inner.tuning.clone();
@@ -56,8 +114,10 @@ impl DynoManager {
             .raft
             .with_state(|s| s.dynos.get(&id).map(|d| d.restarts))
             .unwrap_or(0);
+        // Only the first start may find the dyno already running.
+        let mut adopt = true;
         loop {
-            if *signal.borrow() == Signal::Stop {
+            if matches!(*signal.borrow(), Signal::Stop | Signal::Detach) {
                 break;
             }
             let launch = match self.inner.raft.with_state(|s| launch_of(s, id)) {
@@ -93,38 +153,85 @@ impl DynoManager {
                     continue;
                 }
             };
-            let web = launch.process_type == "web";
-            let port = if web { self.allocate_port() } else { None };
-            self.set_status(id, |st| {
-                st.state = DynoState::Starting;
-                st.port = port;
-                st.restarts = restarts;
-            });
-            logs.platform(
-                launch.app,
-                &launch.name,
-                &format!("Starting process with command `{}`", launch.command),
-            );
-            let spec = spec_of(id, &launch, &lease, port, false);
-            let mut proc = match self.inner.runtime.spawn(&spec) {
-                Ok(p) => p,
-                Err(e) => {
+            let restart_seq = self
+                .inner
+                .raft
+                .with_state(|s| s.dynos.get(&id).map(|d| d.restart_seq))
+                .unwrap_or(0);
+            let adopted = if std::mem::take(&mut adopt) {
+                self.adopt(id, &launch, restart_seq).await
+            } else {
+                None
+            };
+            let was_adopted = adopted.is_some();
+            let (mut proc, port) = match adopted {
+                Some((proc, port)) => {
+                    let up = self
+                        .inner
+                        .raft
+                        .with_state(|s| s.dynos.get(&id).is_some_and(|d| d.state == DynoState::Up));
+                    self.set_status(id, |st| {
+                        st.state = if up {
+                            DynoState::Up
+                        } else {
+                            DynoState::Starting
+                        };
+                        st.port = port;
+                        st.restarts = restarts;
+                    });
+                    (proc, port)
+                }
+                None => {
+                    let web = launch.process_type == "web";
+                    let port = if web { self.allocate_port() } else { None };
+                    self.set_status(id, |st| {
+                        st.state = DynoState::Starting;
+                        st.port = port;
+                        st.restarts = restarts;
+                    });
                     logs.platform(
                         launch.app,
                         &launch.name,
-                        &format!("Error R99 (Platform error) -> cannot start the process: {e}"),
+                        &format!("Starting process with command `{}`", launch.command),
                     );
-                    self.free_port(port);
-                    self.set_status(id, |st| st.state = DynoState::Crashed);
-                    if wait_or_stop(&mut signal, Duration::from_secs(2)).await {
-                        break;
+                    let note = Note {
+                        release: launch.release,
+                        restart_seq,
+                        port,
+                    };
+                    let note = serde_json::to_string(&note).unwrap_or_default();
+                    let spec = spec_of(id, &launch, &lease, port, false, note);
+                    match self.inner.runtime.spawn(&spec) {
+                        Ok(p) => (p, port),
+                        Err(e) => {
+                            logs.platform(
+                                launch.app,
+                                &launch.name,
+                                &format!(
+                                    "Error R99 (Platform error) -> cannot start the process: {e}"
+                                ),
+                            );
+                            self.free_port(port);
+                            self.set_status(id, |st| st.state = DynoState::Crashed);
+                            if wait_or_stop(&mut signal, Duration::from_secs(2)).await {
+                                break;
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
             self.pipe_output(launch.app, &launch.name, proc.take_stdout());
             self.pipe_output(launch.app, &launch.name, proc.take_stderr());
-            let outcome = self.live(id, &launch, &mut proc, port, &mut signal).await;
+            self.tail_output(launch.app, &launch.name, proc.output());
+            let outcome = self
+                .live(id, &launch, &mut proc, port, was_adopted, &mut signal)
+                .await;
+            if let Outcome::Detached = outcome {
+                // The agent stops for an upgrade: the dyno runs on for the next one.
+                info!(dyno = %id, pid = proc.pid(), "left the dyno running");
+                return;
+            }
             proc.cleanup();
             self.free_port(port);
             drop(lease);
@@ -138,6 +245,7 @@ impl DynoManager {
                     crashes = 0;
                     continue;
                 }
+                Outcome::Detached => return,
                 Outcome::Exited(code) => {
                     logs.platform(
                         launch.app,
@@ -155,7 +263,7 @@ impl DynoManager {
                             st.exit_code = Some(code);
                         });
                         // Wait until the leader or a user clears it.
-                        while *signal.borrow() != Signal::Stop {
+                        while !matches!(*signal.borrow(), Signal::Stop | Signal::Detach) {
                             if signal.changed().await.is_err() {
                                 break;
                             }
@@ -198,6 +306,7 @@ impl DynoManager {
         l: &Launch,
         proc: &mut DynoProcess,
         port: Option<u16>,
+        adopted: bool,
         signal: &mut watch::Receiver<Signal>,
     ) -> Outcome {
         let logs = self.inner.logs.clone();
@@ -207,7 +316,9 @@ impl DynoManager {
         let mut booted = port.is_none();
         if booted {
             self.set_status(id, |st| st.state = DynoState::Up);
-            logs.platform(l.app, &l.name, "State changed from starting to up");
+            if !adopted {
+                logs.platform(l.app, &l.name, "State changed from starting to up");
+            }
         }
         let quota = quota_mb(&l.size) * 1024 * 1024;
         let mut last_r14: Option<Instant> = None;
@@ -236,6 +347,7 @@ impl DynoManager {
                             self.set_status(id, |st| st.state = DynoState::Starting);
                             return Outcome::Restarted;
                         }
+                        Signal::Detach => return Outcome::Detached,
                         Signal::Run => {}
                     }
                 }
@@ -245,8 +357,11 @@ impl DynoManager {
                             if tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok() {
                                 booted = true;
                                 self.route(id, l, p);
+                                let was_up = adopted && self.lock_status_is(id, DynoState::Up);
                                 self.set_status(id, |st| st.state = DynoState::Up);
-                                logs.platform(l.app, &l.name, "State changed from starting to up");
+                                if !was_up {
+                                    logs.platform(l.app, &l.name, "State changed from starting to up");
+                                }
                             } else if started.elapsed() > boot_timeout {
                                 logs.platform(l.app, &l.name, &format!(
                                     "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
@@ -321,11 +436,13 @@ enum Outcome {
     Stopped,
     Restarted,
     Exited(i32),
+    /// Left running for the next agent.
+    Detached,
 }
 
 /// Waits `delay` unless a stop or restart arrives; true when told to stop.
 async fn wait_or_stop(signal: &mut watch::Receiver<Signal>, delay: Duration) -> bool {
-    if *signal.borrow() == Signal::Stop {
+    if matches!(*signal.borrow(), Signal::Stop | Signal::Detach) {
         return true;
     }
     if delay.is_zero() {
@@ -340,7 +457,7 @@ async fn wait_or_stop(signal: &mut watch::Receiver<Signal>, delay: Duration) -> 
                     return true;
                 }
                 match *signal.borrow() {
-                    Signal::Stop => return true,
+                    Signal::Stop | Signal::Detach => return true,
                     Signal::Restart(_) => return false,
                     Signal::Run => {}
                 }

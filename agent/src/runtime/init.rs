@@ -104,10 +104,12 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // The spec holds the environment (config vars): gone from disk as soon as read.
     let _ = fs::remove_file(spec_path);
     let spec: InitSpec = serde_json::from_slice(&bytes).context("parse the dyno spec")?;
-    // The dyno dies with the agent (as a plain child would with its process group).
-    prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
-    if getppid().as_raw() != spec.parent_pid {
-        bail!("the agent exited before the dyno started");
+    if spec.exit_status_file.is_none() {
+        // The dyno dies with the agent (as a plain child would with its process group).
+        prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+        if getppid().as_raw() != spec.parent_pid {
+            bail!("the agent exited before the dyno started");
+        }
     }
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
@@ -138,7 +140,12 @@ fn outer(spec_path: &Path) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(status_w);
-            relay(child, status_r, &signals)
+            let status = relay(child, status_r, &signals)?;
+            if let Some(path) = &spec.exit_status_file {
+                // Read by an agent that adopted this dyno; the dyno dir may be gone.
+                let _ = fs::write(path, status.encode());
+            }
+            Ok(finish(status))
         }
     }
 }
@@ -168,9 +175,9 @@ impl Status {
     }
 }
 
-/// The outer process: forward signals to PID 1 until it exits, then end the same way
-/// as the main process did.
-fn relay(init: Pid, status_r: OwnedFd, signals: &SigSet) -> Result<i32> {
+/// The outer process: forward signals to PID 1 until it exits; returns how the main
+/// process ended (the outer process then ends the same way).
+fn relay(init: Pid, status_r: OwnedFd, signals: &SigSet) -> Result<Status> {
     loop {
         let sig = signals.wait().context("wait for signals")?;
         if sig != Signal::SIGCHLD {
@@ -184,7 +191,7 @@ fn relay(init: Pid, status_r: OwnedFd, signals: &SigSet) -> Result<i32> {
         };
         let mut buf = String::new();
         let _ = fs::File::from(status_r).read_to_string(&mut buf);
-        return Ok(finish(Status::decode(&buf).unwrap_or(fallback)));
+        return Ok(Status::decode(&buf).unwrap_or(fallback));
     }
 }
 
@@ -263,13 +270,16 @@ fn exec_main(
         let _ = fs::write("/proc/self/oom_score_adj", "0");
         // The stdio pipes belong to the agent (root): hand them to the dyno user so that
         // programs that reopen /dev/stdout or /dev/stderr by path (nginx, many loggers)
-        // may. Only pipes: /dev/null or a terminal is a host device and stays as it is.
+        // may. Only pipes, and the dyno's own output file: /dev/null or a terminal is a
+        // host device, and a file `dyno-run` was redirected to is the caller's.
+        let own_files = spec.exit_status_file.is_some();
         for fd in 0..=2 {
-            let is_pipe = nix::sys::stat::fstat(fd).is_ok_and(|st| {
-                let kind = st.st_mode & nix::sys::stat::SFlag::S_IFMT.bits();
-                kind == nix::sys::stat::SFlag::S_IFIFO.bits()
+            let ours = nix::sys::stat::fstat(fd).is_ok_and(|st| {
+                use nix::sys::stat::SFlag;
+                let kind = st.st_mode & SFlag::S_IFMT.bits();
+                kind == SFlag::S_IFIFO.bits() || (own_files && kind == SFlag::S_IFREG.bits())
             });
-            if is_pipe {
+            if ours {
                 let _ = nix::unistd::fchown(
                     fd,
                     Some(Uid::from_raw(spec.uid)),

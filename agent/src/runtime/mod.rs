@@ -13,15 +13,23 @@
 //! **Process mode**: `bash -c` as a child in its own process group, cwd and `HOME` a
 //! per-dyno copy of the slug.
 //!
+//! **Dynos outlive the agent** ([`DynoSpec::outlives_agent`]): no parent-death signal,
+//! output to a file the agent follows ([`output`]) rather than pipes, and a process
+//! record ([`record`]) from which the next agent [`Runtime::adopt`]s the running dyno.
+//! Builds and attached one-offs die with the agent as before.
+//!
 //! Only this module calls `nix` (design invariant).
 
 mod cgroup;
 mod files;
 mod init;
+mod output;
 mod plan;
+mod record;
 mod run;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -31,11 +39,13 @@ use std::sync::Arc;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 pub use files::chown_tree;
 use files::{create_private_dir, remove_tree};
 pub use init::{probe as dyno_init_probe, run as dyno_init};
+pub use output::OutputTail;
 pub use plan::{DYNO_GID, DYNO_UID};
 pub use run::{dyno_run, DynoRunArgs};
 
@@ -81,6 +91,13 @@ pub struct DynoSpec {
     pub pids_limit: u64,
     /// Pipe stdin (attached one-off dynos); else it is `/dev/null`.
     pub stdin: bool,
+    /// The dyno keeps running when the agent dies or restarts, and the next agent adopts
+    /// it ([`Runtime::adopt`]): output goes to a file ([`DynoProcess::output`]), not to
+    /// pipes. Else (builds, attached one-offs) it dies with the agent.
+    pub outlives_agent: bool,
+    /// Kept with the running process and given back by [`Runtime::adopt`] (the
+    /// supervisor keeps the port and restart sequence there). Not secret-safe: no config.
+    pub note: String,
 }
 
 /// How a dyno ended.
@@ -152,8 +169,8 @@ impl Runtime {
     /// Starts a dyno; returns once its process is started (container setup errors show
     /// on the dyno's stderr and as exit code 125). Creates dirs and cgroups, and in
     /// Process mode copies the slug. Call it on a tokio worker thread (inside a task, not
-    /// in `spawn_blocking`): the dyno gets SIGKILL when the thread that spawned it exits
-    /// (`PR_SET_PDEATHSIG`), so that dynos die with the agent.
+    /// in `spawn_blocking`): unless it [outlives the agent](DynoSpec::outlives_agent),
+    /// the dyno gets SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG`).
     pub fn spawn(&self, spec: &DynoSpec) -> io::Result<DynoProcess> {
         plan::validate(spec, &self.state_dir).map_err(invalid)?;
         if let Some(slug) = &spec.slug_dir {
@@ -170,6 +187,7 @@ impl Runtime {
             // Left by an agent that died with this dyno running (ids are unique per dyno,
             // and the supervisor cleans a dyno up before it starts it again).
             tracing::info!(dyno = %spec.id, "removing a stale dyno dir");
+            kill_recorded(&dirs.root);
             if let Some(layout) = &self.cgroups {
                 let cg = layout.dyno(&spec.id);
                 cg.kill_all();
@@ -182,10 +200,105 @@ impl Runtime {
             Mode::Container => self.spawn_container(spec, &dirs),
             Mode::Process => self.spawn_process(spec, &dirs),
         };
-        if started.is_err() {
-            remove_tree(&dirs.root);
+        match started {
+            Ok(p) if spec.outlives_agent => {
+                if let Err(e) = record::write(
+                    &dirs.root,
+                    p.pid(),
+                    self.mode == Mode::Container,
+                    &spec.note,
+                ) {
+                    // Still a working dyno; only the next agent will not adopt it.
+                    tracing::warn!(dyno = %spec.id, error = %e, "cannot write the dyno's process record");
+                }
+                Ok(p)
+            }
+            Ok(p) => Ok(p),
+            Err(e) => {
+                remove_tree(&dirs.root);
+                Err(e)
+            }
         }
-        started
+    }
+
+    /// Ids of the dyno dirs holding a process record (dynos a previous agent started that
+    /// may still run), for the dyno manager to adopt or stop.
+    pub fn recorded_dynos(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.state_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| record::path(&e.path()).exists())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|name| !name.starts_with('.'))
+            .collect()
+    }
+
+    /// Removes what is left of dyno `id` (a dyno dir whose process no longer runs):
+    /// kills whatever its record or cgroup still holds, removes both.
+    pub fn discard(&self, id: &str) {
+        if plan::valid_name(id, "dyno id", 64).is_err() {
+            return;
+        }
+        let dirs = plan::DynoDirs::new(&self.state_dir, id);
+        kill_recorded(&dirs.root);
+        if let Some(layout) = &self.cgroups {
+            let cg = layout.dyno(id);
+            cg.kill_all();
+            cg.remove();
+        }
+        remove_tree(&dirs.root);
+    }
+
+    /// Takes over dyno `id` started by a previous agent, if its process still runs: the
+    /// same process, watched through a pidfd (it is not our child), its output followed
+    /// from where the last agent stopped. Returns it with its [`DynoSpec::note`]. `None`:
+    /// no record or the process is gone (the next [`Runtime::spawn`] cleans the dir up).
+    pub fn adopt(&self, id: &str) -> Option<(DynoProcess, String)> {
+        if plan::valid_name(id, "dyno id", 64).is_err() {
+            return None;
+        }
+        let dirs = plan::DynoDirs::new(&self.state_dir, id);
+        let rec = record::read(&dirs.root)?;
+        if !record::running(&rec) {
+            return None;
+        }
+        let kind = if rec.container {
+            Kind::Container {
+                cgroup: self.cgroups.as_ref()?.dyno(id),
+            }
+        } else {
+            Kind::Process
+        };
+        let pidfd = match record::pidfd_open(rec.pid).and_then(|fd| {
+            // SAFETY: the AsyncFd owns the OwnedFd, whose descriptor stays the same until
+            // both are dropped together.
+            unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+        }) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(dyno = %id, error = %e, "cannot watch a running dyno");
+                return None;
+            }
+        };
+        // The pidfd now pins the process: check the pid was not reused before it opened.
+        if !record::running(&rec) {
+            return None;
+        }
+        let proc = DynoProcess {
+            waiter: Waiter::Adopted(pidfd),
+            handle: DynoHandle {
+                shared: Arc::new(Shared {
+                    pid: rec.pid,
+                    kind,
+                    dir: dirs.root.clone(),
+                    exited: AtomicBool::new(false),
+                    output: true,
+                }),
+            },
+            exit: None,
+        };
+        Some((proc, rec.note))
     }
 
     fn spawn_container(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
@@ -240,6 +353,9 @@ impl Runtime {
             gid: DYNO_GID,
             cgroup_procs: cg.procs_files(),
             parent_pid: std::process::id() as i32,
+            exit_status_file: spec
+                .outlives_agent
+                .then(|| dirs.root.join(EXIT_STATUS_FILE)),
         };
         let written = serde_json::to_vec(&init_spec)
             .map_err(io::Error::other)
@@ -255,7 +371,7 @@ impl Runtime {
             let mut cmd = Command::new(&self.init_exe);
             cmd.arg("dyno-init").arg("--spec").arg(dirs.spec_file());
             cmd.env_clear().current_dir("/");
-            stdio(&mut cmd, spec.stdin);
+            stdio(&mut cmd, spec, &dirs.root)?;
             cmd.spawn()
         });
         let child = match child {
@@ -269,6 +385,7 @@ impl Runtime {
             child,
             dirs.root.clone(),
             Kind::Container { cgroup: cg },
+            spec.outlives_agent,
         ))
     }
 
@@ -296,16 +413,23 @@ impl Runtime {
             .current_dir(&app)
             .env_clear()
             .envs(plan::process_env(&spec.env, &app));
-        stdio(&mut cmd, spec.stdin);
-        // SAFETY: the closure runs between fork and exec in the child and only calls
-        // prctl(2), which is async-signal-safe; it allocates nothing and takes no locks.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-            });
+        stdio(&mut cmd, spec, &dirs.root)?;
+        if !spec.outlives_agent {
+            // SAFETY: the closure runs between fork and exec in the child and only calls
+            // prctl(2), which is async-signal-safe; it allocates nothing and takes no locks.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+                });
+            }
         }
         let child = cmd.spawn()?;
-        Ok(DynoProcess::new(child, dirs.root.clone(), Kind::Process))
+        Ok(DynoProcess::new(
+            child,
+            dirs.root.clone(),
+            Kind::Process,
+            spec.outlives_agent,
+        ))
     }
 }
 
@@ -313,13 +437,37 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
 }
 
-fn stdio(cmd: &mut Command, stdin: bool) {
-    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: a terminal's ^C to the agent does not reach dynos.
-        .process_group(0)
-        .kill_on_drop(false);
+/// Where the main process's status is left for an agent that adopted the dyno.
+const EXIT_STATUS_FILE: &str = "exit-status";
+
+/// Stdin piped or `/dev/null`; stdout and stderr piped, or (a dyno that outlives the
+/// agent) both to its output file in `dir`.
+fn stdio(cmd: &mut Command, spec: &DynoSpec, dir: &Path) -> io::Result<()> {
+    cmd.stdin(if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    if spec.outlives_agent {
+        let out = output::create(dir)?;
+        cmd.stdout(out.try_clone()?).stderr(out);
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    // Its own process group: a terminal's ^C to the agent does not reach dynos.
+    cmd.process_group(0).kill_on_drop(false);
+    Ok(())
+}
+
+/// SIGKILL to the still running process a record in `dir` names (and its group), before
+/// its dir is reused or removed.
+fn kill_recorded(dir: &Path) {
+    if let Some(rec) = record::read(dir) {
+        if record::running(&rec) {
+            let _ = killpg(Pid::from_raw(rec.pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+        }
+    }
 }
 
 fn bash_path() -> PathBuf {
@@ -437,12 +585,24 @@ struct Shared {
     dir: PathBuf,
     /// Set once the process is reaped: its pid may be reused, so no more signals to it.
     exited: AtomicBool,
+    /// Its output goes to `dir/output.log` ([`DynoProcess::output`]).
+    output: bool,
+}
+
+/// How the end of a dyno's process is seen.
+#[derive(Debug)]
+enum Waiter {
+    /// Started by this agent: `wait(2)` gives the status.
+    Child(Child),
+    /// Adopted from a previous agent: its pidfd turns readable at exit; the status is
+    /// in the exit-status file (container mode), else unknown.
+    Adopted(AsyncFd<OwnedFd>),
 }
 
 /// A running dyno. Owns its pipes; signal it from other tasks through [`DynoHandle`].
 #[derive(Debug)]
 pub struct DynoProcess {
-    child: Child,
+    waiter: Waiter,
     handle: DynoHandle,
     exit: Option<ExitInfo>,
 }
@@ -455,23 +615,39 @@ pub struct DynoHandle {
 }
 
 impl DynoProcess {
-    fn new(child: Child, dir: PathBuf, kind: Kind) -> DynoProcess {
+    fn new(child: Child, dir: PathBuf, kind: Kind, output: bool) -> DynoProcess {
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         DynoProcess {
-            child,
+            waiter: Waiter::Child(child),
             handle: DynoHandle {
                 shared: Arc::new(Shared {
                     pid,
                     kind,
                     dir,
                     exited: AtomicBool::new(false),
+                    output,
                 }),
             },
             exit: None,
         }
     }
 
-    #[allow(dead_code)] // API for the supervisor's logs and debugging.
+    /// Follows the output file of a dyno that outlives the agent (from where the last
+    /// follower stopped); `None` for a dyno with pipes.
+    pub fn output(&self) -> Option<OutputTail> {
+        let s = &self.handle.shared;
+        if !s.output {
+            return None;
+        }
+        match OutputTail::open(&s.dir, self.handle.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(dir = %s.dir.display(), error = %e, "cannot follow a dyno's output");
+                None
+            }
+        }
+    }
+
     /// Host pid of the dyno's init: the `dyno-init` process (container; PID 1 of the
     /// dyno is its only child) or the bash process (Process mode).
     pub fn pid(&self) -> i32 {
@@ -482,16 +658,23 @@ impl DynoProcess {
         self.handle.clone()
     }
 
+    fn child(&mut self) -> Option<&mut Child> {
+        match &mut self.waiter {
+            Waiter::Child(c) => Some(c),
+            Waiter::Adopted(_) => None,
+        }
+    }
+
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
-        self.child.stdout.take()
+        self.child()?.stdout.take()
     }
 
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
-        self.child.stderr.take()
+        self.child()?.stderr.take()
     }
 
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.child.stdin.take()
+        self.child()?.stdin.take()
     }
 
     /// Waits for the dyno's main process to end (cancel-safe). By then every process of a
@@ -500,16 +683,29 @@ impl DynoProcess {
         if let Some(e) = self.exit {
             return e;
         }
-        let status = self.child.wait().await;
-        let shared = &self.handle.shared;
-        shared.exited.store(true, Ordering::SeqCst);
-        let (code, signal) = match status {
-            Ok(s) => (s.code(), s.signal()),
-            Err(e) => {
-                tracing::warn!(error = %e, "waiting for a dyno failed");
-                (None, None)
+        let (code, signal) = match &mut self.waiter {
+            Waiter::Child(child) => match child.wait().await {
+                Ok(s) => (s.code(), s.signal()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for a dyno failed");
+                    (None, None)
+                }
+            },
+            Waiter::Adopted(pidfd) => {
+                // Readable once the process has exited; an error means the same.
+                let _ = pidfd.readable().await;
+                let status = std::fs::read_to_string(self.handle.shared.dir.join(EXIT_STATUS_FILE))
+                    .ok()
+                    .and_then(|s| init::Status::decode(&s));
+                match status {
+                    Some(init::Status::Exit(c)) => (Some(c), None),
+                    Some(init::Status::Signal(s)) => (None, Some(s)),
+                    None => (None, None),
+                }
             }
         };
+        let shared = &self.handle.shared;
+        shared.exited.store(true, Ordering::SeqCst);
         let oom_killed = match &shared.kind {
             Kind::Container { cgroup } => match cgroup.oom_kills() {
                 Some(n) => n > 0,
@@ -548,6 +744,11 @@ impl DynoProcess {
 }
 
 impl DynoHandle {
+    /// Whether [`DynoProcess::wait`] has seen the process end.
+    pub fn has_exited(&self) -> bool {
+        self.shared.exited.load(Ordering::SeqCst)
+    }
+
     /// SIGTERM to every process of the dyno. Container: to `dyno-init`, which forwards it
     /// to PID 1, which sends it to every process of the namespace; Process: to the group.
     pub fn terminate(&self) {

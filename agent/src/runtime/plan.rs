@@ -79,8 +79,15 @@ pub struct InitSpec {
     pub gid: u32,
     /// `cgroup.procs` files the init writes its own pid into before anything else.
     pub cgroup_procs: Vec<PathBuf>,
-    /// The agent's pid: `dyno-init` dies with it (parent-death signal).
+    /// The agent's pid: `dyno-init` dies with it (parent-death signal), unless
+    /// `exit_status_file` is set.
     pub parent_pid: i32,
+    /// Set for a dyno that outlives its agent: no parent-death signal, stdout and stderr
+    /// (a file in the dyno dir) are handed to the dyno user like pipes, and the outer
+    /// process writes the main process's [`super::init::Status`] here before it exits,
+    /// for an agent that adopted it (and so cannot `wait` for it).
+    #[serde(default)]
+    pub exit_status_file: Option<PathBuf>,
 }
 
 /// The per-dyno directory `STATE_DIR/ID` and what lives in it.
@@ -144,7 +151,7 @@ pub fn inside(root: &Path, target: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-fn valid_name(s: &str, what: &str, max: usize) -> Result<(), String> {
+pub fn valid_name(s: &str, what: &str, max: usize) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= max
         && !s.starts_with('.')
@@ -458,6 +465,8 @@ mod tests {
             memory_limit_bytes: 512 << 20,
             pids_limit: 256,
             stdin: false,
+            outlives_agent: false,
+            note: String::new(),
         }
     }
 

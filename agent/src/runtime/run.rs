@@ -133,6 +133,8 @@ pub fn dyno_run(args: DynoRunArgs) -> Result<i32> {
         memory_limit_bytes: (args.memory_mb << 20).saturating_mul(2),
         pids_limit: args.pids,
         stdin: true,
+        outlives_agent: false,
+        note: String::new(),
     };
     let tokio_rt = tokio::runtime::Runtime::new()?;
     let stop = Duration::from_secs(args.stop_timeout);

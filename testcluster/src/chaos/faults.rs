@@ -91,7 +91,7 @@ impl<'a> Injector<'a> {
             }
             Fault::KillAgent { node, down_for } => {
                 self.shared.set(*node, NodeHealth::AgentDown);
-                kill_agent(self.tc, *node)?;
+                self.tc.kill_agent(*node)?;
                 pause(*down_for);
                 self.restart(*node)?;
             }
@@ -208,12 +208,4 @@ impl<'a> Injector<'a> {
 /// How long a fault lasts: part of the schedule, not a wait for a condition.
 fn pause(d: Duration) {
     std::thread::sleep(d);
-}
-
-/// SIGKILL of `havend` alone. Until the agent adopts running dynos this is refused, and
-/// schedules leave it out.
-fn kill_agent(_tc: &mut TestCluster, node: usize) -> Result<()> {
-    Err(anyhow!(
-        "havend-only kills (node {node}) are not supported yet"
-    ))
 }

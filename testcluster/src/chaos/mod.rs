@@ -160,7 +160,7 @@ pub fn run(opts: &ChaosOptions, progress: &mut dyn FnMut(&str)) -> Result<Report
         nodes: opts.nodes,
         duration: opts.duration,
         apps: opts.apps,
-        agent_kills: false,
+        agent_kills: true,
         partitions: tc.is_netns(),
     };
     let events = schedule::schedule(&spec);

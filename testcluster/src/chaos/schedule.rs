@@ -90,9 +90,11 @@ pub fn schedule(spec: &ScheduleSpec) -> Vec<Event> {
                 20..=29 => Fault::KillLeader {
                     down_for: ms(&mut rng, 500, 6000),
                 },
+                // Mostly back within the node timeout (2 s), so that the agent adopts
+                // its dynos; sometimes later, so that they move and the orphans go.
                 30..=41 if spec.agent_kills => Fault::KillAgent {
                     node,
-                    down_for: ms(&mut rng, 500, 5000),
+                    down_for: ms(&mut rng, 200, 3000),
                 },
                 42..=55 => Fault::Stop {
                     node,
