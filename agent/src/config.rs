@@ -148,17 +148,29 @@ pub struct RouterTuning {
     pub idle_timeout_ms: u64,
     /// Longest wait for routers to confirm a withdrawn dyno before it is stopped anyway.
     pub withdraw_timeout_ms: u64,
+    /// Longest a request waits for a dyno when none can take it but one is coming (the
+    /// router is still syncing, or a web dyno is starting or moving); then H10/H14.
+    pub hold_ms: u64,
+    /// After start, the longest the router waits for its replica to catch up and for every
+    /// up node's routes before it answers 404 or H14 for what it does not know.
+    pub sync_grace_ms: u64,
+    /// A node not heard from for this long is silent: its dynos are picked only when no
+    /// other is left, and a GET/HEAD/OPTIONS waiting on one is sent to another dyno.
+    pub silent_after_ms: u64,
 }
 
 impl Default for RouterTuning {
     fn default() -> Self {
         RouterTuning {
-            connect_timeout_ms: 5000,
+            connect_timeout_ms: 2000,
             quarantine_ms: 5000,
             max_tries: 10,
             first_byte_timeout_ms: 30_000,
             idle_timeout_ms: 55_000,
             withdraw_timeout_ms: 2000,
+            hold_ms: 8000,
+            sync_grace_ms: 10_000,
+            silent_after_ms: 1500,
         }
     }
 }

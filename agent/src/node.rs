@@ -25,6 +25,7 @@ use crate::logs::Logs;
 use crate::metrics::Metrics;
 use crate::peer::{self, QuicConnector};
 use crate::peer_server::{self, Services};
+use crate::router::ready::Readiness;
 use crate::router::registry::{Receiver, Registrar};
 use crate::router::table::Table;
 use crate::router::Router;
@@ -74,6 +75,11 @@ impl Agent {
     /// Starts every part of the agent from its data dir.
     pub async fn start(data: &DataDir) -> Result<Agent> {
         let cfg = data.load_config()?;
+        // The router's port is bound first, before anything slow: a client that connects
+        // while the agent starts waits in the backlog instead of being refused, and the
+        // router holds its request until it knows the routes (`router::ready`).
+        let router_listener = std::net::TcpListener::bind(&cfg.router_listen)
+            .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
         let (ca, node_cert) = data.load_certs()?;
         let peer_listen: SocketAddr = cfg.peer_listen.parse()?;
         let endpoint = peer::bind_endpoint(peer_listen, &node_cert, &ca.cert_pem)?;
@@ -182,7 +188,7 @@ impl Agent {
         tasks.push(tokio::spawn(leader::control_loop(
             cfg.node_id,
             raft.clone(),
-            liveness,
+            liveness.clone(),
             cfg.dynos.clone(),
             shutdown_rx.clone(),
         )));
@@ -211,11 +217,16 @@ impl Agent {
         )));
         info!(addr = %cfg.api_listen, "API listening");
 
-        let router_listener = std::net::TcpListener::bind(&cfg.router_listen)
-            .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
+        let ready = Readiness::new(cfg.node_id, liveness.clone(), &cfg.router);
+        tasks.push(tokio::spawn(crate::router::ready::catch_up(
+            raft.clone(),
+            ready.clone(),
+            shutdown_rx.clone(),
+        )));
         let router = Router::new(
             raft.clone(),
             table.clone(),
+            ready,
             logs.clone(),
             metrics.clone(),
             cfg.router.clone(),

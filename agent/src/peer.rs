@@ -16,6 +16,7 @@ use haven_raft::model::NodeId;
 use haven_raft::rpc::{peer_client, PeerClient};
 use haven_raft::PeerConnector;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use sha2::{Digest, Sha256};
 
 use crate::tls::{self, CertKey, NODE_SERVER_NAME};
 
@@ -40,13 +41,93 @@ pub fn peer_quic_client(node: &CertKey, ca_pem: &str) -> Result<quinn::ClientCon
     Ok(cfg)
 }
 
+/// The stateless-reset key of a node, derived from its private key so that it survives a
+/// restart: a restarted node answers packets of its previous life's connections with a
+/// reset the peer accepts, and the peer drops the dead connection at once instead of after
+/// the idle timeout (its routes, heartbeats and Raft RPCs reconnect within a keep-alive).
+struct ResetKey([u8; 32]);
+
+impl ResetKey {
+    fn of(node: &CertKey) -> ResetKey {
+        let seed = Sha256::new()
+            .chain_update(b"haven quic stateless reset key\n")
+            .chain_update(node.key_pem.as_bytes())
+            .finalize();
+        ResetKey(seed.into())
+    }
+
+    fn hmac(&self, data: &[u8]) -> [u8; 32] {
+        let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+        for (i, k) in self.0.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let inner = Sha256::new()
+            .chain_update(ipad)
+            .chain_update(data)
+            .finalize();
+        Sha256::new()
+            .chain_update(opad)
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        let tag = self.hmac(data);
+        let n = out.len().min(tag.len());
+        out[..n].copy_from_slice(&tag[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let tag = self.hmac(data);
+        let same = signature.len() == tag.len()
+            && signature
+                .iter()
+                .zip(tag.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        same.then_some(()).ok_or(quinn::crypto::CryptoError)
+    }
+}
+
+/// Random 8-byte connection ids that any packet may carry: quinn's default generator
+/// refuses ids it did not sign with a per-process key, so a restarted node would drop the
+/// old connections' packets without sending the reset.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&rand::random::<[u8; 8]>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// Binds the QUIC endpoint on `listen` with the node's certificate.
 pub fn bind_endpoint(listen: SocketAddr, node: &CertKey, ca_pem: &str) -> Result<quinn::Endpoint> {
     let crypto = QuicServerConfig::try_from(tls::server_config(node, ca_pem)?)
         .context("QUIC server config")?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
-    let mut endpoint = quinn::Endpoint::server(server, listen)
+    let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::of(node)));
+    config.cid_generator(|| Box::new(RandomCids));
+    let socket = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("bind peer endpoint on udp {listen}"))?;
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    let mut endpoint = quinn::Endpoint::new(config, Some(server), socket, runtime)
         .with_context(|| format!("bind peer endpoint on udp {listen}"))?;
     endpoint.set_default_client_config(peer_quic_client(node, ca_pem)?);
     Ok(endpoint)
@@ -184,5 +265,69 @@ impl StreamKind {
             5 => Some(StreamKind::Logs),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::tls::{generate_ca, issue_node_cert};
+
+    #[test]
+    fn a_peer_drops_its_connection_to_a_restarted_node_at_once() {
+        let ca = generate_ca().unwrap();
+        let a_cert = issue_node_cert(&ca, 1).unwrap();
+        let b_cert = issue_node_cert(&ca, 2).unwrap();
+        // Node A lives on a runtime of its own, so that it can die without a word (no
+        // CONNECTION_CLOSE), like a killed process.
+        let a_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let a = a_rt
+            .block_on(async {
+                bind_endpoint("127.0.0.1:0".parse().unwrap(), &a_cert, &ca.cert_pem)
+            })
+            .unwrap();
+        let addr = a.local_addr().unwrap();
+        let accept = {
+            let a = a.clone();
+            a_rt.spawn(async move { a.accept().await.unwrap().await.unwrap() })
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = rt
+            .block_on(async {
+                bind_endpoint("127.0.0.1:0".parse().unwrap(), &b_cert, &ca.cert_pem)
+            })
+            .unwrap();
+        let (conn, server_side) = rt.block_on(async {
+            let c = b.connect(addr, NODE_SERVER_NAME).unwrap().await.unwrap();
+            (c, accept.await.unwrap())
+        });
+        // Its tasks stop first, so that dropping its handles sends nothing; then its socket
+        // closes.
+        a_rt.shutdown_timeout(Duration::from_secs(5));
+        drop(server_side);
+        drop(a);
+        // A starts again on the same address with the same key.
+        let restarted = rt.block_on(async {
+            let started = Instant::now();
+            let a2 = bind_endpoint(addr, &a_cert, &ca.cert_pem).unwrap();
+            let why = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+                .await
+                .unwrap();
+            (a2, why, started.elapsed())
+        });
+        let (_a2, why, after) = restarted;
+        assert!(
+            matches!(why, quinn::ConnectionError::Reset),
+            "closed by {why:?}"
+        );
+        // Well before the 3 s idle timeout: the first keep-alive gets the reset.
+        assert!(after < Duration::from_millis(1500), "took {after:?}");
     }
 }

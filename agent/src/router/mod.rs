@@ -6,11 +6,16 @@
 //! - [`target`]: `<app>.<app domain>` and the app's custom domains name the app; anything
 //!   else gets a 404 page. Maintenance mode answers H80; no dyno, H10 or H14.
 //! - Dynos come from [`table`], filled by every node's registrations ([`registry`]).
+//! - [`ready`]: until the replica has caught up and every up node's routes are in (bounded
+//!   by `sync_grace_ms`), and while a web dyno of the app is starting or moving, a request
+//!   that finds no app or no dyno waits (up to `hold_ms`) instead of a 404 or H14. Dynos
+//!   of nodes not heard from lately are picked only when nothing else is left.
 //! - [`headers`]: Heroku's headers (`X-Forwarded-For/-Proto/-Port`, `X-Request-Id`,
 //!   `X-Request-Start`, `Via`).
 //! - [`forward`]: least outstanding requests between two random choices; a refused or
-//!   timed-out connect quarantines the dyno and tries another (up to `max_tries`); H12,
-//!   H13, H18, H19, H21, H99.
+//!   timed-out connect quarantines the dyno and tries another (up to `max_tries`), and so
+//!   does a bodiless GET/HEAD/OPTIONS whose dyno died or whose node went silent under it;
+//!   H12, H13, H18, H19, H21, H99.
 //! - [`body`]: response bodies stream back; a silent one ends with H15.
 //! - [`websocket`]: WebSocket (any `Upgrade`) connections pass through.
 //! - [`errors`]: the error codes and their plain pages; [`log_line`]: one
@@ -21,6 +26,7 @@ mod errors;
 mod forward;
 mod headers;
 mod log_line;
+pub mod ready;
 pub mod registry;
 mod request;
 pub mod table;
@@ -30,12 +36,13 @@ mod websocket;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use haven_raft::HavenRaft;
 use http::header;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
+use http_body_util::Either;
 use hyper::body::{Bytes, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -48,8 +55,9 @@ use crate::logs::Logs;
 use crate::metrics::Metrics;
 use body::Guarded;
 use errors::Code;
-use forward::{forward, Forwarded};
+use forward::{forward, Forwarded, Replay};
 use log_line::{idle_line, log_line, LogFields};
+use ready::Readiness;
 use request::RequestInfo;
 use table::{InFlight, Table};
 use target::Target;
@@ -57,9 +65,13 @@ use target::Target;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RBody = BoxBody<Bytes, BoxError>;
 
+/// How often a held request looks again when nothing woke it.
+const RECHECK: Duration = Duration::from_millis(100);
+
 struct Inner {
     raft: HavenRaft,
     table: Arc<Table>,
+    ready: Arc<Readiness>,
     logs: Logs,
     metrics: Metrics,
     tuning: RouterTuning,
@@ -76,6 +88,7 @@ impl Router {
     pub fn new(
         raft: HavenRaft,
         table: Arc<Table>,
+        ready: Arc<Readiness>,
         logs: Logs,
         metrics: Metrics,
         tuning: RouterTuning,
@@ -85,6 +98,7 @@ impl Router {
             inner: Arc::new(Inner {
                 raft,
                 table,
+                ready,
                 logs,
                 metrics,
                 tuning,
@@ -149,33 +163,92 @@ impl Router {
     }
 
     /// One request: find the app, refuse it if nothing can answer, else forward it to a
-    /// dyno and stream the answer back.
+    /// dyno and stream the answer back. While no dyno can take it but one is coming (the
+    /// router is still syncing, a dyno is starting or moving), it waits, up to `hold_ms`.
     async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<RBody> {
         let info = RequestInfo::read(&req, remote);
-        let Some(t) = self
-            .inner
-            .raft
-            .with_state(|s| Target::resolve(s, &info.host))
-        else {
-            self.inner
-                .metrics
-                .request(None, 404, info.started.elapsed());
-            return errors::no_such_app(&info.host);
+        let hold_until = info.started + Duration::from_millis(self.inner.tuning.hold_ms);
+        let Some(mut t) = self.target(&info.host).await else {
+            return self.no_such_app(&info);
         };
         if t.maintenance {
             return self.fail(&t, &info, Code::H80, "", 0);
         }
-        let backends = self.inner.table.backends(t.app, &t.down_nodes);
-        if backends.is_empty() {
-            return self.fail(&t, &info, self.no_dyno_code(&t), "", 0);
-        }
         headers::add_heroku_headers(req.headers_mut(), &info, self.inner.port);
         let client_upgrade = websocket::client_upgrade(&mut req);
         let upgrade = client_upgrade.is_some();
-        match forward(&backends, req, upgrade, &self.inner.tuning).await {
-            Ok(f) => self.answer(&t, &info, f, client_upgrade),
-            Err(e) => self.fail(&t, &info, e.code, e.dyno(), e.connect_ms),
+        let replay = Replay::of(&req, upgrade);
+        let mut req = req.map(Either::Left);
+        let ready = &self.inner.ready;
+        let silent = |n| ready.silent(n);
+        loop {
+            // Subscribe before reading the table: a route added after the read wakes us.
+            let mut changes = self.inner.table.subscribe();
+            let backends = self.inner.table.backends(t.app, &t.down_nodes);
+            let (code, dyno, connect_ms, back) = if backends.is_empty() {
+                (self.no_dyno_code(&t), String::new(), 0, Some(req))
+            } else {
+                let tuning = &self.inner.tuning;
+                match forward(&backends, req, replay.as_ref(), upgrade, tuning, &silent).await {
+                    Ok(f) => return self.answer(&t, &info, f, client_upgrade),
+                    Err(e) => (e.code, e.dyno().to_string(), e.connect_ms, e.req),
+                }
+            };
+            match back {
+                Some(r) if Instant::now() < hold_until && self.may_hold(&t) => req = r,
+                _ => return self.fail(&t, &info, code, &dyno, connect_ms),
+            }
+            let wake = (Instant::now() + RECHECK).min(hold_until);
+            if backends.is_empty() {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep_until(wake.into()) => {}
+                }
+            } else {
+                // Every dyno failed at once (refused): give the table time to change.
+                tokio::time::sleep_until(wake.into()).await;
+            }
+            t = match self
+                .inner
+                .raft
+                .with_state(|s| Target::resolve(s, &info.host))
+            {
+                Some(t) => t,
+                None => return self.no_such_app(&info),
+            };
+            if t.maintenance {
+                return self.fail(&t, &info, Code::H80, "", 0);
+            }
         }
+    }
+
+    /// The app `host` names. A host the replica does not know is looked up again until
+    /// the replica has caught up with the leader once since start (within the grace
+    /// period): a restarted node's state may lag.
+    async fn target(&self, host: &str) -> Option<Target> {
+        loop {
+            let t = self.inner.raft.with_state(|s| Target::resolve(s, host));
+            let ready = &self.inner.ready;
+            if t.is_some() || ready.caught_up() || !ready.in_grace() {
+                return t;
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
+    }
+
+    /// Whether a request no dyno took now may wait for one (see [`ready::hold`]).
+    fn may_hold(&self, t: &Target) -> bool {
+        self.inner.raft.with_state(|s| {
+            let synced = self.inner.ready.routes_synced(s, &self.inner.table);
+            ready::hold(t.web_wanted, synced, t.web_expected(s))
+        })
+    }
+
+    fn no_such_app(&self, info: &RequestInfo) -> Response<RBody> {
+        self.inner
+            .metrics
+            .request(None, 404, info.started.elapsed());
+        errors::no_such_app(&info.host)
     }
 
     /// Why no dyno is there to answer: H10 if web dynos are wanted and one crashed, else

@@ -1,14 +1,16 @@
-//! The routing table of one node's router: the web dynos registered by every node, and
-//! the choice of a dyno for a request (least outstanding requests between two random
-//! choices, skipping quarantined dynos).
+//! The routing table of one node's router: the web dynos registered by every node, which
+//! nodes have sent their full set at least once, and the choice of a dyno for a request
+//! (least outstanding requests between two random choices, skipping quarantined dynos and
+//! dynos of nodes not heard from while others are left).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use haven_raft::model::NodeId;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// A web dyno as its node registers it.
@@ -27,11 +29,18 @@ pub struct RouteEntry {
 const IDLE_PER_BACKEND: usize = 256;
 
 /// A keep-alive client connection to a dyno.
-pub type Sender = hyper::client::conn::http1::SendRequest<hyper::body::Incoming>;
+pub type Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
+
+/// The body of a request on its way to a dyno: the client's own, or none for a request
+/// sent again after a failed attempt.
+pub type ReqBody =
+    http_body_util::Either<hyper::body::Incoming, http_body_util::Empty<hyper::body::Bytes>>;
 
 /// A registered dyno with its live counters and idle connections.
 pub struct Backend {
     pub entry: RouteEntry,
+    /// The node that registered it (where it runs).
+    pub node: NodeId,
     /// Requests in flight to it through this router.
     pub outstanding: AtomicUsize,
     quarantined_until: Mutex<Option<Instant>>,
@@ -47,9 +56,10 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    fn new(entry: RouteEntry) -> Backend {
+    fn new(node: NodeId, entry: RouteEntry) -> Backend {
         Backend {
             entry,
+            node,
             outstanding: AtomicUsize::new(0),
             quarantined_until: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
@@ -109,9 +119,22 @@ impl Drop for InFlight {
 }
 
 /// All routes, by the node that registered them.
-#[derive(Default)]
 pub struct Table {
     by_node: Mutex<HashMap<NodeId, HashMap<Uuid, Arc<Backend>>>>,
+    /// Nodes whose full route set arrived at least once since this router started.
+    synced: Mutex<HashSet<NodeId>>,
+    /// Bumped on every change, so that a held request wakes up when routes arrive.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            by_node: Mutex::default(),
+            synced: Mutex::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Table {
@@ -119,8 +142,34 @@ impl Table {
         self.by_node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change of the table (subscribe before reading it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `node`'s full route set has arrived since this router started.
+    pub fn synced_from(&self, node: NodeId) -> bool {
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&node)
+    }
+
     /// Replaces every route of `node` (a full resync).
     pub fn replace_node(&self, node: NodeId, entries: Vec<RouteEntry>) {
+        self.replace_routes(node, entries);
+        self.synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node);
+        self.changed();
+    }
+
+    fn replace_routes(&self, node: NodeId, entries: Vec<RouteEntry>) {
         let mut m = self.lock();
         let old = m.remove(&node).unwrap_or_default();
         let mut new = HashMap::new();
@@ -128,7 +177,7 @@ impl Table {
             // Keep the counters of a dyno that stays.
             let b = match old.get(&e.dyno) {
                 Some(b) if b.entry == e => b.clone(),
-                _ => Arc::new(Backend::new(e.clone())),
+                _ => Arc::new(Backend::new(node, e.clone())),
             };
             new.insert(e.dyno, b);
         }
@@ -138,25 +187,30 @@ impl Table {
     }
 
     pub fn add(&self, node: NodeId, e: RouteEntry) {
-        let mut m = self.lock();
-        m.entry(node)
+        self.lock()
+            .entry(node)
             .or_default()
-            .insert(e.dyno, Arc::new(Backend::new(e)));
+            .insert(e.dyno, Arc::new(Backend::new(node, e)));
+        self.changed();
     }
 
     pub fn remove(&self, node: NodeId, dyno: Uuid) {
-        let mut m = self.lock();
-        if let Some(routes) = m.get_mut(&node) {
-            routes.remove(&dyno);
-            if routes.is_empty() {
-                m.remove(&node);
+        {
+            let mut m = self.lock();
+            if let Some(routes) = m.get_mut(&node) {
+                routes.remove(&dyno);
+                if routes.is_empty() {
+                    m.remove(&node);
+                }
             }
         }
+        self.changed();
     }
 
     /// Drops every route of `node` (its connection is lost or it is down).
     pub fn drop_node(&self, node: NodeId) {
         self.lock().remove(&node);
+        self.changed();
     }
 
     /// The backends of `app`, except those of nodes in `skip_nodes`.
@@ -180,11 +234,13 @@ impl Table {
 }
 
 /// Picks a backend: two random choices among the usable ones, the one with fewer requests
-/// in flight; quarantined ones and those in `tried` only when nothing else is left
-/// (quarantined) or never (tried). `rand` gives indices in `0..n`.
+/// in flight. Those in `tried` never; quarantined ones and those of nodes in `silent` (not
+/// heard from lately) only when nothing better is left: first a dyno neither quarantined
+/// nor silent, then one not quarantined, then any. `rand` gives indices in `0..n`.
 pub fn choose(
     backends: &[Arc<Backend>],
     tried: &[Uuid],
+    silent: &[NodeId],
     now: Instant,
     mut rand: impl FnMut(usize) -> usize,
 ) -> Option<Arc<Backend>> {
@@ -197,7 +253,15 @@ pub fn choose(
         .copied()
         .filter(|b| !b.quarantined(now))
         .collect();
-    let pool = if healthy.is_empty() { fresh } else { healthy };
+    let heard: Vec<&Arc<Backend>> = healthy
+        .iter()
+        .copied()
+        .filter(|b| !silent.contains(&b.node))
+        .collect();
+    let pool = [heard, healthy, fresh]
+        .into_iter()
+        .find(|p| !p.is_empty())
+        .unwrap_or_default();
     match pool.len() {
         0 => None,
         1 => Some(pool[0].clone()),
@@ -273,19 +337,20 @@ mod tests {
         let _l2 = InFlight::new(b[0].clone());
         // Choices 0 and 1: web.1 has 2 in flight, web.2 none.
         let mut seq = vec![0usize, 0].into_iter();
-        let got = choose(&b, &[], Instant::now(), |_| seq.next().unwrap()).unwrap();
+        let got = choose(&b, &[], &[], Instant::now(), |_| seq.next().unwrap()).unwrap();
         assert_eq!(got.entry.name, "web.2");
         // Quarantine web.2 and web.3: only web.1 is usable.
         b[1].quarantine(Duration::from_secs(5));
         b[2].quarantine(Duration::from_secs(5));
-        let got = choose(&b, &[], Instant::now(), |n| n - 1).unwrap();
+        let got = choose(&b, &[], &[], Instant::now(), |n| n - 1).unwrap();
         assert_eq!(got.entry.name, "web.1");
         // Tried ones are never picked again; quarantined ones serve when nothing else is left.
-        let got = choose(&b, &[b[0].entry.dyno], Instant::now(), |_| 0).unwrap();
+        let got = choose(&b, &[b[0].entry.dyno], &[], Instant::now(), |_| 0).unwrap();
         assert_ne!(got.entry.name, "web.1");
         assert!(choose(
             &b,
             &[b[0].entry.dyno, b[1].entry.dyno, b[2].entry.dyno],
+            &[],
             Instant::now(),
             |_| 0
         )
@@ -293,8 +358,54 @@ mod tests {
         // Quarantine ends.
         let later = Instant::now() + Duration::from_secs(6);
         let mut seq = vec![1usize, 1].into_iter();
-        let got = choose(&b, &[], later, |_| seq.next().unwrap()).unwrap();
+        let got = choose(&b, &[], &[], later, |_| seq.next().unwrap()).unwrap();
         assert_eq!(got.entry.name, "web.2");
+    }
+
+    #[test]
+    fn dynos_of_silent_nodes_are_picked_only_when_no_other_is_left() {
+        let t = Table::default();
+        let app = Uuid::new_v4();
+        t.replace_node(1, vec![entry(app, 1)]);
+        t.replace_node(2, vec![entry(app, 2), entry(app, 3)]);
+        let b = t.backends(app, &[]);
+        assert_eq!(b.iter().map(|b| b.node).collect::<Vec<_>>(), [1, 2, 2]);
+        // Node 2 is silent: every pick goes to node 1's dyno, whatever the dice say.
+        for r in 0..3 {
+            let got = choose(&b, &[], &[2], Instant::now(), |n| r % n).unwrap();
+            assert_eq!(got.entry.name, "web.1");
+        }
+        // A quarantined dyno of a node that is heard from still loses to a silent node's.
+        b[0].quarantine(Duration::from_secs(5));
+        let got = choose(&b, &[], &[2], Instant::now(), |_| 0).unwrap();
+        assert_eq!(got.node, 2);
+        // Once web.1 was tried, the silent node's dynos are all that is left: used.
+        let got = choose(&b, &[b[0].entry.dyno], &[2], Instant::now(), |_| 0).unwrap();
+        assert_eq!(got.node, 2);
+    }
+
+    #[tokio::test]
+    async fn the_table_tells_who_synced_and_wakes_waiters_on_change() {
+        let t = Table::default();
+        let app = Uuid::new_v4();
+        assert!(!t.synced_from(1));
+        let mut changes = t.subscribe();
+        // An empty full set counts as synced: the node has no dynos to offer.
+        t.replace_node(1, vec![]);
+        assert!(t.synced_from(1));
+        assert!(!t.synced_from(2));
+        changes.changed().await.unwrap();
+        // Single additions do not make a node synced, but they wake a waiter.
+        let mut changes = t.subscribe();
+        let waiter = tokio::spawn(async move { changes.changed().await.is_ok() });
+        t.add(2, entry(app, 1));
+        assert!(waiter.await.unwrap());
+        assert!(!t.synced_from(2));
+        // A node whose stream ended stays synced (its routes are gone, not unknown).
+        t.replace_node(2, vec![entry(app, 1)]);
+        t.drop_node(2);
+        assert!(t.synced_from(2));
+        assert!(t.backends(app, &[]).is_empty());
     }
 
     #[test]
@@ -306,7 +417,7 @@ mod tests {
         let mut held = Vec::new();
         let mut x: u64 = 7;
         for _ in 0..400 {
-            let got = choose(&b, &[], Instant::now(), |n| {
+            let got = choose(&b, &[], &[], Instant::now(), |n| {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);

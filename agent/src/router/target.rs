@@ -53,9 +53,24 @@ impl Target {
             d.app == self.app && d.process_type == "web" && d.run && d.state == DynoState::Crashed
         })
     }
+
+    /// Whether a web dyno of the app that should run is starting or up on a node not
+    /// marked down: a route for it is on its way (or its node is about to be declared
+    /// down and the dyno placed elsewhere), so a request is worth holding.
+    pub fn web_expected(&self, s: &State) -> bool {
+        s.dynos.values().any(|d| {
+            d.app == self.app
+                && d.process_type == "web"
+                && !d.one_off
+                && d.run
+                && matches!(d.state, DynoState::Starting | DynoState::Up)
+                && !self.down_nodes.contains(&d.node)
+        })
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::Utc;
     use haven_raft::model::{App, Cluster, Domain, Formation};
@@ -162,5 +177,72 @@ mod tests {
         assert!(!t.maintenance);
         assert!(t.down_nodes.is_empty());
         assert!(!t.web_crashed(&s));
+        assert!(!t.web_expected(&s));
+    }
+
+    #[test]
+    fn a_web_dyno_is_expected_while_it_should_run_and_is_starting_or_up_on_a_live_node() {
+        use haven_raft::model::{Dyno, Node};
+        let mut s = state(Some("apps.test"));
+        let web = |node: NodeId, st: DynoState| {
+            let mut d = Dyno::placed(
+                Uuid::new_v4(),
+                Uuid::from_u128(1),
+                "web",
+                1,
+                1,
+                "standard-1x",
+                node,
+                "web".into(),
+                Utc::now(),
+            );
+            d.state = st;
+            d
+        };
+        let expected = |s: &State| {
+            Target::resolve(s, "shop.apps.test")
+                .unwrap()
+                .web_expected(s)
+        };
+        for (st, want) in [
+            (DynoState::Starting, true),
+            (DynoState::Up, true),
+            (DynoState::Crashed, false),
+            (DynoState::Down, false),
+        ] {
+            let d = web(7, st);
+            s.dynos = [(d.id, d)].into();
+            assert_eq!(expected(&s), want, "{st:?}");
+        }
+        // One that is being stopped, a worker, another app's dyno: not expected.
+        let mut stopping = web(7, DynoState::Up);
+        stopping.run = false;
+        let mut worker = web(7, DynoState::Up);
+        worker.process_type = "worker".into();
+        let mut other = web(7, DynoState::Up);
+        other.app = Uuid::from_u128(2);
+        s.dynos = [stopping, worker, other]
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        assert!(!expected(&s));
+        // Up, but on a node the cluster marked down: its route will not come back.
+        let d = web(7, DynoState::Up);
+        s.dynos = [(d.id, d)].into();
+        let n = Node {
+            id: 7,
+            name: "n7".into(),
+            peer_addr: "10.0.0.7:7001".into(),
+            api_url: String::new(),
+            router_url: String::new(),
+            memory_mb: 1024,
+            cpus: 1,
+            labels: Default::default(),
+            status: NodeStatus::Down,
+            draining: false,
+            joined_at: Utc::now(),
+        };
+        s.nodes.insert(7, n);
+        assert!(!expected(&s));
     }
 }

@@ -17,4 +17,5 @@ mod hctl;
 mod invariants;
 mod logs;
 mod router;
+mod router_faults;
 mod runtime;

@@ -20,7 +20,7 @@ fn fixture() -> std::path::PathBuf {
 }
 
 /// Creates `app`, deploys the router fixture app and waits for `web` dynos up.
-fn deploy(env: &Env, app: &str, web: u32) {
+pub(crate) fn deploy(env: &Env, app: &str, web: u32) {
     env.post_json(0, "/apps", &json!({ "name": app })).unwrap();
     ok(hctl(
         env,
@@ -35,7 +35,7 @@ fn deploy(env: &Env, app: &str, web: u32) {
     wait_up(env, app, web as usize);
 }
 
-fn wait_up(env: &Env, app: &str, n: usize) {
+pub(crate) fn wait_up(env: &Env, app: &str, n: usize) {
     eventually(
         &format!("{n} web dynos of {app} up"),
         Duration::from_secs(90),
