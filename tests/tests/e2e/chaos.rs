@@ -43,6 +43,10 @@ fn a_short_chaos_schedule_loses_no_write_and_converges() {
         .unwrap_or_else(|e| panic!("chaos run with seed {seed}: {e:#}"));
     eprintln!("{report}");
     eprintln!("{}", report.to_json()["figures"]);
-    assert!(report.applied >= 5, "only {} faults applied", report.applied);
+    assert!(
+        report.applied >= 5,
+        "only {} faults applied",
+        report.applied
+    );
     assert!(report.passed(), "{report}");
 }
