@@ -77,7 +77,7 @@ fn push(env: &crate::Env, repo: &std::path::Path, marker: &str) -> Result<Push> 
 /// The cold push, then `runs` pushes of a changed app.
 pub fn measure(runs: usize, progress: Progress<'_>) -> Result<(Push, Vec<Push>)> {
     progress("deploy: starting a 3-node cluster");
-    let env = crate::cluster(3);
+    let env = super::cluster(3, None);
     create_app(&env, APP)?;
     let repo = tempfile::tempdir()?;
     copy_files(&crate::repo_path("examples/python-hello"), repo.path())?;
@@ -115,7 +115,7 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
             median(&mut rel),
             "s",
         )
-        .target(Target::at_most(10.0))
+        .target(Target::at_most(5.0))
         .note(format!(
             "python-hello, {n} pushes of a changed app.py; the first push: {:.2} s",
             cold.release_s
@@ -126,7 +126,7 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
             median(&mut srv),
             "s",
         )
-        .target(Target::at_most(15.0))
+        .target(Target::at_most(8.0))
         .note(format!(
             "first 200 with the new greeting; the first push: {:.2} s",
             cold.serving_s

@@ -73,7 +73,7 @@ pub fn measure_haven(
     progress: Progress<'_>,
 ) -> Result<Vec<(f64, f64)>> {
     progress("dyno-start: starting a 1-node cluster");
-    let env = crate::cluster(1);
+    let env = super::cluster(1, None);
     create_app(&env, APP)?;
     let dir = tempfile::tempdir()?;
     copy_files(&crate::repo_path("examples/python-hello"), dir.path())?;

@@ -50,7 +50,7 @@ pub struct Figures {
 
 pub fn measure(opts: &Opts, progress: Progress<'_>) -> Result<Figures> {
     progress("logs: starting a 2-node cluster");
-    let env = crate::cluster(2);
+    let env = super::cluster(2, None);
     create_app(&env, APP)?;
     let dir = tempfile::tempdir()?;
     let example = crate::repo_path("examples/python-hello");

@@ -247,6 +247,17 @@ pub fn run_section(name: &str, opts: &Opts, progress: Progress<'_>) -> Vec<Row> 
     })
 }
 
+/// An `n`-node cluster for a benchmark, `config_toml` given to every node. The agents run
+/// as a user would run them: without `RUST_BACKTRACE` from this shell, which makes every
+/// error capture and symbolize a backtrace (hundreds of MiB of debug info resident).
+pub fn cluster(n: usize, config_toml: Option<&str>) -> crate::Env {
+    crate::cluster_opts(n, |o| {
+        o.config_toml = config_toml.map(str::to_string);
+        o.env.push(("RUST_BACKTRACE".into(), "0".into()));
+        o.env.push(("RUST_LIB_BACKTRACE".into(), "0".into()));
+    })
+}
+
 /// The median of `v` (sorted here); NaN when empty.
 pub fn median(v: &mut [f64]) -> f64 {
     percentile(v, 0.5)

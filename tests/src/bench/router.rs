@@ -135,7 +135,7 @@ fn start_nginx(upstream: &str, listen: &str, netns: Option<&str>) -> Result<Prox
 /// (direct, nginx, Haven) figures, each over `seconds`.
 pub fn measure(seconds: u64, progress: Progress<'_>) -> Result<(Figure, Figure, Figure)> {
     progress("router: starting a 3-node cluster and the nginx upstream app");
-    let env = crate::cluster(3);
+    let env = super::cluster(3, None);
     create_app(&env, "bench")?;
     hctl(
         &env,

@@ -37,7 +37,7 @@ fn list(v: &[f64]) -> String {
 
 pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
     progress("rss: starting a 3-node cluster");
-    let mut env = crate::cluster(3);
+    let mut env = super::cluster(3, None);
     // Idle: formed, nothing deployed; let start-up work settle.
     std::thread::sleep(opts.secs(10, 3));
     let idle = rss_of_nodes(&env)?;

@@ -143,7 +143,7 @@ pub fn measure_haven(
     progress: Progress<'_>,
 ) -> Result<Vec<(usize, &'static str, Figure)>> {
     progress("writes: starting a 3-node Haven cluster");
-    let mut env = crate::cluster_with(3, config_toml);
+    let mut env = super::cluster(3, config_toml);
     let leader = env.leader_index().context("no leader")?;
     let follower = (leader + 1) % 3;
     let (st, body) = env.request(
