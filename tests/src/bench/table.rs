@@ -10,6 +10,9 @@ pub fn number(v: f64) -> String {
         return "—".to_string();
     }
     let a = v.abs();
+    if a < 1000.0 && v.fract() == 0.0 {
+        return format!("{v:.0}");
+    }
     if a >= 1000.0 {
         let s = format!("{:.0}", v.abs());
         let mut out = String::new();
@@ -121,6 +124,7 @@ mod tests {
         assert_eq!(number(2.345), "2.35");
         assert_eq!(number(0.0123), "0.012");
         assert_eq!(number(f64::NAN), "—");
+        assert_eq!(number(7.0), "7");
     }
 
     #[test]
