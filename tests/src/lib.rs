@@ -1,5 +1,8 @@
-//! Helpers shared by the end-to-end tests and benchmarks: a cluster in a temp dir, and a
-//! small JSON-schema checker for the Heroku Platform API schema.
+//! Helpers shared by the end-to-end tests and benchmarks: a cluster in a temp dir, a
+//! small JSON-schema checker for the Heroku Platform API schema, and the benchmarks
+//! ([`bench`]).
+
+pub mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
