@@ -1,4 +1,5 @@
-//! Log ingest (lines/s one node takes from one dyno) and tail latency (dyno write → tail client via another node).
+//! Log ingest (lines/s one node takes from one dyno) and tail latency (dyno write → tail
+//! client via another node).
 //!
 //! A thin wrapper over the `logs` section(s) of `haven_tests::bench`; the `bench`
 //! binary runs every section into one table. Run:

@@ -1,4 +1,5 @@
-//! Router throughput and latency beside nginx and direct connections, then failover (SIGKILL of a node → its web dynos up elsewhere) with the requests that fail meanwhile.
+//! Router throughput and latency beside nginx and direct connections, then failover
+//! (SIGKILL of a node → its web dynos up elsewhere) with the requests that fail meanwhile.
 //!
 //! A thin wrapper over the `router,failover` section(s) of `haven_tests::bench`; the `bench`
 //! binary runs every section into one table. Run:

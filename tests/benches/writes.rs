@@ -1,4 +1,7 @@
-//! Committed config-var writes per second on a 3-node cluster (1 and 32 clients, to the leader and through a follower) beside a 3-member etcd cluster measured by the same client. `BENCH_HAVEND_CONFIG` may hold TOML given to every node (e.g. a `[raft]` table) to compare settings.
+//! Committed config-var writes per second on a 3-node cluster (1 and 32 clients, to the
+//! leader and through a follower) beside a 3-member etcd cluster measured by the same
+//! client. `BENCH_HAVEND_CONFIG` may hold TOML given to every node (e.g. a `[raft]` table)
+//! to compare settings.
 //!
 //! A thin wrapper over the `writes` section(s) of `haven_tests::bench`; the `bench`
 //! binary runs every section into one table. Run:

@@ -46,7 +46,9 @@ fn push(env: &crate::Env, repo: &std::path::Path, marker: &str) -> Result<Push> 
     let url = format!("http://git:{}@{hostport}/{APP}.git", env.token());
     let before = releases(env);
     let t0 = Instant::now();
-    git(repo, &["push", "-q", &url, "HEAD:refs/heads/main"])?;
+    // The remote URL holds the token: keep it out of the error.
+    git(repo, &["push", "-q", &url, "HEAD:refs/heads/main"])
+        .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace(env.token(), "<token>")))?;
     let release_s = t0.elapsed().as_secs_f64();
     if releases(env) <= before {
         bail!("the push returned without a new release");
