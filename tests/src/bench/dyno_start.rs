@@ -1,7 +1,7 @@
 //! Dyno start beside `crun run`, in the same run.
 //!
 //! Haven: on a 1-node cluster (the node holds the slug), worker dynos whose command
-//! prints `ready` are scaled up; the agent's own log lines time each start, in
+//! prints `ready` are scaled up one at a time; the agent's own log lines time each start, in
 //! microseconds on one clock: from `heroku[ping.N]: Starting process with command …`
 //! (the supervisor has taken the placement and is about to create the container) to
 //! the dyno's first line `app[ping.N]: ready` (its process runs and has written). A
@@ -66,12 +66,9 @@ pub fn starts_from_log(log: &str, kind: &str) -> Vec<(f64, f64)> {
     out
 }
 
-/// Haven's samples: `rounds` times, scale `ping` from 0 to `per_round`.
-pub fn measure_haven(
-    rounds: usize,
-    per_round: usize,
-    progress: Progress<'_>,
-) -> Result<Vec<(f64, f64)>> {
+/// Haven's samples: `ping` scaled up by one dyno at a time to `count` (one start at a
+/// time, as crun's runs are).
+pub fn measure_haven(count: usize, progress: Progress<'_>) -> Result<Vec<(f64, f64)>> {
     progress("dyno-start: starting a 1-node cluster");
     let env = super::cluster(1, None);
     create_app(&env, APP)?;
@@ -87,29 +84,13 @@ pub fn measure_haven(
         &["deploy", &dir.path().to_string_lossy(), "-a", APP],
     )?;
     hctl(&env, 0, &["ps:wait", "-a", APP, "--timeout", "90"])?;
-    for r in 0..rounds {
-        progress(&format!(
-            "dyno-start: round {} of {rounds}: ping={per_round}",
-            r + 1
-        ));
-        hctl(
-            &env,
-            0,
-            &["ps:scale", &format!("ping={per_round}"), "-a", APP],
-        )?;
+    for n in 1..=count {
+        progress(&format!("dyno-start: ping={n}"));
+        hctl(&env, 0, &["ps:scale", &format!("ping={n}"), "-a", APP])?;
         if !haven_testcluster::wait_until(Duration::from_secs(60), || {
-            up_dynos(&env, APP, "ping").len() == per_round
+            up_dynos(&env, APP, "ping").len() == n
         }) {
-            bail!("{per_round} ping dynos were not up within 60 s");
-        }
-        hctl(&env, 0, &["ps:scale", "ping=0", "-a", APP])?;
-        if !haven_testcluster::wait_until(Duration::from_secs(60), || {
-            env.get_json(0, &format!("/apps/{APP}/dynos"))
-                .ok()
-                .and_then(|v| v.as_array().cloned())
-                .is_some_and(|d| d.iter().all(|d| d["type"] != "ping"))
-        }) {
-            bail!("the ping dynos were not gone within 60 s");
+            bail!("{n} ping dynos were not up within 60 s");
         }
     }
     let log = hctl(&env, 0, &["logs", "-n", "1500", "-a", APP])?;
@@ -250,7 +231,7 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
             "needs root: dynos run in containers only as root",
         )]);
     }
-    let samples = measure_haven(opts.pick(3, 1), opts.pick(10, 5), progress)?;
+    let samples = measure_haven(opts.pick(20, 5), progress)?;
     let crun = if have("crun") {
         measure_crun(opts.pick(30, 10), progress).map_err(|e| format!("{e:#}"))
     } else {
