@@ -27,7 +27,7 @@ pub use schedule::{Event, Fault};
 pub use verdict::Check;
 
 use crate::{Mode, Options, TestCluster};
-use workload::{NodeHealth, Shared, Targets, Workload, KEYS, KV_APP};
+use workload::{lock, NodeHealth, Shared, Targets, Workload, KEYS, KV_APP};
 
 /// Value every register starts with.
 const INIT: &str = "init";
@@ -301,10 +301,6 @@ pub fn run(opts: &ChaosOptions, progress: &mut dyn FnMut(&str)) -> Result<Report
         deploys,
         figures,
     })
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The instant the clients count their times from.
