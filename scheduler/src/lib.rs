@@ -285,8 +285,16 @@ struct Planner<'a> {
     nodes: BTreeMap<NodeId, Slot<'a>>,
     dynos: Vec<&'a DynoView>,
     formations: BTreeMap<(&'a str, &'a str), &'a FormationView>,
-    /// Current dynos (and starts of this plan) per node, app and process type.
-    spread: BTreeMap<(NodeId, &'a str, &'a str), u32>,
+    /// Current dynos (and starts of this plan) per app and process type, per node; only
+    /// nodes with at least one.
+    spread: BTreeMap<(&'a str, &'a str), BTreeMap<NodeId, u32>>,
+    /// `Up` nodes by most free memory, then lowest id: the placement order among nodes
+    /// that tie on spread and slug.
+    by_free: BTreeSet<(Reverse<u64>, NodeId)>,
+    /// The `Up` nodes holding each slug.
+    holders: BTreeMap<&'a str, Vec<NodeId>>,
+    /// [`Planner::no_room`] per memory need and size, valid until the next start.
+    no_room_cache: BTreeMap<(u64, String), String>,
     changes: Vec<(OrderKey, Change)>,
     unplaced: Vec<Unplaced>,
 }
@@ -355,11 +363,23 @@ impl<'a> Planner<'a> {
                 .or_insert(f);
         }
 
+        let mut by_free = BTreeSet::new();
+        let mut holders: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+        for slot in nodes.values().filter(|s| s.view.status == NodeStatus::Up) {
+            by_free.insert((Reverse(slot.free()), slot.view.id));
+            for slug in &slot.view.slugs {
+                holders.entry(slug.as_str()).or_default().push(slot.view.id);
+            }
+        }
+
         Planner {
             nodes,
             dynos,
             formations,
             spread: BTreeMap::new(),
+            by_free,
+            holders,
+            no_room_cache: BTreeMap::new(),
             changes: Vec::new(),
             unplaced: Vec::new(),
         }
@@ -416,7 +436,12 @@ impl<'a> Planner<'a> {
             let f = self.formations[&(app, process_type)];
             for d in dynos {
                 if self.is_current(d, f) {
-                    *self.spread.entry((d.node, app, process_type)).or_default() += 1;
+                    *self
+                        .spread
+                        .entry((app, process_type))
+                        .or_default()
+                        .entry(d.node)
+                        .or_default() += 1;
                 }
             }
         }
@@ -591,14 +616,29 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The best `Up` node with `need` MiB free, or why there is none.
-    fn choose_node(&self, f: &FormationView, need: u64, slug: &str) -> Result<NodeId, String> {
-        let spread = |id: NodeId| {
-            self.spread
-                .get(&(id, f.app.as_str(), f.process_type.as_str()))
-                .copied()
-                .unwrap_or(0)
-        };
+    /// The best `Up` node with `need` MiB free, or why there is none: the minimum of
+    /// (spread, not holding the slug, most free, lowest id) over the candidates, found
+    /// without visiting every node — a plan places each of many dynos in about the time
+    /// of a walk over the nodes that already run its process type.
+    fn choose_node(&mut self, f: &FormationView, need: u64, slug: &str) -> Result<NodeId, String> {
+        let chosen = self.choose_indexed(f, need, slug);
+        // Every unit test checks the indexed walk against the plain minimum over all nodes.
+        #[cfg(test)]
+        assert_eq!(
+            chosen.as_ref().ok(),
+            self.choose_by_scan(f, need, slug).as_ref(),
+            "indexed placement disagrees with the scan for {}.{}",
+            f.app,
+            f.process_type
+        );
+        chosen
+    }
+
+    /// The definition [`Planner::choose_node`] implements: a scan of every node.
+    #[cfg(test)]
+    fn choose_by_scan(&self, f: &FormationView, need: u64, slug: &str) -> Option<NodeId> {
+        let counts = self.spread.get(&(f.app.as_str(), f.process_type.as_str()));
+        let spread = |id: NodeId| counts.and_then(|c| c.get(&id)).copied().unwrap_or(0);
         self.nodes
             .values()
             .filter(|slot| slot.view.status == NodeStatus::Up && slot.free() >= need)
@@ -611,7 +651,62 @@ impl<'a> Planner<'a> {
                 )
             })
             .map(|slot| slot.view.id)
-            .ok_or_else(|| self.no_room(&f.size, need))
+    }
+
+    fn choose_indexed(&mut self, f: &FormationView, need: u64, slug: &str) -> Result<NodeId, String> {
+        let counts = self.spread.get(&(f.app.as_str(), f.process_type.as_str()));
+        let spread = |id: NodeId| counts.and_then(|c| c.get(&id)).copied().unwrap_or(0);
+        let fits = |slot: &Slot| slot.view.status == NodeStatus::Up && slot.free() >= need;
+        // Spread 0 and holding the slug.
+        let holder = self
+            .holders
+            .get(slug)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.nodes.get(id))
+            .filter(|slot| fits(slot) && spread(slot.view.id) == 0)
+            .min_by_key(|slot| (Reverse(slot.free()), slot.view.id));
+        if let Some(slot) = holder {
+            return Ok(slot.view.id);
+        }
+        // Spread 0: the first in free-memory order that runs none of the process type.
+        // Nodes skipped here run some, so the walk is short unless every node does.
+        for &(Reverse(free), id) in &self.by_free {
+            if free < need {
+                break;
+            }
+            if spread(id) == 0 {
+                return Ok(id);
+            }
+        }
+        // Every node with room runs some: the exact minimum over those.
+        let best = counts.and_then(|counts| {
+            counts
+                .iter()
+                .filter_map(|(id, &n)| self.nodes.get(id).map(|slot| (slot, n)))
+                .filter(|(slot, _)| fits(slot))
+                .min_by_key(|(slot, n)| {
+                    (
+                        *n,
+                        !slot.view.slugs.contains(slug),
+                        Reverse(slot.free()),
+                        slot.view.id,
+                    )
+                })
+                .map(|(slot, _)| slot.view.id)
+        });
+        match best {
+            Some(id) => Ok(id),
+            None => {
+                let key = (need, f.size.clone());
+                if let Some(why) = self.no_room_cache.get(&key) {
+                    return Err(why.clone());
+                }
+                let why = self.no_room(&f.size, need);
+                self.no_room_cache.insert(key, why.clone());
+                Err(why)
+            }
+        }
     }
 
     fn no_room(&self, size: &str, need: u64) -> String {
@@ -668,11 +763,19 @@ impl<'a> Planner<'a> {
         replaces: Option<String>,
     ) {
         if let Some(slot) = self.nodes.get_mut(&node) {
-            slot.used += need;
+            if self.by_free.remove(&(Reverse(slot.free()), node)) {
+                slot.used += need;
+                self.by_free.insert((Reverse(slot.free()), node));
+            } else {
+                slot.used += need;
+            }
         }
+        self.no_room_cache.clear();
         *self
             .spread
-            .entry((node, f.app.as_str(), f.process_type.as_str()))
+            .entry((f.app.as_str(), f.process_type.as_str()))
+            .or_default()
+            .entry(node)
             .or_default() += 1;
         let key = OrderKey {
             app: f.app.clone(),
