@@ -151,11 +151,21 @@ pub fn deploy(api: &Api, app: &str, dir: &Path, json_out: bool) -> Result<bool> 
             println!("{line}");
         }
     })?;
-    let deadline = Instant::now() + Duration::from_secs(3 * 3600);
+    // The output ends after the build node has committed the result (it retries through
+    // leader changes for a minute), so the status settles at once unless the cluster
+    // has lost its quorum.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let last = loop {
         let b = api.get::<w::Build>(&format!("/apps/{app}/builds/{}", build.id))?;
-        if b.value.status != "pending" || Instant::now() > deadline {
+        if b.value.status != "pending" {
             break b;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "build {} ended but its result is not recorded yet (is the cluster up?); see hctl builds:info {} -a {app}",
+                build.id,
+                build.id
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     };

@@ -19,6 +19,24 @@ use super::{Builder, OutputSink, SLUG_COPIES};
 /// Attempts to copy a slug to one peer (each after a failure dials it anew).
 const SLUG_PUSH_TRIES: usize = 3;
 
+/// How long a build keeps trying to commit its result through leader changes.
+const RECORD_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What became of a build's result.
+enum Finished {
+    /// Committed as a success: the release it made.
+    Released {
+        version: u64,
+        description: Option<String>,
+    },
+    /// Committed as a failure.
+    Failed,
+    /// The state machine refused it.
+    Rejected(String),
+    /// Not committed: the cluster stayed unavailable.
+    Unrecorded(String),
+}
+
 /// Why a build failed, and whether the output already says so.
 pub(super) struct Failure {
     pub(super) reason: String,
@@ -70,21 +88,11 @@ impl Job {
                 (BuildResult::Failed { reason }, "failed")
             }
         };
-        let finished = self
-            .builder
-            .inner
-            .raft
-            .write(Command::FinishBuild {
-                build: id,
-                result: outcome,
-                at: Utc::now(),
-            })
-            .await;
-        match finished {
-            Ok(Ok(CommandOutput::Release { version, app })) => {
+        match self.record(outcome).await {
+            Finished::Released { version, description } => {
                 app_logs.api(self.build.app, "Build succeeded");
-                if let Some(r) = app.releases.iter().find(|r| r.version == version) {
-                    app_logs.api(self.build.app, &format!("{} by {who}", r.description));
+                if let Some(description) = description {
+                    app_logs.api(self.build.app, &format!("{description} by {who}"));
                 }
                 app_logs.api(
                     self.build.app,
@@ -101,7 +109,7 @@ impl Job {
                     self.builder.web_url(&self.app_name)
                 ));
             }
-            Ok(Ok(_)) => {
+            Finished::Failed => {
                 app_logs.api(
                     self.build.app,
                     &format!(
@@ -110,10 +118,10 @@ impl Job {
                     ),
                 );
             }
-            Ok(Err(e)) => {
+            Finished::Rejected(e) => {
                 self.say(&format!(" !     The release could not be made: {e}"));
             }
-            Err(e) => {
+            Finished::Unrecorded(e) => {
                 self.say(&format!(" !     The release could not be recorded: {e}"));
             }
         }
@@ -126,6 +134,84 @@ impl Job {
         let _ = tokio::fs::remove_dir_all(dir.join("app")).await;
         let _ = tokio::fs::remove_dir_all(dir.join("work")).await;
         let _ = tokio::fs::remove_file(&self.source_file).await;
+    }
+
+    /// Commits the build's result. A write that may or may not have been applied (the
+    /// leader died or did not answer in time) is settled by reading the build back after
+    /// a read barrier, and retried while the build is still pending, so a build never
+    /// stays pending while its node lives (clients wait for the build's status).
+    async fn record(&self, outcome: BuildResult) -> Finished {
+        let raft = &self.builder.inner.raft;
+        let deadline = tokio::time::Instant::now() + RECORD_FOR;
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            let written = raft
+                .write(Command::FinishBuild {
+                    build: self.build.id,
+                    result: outcome.clone(),
+                    at: Utc::now(),
+                })
+                .await;
+            let why = match written {
+                Ok(Ok(CommandOutput::Release { version, app })) => {
+                    let description = app
+                        .releases
+                        .iter()
+                        .find(|r| r.version == version)
+                        .map(|r| r.description.clone());
+                    return Finished::Released {
+                        version,
+                        description,
+                    };
+                }
+                Ok(Ok(_)) => return Finished::Failed,
+                // An earlier attempt that seemed lost was applied after all.
+                Ok(Err(haven_raft::command::CommandError::Conflict(e))) => {
+                    match self.recorded().await {
+                        Some(f) => return f,
+                        None => return Finished::Rejected(e),
+                    }
+                }
+                Ok(Err(e)) => return Finished::Rejected(e.to_string()),
+                Err(e) => e.to_string(),
+            };
+            if let Some(f) = self.recorded().await {
+                return f;
+            }
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Finished::Unrecorded(why);
+            }
+            warn!(build = %self.build.id, error = %why, "recording the build's result: will retry");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+
+    /// The build's committed result, read after a read barrier; `None` while it is still
+    /// pending or the barrier fails.
+    async fn recorded(&self) -> Option<Finished> {
+        let raft = &self.builder.inner.raft;
+        raft.read_barrier().await.ok()?;
+        raft.with_state(|s| {
+            let b = s.builds.get(&self.build.id)?;
+            match b.status {
+                model::BuildStatus::Pending => None,
+                model::BuildStatus::Failed => Some(Finished::Failed),
+                model::BuildStatus::Succeeded => {
+                    let release = b.release?;
+                    let r = s
+                        .apps
+                        .get(&b.app)?
+                        .releases
+                        .iter()
+                        .find(|r| r.id == release)?;
+                    Some(Finished::Released {
+                        version: r.version,
+                        description: Some(r.description.clone()),
+                    })
+                }
+            }
+        })
     }
 
     /// Waits for a pending release's release phase; true when the release succeeded.
