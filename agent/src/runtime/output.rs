@@ -4,14 +4,20 @@
 //!
 //! The follower keeps its read offset in `output.offset` (a fixed-width number rewritten
 //! in place), so the next agent resumes where the last one stopped, and punches the read
-//! part of the file into a hole: the disk holds only what no agent has read yet.
+//! part of the file into a hole: the disk holds only what no agent has read yet. It
+//! wakes on inotify's modify events (a line reaches the log as soon as it is written),
+//! and looks again at least every `MAX_POLL` for the dyno's exit; where inotify is not
+//! available it polls with back-off.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::unix::AsyncFd;
 
 use super::DynoHandle;
 
@@ -69,11 +75,35 @@ pub struct OutputTail {
     handle: DynoHandle,
     poll: Duration,
     done: bool,
+    path: PathBuf,
+    /// Modify events of the output file, once set up (in the runtime, at the first wait).
+    watch: Option<AsyncFd<Watch>>,
+    /// Setting up the watch failed: poll instead.
+    unwatched: bool,
+}
+
+/// An inotify instance, for [`AsyncFd`].
+#[derive(Debug)]
+struct Watch(Inotify);
+
+impl AsRawFd for Watch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+fn watch(path: &Path) -> Option<AsyncFd<Watch>> {
+    tokio::runtime::Handle::try_current().ok()?;
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    inotify.add_watch(path, AddWatchFlags::IN_MODIFY).ok()?;
+    // SAFETY: the descriptor is the inotify instance's own, which `Watch` owns and never
+    // closes or replaces while the `AsyncFd` holds it.
+    unsafe { AsyncFd::register(Watch(inotify)) }.ok()
 }
 
 impl OutputTail {
     pub(super) fn open(dir: &Path, handle: DynoHandle) -> io::Result<OutputTail> {
-        let path: PathBuf = dir.join(LOG_FILE);
+        let path = dir.join(LOG_FILE);
         // Writable too: punching a hole needs it.
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -92,6 +122,9 @@ impl OutputTail {
             handle,
             poll: MIN_POLL,
             done: false,
+            path,
+            watch: None,
+            unwatched: false,
         })
     }
 
@@ -117,8 +150,27 @@ impl OutputTail {
                 let last = std::mem::take(&mut self.pending);
                 return Some(vec![line_of(&last)]);
             }
+            if self.watch.is_none() && !self.unwatched {
+                self.watch = watch(&self.path);
+                self.unwatched = self.watch.is_none();
+                // Written before the watch began: read again before waiting.
+                continue;
+            }
+            self.wait().await;
+        }
+    }
+
+    /// Until the file may have grown, or `MAX_POLL` (the dyno may have exited).
+    async fn wait(&mut self) {
+        let Some(watch) = &self.watch else {
             tokio::time::sleep(self.poll).await;
             self.poll = (self.poll * 2).min(MAX_POLL);
+            return;
+        };
+        if let Ok(Ok(mut ready)) = tokio::time::timeout(MAX_POLL, watch.readable()).await {
+            // Only the events' arrival matters: drain them.
+            while ready.get_inner().0.read_events().is_ok() {}
+            ready.clear_ready();
         }
     }
 

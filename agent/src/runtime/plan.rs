@@ -213,20 +213,19 @@ pub fn validate(spec: &DynoSpec, state_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The arguments of the dyno's `bash` (after `argv[0]`): source `.profile.d/*.sh` from
-/// `app_dir` (a shell word: `/app`, or `"$HOME"` in Process mode), then
-/// `exec bash -c COMMAND`, the command passed as `$1` so it needs no quoting. A simple
-/// command (`node server.js`, `FOO=1 bin/web`) is exec'd by that bash and becomes the
-/// dyno's main process, so it receives the dyno's signals itself; a compound one (`a && b`,
-/// `trap ...; ...`) runs under it. Exported variables of `.profile.d` carry over.
+/// The arguments of the dyno's `bash` (after `argv[0]`): one script that sources
+/// `.profile.d/*.sh` from `app_dir` (a shell word: `/app`, or `"$HOME"` in Process mode)
+/// and then runs COMMAND on the next line, in the same shell, as Heroku does. Bash execs
+/// the last simple command of a `-c` script, so a simple command (`node server.js`,
+/// `FOO=1 bin/web`) becomes the dyno's main process and receives the dyno's signals
+/// itself; a compound one (`a && b`, `trap ...; ...`) runs under it. One shell, not a
+/// second `bash -c`: a dyno starts a few milliseconds sooner.
 pub fn shell_args(app_dir: &str, command: &str) -> Vec<String> {
     vec![
         "-c".into(),
         format!(
-            "for f in {app_dir}/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f; exec bash -c \"$1\""
+            "for f in {app_dir}/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f\n{command}"
         ),
-        "dyno".into(),
-        command.into(),
     ]
 }
 
@@ -682,11 +681,30 @@ mod tests {
             shell_args("/app", "node server.js && x"),
             vec![
                 "-c",
-                "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f; exec bash -c \"$1\"",
-                "dyno",
-                "node server.js && x",
+                "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; unset f\nnode server.js && x",
             ]
         );
+    }
+
+    /// Bash (5.2, Debian's) execs the command line of the script when it is a simple
+    /// command: the dyno's main process is the app's, not a shell.
+    #[test]
+    fn runtime_shell_args_make_a_simple_command_the_main_process() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".profile.d")).unwrap();
+        std::fs::write(dir.path().join(".profile.d/a.sh"), "export FROM_PROFILE=yes\n").unwrap();
+        let app = dir.path().to_str().unwrap();
+        let run = |command: &str| {
+            let out = std::process::Command::new("bash")
+                .args(shell_args(app, command))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(run("echo $FROM_PROFILE"), "yes\n");
+        // The parent of the inner bash is this test, not the dyno's shell.
+        assert_ne!(run("bash -c 'cat /proc/$PPID/comm'"), "bash\n");
+        assert_eq!(run("bash -c 'cat /proc/$PPID/comm' && true"), "bash\n");
     }
 
     #[test]
