@@ -20,11 +20,13 @@
 //!
 //! Only this module calls `nix` (design invariant).
 
+mod adopt;
 mod cgroup;
 mod files;
 mod init;
 mod output;
 mod plan;
+mod probe;
 mod record;
 mod run;
 
@@ -125,7 +127,7 @@ impl Runtime {
     /// dynos in Process mode. `state_dir` holds the per-dyno dirs. Blocks for the probe
     /// (a few milliseconds): call it at startup.
     pub fn new(state_dir: PathBuf, init_exe: PathBuf) -> Runtime {
-        match probe_container(&state_dir, &init_exe) {
+        match probe::probe_container(&state_dir, &init_exe) {
             Ok(layout) => Runtime {
                 mode: Mode::Container,
                 state_dir,
@@ -187,7 +189,7 @@ impl Runtime {
             // Left by an agent that died with this dyno running (ids are unique per dyno,
             // and the supervisor cleans a dyno up before it starts it again).
             tracing::info!(dyno = %spec.id, "removing a stale dyno dir");
-            kill_recorded(&dirs.root);
+            adopt::kill_recorded(&dirs.root);
             if let Some(layout) = &self.cgroups {
                 let cg = layout.dyno(&spec.id);
                 cg.kill_all();
@@ -219,86 +221,6 @@ impl Runtime {
                 Err(e)
             }
         }
-    }
-
-    /// Ids of the dyno dirs holding a process record (dynos a previous agent started that
-    /// may still run), for the dyno manager to adopt or stop.
-    pub fn recorded_dynos(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.state_dir) else {
-            return Vec::new();
-        };
-        rd.flatten()
-            .filter(|e| record::path(&e.path()).exists())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|name| !name.starts_with('.'))
-            .collect()
-    }
-
-    /// Removes what is left of dyno `id` (a dyno dir whose process no longer runs):
-    /// kills whatever its record or cgroup still holds, removes both.
-    pub fn discard(&self, id: &str) {
-        if plan::valid_name(id, "dyno id", 64).is_err() {
-            return;
-        }
-        let dirs = plan::DynoDirs::new(&self.state_dir, id);
-        kill_recorded(&dirs.root);
-        if let Some(layout) = &self.cgroups {
-            let cg = layout.dyno(id);
-            cg.kill_all();
-            cg.remove();
-        }
-        remove_tree(&dirs.root);
-    }
-
-    /// Takes over dyno `id` started by a previous agent, if its process still runs: the
-    /// same process, watched through a pidfd (it is not our child), its output followed
-    /// from where the last agent stopped. Returns it with its [`DynoSpec::note`]. `None`:
-    /// no record or the process is gone (the next [`Runtime::spawn`] cleans the dir up).
-    pub fn adopt(&self, id: &str) -> Option<(DynoProcess, String)> {
-        if plan::valid_name(id, "dyno id", 64).is_err() {
-            return None;
-        }
-        let dirs = plan::DynoDirs::new(&self.state_dir, id);
-        let rec = record::read(&dirs.root)?;
-        if !record::running(&rec) {
-            return None;
-        }
-        let kind = if rec.container {
-            Kind::Container {
-                cgroup: self.cgroups.as_ref()?.dyno(id),
-            }
-        } else {
-            Kind::Process
-        };
-        let pidfd = match record::pidfd_open(rec.pid).and_then(|fd| {
-            // SAFETY: the AsyncFd owns the OwnedFd, whose descriptor stays the same until
-            // both are dropped together.
-            unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
-        }) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(dyno = %id, error = %e, "cannot watch a running dyno");
-                return None;
-            }
-        };
-        // The pidfd now pins the process: check the pid was not reused before it opened.
-        if !record::running(&rec) {
-            return None;
-        }
-        let proc = DynoProcess {
-            waiter: Waiter::Adopted(pidfd),
-            handle: DynoHandle {
-                shared: Arc::new(Shared {
-                    pid: rec.pid,
-                    kind,
-                    dir: dirs.root.clone(),
-                    exited: AtomicBool::new(false),
-                    output: true,
-                }),
-            },
-            exit: None,
-        };
-        Some((proc, rec.note))
     }
 
     fn spawn_container(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
@@ -459,17 +381,6 @@ fn stdio(cmd: &mut Command, spec: &DynoSpec, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// SIGKILL to the still running process a record in `dir` names (and its group), before
-/// its dir is reused or removed.
-fn kill_recorded(dir: &Path) {
-    if let Some(rec) = record::read(dir) {
-        if record::running(&rec) {
-            let _ = killpg(Pid::from_raw(rec.pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
-        }
-    }
-}
-
 fn bash_path() -> PathBuf {
     ["/bin/bash", "/usr/bin/bash"]
         .iter()
@@ -495,115 +406,6 @@ fn host_stack() -> Vec<(String, plan::HostEntry)> {
             Some((name.to_string(), entry))
         })
         .collect()
-}
-
-/// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
-/// cannot have the memory controller) the cgroup2 hierarchy.
-fn mount_cgroups(base: &Path) -> Result<(), String> {
-    use nix::mount::{mount, MsFlags};
-    let try_mount = |fstype: &str, options: Option<&str>, dir: &Path| -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        mount(
-            Some("cgroup"),
-            dir,
-            Some(fstype),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            options,
-        )
-        .map_err(|e| format!("mount {fstype} at {}: {e}", dir.display()))
-    };
-    if try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
-        let _ = try_mount("cgroup", Some("pids"), &base.join("pids"));
-        return Ok(());
-    }
-    try_mount("cgroup2", None, &base.join("unified"))
-}
-
-/// Where [`favor_cgroup_moves`] mounts its hierarchy.
-const FAVOR_MOUNT: &str = "/run/haven/cgroup-favor";
-
-/// Moving a process into a cgroup (each dyno's init joins its own) waits for an RCU grace
-/// period — about 10 ms, most of a dyno's start — unless some hierarchy is mounted with
-/// `favordynmods` (Linux 6.0+), which switches the kernel's one cgroup-migration lock to
-/// favour moves over forks, host-wide, while that hierarchy exists. An empty named
-/// hierarchy does it without touching the host's own mounts. Best effort: on an older
-/// kernel dynos only start slower. One mount per host (per mount namespace), shared by
-/// every agent on it, outside any data dir so that removing one never meets it.
-fn favor_cgroup_moves(at: &Path) {
-    use nix::mount::{mount, MsFlags};
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let target = at.to_string_lossy();
-    if mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*target)) {
-        return;
-    }
-    let made = std::fs::create_dir_all(at)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            mount(
-                Some("cgroup"),
-                at,
-                Some("cgroup"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("none,name=haven-favordynmods,favordynmods"),
-            )
-            .map_err(|e| e.to_string())
-        });
-    match made {
-        Ok(()) => tracing::debug!(at = %at.display(), "cgroup moves favoured"),
-        Err(e) => tracing::info!(error = %e, "cannot favour cgroup moves: dynos start about 10 ms slower"),
-    }
-}
-
-fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, String> {
-    let euid = nix::unistd::geteuid();
-    if !euid.is_root() {
-        return Err(format!("havend is not running as root (euid {euid})"));
-    }
-    create_private_dir(state_dir, true)
-        .map_err(|e| format!("create the state dir {}: {e}", state_dir.display()))?;
-    let locate = || -> Result<cgroup::Own, String> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
-        cgroup::locate(&mountinfo, &proc_cgroup)
-    };
-    let own = match locate() {
-        Ok(own) => own,
-        Err(why) => {
-            // E.g. under `ip netns exec`, whose fresh /sys hides the cgroup mounts:
-            // mount the hierarchies ourselves, in the state dir.
-            let at = state_dir.join(".cgroup");
-            mount_cgroups(&at).map_err(|e| format!("{why}; mounting them failed: {e}"))?;
-            tracing::info!(at = %at.display(), "mounted the cgroup hierarchies");
-            locate()?
-        }
-    };
-    let layout = cgroup::setup(&own).map_err(|e| format!("cgroups: {e}"))?;
-    favor_cgroup_moves(Path::new(FAVOR_MOUNT));
-    let stale = layout.remove_stale(std::time::Duration::from_secs(60));
-    if stale > 0 {
-        tracing::info!(count = stale, "removed the empty cgroups of dead dynos");
-    }
-    let dir = state_dir.join(format!(".probe-{}", std::process::id()));
-    remove_tree(&dir);
-    let out = std::process::Command::new(init_exe)
-        .arg("dyno-init")
-        .arg("--probe")
-        .arg(&dir)
-        .env_clear()
-        .stdin(Stdio::null())
-        .output();
-    remove_tree(&dir);
-    let out = out.map_err(|e| format!("run {} dyno-init --probe: {e}", init_exe.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "namespace probe failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(layout)
 }
 
 #[derive(Debug)]
