@@ -3,6 +3,7 @@
 //! ([`bench`]).
 
 pub mod bench;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -6,11 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use haven_testcluster::pid_alive;
+use haven_tests::load::{Load, LoadOptions};
 use haven_tests::{cluster_with, eventually, hctl, hctl_ok as ok, Env};
 use serde_json::{json, Value};
 
@@ -105,78 +104,24 @@ fn get_dyno(env: &Env, app: &str, node: usize, id: &str, path: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// HTTP requests in a loop through some routers, counting answers and failures; paced
-/// (a few hundred a second) so that the app's logs keep the probes' lines.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+/// HTTP requests in a loop through some routers (two threads each); paced (a few hundred
+/// a second) so that the app's logs keep the probes' lines.
+fn paced_load(env: &Env, routers: &[usize], host: &str) -> Load {
+    let urls: Vec<String> = routers.iter().map(|r| env.router(*r).to_string()).collect();
+    let opts = LoadOptions {
+        pace: Some(Duration::from_millis(20)),
+        timeout: Duration::from_secs(10),
+        ..LoadOptions::default()
+    };
+    Load::start(&urls, host, opts)
 }
 
-impl Load {
-    fn start(env: &Env, routers: &[usize], host: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
-        for (t, r) in routers.iter().chain(routers).enumerate() {
-            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-            let url = format!("{}/", env.router(*r));
-            let host = host.to_string();
-            let r = *r;
-            threads.push(std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    match c.get(&url).header("Host", &host).send() {
-                        Ok(resp) if resp.status().is_success() => {
-                            let _ = resp.text();
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Ok(resp) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("router {r} (thread {t}): {}", resp.status())),
-                        Err(e) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("router {r} (thread {t}): {e}")),
-                    }
-                }
-            }));
-        }
-        Load {
-            stop,
-            ok,
-            failures,
-            threads,
-        }
-    }
-
-    fn answered(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `n` more requests were answered.
-    fn wait_more(&self, n: u64, what: &str) {
-        let target = self.answered() + n;
-        eventually(what, Duration::from_secs(60), || {
-            (self.answered() >= target).then_some(())
-        });
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let f = self.failures.lock().unwrap().clone();
-        (self.ok.load(Ordering::Relaxed), f)
-    }
+/// Stops the load: the requests answered, and every failure.
+fn finish(load: Load) -> (usize, Vec<String>) {
+    let samples = load.finish();
+    let ok = samples.iter().filter(|s| s.ok()).count();
+    let failures = samples.iter().filter(|s| !s.ok()).map(|s| s.to_string()).collect();
+    (ok, failures)
 }
 
 /// The routers of every node but `victim`.
@@ -299,7 +244,7 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
         api.keys().cloned().collect::<BTreeSet<_>>()
     );
     let names = names_of(&env, "keeper", &api);
-    let load = Load::start(&env, &others(&env, victim), "keeper.localhost");
+    let load = paced_load(&env, &others(&env, victim), "keeper.localhost");
     load.wait_more(30, "load flowing");
 
     let killed = Instant::now();
@@ -322,7 +267,7 @@ fn an_agent_killed_alone_comes_back_with_the_same_dynos_and_no_request_lost() {
     let back = killed.elapsed();
     assert_adopted(&env, "keeper", victim, &pids, &api);
     load.wait_more(50, "requests answered after the restart");
-    let (answered, failures) = load.finish();
+    let (answered, failures) = finish(load);
 
     // Log collection resumes where the dead agent stopped, and goes on.
     let probe_name = dynos(&env, "keeper")
@@ -391,7 +336,7 @@ fn an_upgrade_stops_the_agent_but_not_its_dynos_and_drops_no_request() {
     let api = dynos_on(&env, "upgrade", victim);
     assert!(!pids.is_empty());
     let names = names_of(&env, "upgrade", &api);
-    let load = Load::start(&env, &others(&env, victim), "upgrade.localhost");
+    let load = paced_load(&env, &others(&env, victim), "upgrade.localhost");
     load.wait_more(30, "load flowing");
 
     env.stop_agent_for_upgrade(victim, Duration::from_secs(30))
@@ -412,7 +357,7 @@ fn an_upgrade_stops_the_agent_but_not_its_dynos_and_drops_no_request() {
     env.wait_ready(victim, Duration::from_secs(60)).unwrap();
     assert_adopted(&env, "upgrade", victim, &pids, &api);
     load.wait_more(50, "requests answered after the upgrade");
-    let (answered, failures) = load.finish();
+    let (answered, failures) = finish(load);
     eprintln!(
         "agent upgraded (SIGUSR2, new binary, start): dyno pids kept {:?}; \
          other routers: {answered} answered, {} failed",

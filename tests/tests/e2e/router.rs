@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use haven_tests::load::{Load, LoadOptions};
 use haven_tests::{binary, cluster, cluster_with, eventually, hctl, hctl_ok as ok, Env};
 use serde_json::{json, Value};
 
@@ -284,78 +283,13 @@ fn custom_domains_and_websockets_route_to_the_app() {
     }
 }
 
-/// Sends requests in a loop from several threads until stopped; records every failure
-/// with its time.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<Mutex<Vec<(Instant, String)>>>,
-    ok: Arc<Mutex<u64>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(routers: Vec<String>, host: &str, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let ok = Arc::new(Mutex::new(0));
-        let mut handles = Vec::new();
-        for t in 0..threads {
-            let (stop, failures, ok) = (stop.clone(), failures.clone(), ok.clone());
-            let router = routers[t % routers.len()].clone();
-            let host = host.to_string();
-            handles.push(std::thread::spawn(move || {
-                let c = client();
-                while !stop.load(Ordering::Relaxed) {
-                    let r = c.get(format!("{router}/")).header("Host", &host).send();
-                    match r {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.text();
-                            *ok.lock().unwrap() += 1;
-                        }
-                        Ok(r) => {
-                            let s = r.status();
-                            let body = r.text().unwrap_or_default();
-                            failures.lock().unwrap().push((
-                                Instant::now(),
-                                format!("{s} {}", body.lines().last().unwrap_or("")),
-                            ));
-                        }
-                        Err(e) => failures
-                            .lock()
-                            .unwrap()
-                            .push((Instant::now(), e.to_string())),
-                    }
-                }
-            }));
-        }
-        Load {
-            stop,
-            failures,
-            ok,
-            threads: handles,
-        }
-    }
-
-    fn finish(self) -> (u64, Vec<(Instant, String)>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let ok = *self.ok.lock().unwrap();
-        let f = self.failures.lock().unwrap().clone();
-        (ok, f)
-    }
-}
-
 #[test]
 fn a_deploy_under_steady_load_loses_no_request() {
     let env = cluster(2);
     deploy(&env, "steady", 2);
     let routers = vec![env.router(0).to_string(), env.router(1).to_string()];
-    let load = Load::start(routers, "steady.localhost", 4);
-    eventually("load flowing", Duration::from_secs(10), || {
-        (*load.ok.lock().unwrap() > 20).then_some(())
-    });
+    let load = Load::start(&routers, "steady.localhost", LoadOptions::default());
+    load.wait_more(20, "load flowing");
     // A config change rolls both dynos to a new release.
     ok(hctl(&env, 1, &["config:set", "ROLL=1", "-a", "steady"]));
     eventually("both dynos on v3", Duration::from_secs(90), || {
@@ -382,7 +316,13 @@ fn a_deploy_under_steady_load_loses_no_request() {
                 .all(|d| d["state"] == "up" && d["release"]["version"] == 4))
         .then_some(())
     });
-    let (ok_count, failures) = load.finish();
+    let samples = load.finish();
+    let ok_count = samples.iter().filter(|s| s.ok()).count();
+    let failures: Vec<String> = samples
+        .iter()
+        .filter(|s| !s.ok())
+        .map(|s| s.to_string())
+        .collect();
     eprintln!(
         "deploys under load: {ok_count} requests answered, {} failed",
         failures.len()
@@ -426,10 +366,8 @@ fn killing_a_node_under_load_costs_at_most_a_short_window_of_errors() {
         .filter(|i| *i != victim)
         .map(|i| env.router(i).to_string())
         .collect();
-    let load = Load::start(survivors, "survivor.localhost", 4);
-    eventually("load flowing", Duration::from_secs(10), || {
-        (*load.ok.lock().unwrap() > 20).then_some(())
-    });
+    let load = Load::start(&survivors, "survivor.localhost", LoadOptions::default());
+    load.wait_more(20, "load flowing");
     let killed = Instant::now();
     env.kill(victim).unwrap();
     // Keep the load on until the formation is whole again elsewhere.
@@ -442,15 +380,17 @@ fn killing_a_node_under_load_costs_at_most_a_short_window_of_errors() {
             .count();
         (ups == 3).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let (ok_count, failures) = load.finish();
+    load.wait_more(50, "requests answered once the formation is whole");
+    let samples = load.finish();
+    let ok_count = samples.iter().filter(|s| s.ok()).count();
+    let failures: Vec<&haven_tests::load::Sample> = samples.iter().filter(|s| !s.ok()).collect();
     let window = match (failures.first(), failures.last()) {
-        (Some(first), Some(last)) => last.0.duration_since(first.0),
+        (Some(first), Some(last)) => last.done.duration_since(first.done),
         _ => Duration::ZERO,
     };
     let after_kill = failures
         .last()
-        .map(|l| l.0.duration_since(killed))
+        .map(|l| l.done.duration_since(killed))
         .unwrap_or_default();
     eprintln!(
         "node killed under load: {ok_count} answered, {} failed, errors over {:.2}s (last {:.2}s after the kill)",
@@ -461,6 +401,7 @@ fn killing_a_node_under_load_costs_at_most_a_short_window_of_errors() {
     assert!(ok_count > 100);
     assert!(
         window < Duration::from_secs(2),
-        "errors spanned {window:?}: {failures:?}"
+        "errors spanned {window:?}: {}",
+        failures.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; ")
     );
 }

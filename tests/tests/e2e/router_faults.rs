@@ -5,147 +5,25 @@
 //! prints its counts: requests, answers by status, connection errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use haven_testcluster::netns;
+use haven_tests::load::{counts, Load, LoadOptions, Sample};
 use haven_tests::{cluster, eventually, Env};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::router::{deploy, wait_up};
 
-/// One request of the load: when it was sent and answered, and how it ended (a status,
-/// with the error code of an error page, or a connection error).
-#[derive(Debug, Clone)]
-struct Sample {
-    sent: Instant,
-    done: Instant,
-    outcome: Result<(u16, String), String>,
-}
-
-impl Sample {
-    fn ok(&self) -> bool {
-        matches!(&self.outcome, Ok((s, _)) if (200..300).contains(s))
-    }
-
-    fn answered(&self) -> bool {
-        self.outcome.is_ok()
-    }
-
-    /// `200`, `503 H14`, `404`, `connection error`.
-    fn kind(&self) -> String {
-        match &self.outcome {
-            Ok((s, code)) if code.is_empty() => s.to_string(),
-            Ok((s, code)) => format!("{s} {code}"),
-            Err(_) => "connection error".into(),
-        }
-    }
-}
-
-/// The Heroku error code an error page names (`H14`), if any.
-fn error_code(body: &str) -> String {
-    body.split(|c: char| !c.is_ascii_alphanumeric())
-        .find(|w| w.len() == 3 && w.starts_with('H') && w[1..].chars().all(|c| c.is_ascii_digit()))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// GETs in a loop from several threads, each on a fresh connection (so that a request
-/// is also a connect to the router), until stopped.
-struct Hammer {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Hammer {
-    fn start(routers: Vec<String>, host: &str, threads: usize) -> Hammer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        for t in 0..threads {
-            let (stop, samples) = (stop.clone(), samples.clone());
-            let router = routers[t % routers.len()].clone();
-            let host = host.to_string();
-            handles.push(std::thread::spawn(move || {
-                let c = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(20))
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    let outcome = c
-                        .get(format!("{router}/"))
-                        .header("Host", &host)
-                        .send()
-                        .and_then(|r| {
-                            let s = r.status().as_u16();
-                            r.text().map(|b| (s, b))
-                        })
-                        .map(|(s, b)| {
-                            (
-                                s,
-                                if s >= 400 {
-                                    error_code(&b)
-                                } else {
-                                    String::new()
-                                },
-                            )
-                        })
-                        .map_err(|e| e.to_string());
-                    let failed = outcome.is_err();
-                    samples.lock().unwrap().push(Sample {
-                        sent,
-                        done: Instant::now(),
-                        outcome,
-                    });
-                    if failed {
-                        // A refused connect returns at once: do not spin.
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }));
-        }
-        Hammer {
-            stop,
-            samples,
-            threads: handles,
-        }
-    }
-
-    /// Successful requests sent after `t`.
-    fn ok_since(&self, t: Instant) -> usize {
-        self.samples
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.sent >= t && s.ok())
-            .count()
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let v = self.samples.lock().unwrap().clone();
-        v
-    }
-}
-
-/// `200: 812, 503 H14: 3` for the samples.
-fn counts<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for s in samples {
-        *by.entry(s.kind()).or_default() += 1;
-    }
-    by.iter()
-        .map(|(k, n)| format!("{k}: {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// GETs from four threads spread over `routers`, each on a fresh connection (so that a
+/// request is also a connect to the router), until finished.
+fn hammer(routers: Vec<String>, host: &str) -> Load {
+    let opts = LoadOptions {
+        threads_per_router: (4 / routers.len().max(1)).max(1),
+        fresh_connections: true,
+        ..LoadOptions::default()
+    };
+    Load::start(&routers, host, opts)
 }
 
 /// The cluster indices of the nodes running the app's web dynos.
@@ -256,7 +134,7 @@ fn a_restarted_router_answers_no_error_once_it_accepts_connections() {
     let victim = (0..3).find(|i| !used.contains(i)).unwrap();
     wait_served(&env, &[victim], host);
     let t0 = Instant::now();
-    let load = Hammer::start(vec![env.router(victim).to_string()], host, 4);
+    let load = hammer(vec![env.router(victim).to_string()], host);
     eventually("load flowing", Duration::from_secs(10), || {
         (load.ok_since(t0) > 20).then_some(())
     });
@@ -312,7 +190,7 @@ fn killing_a_node_with_a_web_dyno_loses_no_get_through_the_other_routers() {
     wait_served(&env, &others, host);
     let routers = others.iter().map(|i| env.router(*i).to_string()).collect();
     let t0 = Instant::now();
-    let load = Hammer::start(routers, host, 4);
+    let load = hammer(routers, host);
     eventually("load flowing", Duration::from_secs(10), || {
         (load.ok_since(t0) > 20).then_some(())
     });
@@ -357,7 +235,7 @@ fn a_frozen_node_stops_being_chosen_and_its_gets_go_elsewhere() {
     wait_served(&env, &others, host);
     let routers = others.iter().map(|i| env.router(*i).to_string()).collect();
     let t0 = Instant::now();
-    let load = Hammer::start(routers, host, 4);
+    let load = hammer(routers, host);
     eventually("load flowing", Duration::from_secs(10), || {
         (load.ok_since(t0) > 20).then_some(())
     });
