@@ -95,7 +95,8 @@ pub struct Addon {
     pub config_vars: Vec<String>,
     pub actions: Vec<serde_json::Value>,
     pub provider_id: String,
-    pub provision_message: Option<String>,
+    /// Heroku's "is being created in the background" text while provisioning, else empty.
+    pub provision_message: String,
     /// `provisioning`, `provisioned`, `deprovisioning`.
     pub state: String,
     pub web_url: Option<String>,

@@ -121,12 +121,14 @@ pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
             up: m.up,
         })
         .collect();
-    let provision_message = (a.state == AddonState::Provisioning).then(|| {
+    let provision_message = if a.state == AddonState::Provisioning {
         format!(
             "{} is being created in the background. The app will restart when complete...",
             a.name
         )
-    });
+    } else {
+        String::new()
+    };
     Some(w::Addon {
         id: a.id.to_string(),
         name: a.name.clone(),

@@ -136,8 +136,8 @@ pub fn create(
     }
     let addon = &answer.value;
     if addon.state == "provisioning" {
-        if let Some(m) = &addon.provision_message {
-            println!("{m}");
+        if !addon.provision_message.is_empty() {
+            println!("{}", addon.provision_message);
         }
         println!(
             "Use hctl addons:info {} to check creation progress",

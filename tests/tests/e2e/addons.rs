@@ -100,7 +100,11 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
         ("add-on-service", "/addon-services/heroku-postgresql".to_string()),
         ("plan", "/addon-services/heroku-redis/plans/mini".to_string()),
     ] {
-        let v = env.get_json(0, &path).unwrap();
+        let mut v = env.get_json(0, &path).unwrap();
+        // Haven's addition: the add-on's servers (the schema allows no extra fields there).
+        if let Some(o) = v.as_object_mut() {
+            o.remove("members");
+        }
         let errors = validate_haven(&schema, &schema["definitions"][def], &v);
         assert!(errors.is_empty(), "{path}: {errors:#?}");
     }
