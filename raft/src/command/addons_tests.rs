@@ -99,7 +99,7 @@ fn create_attaches_sets_database_url_and_a_colour_in_one_release() {
     assert_eq!(cfg["DATABASE_URL"], url);
     assert_eq!(cfg.keys().filter(|k| k.starts_with("HEROKU_POSTGRESQL_")).count(), 2);
     assert_eq!(cfg["REDIS_URL"], r.url().unwrap());
-    assert!(cfg["REDIS_URL"].starts_with("redis://:p4ssw0rd"));
+    assert!(cfg["REDIS_URL"].starts_with("redis://default:p4ssw0rd"));
     assert_eq!(cfg["ANALYTICS_URL"], c.url().unwrap());
     assert_eq!(s.apps[&app].releases.len(), 5);
 }

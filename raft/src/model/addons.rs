@@ -74,7 +74,7 @@ impl Addon {
         format!("d{}", &self.id.simple().to_string()[19..32])
     }
 
-    /// The URL apps get: `postgres://USER:PW@HOST:PORT/DB` or `redis://:PW@HOST:PORT`, at
+    /// The URL apps get: `postgres://USER:PW@HOST:PORT/DB` or `redis://default:PW@HOST:PORT`, at
     /// the first member (the only one of single-node plans). `None` without members.
     pub fn url(&self) -> Option<String> {
         let m = self.members.first()?;
@@ -86,7 +86,7 @@ impl Addon {
         let pw = &self.password;
         let port = m.port;
         Some(match haven_catalog::addon_service(&self.service).map(|s| s.engine) {
-            Some(haven_catalog::Engine::Redis) => format!("redis://:{pw}@{host}:{port}"),
+            Some(haven_catalog::Engine::Redis) => format!("redis://default:{pw}@{host}:{port}"),
             _ => format!(
                 "postgres://{}:{pw}@{host}:{port}/{}",
                 self.db_user(),
