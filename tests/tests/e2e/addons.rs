@@ -87,7 +87,7 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     let colour: Vec<&String> = cfg.as_object().unwrap().keys().filter(|k| k.starts_with("HEROKU_POSTGRESQL_")).collect();
     assert_eq!(colour.len(), 1, "{cfg}");
     assert_eq!(cfg[colour[0].as_str()], url.as_str());
-    assert!(cfg["REDIS_URL"].as_str().unwrap().starts_with("redis://:"));
+    assert!(cfg["REDIS_URL"].as_str().unwrap().starts_with("redis://default:"));
     let rels = descriptions(&env, "shop");
     assert!(rels.contains(&format!("Attach DATABASE (@ref:{pg})")), "{rels:?}");
     assert!(rels.contains(&format!("Attach REDIS (@ref:{rd})")), "{rels:?}");
@@ -181,4 +181,43 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     eventually("no add-ons left", Duration::from_secs(30), || {
         (env.get_json(0, "/addons").ok()? == json!([])).then_some(())
     });
+}
+
+/// The release version each up dyno of `app` runs.
+fn up_releases(env: &Env, app: &str) -> Vec<u64> {
+    env.get_json(0, &format!("/apps/{app}/dynos"))
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d["type"] == "web" && d["state"] == "up")
+        .filter_map(|d| d["release"]["version"].as_u64())
+        .collect()
+}
+
+#[test]
+fn dynos_reach_addons_through_their_urls_and_roll_on_attach() {
+    let env = cluster(3);
+    let app = haven_tests::repo_path("examples/python-hello");
+    env.post_json(0, "/apps", &json!({"name": "web-db"})).unwrap();
+    ok(hctl(&env, 0, &["deploy", &app.to_string_lossy(), "-a", "web-db"]));
+    let v = eventually("web.1 up", Duration::from_secs(90), || {
+        up_releases(&env, "web-db").first().copied()
+    });
+    ok(hctl(&env, 1, &["addons:create", "heroku-postgresql:essential-0", "-a", "web-db", "--wait"]));
+    ok(hctl(&env, 2, &["addons:create", "heroku-redis:mini", "-a", "web-db", "--wait"]));
+    // Two attach releases later, the web dyno has rolled onto the new config.
+    eventually("web.1 on the attach release", Duration::from_secs(90), || {
+        (up_releases(&env, "web-db") == [v + 2]).then_some(())
+    });
+    // One-off dynos, started through different nodes, use the URLs from their env.
+    let run = |node: usize, cmd: &str| -> String {
+        let out = hctl(&env, node, &["run", "-a", "web-db", cmd]);
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(0, r#"psql "$DATABASE_URL" -Atc "CREATE TABLE visits (n int); INSERT INTO visits VALUES (42)""#);
+    assert_eq!(run(1, r#"psql "$DATABASE_URL" -Atc "SELECT n FROM visits""#), "42");
+    assert_eq!(run(2, r#"redis-cli --no-auth-warning -u "$REDIS_URL" SET visits 7"#), "OK");
+    assert_eq!(run(0, r#"redis-cli --no-auth-warning -u "$REDIS_URL" GET visits"#), "7");
 }
