@@ -191,20 +191,33 @@ pub fn addon_plan(spec: &str) -> Option<(&'static AddonService, &'static AddonPl
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn plans_are_found_by_service_alias_and_id() {
         let cases = [
-            ("heroku-postgresql:essential-0", Some(("heroku-postgresql", "essential-0"))),
-            ("postgres:essential-0", Some(("heroku-postgresql", "essential-0"))),
+            (
+                "heroku-postgresql:essential-0",
+                Some(("heroku-postgresql", "essential-0")),
+            ),
+            (
+                "postgres:essential-0",
+                Some(("heroku-postgresql", "essential-0")),
+            ),
             ("postgresql", Some(("heroku-postgresql", "essential-0"))),
-            ("heroku-postgresql:standard-0", Some(("heroku-postgresql", "standard-0"))),
+            (
+                "heroku-postgresql:standard-0",
+                Some(("heroku-postgresql", "standard-0")),
+            ),
             ("Redis", Some(("heroku-redis", "mini"))),
             ("redis:premium-0", Some(("heroku-redis", "premium-0"))),
             (" heroku-redis:mini ", Some(("heroku-redis", "mini"))),
-            ("9a2e5f70-1b6c-4c3d-8e9f-3a4b5c6d7e01", Some(("heroku-redis", "mini"))),
+            (
+                "9a2e5f70-1b6c-4c3d-8e9f-3a4b5c6d7e01",
+                Some(("heroku-redis", "mini")),
+            ),
             ("heroku-postgresql:mini", None),
             ("mysql", None),
             ("mysql:mini", None),

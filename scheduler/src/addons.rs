@@ -49,11 +49,20 @@ pub fn place_addon(
     req: &AddonRequest,
 ) -> Result<Vec<MemberPlacement>, String> {
     let want = req.members.max(1) as usize;
-    let up: Vec<&AddonNodeView> = nodes.iter().filter(|n| n.status == NodeStatus::Up).collect();
-    let mut fit: Vec<&AddonNodeView> = up.iter().copied().filter(|n| n.free_mb >= req.memory_mb).collect();
+    let up: Vec<&AddonNodeView> = nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Up)
+        .collect();
+    let mut fit: Vec<&AddonNodeView> = up
+        .iter()
+        .copied()
+        .filter(|n| n.free_mb >= req.memory_mb)
+        .collect();
     fit.sort_by(|a, b| b.free_mb.cmp(&a.free_mb).then(a.id.cmp(&b.id)));
     if fit.len() < want {
-        let largest = up.iter().max_by(|a, b| a.free_mb.cmp(&b.free_mb).then(b.id.cmp(&a.id)));
+        let largest = up
+            .iter()
+            .max_by(|a, b| a.free_mb.cmp(&b.free_mb).then(b.id.cmp(&a.id)));
         let why = if up.is_empty() {
             "no node is up".to_string()
         } else if want > 1 && up.len() < want {
@@ -90,6 +99,7 @@ pub fn place_addon(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -141,7 +151,10 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        let small = [node(1, NodeStatus::Up, "a", 100), node(2, NodeStatus::Up, "b", 200)];
+        let small = [
+            node(1, NodeStatus::Up, "a", 100),
+            node(2, NodeStatus::Up, "b", 200),
+        ];
         let e = place_addon(&small, &BTreeMap::new(), &req(1, 256)).unwrap_err();
         assert!(e.contains("largest free: 200 MiB on node-2"), "{e}");
         let one = [node(1, NodeStatus::Up, "a", 9000)];

@@ -98,9 +98,16 @@ fn mine(s: &State, me: NodeId) -> Vec<(Addon, AddonMember)> {
 /// data goes when the node returns, as an orphan), reported gone on the node's behalf.
 pub fn lost_members(s: &State) -> Vec<Command> {
     let mut by_node: HashMap<NodeId, Vec<Uuid>> = HashMap::new();
-    for a in s.addons.values().filter(|a| a.state == AddonState::Deprovisioning) {
+    for a in s
+        .addons
+        .values()
+        .filter(|a| a.state == AddonState::Deprovisioning)
+    {
         for m in &a.members {
-            let down = s.nodes.get(&m.node).is_none_or(|n| n.status == NodeStatus::Down);
+            let down = s
+                .nodes
+                .get(&m.node)
+                .is_none_or(|n| n.status == NodeStatus::Down);
             if down {
                 by_node.entry(m.node).or_default().push(m.id);
             }
@@ -125,7 +132,13 @@ pub fn lost_members(s: &State) -> Vec<Command> {
 impl AddonManager {
     /// `data_dir` holds the members' data (`<data>/addons/data`); `runtime` runs their
     /// servers and keeps its records apart from the dynos'.
-    pub fn new(me: NodeId, raft: HavenRaft, runtime: Arc<Runtime>, data_dir: PathBuf, logs: Logs) -> AddonManager {
+    pub fn new(
+        me: NodeId,
+        raft: HavenRaft,
+        runtime: Arc<Runtime>,
+        data_dir: PathBuf,
+        logs: Logs,
+    ) -> AddonManager {
         AddonManager {
             inner: Arc::new(Inner {
                 me,
@@ -174,7 +187,10 @@ impl AddonManager {
         } else {
             Ctl::Stop
         };
-        let sups: Vec<Supervisor> = lock(&self.inner.supervisors).drain().map(|(_, s)| s).collect();
+        let sups: Vec<Supervisor> = lock(&self.inner.supervisors)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
         for s in &sups {
             let _ = s.ctl.send(ctl);
         }
@@ -317,7 +333,10 @@ impl AddonManager {
             let was_adopted = adopted.is_some();
             let mut proc = match adopted {
                 Some(p) => p,
-                None => match inner.runtime.spawn(&server::spec(&addon, &member, &dir, container)) {
+                None => match inner
+                    .runtime
+                    .spawn(&server::spec(&addon, &member, &dir, container))
+                {
                     Ok(p) => p,
                     Err(e) => {
                         warn!(addon = %addon.name, error = %e, "cannot start an add-on server");
@@ -343,7 +362,11 @@ impl AddonManager {
             }
             let mut up = false;
             let outcome = loop {
-                let every = if up { Duration::from_secs(5) } else { Duration::from_millis(300) };
+                let every = if up {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_millis(300)
+                };
                 tokio::select! {
                     exit = proc.wait() => break Some(exit),
                     changed = ctl.changed() => {
@@ -372,7 +395,10 @@ impl AddonManager {
                 }
                 None => {
                     proc.terminate();
-                    if tokio::time::timeout(Duration::from_secs(15), proc.wait()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(15), proc.wait())
+                        .await
+                        .is_err()
+                    {
                         proc.kill();
                         let _ = proc.wait().await;
                     }

@@ -14,7 +14,9 @@ pub fn node_host(peer_addr: &str) -> String {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
         _ => peer_addr,
     };
-    host.trim_start_matches('[').trim_end_matches(']').to_string()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// The memory a member of `addon` reserves, MiB (its plan's; 256 for an unknown plan).
@@ -45,7 +47,8 @@ pub fn node_views(s: &State) -> Vec<sched::AddonNodeView> {
     s.nodes
         .values()
         .map(|n| {
-            let used = addons.get(&n.id).copied().unwrap_or(0) + dynos.get(&n.id).copied().unwrap_or(0);
+            let used =
+                addons.get(&n.id).copied().unwrap_or(0) + dynos.get(&n.id).copied().unwrap_or(0);
             sched::AddonNodeView {
                 id: n.id,
                 name: n.name.clone(),

@@ -76,13 +76,20 @@ mod tests {
     #[test]
     fn answers_are_read_like_the_servers_mean_them() {
         assert!(postgres_ready(b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256"));
-        assert!(!postgres_ready(b"E\0\0\0\x50SFATAL\0C57P03\0Mthe database system is starting up\0"));
+        assert!(!postgres_ready(
+            b"E\0\0\0\x50SFATAL\0C57P03\0Mthe database system is starting up\0"
+        ));
         assert!(postgres_ready(b"E\0\0\0\x50SFATAL\0C28000\0Mno role\0"));
         assert!(!postgres_ready(b""));
         assert!(redis_ready(b"+PONG\r\n"));
         assert!(redis_ready(b"-NOAUTH Authentication required.\r\n"));
-        assert!(!redis_ready(b"-LOADING Redis is loading the dataset in memory\r\n"));
+        assert!(!redis_ready(
+            b"-LOADING Redis is loading the dataset in memory\r\n"
+        ));
         let m = startup_message("u1");
-        assert_eq!(u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize, m.len());
+        assert_eq!(
+            u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize,
+            m.len()
+        );
     }
 }

@@ -81,12 +81,18 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
             env.push(("PGUSER".into(), addon.db_user()));
             env.push(("PGDATABASE".into(), addon.db_name()));
             // A quarter of the member's memory, as PostgreSQL's tuning guides suggest.
-            env.push(("HAVEN_SHARED_BUFFERS".into(), format!("{}MB", (memory_mb / 4).max(16))));
+            env.push((
+                "HAVEN_SHARED_BUFFERS".into(),
+                format!("{}MB", (memory_mb / 4).max(16)),
+            ));
             (POSTGRES_SCRIPT, "postgres")
         }
         Engine::Redis => {
             // Keys get half the member's memory; the rest is Redis's own and the AOF's.
-            env.push(("HAVEN_MAXMEMORY".into(), format!("{}mb", (memory_mb / 2).max(8))));
+            env.push((
+                "HAVEN_MAXMEMORY".into(),
+                format!("{}mb", (memory_mb / 2).max(8)),
+            ));
             (REDIS_SCRIPT, "redis")
         }
     };
@@ -144,11 +150,17 @@ mod tests {
 
     #[test]
     fn the_password_is_only_in_the_environment() {
-        for (svc, plan) in [("heroku-postgresql", "essential-0"), ("heroku-redis", "mini")] {
+        for (svc, plan) in [
+            ("heroku-postgresql", "essential-0"),
+            ("heroku-redis", "mini"),
+        ] {
             let a = addon(svc, plan);
             let s = spec(&a, &a.members[0], Path::new("/d/m"), true);
             assert!(!s.command.contains("secret") && !s.note.contains("secret"));
-            assert!(s.env.iter().any(|(k, v)| k == "HAVEN_PASSWORD" && v == "secretsecretsecret"));
+            assert!(s
+                .env
+                .iter()
+                .any(|(k, v)| k == "HAVEN_PASSWORD" && v == "secretsecretsecret"));
             assert!(s.outlives_agent && s.slug_dir.is_none());
             assert_eq!(s.binds[0].target, Path::new("/data"));
         }
@@ -163,7 +175,9 @@ mod tests {
         assert!(s.env.contains(&("HAVEN_DATA".into(), "/d/m".into())));
         let p = addon("heroku-postgresql", "essential-0");
         let s = spec(&p, &p.members[0], Path::new("/d/m"), true);
-        assert!(s.env.contains(&("HAVEN_SHARED_BUFFERS".into(), "64MB".into())));
+        assert!(s
+            .env
+            .contains(&("HAVEN_SHARED_BUFFERS".into(), "64MB".into())));
         assert!(s.env.contains(&("PGUSER".into(), p.db_user())));
     }
 }

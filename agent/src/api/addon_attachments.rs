@@ -145,10 +145,15 @@ fn answer(
     for (app, version) in &releases {
         ctx.logs.api(
             *app,
-            &format!("{verb} {} (@ref:{}) by {}", t.name, addon.name, caller.email),
+            &format!(
+                "{verb} {} (@ref:{}) by {}",
+                t.name, addon.name, caller.email
+            ),
         );
-        ctx.logs
-            .api(*app, &format!("Release v{version} created by {}", caller.email));
+        ctx.logs.api(
+            *app,
+            &format!("Release v{version} created by {}", caller.email),
+        );
     }
     let mut wire = ctx.raft.with_state(|s| attachment_wire(s, &t));
     // The local replica may not have applied it yet: name the add-on from the output.

@@ -205,7 +205,12 @@ pub async fn info_any(
 
 /// The add-ons an app owns or has attached, by name.
 fn app_addons(s: &Model, app: &model::App) -> Vec<w::Addon> {
-    let mut ids: Vec<Uuid> = s.addons.values().filter(|a| a.app == app.id).map(|a| a.id).collect();
+    let mut ids: Vec<Uuid> = s
+        .addons
+        .values()
+        .filter(|a| a.app == app.id)
+        .map(|a| a.id)
+        .collect();
     ids.extend(s.app_attachments(app.id).iter().map(|t| t.addon));
     ids.sort();
     ids.dedup();
@@ -288,9 +293,10 @@ pub async fn create(
         let members = read(&ctx, |s| crate::addons::placement::place(s, service, plan))
             .await?
             .map_err(ApiError::invalid)?;
-        let name = body.name.clone().unwrap_or_else(|| {
-            model::generated_addon_name(service, rand::thread_rng().gen())
-        });
+        let name = body
+            .name
+            .clone()
+            .unwrap_or_else(|| model::generated_addon_name(service, rand::thread_rng().gen()));
         let addon = Addon {
             id: Uuid::new_v4(),
             name,
@@ -314,10 +320,17 @@ pub async fn create(
             actor: caller.actor(),
         };
         match ctx.raft.write(cmd).await? {
-            Ok(out) => return Ok((StatusCode::CREATED, Json(answer(&ctx, &caller, out, "Attach")?)).into_response()),
+            Ok(out) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(answer(&ctx, &caller, out, "Attach")?),
+                )
+                    .into_response())
+            }
             // A generated name or a placement that went stale meanwhile: again.
             Err(CommandError::Conflict(m))
-                if m.contains("try again") || (body.name.is_none() && m.contains("already taken")) =>
+                if m.contains("try again")
+                    || (body.name.is_none() && m.contains("already taken")) =>
             {
                 last = Some(CommandError::Conflict(m));
             }
@@ -325,7 +338,10 @@ pub async fn create(
             Err(e) => return Err(conflict_as_invalid(e)),
         }
     }
-    Err(last.map_or_else(|| ApiError::internal("no attempt made"), conflict_as_invalid))
+    Err(last.map_or_else(
+        || ApiError::internal("no attempt made"),
+        conflict_as_invalid,
+    ))
 }
 
 /// Heroku answers a taken name with 422 `invalid_params`.
@@ -356,7 +372,10 @@ pub(super) fn answer(
         for t in attachments.iter().filter(|t| t.app == *app) {
             ctx.logs.api(
                 *app,
-                &format!("{verb} {} (@ref:{}) by {}", t.name, addon.name, caller.email),
+                &format!(
+                    "{verb} {} (@ref:{}) by {}",
+                    t.name, addon.name, caller.email
+                ),
             );
         }
         ctx.logs.api(
@@ -401,7 +420,9 @@ pub async fn delete(
     Path((key, addon)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = with_app(&ctx, &key, |s, app| {
-        s.find_addon(&addon).filter(|a| a.app == app.id).map(|a| a.id)
+        s.find_addon(&addon)
+            .filter(|a| a.app == app.id)
+            .map(|a| a.id)
     })
     .await?
     .ok_or_else(addon_not_found)?;

@@ -168,10 +168,7 @@ pub fn router(ctx: ApiContext) -> Router {
             "/addons/{addon}/addon-attachments",
             get(addon_attachments::of_addon),
         )
-        .route(
-            "/apps/{app}/addons",
-            get(addons::list).post(addons::create),
-        )
+        .route("/apps/{app}/addons", get(addons::list).post(addons::create))
         .route(
             "/apps/{app}/addons/{addon}",
             get(addons::info).delete(addons::delete),
@@ -400,9 +397,7 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         CommandOutput::Done
         | CommandOutput::Build(_)
         | CommandOutput::Dynos(_)
-        | CommandOutput::Addon { .. } => {
-            Err(ApiError::internal("the command returned no app"))
-        }
+        | CommandOutput::Addon { .. } => Err(ApiError::internal("the command returned no app")),
     }
 }
 

@@ -144,11 +144,7 @@ pub fn create(
             addon.name
         );
     }
-    println!(
-        "Created {} as {}",
-        addon.name,
-        addon.config_vars.join(", ")
-    );
+    println!("Created {} as {}", addon.name, addon.config_vars.join(", "));
     println!("Use hctl addons:info {} for details", addon.name);
     Ok(())
 }

@@ -52,7 +52,10 @@ fn resolve_var(api: &Api, app: &str, arg: Option<&str>, default: &str) -> Result
     let atts: Vec<w::Attachment> = api
         .get(&format!("{}/addon-attachments", app_path(app)))?
         .value;
-    if let Some(t) = atts.iter().find(|t| t.addon.name == arg || t.name.eq_ignore_ascii_case(arg)) {
+    if let Some(t) = atts
+        .iter()
+        .find(|t| t.addon.name == arg || t.name.eq_ignore_ascii_case(arg))
+    {
         if let Some(v) = t.config_vars.first() {
             return Ok(v.clone());
         }
@@ -134,7 +137,11 @@ pub fn pg_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
         rows.push(("Plan", a.plan.human_name.clone()));
         rows.push((
             "Status",
-            if asked.is_some() { "Available".into() } else { state_word(&a.state).to_string() },
+            if asked.is_some() {
+                "Available".into()
+            } else {
+                state_word(&a.state).to_string()
+            },
         ));
     }
     rows.push(("Connections", format!("{}/20", conns.unwrap_or("?"))));
@@ -145,7 +152,10 @@ pub fn pg_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
         rows.push(("Add-on", a.name.clone()));
         let nodes: Vec<&str> = a.members.iter().map(|m| m.node.name.as_str()).collect();
         rows.push(("Node", nodes.join(", ")));
-        rows.push(("HA", "no (single node: the data is lost if its node is lost)".into()));
+        rows.push((
+            "HA",
+            "no (single node: the data is lost if its node is lost)".into(),
+        ));
     }
     println!("{}", key_values(&rows));
     Ok(())
@@ -184,9 +194,10 @@ pub fn redis_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find_map(|l| l.strip_prefix("redis_version:").map(|v| v.trim().to_string()))
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.strip_prefix("redis_version:")
+                    .map(|v| v.trim().to_string())
+            })
         });
     let title = match &addon {
         Some(a) => format!("{} ({var})", a.name),
@@ -196,7 +207,14 @@ pub fn redis_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
     let mut rows = vec![];
     if let Some(a) = &addon {
         rows.push(("Plan", a.plan.human_name.clone()));
-        rows.push(("Status", if version.is_some() { "available".into() } else { state_word(&a.state).to_string() }));
+        rows.push((
+            "Status",
+            if version.is_some() {
+                "available".into()
+            } else {
+                state_word(&a.state).to_string()
+            },
+        ));
         rows.push(("Created", a.created_at.clone()));
     }
     rows.push(("Version", version.unwrap_or_else(|| "?".into())));
@@ -206,6 +224,7 @@ pub fn redis_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -213,11 +232,26 @@ mod tests {
     fn urls_split_into_connection_parts() {
         let u = parse_url("postgres://u1:pw@10.0.0.1:5432/d1").unwrap();
         assert_eq!(
-            (u.scheme.as_str(), u.user.as_str(), u.password.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            (
+                u.scheme.as_str(),
+                u.user.as_str(),
+                u.password.as_str(),
+                u.host.as_str(),
+                u.port,
+                u.path.as_str()
+            ),
             ("postgres", "u1", "pw", "10.0.0.1", 5432, "d1")
         );
         let r = parse_url("redis://:secret@[::1]:6379").unwrap();
-        assert_eq!((r.user.as_str(), r.password.as_str(), r.host.as_str(), r.port), ("", "secret", "::1", 6379));
+        assert_eq!(
+            (
+                r.user.as_str(),
+                r.password.as_str(),
+                r.host.as_str(),
+                r.port
+            ),
+            ("", "secret", "::1", 6379)
+        );
         assert!(parse_url("nonsense").is_none());
         assert!(parse_url("redis://host").is_none());
     }

@@ -85,13 +85,19 @@ pub(super) fn create(
         return Err(addon_conflict(&addon.name));
     }
     if state.addons.contains_key(&addon.id) || state.attachments.contains_key(&attachment.id) {
-        return Err(CommandError::Conflict("add-on or attachment id exists".into()));
+        return Err(CommandError::Conflict(
+            "add-on or attachment id exists".into(),
+        ));
     }
     if addon.app != attachment.app {
-        return Err(CommandError::Invalid("the first attachment is the owner's".into()));
+        return Err(CommandError::Invalid(
+            "the first attachment is the owner's".into(),
+        ));
     }
     if addon.password.len() < 16 {
-        return Err(CommandError::Invalid("the add-on's password is too short".into()));
+        return Err(CommandError::Invalid(
+            "the add-on's password is too short".into(),
+        ));
     }
     check_members(state, addon, plan.members)?;
     if !state.apps.contains_key(&addon.app) {
@@ -114,7 +120,15 @@ pub(super) fn create(
         config_vars: vars,
         created_at: actor.at,
     };
-    let version = set_vars(state, &att, Some(&url), &new.name, release_id, actor, "Attach")?;
+    let version = set_vars(
+        state,
+        &att,
+        Some(&url),
+        &new.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
     state.addons.insert(new.id, new.clone());
     state.attachments.insert(att.id, att.clone());
     Ok(CommandOutput::Addon {
@@ -151,7 +165,9 @@ fn check_members(state: &State, addon: &Addon, want: u32) -> Result<(), CommandE
             )));
         }
         if !nodes.insert(m.node) {
-            return Err(CommandError::Invalid("members of one add-on share a node".into()));
+            return Err(CommandError::Invalid(
+                "members of one add-on share a node".into(),
+            ));
         }
         if !ports.insert((m.host.as_str(), m.port)) {
             return Err(CommandError::Conflict(format!(
@@ -253,7 +269,11 @@ pub(super) fn destroy(
     release_seed: Uuid,
     actor: &Actor,
 ) -> CommandResult {
-    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?.clone();
+    let a = state
+        .addons
+        .get(&addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
     if a.state == AddonState::Deprovisioning {
         return Ok(CommandOutput::Addon {
             addon: Box::new(a),
@@ -261,11 +281,23 @@ pub(super) fn destroy(
             releases: Vec::new(),
         });
     }
-    let atts: Vec<Attachment> = state.addon_attachments(addon).into_iter().cloned().collect();
+    let atts: Vec<Attachment> = state
+        .addon_attachments(addon)
+        .into_iter()
+        .cloned()
+        .collect();
     let mut releases = Vec::new();
     for t in &atts {
         // Apps of attachments exist (an app's deletion removes its attachments).
-        let v = set_vars(state, t, None, &a.name, derived_id(release_seed, t.id), actor, "Detach")?;
+        let v = set_vars(
+            state,
+            t,
+            None,
+            &a.name,
+            derived_id(release_seed, t.id),
+            actor,
+            "Detach",
+        )?;
         releases.push((t.app, v));
         state.attachments.remove(&t.id);
     }
@@ -287,7 +319,11 @@ pub(super) fn attach(
     release_id: Uuid,
     actor: &Actor,
 ) -> CommandResult {
-    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?.clone();
+    let a = state
+        .addons
+        .get(&addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
     if a.state == AddonState::Deprovisioning {
         return Err(CommandError::Conflict(format!(
             "{} is being deprovisioned and cannot be attached.",
@@ -312,7 +348,15 @@ pub(super) fn attach(
         created_at: actor.at,
     };
     let url = a.url().unwrap_or_default();
-    let version = set_vars(state, &att, Some(&url), &a.name, release_id, actor, "Attach")?;
+    let version = set_vars(
+        state,
+        &att,
+        Some(&url),
+        &a.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
     state.attachments.insert(att.id, att.clone());
     Ok(CommandOutput::Addon {
         addon: Box::new(a),
@@ -328,12 +372,15 @@ pub(super) fn detach(
     release_id: Uuid,
     actor: &Actor,
 ) -> CommandResult {
-    let att = state
-        .attachments
-        .get(&attachment)
-        .cloned()
-        .ok_or_else(|| CommandError::NotFound("Couldn't find that add-on attachment.".into()))?;
-    let a = state.addons.get(&att.addon).ok_or_else(addon_not_found)?.clone();
+    let att =
+        state.attachments.get(&attachment).cloned().ok_or_else(|| {
+            CommandError::NotFound("Couldn't find that add-on attachment.".into())
+        })?;
+    let a = state
+        .addons
+        .get(&att.addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
     let version = set_vars(state, &att, None, &a.name, release_id, actor, "Detach")?;
     state.attachments.remove(&attachment);
     Ok(CommandOutput::Addon {
@@ -366,7 +413,8 @@ pub(super) fn report(
         }
         if a.state == AddonState::Deprovisioning {
             let before = a.members.len();
-            a.members.retain(|m| !(m.node == node && gone.contains(&m.id)));
+            a.members
+                .retain(|m| !(m.node == node && gone.contains(&m.id)));
             changed |= a.members.len() != before;
             if a.members.is_empty() {
                 emptied.push(a.id);
@@ -413,5 +461,6 @@ pub(super) fn on_app_delete(state: &mut State, app: Uuid) -> Result<(), CommandE
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "addons_tests.rs"]
 mod tests;

@@ -67,37 +67,80 @@ fn setup() -> (State, Uuid) {
 }
 
 fn descriptions(s: &State, app: Uuid) -> Vec<String> {
-    s.apps[&app].releases.iter().map(|r| r.description.clone()).collect()
+    s.apps[&app]
+        .releases
+        .iter()
+        .map(|r| r.description.clone())
+        .collect()
 }
 
 #[test]
 fn create_attaches_sets_database_url_and_a_colour_in_one_release() {
     let (mut s, app) = setup();
-    let a = addon(app, "postgresql-curved-12345", "heroku-postgresql", "essential-0", 1, 5432);
+    let a = addon(
+        app,
+        "postgresql-curved-12345",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5432,
+    );
     let out = create_cmd(&a, None).apply(&mut s).unwrap();
-    let CommandOutput::Addon { attachments, releases, .. } = out else { panic!() };
+    let CommandOutput::Addon {
+        attachments,
+        releases,
+        ..
+    } = out
+    else {
+        panic!()
+    };
     assert_eq!(attachments[0].name, "DATABASE");
     assert_eq!(releases, vec![(app, 2)]);
     let cfg = &s.apps[&app].config;
     let url = a.url().unwrap();
-    assert!(url.starts_with("postgres://u") && url.contains("@10.0.0.1:5432/d"), "{url}");
+    assert!(
+        url.starts_with("postgres://u") && url.contains("@10.0.0.1:5432/d"),
+        "{url}"
+    );
     assert_eq!(cfg["DATABASE_URL"], url);
-    let colour: Vec<&String> = cfg.keys().filter(|k| k.starts_with("HEROKU_POSTGRESQL_")).collect();
+    let colour: Vec<&String> = cfg
+        .keys()
+        .filter(|k| k.starts_with("HEROKU_POSTGRESQL_"))
+        .collect();
     assert_eq!(colour.len(), 1, "{cfg:?}");
     assert_eq!(
         descriptions(&s, app).last().unwrap(),
         "Attach DATABASE (@ref:postgresql-curved-12345)"
     );
     // A second Postgres gets only a colour var; a Redis REDIS_URL; --as NAME_URL.
-    let b = addon(app, "postgresql-flat-00001", "heroku-postgresql", "essential-0", 1, 5433);
+    let b = addon(
+        app,
+        "postgresql-flat-00001",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5433,
+    );
     create_cmd(&b, None).apply(&mut s).unwrap();
     let r = addon(app, "redis-round-00002", "heroku-redis", "mini", 1, 6379);
     create_cmd(&r, None).apply(&mut s).unwrap();
-    let c = addon(app, "postgresql-deep-00003", "heroku-postgresql", "essential-0", 1, 5434);
+    let c = addon(
+        app,
+        "postgresql-deep-00003",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5434,
+    );
     create_cmd(&c, Some("analytics")).apply(&mut s).unwrap();
     let cfg = &s.apps[&app].config;
     assert_eq!(cfg["DATABASE_URL"], url);
-    assert_eq!(cfg.keys().filter(|k| k.starts_with("HEROKU_POSTGRESQL_")).count(), 2);
+    assert_eq!(
+        cfg.keys()
+            .filter(|k| k.starts_with("HEROKU_POSTGRESQL_"))
+            .count(),
+        2
+    );
     assert_eq!(cfg["REDIS_URL"], r.url().unwrap());
     assert!(cfg["REDIS_URL"].starts_with("redis://default:p4ssw0rd"));
     assert_eq!(cfg["ANALYTICS_URL"], c.url().unwrap());
@@ -112,29 +155,63 @@ fn bad_creates_change_nothing() {
     let before = s.clone();
     let cases: Vec<(Addon, Option<&str>)> = vec![
         // Duplicate name.
-        (addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5440), None),
+        (
+            addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5440),
+            None,
+        ),
         // Unknown plan and service.
-        (addon(app, "db-two", "heroku-postgresql", "huge-9", 1, 5440), None),
+        (
+            addon(app, "db-two", "heroku-postgresql", "huge-9", 1, 5440),
+            None,
+        ),
         (addon(app, "db-two", "mysql", "mini", 1, 5440), None),
         // Listed but not available yet.
-        (addon(app, "db-two", "heroku-redis", "premium-0", 1, 5440), None),
+        (
+            addon(app, "db-two", "heroku-redis", "premium-0", 1, 5440),
+            None,
+        ),
         // Port taken on that address; unknown node.
-        (addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5432), None),
-        (addon(app, "db-two", "heroku-postgresql", "essential-0", 9, 5440), None),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5432),
+            None,
+        ),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 9, 5440),
+            None,
+        ),
         // Bad and taken attachment names.
-        (addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440), Some("1bad")),
-        (addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440), Some("DATABASE")),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440),
+            Some("1bad"),
+        ),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440),
+            Some("DATABASE"),
+        ),
         // Invalid name.
-        (addon(app, "2db", "heroku-postgresql", "essential-0", 1, 5440), None),
+        (
+            addon(app, "2db", "heroku-postgresql", "essential-0", 1, 5440),
+            None,
+        ),
     ];
     for (a, as_name) in cases {
         let got = create_cmd(&a, as_name).apply(&mut s);
         assert!(got.is_err(), "{} {as_name:?} was accepted", a.name);
         assert_eq!(s, before, "{} {as_name:?} changed the state", a.name);
     }
-    let mut no_app = addon(Uuid::new_v4(), "db-two", "heroku-postgresql", "essential-0", 1, 5440);
+    let mut no_app = addon(
+        Uuid::new_v4(),
+        "db-two",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5440,
+    );
     no_app.members[0].port = 5441;
-    assert!(matches!(create_cmd(&no_app, None).apply(&mut s), Err(CommandError::AppNotFound(_))));
+    assert!(matches!(
+        create_cmd(&no_app, None).apply(&mut s),
+        Err(CommandError::AppNotFound(_))
+    ));
     assert_eq!(s, before);
 }
 
@@ -155,14 +232,25 @@ fn reports_provision_and_deprovisioning_removes_the_addon_when_data_is_gone() {
     assert_eq!(s.addons[&a.id].state, AddonState::Provisioning);
     report(1, true, vec![m]).apply(&mut s).unwrap();
     assert_eq!(s.addons[&a.id].state, AddonState::Provisioned);
-    assert_eq!(s.addons[&a.id].members.len(), 1, "gone is ignored unless deprovisioning");
-    Command::DestroyAddon { addon: a.id, release_seed: Uuid::new_v4(), actor: actor(10) }
-        .apply(&mut s)
-        .unwrap();
+    assert_eq!(
+        s.addons[&a.id].members.len(),
+        1,
+        "gone is ignored unless deprovisioning"
+    );
+    Command::DestroyAddon {
+        addon: a.id,
+        release_seed: Uuid::new_v4(),
+        actor: actor(10),
+    }
+    .apply(&mut s)
+    .unwrap();
     assert_eq!(s.addons[&a.id].state, AddonState::Deprovisioning);
     assert!(s.attachments.is_empty());
     assert!(!s.apps[&app].config.keys().any(|k| k.ends_with("_URL")));
-    assert_eq!(descriptions(&s, app).last().unwrap(), "Detach DATABASE (@ref:db-one)");
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Detach DATABASE (@ref:db-one)"
+    );
     report(1, false, vec![m]).apply(&mut s).unwrap();
     assert!(s.addons.is_empty());
 }
@@ -179,29 +267,60 @@ fn sharing_attach_detach_and_app_deletion() {
         name: name.map(str::to_string),
     };
     let shared = spec(other, None);
-    Command::AttachAddon { addon: a.id, attachment: shared.clone(), release_id: Uuid::new_v4(), actor: actor(6) }
-        .apply(&mut s)
-        .unwrap();
+    Command::AttachAddon {
+        addon: a.id,
+        attachment: shared.clone(),
+        release_id: Uuid::new_v4(),
+        actor: actor(6),
+    }
+    .apply(&mut s)
+    .unwrap();
     assert_eq!(s.apps[&other].config["REDIS_URL"], a.url().unwrap());
-    assert_eq!(descriptions(&s, other).last().unwrap(), "Attach REDIS (@ref:cache-one)");
+    assert_eq!(
+        descriptions(&s, other).last().unwrap(),
+        "Attach REDIS (@ref:cache-one)"
+    );
     // --as on the same app: a second attachment; the same name again is refused.
     let cache = spec(app, Some("CACHE"));
-    Command::AttachAddon { addon: a.id, attachment: cache.clone(), release_id: Uuid::new_v4(), actor: actor(7) }
-        .apply(&mut s)
-        .unwrap();
+    Command::AttachAddon {
+        addon: a.id,
+        attachment: cache.clone(),
+        release_id: Uuid::new_v4(),
+        actor: actor(7),
+    }
+    .apply(&mut s)
+    .unwrap();
     assert_eq!(s.apps[&app].config["CACHE_URL"], a.url().unwrap());
     let before = s.clone();
-    let again = Command::AttachAddon { addon: a.id, attachment: spec(app, Some("cache")), release_id: Uuid::new_v4(), actor: actor(7) };
-    assert!(matches!(again.apply(&mut s), Err(CommandError::Conflict(_))));
+    let again = Command::AttachAddon {
+        addon: a.id,
+        attachment: spec(app, Some("cache")),
+        release_id: Uuid::new_v4(),
+        actor: actor(7),
+    };
+    assert!(matches!(
+        again.apply(&mut s),
+        Err(CommandError::Conflict(_))
+    ));
     assert_eq!(s, before);
-    Command::DetachAddon { attachment: cache.id, release_id: Uuid::new_v4(), actor: actor(8) }
-        .apply(&mut s)
-        .unwrap();
+    Command::DetachAddon {
+        attachment: cache.id,
+        release_id: Uuid::new_v4(),
+        actor: actor(8),
+    }
+    .apply(&mut s)
+    .unwrap();
     assert!(!s.apps[&app].config.contains_key("CACHE_URL"));
-    assert_eq!(descriptions(&s, app).last().unwrap(), "Detach CACHE (@ref:cache-one)");
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Detach CACHE (@ref:cache-one)"
+    );
     // The owner cannot be deleted while another app uses its add-on.
     let before = s.clone();
-    assert!(matches!(Command::DeleteApp { app }.apply(&mut s), Err(CommandError::Conflict(_))));
+    assert!(matches!(
+        Command::DeleteApp { app }.apply(&mut s),
+        Err(CommandError::Conflict(_))
+    ));
     assert_eq!(s, before);
     // Deleting the other app drops its attachment; then the owner goes and deprovisions.
     Command::DeleteApp { app: other }.apply(&mut s).unwrap();

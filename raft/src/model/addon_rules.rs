@@ -6,19 +6,49 @@ use haven_catalog::AddonService;
 
 /// The adjectives of generated add-on names (Heroku's style).
 const ADJECTIVES: &[&str] = &[
-    "aerodynamic", "amorphous", "angular", "clean", "concave", "convex", "cubed", "curly",
-    "curved", "deep", "dimensional", "elliptical", "encircled", "flat", "fluffy",
-    "horizontal", "octagonal", "opaque", "polished", "regular", "reticulated", "rigid",
-    "round", "rugged", "shallow", "silhouetted", "sinuous", "slippery", "solid",
-    "spherical", "symmetrical", "tetrahedral", "transparent", "triangular", "vertical",
+    "aerodynamic",
+    "amorphous",
+    "angular",
+    "clean",
+    "concave",
+    "convex",
+    "cubed",
+    "curly",
+    "curved",
+    "deep",
+    "dimensional",
+    "elliptical",
+    "encircled",
+    "flat",
+    "fluffy",
+    "horizontal",
+    "octagonal",
+    "opaque",
+    "polished",
+    "regular",
+    "reticulated",
+    "rigid",
+    "round",
+    "rugged",
+    "shallow",
+    "silhouetted",
+    "sinuous",
+    "slippery",
+    "solid",
+    "spherical",
+    "symmetrical",
+    "tetrahedral",
+    "transparent",
+    "triangular",
+    "vertical",
 ];
 
 /// The colours of attachment names after the first (`HEROKU_POSTGRESQL_JADE`).
 pub const COLOURS: &[&str] = &[
-    "AMBER", "AQUA", "BLACK", "BLUE", "BRONZE", "BROWN", "CHARCOAL", "COBALT", "COPPER",
-    "CORAL", "CRIMSON", "CYAN", "GOLD", "GRAY", "GREEN", "IVORY", "JADE", "LIME", "MAROON",
-    "MAUVE", "NAVY", "OLIVE", "ONYX", "ORANGE", "PINK", "PUCE", "PURPLE", "RED", "ROSE",
-    "SILVER", "TEAL", "VIOLET", "WHITE", "YELLOW",
+    "AMBER", "AQUA", "BLACK", "BLUE", "BRONZE", "BROWN", "CHARCOAL", "COBALT", "COPPER", "CORAL",
+    "CRIMSON", "CYAN", "GOLD", "GRAY", "GREEN", "IVORY", "JADE", "LIME", "MAROON", "MAUVE", "NAVY",
+    "OLIVE", "ONYX", "ORANGE", "PINK", "PUCE", "PURPLE", "RED", "ROSE", "SILVER", "TEAL", "VIOLET",
+    "WHITE", "YELLOW",
 ];
 
 /// A Heroku-style add-on name from a random number: `postgresql-curved-12345`.
@@ -82,7 +112,13 @@ pub fn attachment_naming(
     let colour = || -> String {
         let start = (seed % COLOURS.len() as u64) as usize;
         (0..COLOURS.len())
-            .map(|i| format!("{}_{}", service.colour_prefix, COLOURS[(start + i) % COLOURS.len()]))
+            .map(|i| {
+                format!(
+                    "{}_{}",
+                    service.colour_prefix,
+                    COLOURS[(start + i) % COLOURS.len()]
+                )
+            })
             .find(|n| !taken.contains(&n.as_str()))
             // Every colour taken (34 attachments of one service): number them.
             .unwrap_or_else(|| format!("{}_{}", service.colour_prefix, taken.len() + 1))
@@ -101,6 +137,7 @@ pub fn attachment_naming(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -147,11 +184,13 @@ mod tests {
         let (name, vars) = attachment_naming(pg(), &["DATABASE"], None, 16);
         assert_eq!(name, "HEROKU_POSTGRESQL_JADE");
         assert_eq!(vars, ["HEROKU_POSTGRESQL_JADE_URL"]);
-        let (name, _) =
-            attachment_naming(pg(), &["DATABASE", "HEROKU_POSTGRESQL_JADE"], None, 16);
+        let (name, _) = attachment_naming(pg(), &["DATABASE", "HEROKU_POSTGRESQL_JADE"], None, 16);
         assert_eq!(name, "HEROKU_POSTGRESQL_LIME");
         let (name, vars) = attachment_naming(pg(), &["DATABASE"], Some("ANALYTICS"), 3);
-        assert_eq!((name.as_str(), vars), ("ANALYTICS", vec!["ANALYTICS_URL".to_string()]));
+        assert_eq!(
+            (name.as_str(), vars),
+            ("ANALYTICS", vec!["ANALYTICS_URL".to_string()])
+        );
     }
 
     #[test]

@@ -85,14 +85,16 @@ impl Addon {
         };
         let pw = &self.password;
         let port = m.port;
-        Some(match haven_catalog::addon_service(&self.service).map(|s| s.engine) {
-            Some(haven_catalog::Engine::Redis) => format!("redis://default:{pw}@{host}:{port}"),
-            _ => format!(
-                "postgres://{}:{pw}@{host}:{port}/{}",
-                self.db_user(),
-                self.db_name()
-            ),
-        })
+        Some(
+            match haven_catalog::addon_service(&self.service).map(|s| s.engine) {
+                Some(haven_catalog::Engine::Redis) => format!("redis://default:{pw}@{host}:{port}"),
+                _ => format!(
+                    "postgres://{}:{pw}@{host}:{port}/{}",
+                    self.db_user(),
+                    self.db_name()
+                ),
+            },
+        )
     }
 }
 

@@ -510,8 +510,11 @@ impl State {
 
     /// An add-on's attachments, oldest first.
     pub fn addon_attachments(&self, addon: Uuid) -> Vec<&Attachment> {
-        let mut v: Vec<&Attachment> =
-            self.attachments.values().filter(|t| t.addon == addon).collect();
+        let mut v: Vec<&Attachment> = self
+            .attachments
+            .values()
+            .filter(|t| t.addon == addon)
+            .collect();
         v.sort_by_key(|t| (t.created_at, t.id));
         v
     }

@@ -8,11 +8,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use haven_tests::{cluster, eventually, heroku_schema, hctl, hctl_ok as ok, validate_haven, Env};
+use haven_tests::{cluster, eventually, hctl, hctl_ok as ok, heroku_schema, validate_haven, Env};
 use serde_json::{json, Value};
 
 fn config(env: &Env, app: &str) -> Value {
-    env.get_json(0, &format!("/apps/{app}/config-vars")).unwrap()
+    env.get_json(0, &format!("/apps/{app}/config-vars"))
+        .unwrap()
 }
 
 fn descriptions(env: &Env, app: &str) -> Vec<String> {
@@ -45,10 +46,14 @@ fn member(env: &Env, addon: &str) -> (usize, PathBuf) {
 }
 
 fn wait_provisioned(env: &Env, addon: &str) {
-    eventually(&format!("{addon} provisioned"), Duration::from_secs(90), || {
-        let a = env.get_json(1, &format!("/addons/{addon}")).ok()?;
-        (a["state"] == "provisioned").then_some(())
-    });
+    eventually(
+        &format!("{addon} provisioned"),
+        Duration::from_secs(90),
+        || {
+            let a = env.get_json(1, &format!("/addons/{addon}")).ok()?;
+            (a["state"] == "provisioned").then_some(())
+        },
+    );
 }
 
 #[test]
@@ -59,19 +64,48 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
 
     // Services and plans, with aliases.
     let plans = ok(hctl(&env, 1, &["addons:plans", "postgres"]));
-    assert!(plans.contains("heroku-postgresql:essential-0") && plans.contains("not yet"), "{plans}");
+    assert!(
+        plans.contains("heroku-postgresql:essential-0") && plans.contains("not yet"),
+        "{plans}"
+    );
     assert!(ok(hctl(&env, 2, &["addons:services"])).contains("heroku-redis"));
     let redis = env.get_json(0, "/addon-services/redis").unwrap();
     assert_eq!(redis["name"], "heroku-redis");
 
     // Create Postgres and Redis; wait for the real servers to answer.
-    let out = ok(hctl(&env, 1, &["addons:create", "heroku-postgresql:essential-0", "-a", "shop", "--wait"]));
-    assert!(out.contains("Creating heroku-postgresql:essential-0 on ⬢ shop... done"), "{out}");
-    let line = out.lines().find(|l| l.starts_with("Created ")).unwrap_or_else(|| panic!("{out}"));
+    let out = ok(hctl(
+        &env,
+        1,
+        &[
+            "addons:create",
+            "heroku-postgresql:essential-0",
+            "-a",
+            "shop",
+            "--wait",
+        ],
+    ));
+    assert!(
+        out.contains("Creating heroku-postgresql:essential-0 on ⬢ shop... done"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .unwrap_or_else(|| panic!("{out}"));
     let pg = line.split_whitespace().nth(1).unwrap().to_string();
-    assert!(pg.starts_with("postgresql-") && line.contains("as DATABASE_URL, HEROKU_POSTGRESQL_"), "{line}");
-    let out = ok(hctl(&env, 2, &["addons:create", "redis", "-a", "shop", "--wait"]));
-    let line = out.lines().find(|l| l.starts_with("Created ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        pg.starts_with("postgresql-") && line.contains("as DATABASE_URL, HEROKU_POSTGRESQL_"),
+        "{line}"
+    );
+    let out = ok(hctl(
+        &env,
+        2,
+        &["addons:create", "redis", "-a", "shop", "--wait"],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .unwrap_or_else(|| panic!("{out}"));
     let rd = line.split_whitespace().nth(1).unwrap().to_string();
     assert!(line.ends_with("as REDIS_URL"), "{line}");
     wait_provisioned(&env, &pg);
@@ -84,21 +118,44 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     let cfg = config(&env, "shop");
     let url = cfg["DATABASE_URL"].as_str().unwrap().to_string();
     assert!(url.starts_with("postgres://"), "{url}");
-    let colour: Vec<&String> = cfg.as_object().unwrap().keys().filter(|k| k.starts_with("HEROKU_POSTGRESQL_")).collect();
+    let colour: Vec<&String> = cfg
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("HEROKU_POSTGRESQL_"))
+        .collect();
     assert_eq!(colour.len(), 1, "{cfg}");
     assert_eq!(cfg[colour[0].as_str()], url.as_str());
-    assert!(cfg["REDIS_URL"].as_str().unwrap().starts_with("redis://default:"));
+    assert!(cfg["REDIS_URL"]
+        .as_str()
+        .unwrap()
+        .starts_with("redis://default:"));
     let rels = descriptions(&env, "shop");
-    assert!(rels.contains(&format!("Attach DATABASE (@ref:{pg})")), "{rels:?}");
-    assert!(rels.contains(&format!("Attach REDIS (@ref:{rd})")), "{rels:?}");
+    assert!(
+        rels.contains(&format!("Attach DATABASE (@ref:{pg})")),
+        "{rels:?}"
+    );
+    assert!(
+        rels.contains(&format!("Attach REDIS (@ref:{rd})")),
+        "{rels:?}"
+    );
 
     // Wire shapes against Heroku's schema.
     let schema = heroku_schema();
     for (def, path) in [
         ("add-on", format!("/apps/shop/addons/{pg}")),
-        ("add-on-attachment", "/apps/shop/addon-attachments/DATABASE".to_string()),
-        ("add-on-service", "/addon-services/heroku-postgresql".to_string()),
-        ("plan", "/addon-services/heroku-redis/plans/mini".to_string()),
+        (
+            "add-on-attachment",
+            "/apps/shop/addon-attachments/DATABASE".to_string(),
+        ),
+        (
+            "add-on-service",
+            "/addon-services/heroku-postgresql".to_string(),
+        ),
+        (
+            "plan",
+            "/addon-services/heroku-redis/plans/mini".to_string(),
+        ),
     ] {
         let mut v = env.get_json(0, &path).unwrap();
         // Haven's addition: the add-on's servers (the schema allows no extra fields there).
@@ -110,21 +167,64 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     }
 
     // Data through the URLs, written via one node's API and read via another's.
-    psql(&env, 0, "shop", "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('hello from haven')");
-    assert_eq!(psql(&env, 2, "shop", "SELECT body FROM notes").lines().nth(2).map(str::trim), Some("hello from haven"));
-    assert_eq!(ok(hctl(&env, 0, &["redis:cli", "-a", "shop", "--", "SET", "greeting", "hi"])).trim(), "OK");
-    assert_eq!(ok(hctl(&env, 1, &["redis:cli", "-a", "shop", "--", "GET", "greeting"])).trim(), "hi");
+    psql(
+        &env,
+        0,
+        "shop",
+        "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('hello from haven')",
+    );
+    assert_eq!(
+        psql(&env, 2, "shop", "SELECT body FROM notes")
+            .lines()
+            .nth(2)
+            .map(str::trim),
+        Some("hello from haven")
+    );
+    assert_eq!(
+        ok(hctl(
+            &env,
+            0,
+            &["redis:cli", "-a", "shop", "--", "SET", "greeting", "hi"]
+        ))
+        .trim(),
+        "OK"
+    );
+    assert_eq!(
+        ok(hctl(
+            &env,
+            1,
+            &["redis:cli", "-a", "shop", "--", "GET", "greeting"]
+        ))
+        .trim(),
+        "hi"
+    );
     let info = ok(hctl(&env, 0, &["pg:info", "-a", "shop"]));
-    assert!(info.contains("PG Version:") && info.contains(" 15") && info.contains(&pg), "{info}");
+    assert!(
+        info.contains("PG Version:") && info.contains(" 15") && info.contains(&pg),
+        "{info}"
+    );
     let rinfo = ok(hctl(&env, 0, &["redis:info", "-a", "shop"]));
-    assert!(rinfo.contains("Version:") && rinfo.contains(" 7.") && rinfo.contains(&rd), "{rinfo}");
+    assert!(
+        rinfo.contains("Version:") && rinfo.contains(" 7.") && rinfo.contains(&rd),
+        "{rinfo}"
+    );
     let listed = ok(hctl(&env, 0, &["addons", "-a", "shop"]));
-    assert!(listed.contains(&format!("heroku-postgresql ({pg})")) && listed.contains("└─ as DATABASE"), "{listed}");
+    assert!(
+        listed.contains(&format!("heroku-postgresql ({pg})")) && listed.contains("└─ as DATABASE"),
+        "{listed}"
+    );
 
     // --as, detach, and sharing with a second app; each change one release.
     let before = descriptions(&env, "shop").len();
-    let out = ok(hctl(&env, 0, &["addons:attach", &pg, "--as", "ANALYTICS", "-a", "shop"]));
-    assert!(out.contains("Setting ANALYTICS config vars and restarting ⬢ shop... done"), "{out}");
+    let out = ok(hctl(
+        &env,
+        0,
+        &["addons:attach", &pg, "--as", "ANALYTICS", "-a", "shop"],
+    ));
+    assert!(
+        out.contains("Setting ANALYTICS config vars and restarting ⬢ shop... done"),
+        "{out}"
+    );
     assert_eq!(config(&env, "shop")["ANALYTICS_URL"], url.as_str());
     ok(hctl(&env, 1, &["addons:detach", "ANALYTICS", "-a", "shop"]));
     assert!(config(&env, "shop").get("ANALYTICS_URL").is_none());
@@ -134,23 +234,64 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     assert_eq!(rels[before + 1], format!("Detach ANALYTICS (@ref:{pg})"));
     ok(hctl(&env, 2, &["addons:attach", &pg, "-a", "blog"]));
     assert_eq!(config(&env, "blog")["DATABASE_URL"], url.as_str());
-    assert_eq!(psql(&env, 1, "blog", "SELECT count(*) FROM notes").lines().nth(2).map(str::trim), Some("1"));
+    assert_eq!(
+        psql(&env, 1, "blog", "SELECT count(*) FROM notes")
+            .lines()
+            .nth(2)
+            .map(str::trim),
+        Some("1")
+    );
 
     // Bad input: Heroku-style errors, nothing made.
     let addons_before = env.get_json(0, "/addons").unwrap();
     let releases_before = descriptions(&env, "shop").len();
     for (body, status, id, words) in [
-        (json!({"plan": "mysql:tiny"}), 404, "not_found", "Couldn't find either the add-on service or the add-on plan"),
-        (json!({"plan": "heroku-postgresql:huge-9"}), 404, "not_found", "Couldn't find either"),
-        (json!({"plan": "heroku-postgresql:standard-0"}), 422, "invalid_params", "not yet available"),
-        (json!({"plan": "heroku-redis:mini", "name": pg}), 422, "invalid_params", "already taken"),
-        (json!({"plan": "heroku-redis:mini", "name": "9bad"}), 422, "invalid_params", "invalid"),
-        (json!({"plan": {"name": "redis"}, "attachment": {"name": "DATABASE"}}), 422, "invalid_params", "already used"),
+        (
+            json!({"plan": "mysql:tiny"}),
+            404,
+            "not_found",
+            "Couldn't find either the add-on service or the add-on plan",
+        ),
+        (
+            json!({"plan": "heroku-postgresql:huge-9"}),
+            404,
+            "not_found",
+            "Couldn't find either",
+        ),
+        (
+            json!({"plan": "heroku-postgresql:standard-0"}),
+            422,
+            "invalid_params",
+            "not yet available",
+        ),
+        (
+            json!({"plan": "heroku-redis:mini", "name": pg}),
+            422,
+            "invalid_params",
+            "already taken",
+        ),
+        (
+            json!({"plan": "heroku-redis:mini", "name": "9bad"}),
+            422,
+            "invalid_params",
+            "invalid",
+        ),
+        (
+            json!({"plan": {"name": "redis"}, "attachment": {"name": "DATABASE"}}),
+            422,
+            "invalid_params",
+            "already used",
+        ),
     ] {
-        let (st, v) = env.request(0, reqwest::Method::POST, "/apps/shop/addons", Some(&body)).unwrap();
+        let (st, v) = env
+            .request(0, reqwest::Method::POST, "/apps/shop/addons", Some(&body))
+            .unwrap();
         assert_eq!(st.as_u16(), status, "{body}: {v}");
         assert_eq!(v["id"], id, "{body}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(words), "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(words),
+            "{body}: {v}"
+        );
     }
     let refused = hctl(&env, 0, &["addons:destroy", &pg]);
     assert!(!refused.status.success());
@@ -161,23 +302,46 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     // The database's data survives its node's restart (the server restarts with it).
     env.restart(pg_node).unwrap();
     env.wait_ready(pg_node, Duration::from_secs(60)).unwrap();
-    let body = eventually("the database answering after a restart", Duration::from_secs(90), || {
-        let out = hctl(&env, 0, &["pg:psql", "-a", "shop", "-c", "SELECT body FROM notes"]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    });
+    let body = eventually(
+        "the database answering after a restart",
+        Duration::from_secs(90),
+        || {
+            let out = hctl(
+                &env,
+                0,
+                &["pg:psql", "-a", "shop", "-c", "SELECT body FROM notes"],
+            );
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
     assert!(body.contains("hello from haven"), "{body}");
 
     // Deprovisioning detaches everywhere and removes the data dir.
     let out = ok(hctl(&env, 0, &["addons:destroy", &pg, "--confirm", "shop"]));
-    assert!(out.contains(&format!("Destroying {pg} on ⬢ shop... done")), "{out}");
-    eventually("the database's data removed", Duration::from_secs(60), || (!pg_dir.exists()).then_some(()));
+    assert!(
+        out.contains(&format!("Destroying {pg} on ⬢ shop... done")),
+        "{out}"
+    );
+    eventually(
+        "the database's data removed",
+        Duration::from_secs(60),
+        || (!pg_dir.exists()).then_some(()),
+    );
     assert!(config(&env, "blog").get("DATABASE_URL").is_none());
     assert!(descriptions(&env, "blog").contains(&format!("Detach DATABASE (@ref:{pg})")));
     assert!(config(&env, "shop").get("DATABASE_URL").is_none());
 
     // Destroying the app deprovisions its Redis.
-    ok(hctl(&env, 0, &["apps:destroy", "-a", "shop", "--confirm", "shop"]));
-    eventually("the redis data removed", Duration::from_secs(60), || (!rd_dir.exists()).then_some(()));
+    ok(hctl(
+        &env,
+        0,
+        &["apps:destroy", "-a", "shop", "--confirm", "shop"],
+    ));
+    eventually("the redis data removed", Duration::from_secs(60), || {
+        (!rd_dir.exists()).then_some(())
+    });
     eventually("no add-ons left", Duration::from_secs(30), || {
         (env.get_json(0, "/addons").ok()? == json!([])).then_some(())
     });
@@ -199,25 +363,70 @@ fn up_releases(env: &Env, app: &str) -> Vec<u64> {
 fn dynos_reach_addons_through_their_urls_and_roll_on_attach() {
     let env = cluster(3);
     let app = haven_tests::repo_path("examples/python-hello");
-    env.post_json(0, "/apps", &json!({"name": "web-db"})).unwrap();
-    ok(hctl(&env, 0, &["deploy", &app.to_string_lossy(), "-a", "web-db"]));
+    env.post_json(0, "/apps", &json!({"name": "web-db"}))
+        .unwrap();
+    ok(hctl(
+        &env,
+        0,
+        &["deploy", &app.to_string_lossy(), "-a", "web-db"],
+    ));
     let v = eventually("web.1 up", Duration::from_secs(90), || {
         up_releases(&env, "web-db").first().copied()
     });
-    ok(hctl(&env, 1, &["addons:create", "heroku-postgresql:essential-0", "-a", "web-db", "--wait"]));
-    ok(hctl(&env, 2, &["addons:create", "heroku-redis:mini", "-a", "web-db", "--wait"]));
+    ok(hctl(
+        &env,
+        1,
+        &[
+            "addons:create",
+            "heroku-postgresql:essential-0",
+            "-a",
+            "web-db",
+            "--wait",
+        ],
+    ));
+    ok(hctl(
+        &env,
+        2,
+        &[
+            "addons:create",
+            "heroku-redis:mini",
+            "-a",
+            "web-db",
+            "--wait",
+        ],
+    ));
     // Two attach releases later, the web dyno has rolled onto the new config.
-    eventually("web.1 on the attach release", Duration::from_secs(90), || {
-        (up_releases(&env, "web-db") == [v + 2]).then_some(())
-    });
+    eventually(
+        "web.1 on the attach release",
+        Duration::from_secs(90),
+        || (up_releases(&env, "web-db") == [v + 2]).then_some(()),
+    );
     // One-off dynos, started through different nodes, use the URLs from their env.
     let run = |node: usize, cmd: &str| -> String {
         let out = hctl(&env, node, &["run", "-a", "web-db", cmd]);
         assert!(out.status.success(), "{cmd}: {out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    run(0, r#"psql "$DATABASE_URL" -Atc "CREATE TABLE visits (n int); INSERT INTO visits VALUES (42)""#);
-    assert_eq!(run(1, r#"psql "$DATABASE_URL" -Atc "SELECT n FROM visits""#), "42");
-    assert_eq!(run(2, r#"redis-cli --no-auth-warning -u "$REDIS_URL" SET visits 7"#), "OK");
-    assert_eq!(run(0, r#"redis-cli --no-auth-warning -u "$REDIS_URL" GET visits"#), "7");
+    run(
+        0,
+        r#"psql "$DATABASE_URL" -Atc "CREATE TABLE visits (n int); INSERT INTO visits VALUES (42)""#,
+    );
+    assert_eq!(
+        run(1, r#"psql "$DATABASE_URL" -Atc "SELECT n FROM visits""#),
+        "42"
+    );
+    assert_eq!(
+        run(
+            2,
+            r#"redis-cli --no-auth-warning -u "$REDIS_URL" SET visits 7"#
+        ),
+        "OK"
+    );
+    assert_eq!(
+        run(
+            0,
+            r#"redis-cli --no-auth-warning -u "$REDIS_URL" GET visits"#
+        ),
+        "7"
+    );
 }
