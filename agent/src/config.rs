@@ -298,6 +298,14 @@ impl DataDir {
     pub fn dynos_dir(&self) -> PathBuf {
         self.root.join("dynos")
     }
+    /// Add-on members' data dirs, by member id.
+    pub fn addons_data_dir(&self) -> PathBuf {
+        self.root.join("addons").join("data")
+    }
+    /// The process records of add-on servers (the add-ons' runtime state dir).
+    pub fn addons_run_dir(&self) -> PathBuf {
+        self.root.join("addons").join("run")
+    }
     /// Bare git repositories, by app id.
     pub fn repos_dir(&self) -> PathBuf {
         self.root.join("repos")

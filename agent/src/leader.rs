@@ -6,6 +6,9 @@
 //!   scheduler (`haven-scheduler`) and commits its plan (dynos to start and stop, and
 //!   what cannot be placed) when the plan changes anything. Plans are idempotent, so a new
 //!   leader simply resumes from the replicated state.
+//! - **Add-ons**: add-on members reserve memory on their nodes, taken off what the
+//!   scheduler may give dynos; members of a deprovisioned add-on whose node is down are
+//!   reported gone on its behalf.
 //! - **Release phase**: a pending release whose slug has a `release` process type gets a
 //!   one-off `release` dyno; its exit status decides the release.
 
@@ -32,13 +35,17 @@ pub fn scheduler_input(s: &State) -> sched::Input {
             held.entry(*h).or_default().insert(slug.sha256.clone());
         }
     }
+    // Memory add-on members reserve is not the dynos'.
+    let addons = crate::addons::placement::addon_memory_by_node(s);
     let nodes = s
         .nodes
         .values()
         .map(|n| sched::NodeView {
             id: n.id,
             name: n.name.clone(),
-            memory_mb: n.memory_mb,
+            memory_mb: n
+                .memory_mb
+                .saturating_sub(addons.get(&n.id).copied().unwrap_or(0)),
             status: match (n.status, n.draining) {
                 (NodeStatus::Down, _) => sched::NodeStatus::Down,
                 (NodeStatus::Up, true) => sched::NodeStatus::Draining,
@@ -323,6 +330,13 @@ pub async fn control_loop(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "the scheduler's plan was refused"),
                 Err(e) => debug!(error = %e, "could not record the scheduler's plan"),
+            }
+        }
+        // Members of deprovisioned add-ons on down nodes: gone (their data is removed
+        // as an orphan when the node returns).
+        for cmd in raft.with_state(crate::addons::lost_members) {
+            if let Ok(Err(e)) = raft.write(cmd).await {
+                debug!(error = %e, "add-on member removal refused");
             }
         }
         let phase = raft.with_state(|s| release_phase(s, Utc::now()));

@@ -1,6 +1,7 @@
 //! `havend`: the Haven agent. `init` makes a new cluster's first node, `join` adds a node
 //! to a cluster, `run` starts a node from its data dir.
 
+mod addons;
 mod api;
 mod builder;
 mod config;

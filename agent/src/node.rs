@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::addons::AddonManager;
 use crate::api::{self, ApiContext};
 use crate::builder::Builder;
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
@@ -69,6 +70,9 @@ pub struct Agent {
     /// The dyno manager: awaited at shutdown so that dynos get their SIGTERM.
     dyno_task: Option<tokio::task::JoinHandle<()>>,
     dynos: DynoManager,
+    /// The add-on manager: awaited at shutdown so that servers stop cleanly.
+    addon_task: Option<tokio::task::JoinHandle<()>>,
+    addons: AddonManager,
 }
 
 impl Agent {
@@ -177,6 +181,23 @@ impl Agent {
             cfg.advertise_host.clone(),
         );
         let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
+        // Add-on servers: the same runtime, with process records of their own.
+        let addon_runtime = Arc::new(if cfg.dynos.containers {
+            Runtime::new(
+                data.addons_run_dir(),
+                std::env::current_exe().context("find the havend binary")?,
+            )
+        } else {
+            Runtime::process_only(data.addons_run_dir())
+        });
+        let addons = AddonManager::new(
+            cfg.node_id,
+            raft.clone(),
+            addon_runtime,
+            data.addons_data_dir(),
+            logs.clone(),
+        );
+        let addon_task = tokio::spawn(addons.clone().run(shutdown_rx.clone()));
         tasks.push(tokio::spawn(liveness::heartbeats(
             cfg.node_id,
             raft.clone(),
@@ -246,6 +267,8 @@ impl Agent {
             tasks,
             dyno_task: Some(dyno_task),
             dynos,
+            addon_task: Some(addon_task),
+            addons,
         };
         agent.bootstrap_if_new(data).await?;
         tasks_push_register(&agent);
@@ -321,6 +344,7 @@ impl Agent {
         if keep_dynos {
             info!("shutting down, leaving the dynos running");
             self.dynos.keep_dynos_at_shutdown();
+            self.addons.keep_servers_at_shutdown();
         } else {
             info!("shutting down");
         }
@@ -328,6 +352,9 @@ impl Agent {
         if let Some(t) = self.dyno_task {
             let limit = Duration::from_secs(self.cfg.dynos.stop_timeout_secs + 5);
             let _ = tokio::time::timeout(limit, t).await;
+        }
+        if let Some(t) = self.addon_task {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         self.raft.shutdown().await;

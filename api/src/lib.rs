@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod addons;
 pub mod attach;
 pub mod request_id;
 pub mod urls;

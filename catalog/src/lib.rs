@@ -3,6 +3,8 @@
 //! - [`DYNO_SIZES`]: every dyno size with the memory it reserves, its process limit and
 //!   the name Heroku shows; [`dyno_size`] looks one up.
 //! - [`STACKS`]: the stack names an app may carry; [`DEFAULT_STACK`] is a new app's.
+//! - [`ADDON_SERVICES`]: the add-on services Haven runs (Postgres, Redis) and their plans
+//!   (memory per member, members per add-on); [`addon_plan`] finds one (module `addons`).
 //!
 //! The model validates sizes against this table, the scheduler counts memory from it and
 //! the agent sets cgroup limits and writes logs from it, so a size added here is offered
@@ -10,6 +12,12 @@
 //!
 //! **Architecture invariant:** this crate depends on no other crate (no haven crate, no
 //! I/O): any crate, pure or not, may use it.
+
+mod addons;
+
+pub use addons::{
+    addon_plan, addon_service, service_plan, AddonPlan, AddonService, Engine, ADDON_SERVICES,
+};
 
 /// A dyno size: what a dyno of this size may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

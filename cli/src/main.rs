@@ -3,6 +3,7 @@
 //! `main` only parses the command line and dispatches to [`commands`], one module per
 //! resource.
 
+mod addon_args;
 mod client;
 mod commands;
 mod deploy;
@@ -389,6 +390,8 @@ enum Cmd {
     /// Show the Raft status of the node you talk to.
     #[command(name = "cluster:status")]
     ClusterStatus(JsonArg),
+    #[command(flatten)]
+    Addon(addon_args::AddonCmd),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -519,6 +522,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::NodesDrain { node } => cluster::set_draining(&api()?, node, true),
         Cmd::NodesUndrain { node } => cluster::set_draining(&api()?, node, false),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
+        Cmd::Addon(c) => c.run(api),
     }
 }
 

@@ -62,6 +62,10 @@
 //! are draining", "no node has 1024 MiB free for a standard-2x dyno (largest free: 512
 //! MiB on node-2)", …).
 //!
+//! **Add-ons.** [`place_addon`] (module `addons`) places the members of a new add-on:
+//! distinct `Up` nodes with the plan's memory free, a port per address. The memory add-on
+//! members reserve is taken off a node's `memory_mb` before [`plan`] sees it.
+//!
 //! # Output order
 //!
 //! [`Plan::changes`] is sorted by app, then process type; within a process type, first
@@ -78,6 +82,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+
+mod addons;
+
+pub use addons::{place_addon, AddonNodeView, AddonRequest, MemberPlacement};
 
 use serde::{Deserialize, Serialize};
 

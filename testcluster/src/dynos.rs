@@ -1,6 +1,6 @@
 //! The dyno processes of a node, found through the process records its agent writes
 //! (`DATA_DIR/dynos/ID/process.json`: pid and start time, see the agent's
-//! `runtime/record.rs`). Dynos outlive their agent, so killing a node (a host's death)
+//! `runtime/record.rs`; add-on servers' in `DATA_DIR/addons/run/ID/`). Dynos outlive their agent, so killing a node (a host's death)
 //! kills them through these, while [`crate::TestCluster::kill_agent`] leaves them.
 
 use std::fs;
@@ -19,11 +19,12 @@ const RECORD: &str = "process.json";
 /// `(dyno id, pid)` of every dyno of the node at `data_dir` whose process still runs
 /// (pid and start time as recorded).
 pub fn running(data_dir: &Path) -> Vec<(String, i32)> {
-    let Ok(rd) = fs::read_dir(data_dir.join("dynos")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, i32)> = rd
-        .flatten()
+    // Add-on servers run in the same runtime, their records in `addons/run`.
+    let dirs = [data_dir.join("dynos"), data_dir.join("addons").join("run")];
+    let mut out: Vec<(String, i32)> = dirs
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flat_map(|rd| rd.flatten())
         .filter_map(|e| {
             let rec: Value = serde_json::from_slice(&fs::read(e.path().join(RECORD)).ok()?).ok()?;
             let pid = i32::try_from(rec["pid"].as_i64()?).ok()?;

@@ -588,6 +588,10 @@ impl TestCluster {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.file.nodes.iter().position(|n| n.id == id)
     }
+    /// Node `i`'s data dir (`havend --data-dir`).
+    pub fn data_dir(&self, i: usize) -> Option<&Path> {
+        self.file.nodes.get(i).map(|n| n.data_dir.as_path())
+    }
     /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -249,9 +249,12 @@ pub async fn update(
 /// `DELETE /apps/{app}` → 200 with the deleted app.
 pub async fn delete(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = app_id(&ctx, &key).await?;
+    // Its add-ons are detached everywhere (releases in apps sharing them) and deprovisioned.
+    super::addons::destroy_owned(&ctx, &caller, id).await?;
     let app = output_app(write(&ctx, Command::DeleteApp { app: id }).await?)?;
     Ok(Json(ctx.raft.with_state(|s| to_wire(s, ctx.node_id, &app))).into_response())
 }

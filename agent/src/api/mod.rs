@@ -10,6 +10,8 @@
 //! read barrier first. Model → wire conversion is by hand, one function per resource.
 
 mod account;
+mod addon_attachments;
+mod addons;
 mod apps;
 mod body;
 mod builds;
@@ -155,6 +157,37 @@ pub fn router(ctx: ApiContext) -> Router {
         .route(
             "/apps/{app}/domains/{domain}",
             get(domains::info).delete(domains::delete),
+        )
+        .route("/addon-services", get(addons::services))
+        .route("/addon-services/{service}", get(addons::service))
+        .route("/addon-services/{service}/plans", get(addons::plans))
+        .route("/addon-services/{service}/plans/{plan}", get(addons::plan))
+        .route("/addons", get(addons::list_all))
+        .route("/addons/{addon}", get(addons::info_any))
+        .route(
+            "/addons/{addon}/addon-attachments",
+            get(addon_attachments::of_addon),
+        )
+        .route("/apps/{app}/addons", get(addons::list).post(addons::create))
+        .route(
+            "/apps/{app}/addons/{addon}",
+            get(addons::info).delete(addons::delete),
+        )
+        .route(
+            "/addon-attachments",
+            get(addon_attachments::list_all).post(addon_attachments::create),
+        )
+        .route(
+            "/addon-attachments/{id}",
+            get(addon_attachments::info_any).delete(addon_attachments::delete),
+        )
+        .route(
+            "/apps/{app}/addon-attachments",
+            get(addon_attachments::list),
+        )
+        .route(
+            "/apps/{app}/addon-attachments/{attachment}",
+            get(addon_attachments::info),
         )
         .route("/metrics", get(cluster::metrics))
         .route("/apps/{app}/log-sessions", post(log_sessions::create))
@@ -361,9 +394,10 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         | CommandOutput::Formation { app, .. }
         | CommandOutput::Domain { app, .. }
         | CommandOutput::Drain { app, .. } => Ok(*app),
-        CommandOutput::Done | CommandOutput::Build(_) | CommandOutput::Dynos(_) => {
-            Err(ApiError::internal("the command returned no app"))
-        }
+        CommandOutput::Done
+        | CommandOutput::Build(_)
+        | CommandOutput::Dynos(_)
+        | CommandOutput::Addon { .. } => Err(ApiError::internal("the command returned no app")),
     }
 }
 

@@ -494,3 +494,6 @@ fn cluster_status_and_nodes() {
     assert!(n.leader);
     assert_eq!(n.name, "n1");
 }
+
+#[path = "wire_tests_addons.rs"]
+mod addons;

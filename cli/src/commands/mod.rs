@@ -2,12 +2,14 @@
 //! what `main` parsed. Answers are read only through `haven-api` types (see
 //! [`crate::client::Answer`]).
 
+pub mod addons;
 pub mod apps;
 pub mod auth;
 pub mod buildpacks;
 pub mod builds;
 pub mod cluster;
 pub mod config;
+pub mod datastores;
 pub mod domains;
 pub mod drains;
 pub mod logs;

@@ -80,8 +80,13 @@ pub(super) fn update(
     Ok(CommandOutput::App(Box::new(a.summary())))
 }
 
-/// Deletes an app with its builds, slugs, dynos and unplaced dynos.
+/// Deletes an app with its builds, slugs, dynos and unplaced dynos; its attachments go
+/// and its add-ons are deprovisioned (refused while one is attached to another app).
 pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {
+    if !state.apps.contains_key(&app) {
+        return Err(not_found_app(&app));
+    }
+    super::addons::on_app_delete(state, app)?;
     let removed = state.apps.remove(&app).ok_or_else(|| not_found_app(&app))?;
     state.builds.retain(|_, b| b.app != app);
     state.slugs.retain(|_, s| s.app != app);

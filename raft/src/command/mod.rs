@@ -7,7 +7,8 @@
 //!
 //! [`Command::apply`] only dispatches; each resource area applies its commands in its own
 //! module: `cluster` (bootstrap and nodes), `tokens`, `apps`, `config`, `releases`,
-//! `formation`, `builds` (with buildpacks and slugs), `dynos`, `domains`, `drains`.
+//! `formation`, `builds` (with buildpacks and slugs), `dynos`, `domains`, `drains`,
+//! `addons` (add-ons and attachments).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -24,6 +25,7 @@ use crate::model::{
     User,
 };
 
+mod addons;
 mod apps;
 mod builds;
 mod cluster;
@@ -38,6 +40,7 @@ mod tokens;
 #[cfg(test)]
 mod fixtures;
 
+pub use addons::{AttachmentSpec, MemberReport};
 pub use builds::BuildResult;
 pub use config::config_description;
 pub use dynos::{DynoReport, DynoTarget};
@@ -200,6 +203,41 @@ pub enum Command {
         version: u64,
         status: ReleaseStatus,
     },
+    /// Creates an add-on (members placed by the proposer), its first attachment and the
+    /// release that sets its config vars.
+    CreateAddon {
+        addon: crate::model::Addon,
+        attachment: AttachmentSpec,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Detaches every attachment of an add-on (one release each, ids derived from
+    /// `release_seed`) and starts its deprovisioning.
+    DestroyAddon {
+        addon: Uuid,
+        release_seed: Uuid,
+        actor: Actor,
+    },
+    /// Attaches an add-on to an app: sets its config vars in a release.
+    AttachAddon {
+        addon: Uuid,
+        attachment: AttachmentSpec,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// Removes an attachment: unsets its config vars in a release.
+    DetachAddon {
+        attachment: Uuid,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// A node reports its add-on members: which answer, which have their data removed.
+    ReportAddonMembers {
+        node: NodeId,
+        reports: Vec<MemberReport>,
+        gone: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -244,6 +282,13 @@ pub enum CommandOutput {
     Drain {
         app: Box<App>,
         drain: crate::model::Drain,
+    },
+    /// An add-on after the command, the attachments it made or removed, and the releases
+    /// it made (app, version).
+    Addon {
+        addon: Box<crate::model::Addon>,
+        attachments: Vec<crate::model::Attachment>,
+        releases: Vec<(Uuid, u64)>,
     },
 }
 
@@ -335,6 +380,34 @@ impl Command {
             Command::RemoveDomain { app, key, at } => domains::remove(state, *app, key, *at),
             Command::AddDrain { app, drain } => drains::add(state, *app, drain),
             Command::RemoveDrain { app, key } => drains::remove(state, *app, key),
+            Command::CreateAddon {
+                addon,
+                attachment,
+                release_id,
+                actor,
+            } => addons::create(state, addon, attachment, *release_id, actor),
+            Command::DestroyAddon {
+                addon,
+                release_seed,
+                actor,
+            } => addons::destroy(state, *addon, *release_seed, actor),
+            Command::AttachAddon {
+                addon,
+                attachment,
+                release_id,
+                actor,
+            } => addons::attach(state, *addon, attachment, *release_id, actor),
+            Command::DetachAddon {
+                attachment,
+                release_id,
+                actor,
+            } => addons::detach(state, *attachment, *release_id, actor),
+            Command::ReportAddonMembers {
+                node,
+                reports,
+                gone,
+                at,
+            } => addons::report(state, *node, reports, gone, *at),
         }
     }
 }

@@ -14,7 +14,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod addon_rules;
+mod addons;
 mod rules;
+
+pub use addon_rules::{
+    attachment_naming, generated_addon_name, normalize_attachment_name, validate_addon_name,
+    COLOURS,
+};
+pub use addons::{Addon, AddonMember, AddonState, Attachment};
 
 pub use rules::{
     normalize_hostname, normalize_size, validate_app_name, validate_buildpack, validate_config_key,
@@ -445,6 +453,10 @@ pub struct State {
     pub dynos: BTreeMap<Uuid, Dyno>,
     /// What the scheduler's last plan could not place.
     pub unplaced: Vec<Unplaced>,
+    /// Add-ons by id.
+    pub addons: BTreeMap<Uuid, Addon>,
+    /// Add-on attachments by id.
+    pub attachments: BTreeMap<Uuid, Attachment>,
 }
 
 impl State {
@@ -477,6 +489,34 @@ impl State {
             (&a.process_type, a.index, a.created_at).cmp(&(&b.process_type, b.index, b.created_at))
         });
         dynos
+    }
+
+    /// An add-on by name or id.
+    pub fn find_addon(&self, key: &str) -> Option<&Addon> {
+        if let Ok(id) = key.parse::<Uuid>() {
+            if let Some(a) = self.addons.get(&id) {
+                return Some(a);
+            }
+        }
+        self.addons.values().find(|a| a.name == key)
+    }
+
+    /// An app's attachments, by name.
+    pub fn app_attachments(&self, app: Uuid) -> Vec<&Attachment> {
+        let mut v: Vec<&Attachment> = self.attachments.values().filter(|t| t.app == app).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// An add-on's attachments, oldest first.
+    pub fn addon_attachments(&self, addon: Uuid) -> Vec<&Attachment> {
+        let mut v: Vec<&Attachment> = self
+            .attachments
+            .values()
+            .filter(|t| t.addon == addon)
+            .collect();
+        v.sort_by_key(|t| (t.created_at, t.id));
+        v
     }
 
     /// The token whose sha256 is `sha256_hex`.

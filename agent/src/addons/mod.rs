@@ -1,0 +1,444 @@
+//! The add-on manager: runs the add-on members the replicated state places on this node
+//! (design §12).
+//!
+//! A loop compares the members placed here with the servers it supervises. Each member
+//! has a supervisor task that starts its server through the dyno runtime (a second
+//! [`Runtime`] whose process records live in `addons/run`, apart from the dynos'), with
+//! its data dir `addons/data/<member id>` bound at `/data` ([`server`]); probes it by its
+//! own protocol ([`probe`]) and keeps whether it answers; and restarts it with back-off
+//! when it exits. The loop reports what differs from the state in one
+//! `ReportAddonMembers` per tick: the first answer of every member makes the add-on
+//! `provisioned`.
+//!
+//! Servers outlive the agent like dynos: a new agent adopts a server still running from
+//! its process record, and starts one that is not (its data dir is kept: `initdb` runs
+//! only into an empty one). When an add-on is deprovisioned its servers are stopped, the
+//! data dirs removed and reported gone; a data dir of a member the state no longer knows
+//! at all (once a read barrier shows the state current) is removed too. At shutdown the
+//! servers are stopped, unless the agent stops for an upgrade.
+//!
+//! [`placement`] is the state as add-on placement sees it, for the API (creating) and
+//! the leader (dyno memory).
+
+pub mod placement;
+mod probe;
+mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use haven_raft::catalog::{self, Engine};
+use haven_raft::command::{Command, MemberReport};
+use haven_raft::model::{Addon, AddonMember, AddonState, NodeId, NodeStatus, State};
+use haven_raft::HavenRaft;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::logs::Logs;
+use crate::runtime::{Mode, Runtime, DYNO_GID, DYNO_UID};
+
+/// What a supervisor is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctl {
+    Run,
+    Stop,
+    /// The agent stops for an upgrade: leave the server running.
+    Detach,
+}
+
+struct Supervisor {
+    ctl: watch::Sender<Ctl>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    me: NodeId,
+    raft: HavenRaft,
+    runtime: Arc<Runtime>,
+    data_dir: PathBuf,
+    logs: Logs,
+    supervisors: Mutex<HashMap<Uuid, Supervisor>>,
+    /// Whether each member's server answered its last probe.
+    up: Mutex<HashMap<Uuid, bool>>,
+    /// A read barrier succeeded since the start: unknown data dirs are orphans.
+    synced: AtomicBool,
+    keep: AtomicBool,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AddonManager {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The members the state places on node `me`: `(add-on, member)`, the add-on's state
+/// telling whether it should run.
+fn mine(s: &State, me: NodeId) -> Vec<(Addon, AddonMember)> {
+    s.addons
+        .values()
+        .flat_map(|a| {
+            a.members
+                .iter()
+                .filter(move |m| m.node == me)
+                .map(move |m| (a.clone(), m.clone()))
+        })
+        .collect()
+}
+
+/// For the leader: members of deprovisioning add-ons whose node is down or gone (their
+/// data goes when the node returns, as an orphan), reported gone on the node's behalf.
+pub fn lost_members(s: &State) -> Vec<Command> {
+    let mut by_node: HashMap<NodeId, Vec<Uuid>> = HashMap::new();
+    for a in s
+        .addons
+        .values()
+        .filter(|a| a.state == AddonState::Deprovisioning)
+    {
+        for m in &a.members {
+            let down = s
+                .nodes
+                .get(&m.node)
+                .is_none_or(|n| n.status == NodeStatus::Down);
+            if down {
+                by_node.entry(m.node).or_default().push(m.id);
+            }
+        }
+    }
+    let mut out: Vec<Command> = by_node
+        .into_iter()
+        .map(|(node, gone)| Command::ReportAddonMembers {
+            node,
+            reports: Vec::new(),
+            gone,
+            at: Utc::now(),
+        })
+        .collect();
+    out.sort_by_key(|c| match c {
+        Command::ReportAddonMembers { node, .. } => *node,
+        _ => 0,
+    });
+    out
+}
+
+impl AddonManager {
+    /// `data_dir` holds the members' data (`<data>/addons/data`); `runtime` runs their
+    /// servers and keeps its records apart from the dynos'.
+    pub fn new(
+        me: NodeId,
+        raft: HavenRaft,
+        runtime: Arc<Runtime>,
+        data_dir: PathBuf,
+        logs: Logs,
+    ) -> AddonManager {
+        AddonManager {
+            inner: Arc::new(Inner {
+                me,
+                raft,
+                runtime,
+                data_dir,
+                logs,
+                supervisors: Mutex::new(HashMap::new()),
+                up: Mutex::new(HashMap::new()),
+                synced: AtomicBool::new(false),
+                keep: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Makes the coming shutdown leave every server running, for the next agent to adopt.
+    pub fn keep_servers_at_shutdown(&self) {
+        self.inner.keep.store(true, Ordering::SeqCst);
+    }
+
+    /// The reconcile loop; at shutdown it stops every server (or leaves them running).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = self.clone();
+        let sync = tokio::spawn(async move {
+            loop {
+                let barrier = this.inner.raft.read_barrier();
+                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), barrier).await {
+                    this.inner.synced.store(true, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        let mut ticker = tokio::time::interval(Duration::from_millis(300));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            self.tick().await;
+        }
+        sync.abort();
+        let ctl = if self.inner.keep.load(Ordering::SeqCst) {
+            Ctl::Detach
+        } else {
+            Ctl::Stop
+        };
+        let sups: Vec<Supervisor> = lock(&self.inner.supervisors)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in &sups {
+            let _ = s.ctl.send(ctl);
+        }
+        for s in sups {
+            let _ = s.task.await;
+        }
+    }
+
+    async fn tick(&self) {
+        let inner = &self.inner;
+        let placed = inner.raft.with_state(|s| mine(s, inner.me));
+        let run: HashMap<Uuid, (Addon, AddonMember)> = placed
+            .iter()
+            .filter(|(a, _)| a.state != AddonState::Deprovisioning)
+            .map(|(a, m)| (m.id, (a.clone(), m.clone())))
+            .collect();
+        let removing: HashSet<Uuid> = placed
+            .iter()
+            .filter(|(a, _)| a.state == AddonState::Deprovisioning)
+            .map(|(_, m)| m.id)
+            .collect();
+        {
+            let mut sups = lock(&inner.supervisors);
+            for (id, (a, m)) in &run {
+                if !sups.contains_key(id) {
+                    let (ctl, rx) = watch::channel(Ctl::Run);
+                    let this = self.clone();
+                    let (a, m) = (a.clone(), m.clone());
+                    let task = tokio::spawn(async move { this.supervise(a, m, rx).await });
+                    sups.insert(*id, Supervisor { ctl, task });
+                }
+            }
+            sups.retain(|id, s| {
+                if run.contains_key(id) {
+                    return true;
+                }
+                let _ = s.ctl.send(Ctl::Stop);
+                !s.task.is_finished()
+            });
+        }
+        let supervised: HashSet<Uuid> = lock(&inner.supervisors).keys().copied().collect();
+        let mut gone = Vec::new();
+        for id in &removing {
+            if !supervised.contains(id) {
+                self.remove_data(*id);
+                gone.push(*id);
+            }
+        }
+        if inner.synced.load(Ordering::SeqCst) {
+            for id in self.data_dirs() {
+                if !run.contains_key(&id) && !removing.contains(&id) && !supervised.contains(&id) {
+                    info!(member = %id, "removing the data of an add-on member this node no longer runs");
+                    self.remove_data(id);
+                }
+            }
+        }
+        let reports: Vec<MemberReport> = {
+            let up = lock(&inner.up);
+            run.iter()
+                .filter_map(|(id, (_, m))| {
+                    let local = up.get(id).copied().unwrap_or(false);
+                    (local != m.up).then_some(MemberReport {
+                        member: *id,
+                        up: local,
+                    })
+                })
+                .collect()
+        };
+        lock(&inner.up).retain(|id, _| run.contains_key(id));
+        if reports.is_empty() && gone.is_empty() {
+            return;
+        }
+        let cmd = Command::ReportAddonMembers {
+            node: inner.me,
+            reports,
+            gone,
+            at: Utc::now(),
+        };
+        match inner.raft.write(cmd).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "add-on member report refused"),
+            Err(e) => debug!(error = %e, "could not report add-on members; retrying"),
+        }
+    }
+
+    /// Member ids that have a data dir here.
+    fn data_dirs(&self) -> Vec<Uuid> {
+        let Ok(rd) = std::fs::read_dir(&self.inner.data_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    fn member_dir(&self, id: Uuid) -> PathBuf {
+        self.inner.data_dir.join(id.to_string())
+    }
+
+    /// Removes a member's data dir and what the runtime kept of its server.
+    fn remove_data(&self, id: Uuid) {
+        self.inner.runtime.discard(&id.to_string());
+        let dir = self.member_dir(id);
+        if dir.exists() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => info!(member = %id, "removed an add-on member's data"),
+                Err(e) => warn!(member = %id, error = %e, "cannot remove an add-on member's data"),
+            }
+        }
+    }
+
+    fn set_up(&self, id: Uuid, up: bool) {
+        lock(&self.inner.up).insert(id, up);
+    }
+
+    /// One member's server on this node, until told to stop or detach.
+    async fn supervise(&self, addon: Addon, member: AddonMember, mut ctl: watch::Receiver<Ctl>) {
+        let inner = &self.inner;
+        let id = member.id;
+        let container = inner.runtime.mode() == Mode::Container;
+        let dir = self.member_dir(id);
+        if let Err(e) = data_dir(&dir, container) {
+            warn!(member = %id, error = %e, "cannot create an add-on member's data dir");
+        }
+        let engine = catalog::addon_service(&addon.service).map_or(Engine::Postgres, |s| s.engine);
+        let user = addon.db_user();
+        let process = server::log_process(&addon);
+        let mut backoff = Duration::from_secs(1);
+        let mut adopt = true;
+        loop {
+            if *ctl.borrow() != Ctl::Run {
+                return;
+            }
+            let adopted = if adopt {
+                inner.runtime.adopt(&id.to_string()).map(|(p, _)| p)
+            } else {
+                None
+            };
+            adopt = false;
+            let was_adopted = adopted.is_some();
+            let mut proc = match adopted {
+                Some(p) => p,
+                None => match inner
+                    .runtime
+                    .spawn(&server::spec(&addon, &member, &dir, container))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!(addon = %addon.name, error = %e, "cannot start an add-on server");
+                        if wait_or_ctl(&mut ctl, backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                },
+            };
+            info!(addon = %addon.name, member = %id, pid = proc.pid(), adopted = was_adopted, "add-on server running");
+            if let Some(mut tail) = proc.output() {
+                let logs = inner.logs.clone();
+                let (app, process) = (addon.app, process.clone());
+                tokio::spawn(async move {
+                    while let Some(lines) = tail.next_lines().await {
+                        for line in lines {
+                            logs.emit(app, "app", &process, &line);
+                        }
+                    }
+                });
+            }
+            let mut up = false;
+            let outcome = loop {
+                let every = if up {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_millis(300)
+                };
+                tokio::select! {
+                    exit = proc.wait() => break Some(exit),
+                    changed = ctl.changed() => {
+                        if changed.is_err() || *ctl.borrow() != Ctl::Run {
+                            break None;
+                        }
+                    }
+                    _ = tokio::time::sleep(every) => {
+                        let now = probe::answers(engine, &member.host, member.port, &user, Duration::from_secs(2)).await;
+                        if now != up {
+                            info!(addon = %addon.name, member = %id, answers = now, "add-on server status changed");
+                            up = now;
+                            self.set_up(id, now);
+                            if now {
+                                backoff = Duration::from_secs(1);
+                            }
+                        }
+                    }
+                }
+            };
+            self.set_up(id, false);
+            match outcome {
+                None if *ctl.borrow() == Ctl::Detach => {
+                    info!(addon = %addon.name, pid = proc.pid(), "left the add-on server running");
+                    return;
+                }
+                None => {
+                    proc.terminate();
+                    if tokio::time::timeout(Duration::from_secs(15), proc.wait())
+                        .await
+                        .is_err()
+                    {
+                        proc.kill();
+                        let _ = proc.wait().await;
+                    }
+                    proc.cleanup();
+                    info!(addon = %addon.name, member = %id, "add-on server stopped");
+                    return;
+                }
+                Some(exit) => {
+                    proc.cleanup();
+                    warn!(addon = %addon.name, member = %id, code = ?exit.code, signal = ?exit.signal, "add-on server exited; restarting it");
+                    if wait_or_ctl(&mut ctl, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; `true` if told meanwhile to stop (or the manager is gone).
+async fn wait_or_ctl(ctl: &mut watch::Receiver<Ctl>, d: Duration) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = ctl.wait_for(|c| *c != Ctl::Run) => true,
+    };
+    stopped || *ctl.borrow() != Ctl::Run
+}
+
+/// The member's data dir: private, and the dyno user's when servers run in containers.
+fn data_dir(dir: &Path, container: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    if container {
+        std::os::unix::fs::chown(dir, Some(DYNO_UID), Some(DYNO_GID))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! What an add-on member runs: the runtime spec of its server (Debian's PostgreSQL 15 or
+//! `redis-server`), started in the dyno runtime as the unprivileged dyno user with the
+//! member's data dir bound at `/data`.
+//!
+//! The password reaches the server only through the environment of the start script,
+//! which hands it to `initdb --pwfile` (Postgres: only its SCRAM hash is stored) or to
+//! `redis-server` on its standard input (Redis), and unsets it before the server starts;
+//! it is never on a command line and never logged (on the node it is only in the
+//! root-only runtime spec file, like a dyno's config vars).
+
+use std::path::Path;
+
+use haven_raft::catalog::{self, Engine};
+use haven_raft::model::{Addon, AddonMember};
+
+use crate::runtime::{Bind, DynoSpec};
+
+/// Where Debian installs PostgreSQL 15's server programs.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The start script of a Postgres member: `initdb` once (into a temp dir renamed when
+/// complete, so an interrupted first start starts over), the database created in
+/// single-user mode, password authentication from anywhere; then `postgres` on the
+/// member's address and port.
+const POSTGRES_SCRIPT: &str = r#"set -eu
+umask 077
+D="$HAVEN_DATA/pgdata"
+if [ ! -s "$D/PG_VERSION" ]; then
+  rm -rf "$D.init"
+  initdb -D "$D.init" -U "$PGUSER" -E UTF8 --locale=C.UTF-8 --auth-local=trust \
+    --auth-host=scram-sha-256 --pwfile=<(printf '%s\n' "$HAVEN_PASSWORD") >/dev/null
+  printf 'host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' >> "$D.init/pg_hba.conf"
+  echo "CREATE DATABASE \"$PGDATABASE\" OWNER \"$PGUSER\"" | postgres --single -D "$D.init" postgres >/dev/null
+  mv "$D.init" "$D"
+  echo "initialized the database"
+fi
+unset HAVEN_PASSWORD
+exec postgres -D "$D" -c listen_addresses="$HAVEN_HOST" -p "$HAVEN_PORT" -k /tmp \
+  -c shared_buffers="$HAVEN_SHARED_BUFFERS" -c max_connections=20 \
+  -c dynamic_shared_memory_type=mmap -c logging_collector=off
+"#;
+
+/// The start script of a Redis member: append-only persistence in `/data`, the password
+/// as `requirepass` on standard input.
+const REDIS_SCRIPT: &str = r#"set -eu
+umask 077
+pw="$HAVEN_PASSWORD"
+unset HAVEN_PASSWORD
+exec redis-server - --bind "$HAVEN_HOST" --port "$HAVEN_PORT" --dir "$HAVEN_DATA" \
+  --appendonly yes --appendfsync everysec --save '' --protected-mode no \
+  --maxmemory "$HAVEN_MAXMEMORY" --maxmemory-policy noeviction <<<"requirepass $pw"
+"#;
+
+/// The runtime spec of `member` of `addon`, its data in `data_dir` (the host path).
+/// `container`: the runtime binds `data_dir` at `/data`; else (process mode) the
+/// server uses the host path itself.
+pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: bool) -> DynoSpec {
+    let service = catalog::addon_service(&addon.service);
+    let plan = service.and_then(|s| catalog::service_plan(s, &addon.plan));
+    let memory_mb = plan.map_or(256, |p| p.memory_mb);
+    let engine = service.map_or(Engine::Postgres, |s| s.engine);
+    let data = if container {
+        "/data".to_string()
+    } else {
+        data_dir.display().to_string()
+    };
+    let mut env = vec![
+        ("HAVEN_DATA".to_string(), data),
+        ("HAVEN_HOST".to_string(), member.host.clone()),
+        ("HAVEN_PORT".to_string(), member.port.to_string()),
+        ("HAVEN_PASSWORD".to_string(), addon.password.clone()),
+        ("HOME".to_string(), "/app".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        (
+            "PATH".to_string(),
+            format!("{PG_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
+        ),
+    ];
+    let (command, hostname) = match engine {
+        Engine::Postgres => {
+            env.push(("PGUSER".into(), addon.db_user()));
+            env.push(("PGDATABASE".into(), addon.db_name()));
+            // A quarter of the member's memory, as PostgreSQL's tuning guides suggest.
+            env.push((
+                "HAVEN_SHARED_BUFFERS".into(),
+                format!("{}MB", (memory_mb / 4).max(16)),
+            ));
+            (POSTGRES_SCRIPT, "postgres")
+        }
+        Engine::Redis => {
+            // Keys get half the member's memory; the rest is Redis's own and the AOF's.
+            env.push((
+                "HAVEN_MAXMEMORY".into(),
+                format!("{}mb", (memory_mb / 2).max(8)),
+            ));
+            (REDIS_SCRIPT, "redis")
+        }
+    };
+    DynoSpec {
+        id: member.id.to_string(),
+        hostname: hostname.into(),
+        slug_dir: None,
+        binds: vec![Bind {
+            host: data_dir.to_path_buf(),
+            target: "/data".into(),
+            writable: true,
+        }],
+        command: command.to_string(),
+        env,
+        memory_limit_bytes: memory_mb * 2 * 1024 * 1024,
+        pids_limit: 512,
+        stdin: false,
+        outlives_agent: true,
+        note: format!("addon {}", addon.id),
+    }
+}
+
+/// The process name its output lines carry in the app's log (`heroku-postgresql`).
+pub fn log_process(addon: &Addon) -> String {
+    addon.service.clone()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use haven_raft::model::AddonState;
+    use uuid::Uuid;
+
+    fn addon(service: &str, plan: &str) -> Addon {
+        Addon {
+            id: Uuid::new_v4(),
+            name: "x-y-00001".into(),
+            service: service.into(),
+            plan: plan.into(),
+            app: Uuid::new_v4(),
+            state: AddonState::Provisioning,
+            password: "secretsecretsecret".into(),
+            members: vec![AddonMember {
+                id: Uuid::new_v4(),
+                node: 1,
+                host: "10.0.0.1".into(),
+                port: 5432,
+                up: false,
+            }],
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_password_is_only_in_the_environment() {
+        for (svc, plan) in [
+            ("heroku-postgresql", "essential-0"),
+            ("heroku-redis", "mini"),
+        ] {
+            let a = addon(svc, plan);
+            let s = spec(&a, &a.members[0], Path::new("/d/m"), true);
+            assert!(!s.command.contains("secret") && !s.note.contains("secret"));
+            assert!(s
+                .env
+                .iter()
+                .any(|(k, v)| k == "HAVEN_PASSWORD" && v == "secretsecretsecret"));
+            assert!(s.outlives_agent && s.slug_dir.is_none());
+            assert_eq!(s.binds[0].target, Path::new("/data"));
+        }
+    }
+
+    #[test]
+    fn memory_follows_the_plan() {
+        let a = addon("heroku-redis", "mini");
+        let s = spec(&a, &a.members[0], Path::new("/d/m"), false);
+        assert_eq!(s.memory_limit_bytes, 128 * 1024 * 1024);
+        assert!(s.env.contains(&("HAVEN_MAXMEMORY".into(), "32mb".into())));
+        assert!(s.env.contains(&("HAVEN_DATA".into(), "/d/m".into())));
+        let p = addon("heroku-postgresql", "essential-0");
+        let s = spec(&p, &p.members[0], Path::new("/d/m"), true);
+        assert!(s
+            .env
+            .contains(&("HAVEN_SHARED_BUFFERS".into(), "64MB".into())));
+        assert!(s.env.contains(&("PGUSER".into(), p.db_user())));
+    }
+}

@@ -1,0 +1,468 @@
+//! Add-ons: `GET /addon-services[/{id-or-name}]`, `GET /addon-services/{id}/plans[/{plan}]`,
+//! `GET /addons[/{id-or-name}]`, `GET/POST /apps/{app}/addons`, `GET/DELETE
+//! /apps/{app}/addons/{id-or-name}`, and the wire shapes of services, plans and add-ons.
+//!
+//! Creating places the members (`crate::addons::placement`, over the replica after a read
+//! barrier), chooses the password and the name, and proposes one `CreateAddon`; the
+//! leader's apply checks the placement again, so a stale one is refused and retried here.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use haven_api::addons as w;
+use haven_api::NamedRef;
+use haven_raft::catalog::{self, AddonPlan, AddonService};
+use haven_raft::command::{AttachmentSpec, Command, CommandError, CommandOutput};
+use haven_raft::model::{self, Addon, AddonState, State as Model};
+use rand::Rng;
+use uuid::Uuid;
+
+use super::apps::time;
+use super::body::JsonBody;
+use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
+
+/// The catalog's fixed creation time (services and plans have no history).
+const CATALOG_TIME: &str = "2026-01-01T00:00:00Z";
+
+fn service_not_found() -> ApiError {
+    ApiError::not_found("Couldn't find that add-on service.")
+}
+
+fn plan_not_found() -> ApiError {
+    ApiError::not_found("Couldn't find that add-on plan.")
+}
+
+pub(super) fn addon_not_found() -> ApiError {
+    ApiError::not_found("Couldn't find that add-on.")
+}
+
+pub fn service_wire(s: &AddonService) -> w::AddonService {
+    w::AddonService {
+        id: s.id.to_string(),
+        name: s.name.to_string(),
+        human_name: s.human_name.to_string(),
+        cli_plugin_name: None,
+        state: "ga".into(),
+        supports_multiple_installations: true,
+        supports_sharing: true,
+        supported_generations: Vec::new(),
+        created_at: CATALOG_TIME.into(),
+        updated_at: CATALOG_TIME.into(),
+    }
+}
+
+fn price(p: &AddonPlan) -> w::Price {
+    w::Price {
+        cents: p.price_cents,
+        contract: false,
+        unit: "month".into(),
+    }
+}
+
+pub fn plan_wire(s: &AddonService, p: &AddonPlan) -> w::Plan {
+    w::Plan {
+        id: p.id.to_string(),
+        name: p.wire_name(s),
+        human_name: p.human_name.to_string(),
+        description: p.description.to_string(),
+        default: p.default,
+        price: price(p),
+        state: if p.available { "public" } else { "beta" }.into(),
+        visible: true,
+        compliance: None,
+        installable_inside_private_network: false,
+        installable_outside_private_network: true,
+        space_default: false,
+        addon_service: NamedRef {
+            id: s.id.to_string(),
+            name: s.name.to_string(),
+        },
+        created_at: CATALOG_TIME.into(),
+        updated_at: CATALOG_TIME.into(),
+        available: p.available,
+        memory_mb: p.memory_mb,
+        members: p.members,
+    }
+}
+
+fn catalog_entry(a: &Addon) -> Option<(&'static AddonService, &'static AddonPlan)> {
+    let s = catalog::addon_service(&a.service)?;
+    Some((s, catalog::service_plan(s, &a.plan)?))
+}
+
+/// An add-on as the API shows it, with its service and plan expanded.
+pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
+    let (s, p) = catalog_entry(a)?;
+    let app_name = state
+        .apps
+        .get(&a.app)
+        .map_or_else(String::new, |x| x.name.clone());
+    let config_vars = state
+        .addon_attachments(a.id)
+        .iter()
+        .filter(|t| t.app == a.app)
+        .flat_map(|t| t.config_vars.iter().cloned())
+        .collect();
+    let members = a
+        .members
+        .iter()
+        .map(|m| w::AddonMember {
+            id: m.id.to_string(),
+            node: NamedRef {
+                id: m.node.to_string(),
+                name: state
+                    .nodes
+                    .get(&m.node)
+                    .map_or_else(String::new, |n| n.name.clone()),
+            },
+            host: m.host.clone(),
+            port: m.port,
+            up: m.up,
+        })
+        .collect();
+    let provision_message = if a.state == AddonState::Provisioning {
+        format!(
+            "{} is being created in the background. The app will restart when complete...",
+            a.name
+        )
+    } else {
+        String::new()
+    };
+    Some(w::Addon {
+        id: a.id.to_string(),
+        name: a.name.clone(),
+        addon_service: service_wire(s),
+        plan: plan_wire(s, p),
+        app: NamedRef {
+            id: a.app.to_string(),
+            name: app_name.clone(),
+        },
+        billing_entity: w::BillingEntity {
+            id: a.app.to_string(),
+            name: app_name,
+            kind: "app".into(),
+        },
+        billed_price: Some(price(p)),
+        config_vars,
+        actions: Vec::new(),
+        provider_id: a.id.to_string(),
+        provision_message,
+        state: a.state.as_str().into(),
+        web_url: None,
+        created_at: time(a.created_at),
+        updated_at: time(a.updated_at),
+        members,
+    })
+}
+
+/// `GET /addon-services`.
+pub async fn services() -> Json<Vec<w::AddonService>> {
+    Json(catalog::ADDON_SERVICES.iter().map(service_wire).collect())
+}
+
+/// `GET /addon-services/{id-or-name}`.
+pub async fn service(Path(key): Path<String>) -> Result<Response, ApiError> {
+    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
+    Ok(Json(service_wire(s)).into_response())
+}
+
+/// `GET /addon-services/{id-or-name}/plans`.
+pub async fn plans(Path(key): Path<String>) -> Result<Response, ApiError> {
+    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
+    let plans: Vec<w::Plan> = s.plans.iter().map(|p| plan_wire(s, p)).collect();
+    Ok(Json(plans).into_response())
+}
+
+/// `GET /addon-services/{id-or-name}/plans/{id-or-name}`.
+pub async fn plan(Path((key, plan)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
+    let p = catalog::service_plan(s, &plan).ok_or_else(plan_not_found)?;
+    Ok(Json(plan_wire(s, p)).into_response())
+}
+
+/// `GET /addons`: every add-on of the cluster.
+pub async fn list_all(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+    let list = read(&ctx, |s| {
+        let mut v: Vec<w::Addon> = s.addons.values().filter_map(|a| addon_wire(s, a)).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    })
+    .await?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /addons/{id-or-name}`.
+pub async fn info_any(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = read(&ctx, |s| s.find_addon(&key).and_then(|a| addon_wire(s, a)))
+        .await?
+        .ok_or_else(addon_not_found)?;
+    Ok(Json(a).into_response())
+}
+
+/// The add-ons an app owns or has attached, by name.
+fn app_addons(s: &Model, app: &model::App) -> Vec<w::Addon> {
+    let mut ids: Vec<Uuid> = s
+        .addons
+        .values()
+        .filter(|a| a.app == app.id)
+        .map(|a| a.id)
+        .collect();
+    ids.extend(s.app_attachments(app.id).iter().map(|t| t.addon));
+    ids.sort();
+    ids.dedup();
+    let mut v: Vec<w::Addon> = ids
+        .iter()
+        .filter_map(|id| s.addons.get(id))
+        .filter_map(|a| addon_wire(s, a))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// `GET /apps/{app}/addons`.
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let list = with_app(&ctx, &key, app_addons).await?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /apps/{app}/addons/{id-or-name}`: one the app owns or has attached.
+pub async fn info(
+    State(ctx): State<ApiContext>,
+    Path((key, addon)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let a = with_app(&ctx, &key, |s, app| {
+        app_addons(s, app)
+            .into_iter()
+            .find(|a| a.name == addon || a.id == addon)
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
+    Ok(Json(a).into_response())
+}
+
+/// A random password of 32 letters and digits.
+fn password() -> String {
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// `POST /apps/{app}/addons {"plan": "svc:plan", "name", "attachment": {"name"}, "confirm"}`.
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<w::AddonCreate>,
+) -> Result<Response, ApiError> {
+    let spec = body.plan.name().to_string();
+    let (service, plan) = catalog::addon_plan(&spec).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Couldn't find either the add-on service or the add-on plan of \"{}\".",
+            spec.trim()
+        ))
+    })?;
+    if body.config.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(ApiError::invalid(format!(
+            "{} takes no provisioning options.",
+            service.name
+        )));
+    }
+    let app = app_id(&ctx, &key).await?;
+    let app_name = with_app(&ctx, &app.to_string(), |_, a| a.name.clone()).await?;
+    if let Some(c) = body.confirm.as_deref() {
+        if c != app_name {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "confirmation_required",
+                format!("Confirm with the app's name, {app_name}."),
+            ));
+        }
+    }
+    let password = password();
+    let mut last = None;
+    for _ in 0..4 {
+        let members = read(&ctx, |s| crate::addons::placement::place(s, service, plan))
+            .await?
+            .map_err(ApiError::invalid)?;
+        let name = body
+            .name
+            .clone()
+            .unwrap_or_else(|| model::generated_addon_name(service, rand::thread_rng().gen()));
+        let addon = Addon {
+            id: Uuid::new_v4(),
+            name,
+            service: service.name.into(),
+            plan: plan.name.into(),
+            app,
+            state: AddonState::Provisioning,
+            password: password.clone(),
+            members,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let cmd = Command::CreateAddon {
+            addon,
+            attachment: AttachmentSpec {
+                id: Uuid::new_v4(),
+                app,
+                name: body.attachment.as_ref().map(|a| a.name.clone()),
+            },
+            release_id: Uuid::new_v4(),
+            actor: caller.actor(),
+        };
+        match ctx.raft.write(cmd).await? {
+            Ok(out) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(answer(&ctx, &caller, out, "Attach")?),
+                )
+                    .into_response())
+            }
+            // A generated name or a placement that went stale meanwhile: again.
+            Err(CommandError::Conflict(m))
+                if m.contains("try again")
+                    || (body.name.is_none() && m.contains("already taken")) =>
+            {
+                last = Some(CommandError::Conflict(m));
+            }
+            Err(CommandError::AppNotFound(_)) => return Err(ApiError::app_not_found()),
+            Err(e) => return Err(conflict_as_invalid(e)),
+        }
+    }
+    Err(last.map_or_else(
+        || ApiError::internal("no attempt made"),
+        conflict_as_invalid,
+    ))
+}
+
+/// Heroku answers a taken name with 422 `invalid_params`.
+fn conflict_as_invalid(e: CommandError) -> ApiError {
+    match e {
+        CommandError::Conflict(m) => ApiError::invalid(m),
+        e => e.into(),
+    }
+}
+
+/// The add-on of an add-on command's output; its releases are logged as API actions
+/// ("Attach DATABASE (@ref:...) by ...") in each app, names only, never values.
+pub(super) fn answer(
+    ctx: &ApiContext,
+    caller: &Caller,
+    out: CommandOutput,
+    verb: &str,
+) -> Result<w::Addon, ApiError> {
+    let CommandOutput::Addon {
+        addon,
+        attachments,
+        releases,
+    } = out
+    else {
+        return Err(ApiError::internal("the command returned no add-on"));
+    };
+    for (app, version) in &releases {
+        for t in attachments.iter().filter(|t| t.app == *app) {
+            ctx.logs.api(
+                *app,
+                &format!(
+                    "{verb} {} (@ref:{}) by {}",
+                    t.name, addon.name, caller.email
+                ),
+            );
+        }
+        ctx.logs.api(
+            *app,
+            &format!("Release v{version} created by {}", caller.email),
+        );
+    }
+    let mut wire = ctx
+        .raft
+        .with_state(|s| addon_wire_or_fallback(s, &addon))
+        .ok_or_else(|| ApiError::internal("the add-on's plan is unknown"))?;
+    // The local replica may not have applied the command yet: its own attachments count.
+    for t in attachments.iter().filter(|t| t.app == addon.app) {
+        for v in &t.config_vars {
+            let has = wire.config_vars.contains(v);
+            if verb == "Attach" && !has {
+                wire.config_vars.push(v.clone());
+            } else if verb == "Detach" && has {
+                wire.config_vars.retain(|x| x != v);
+            }
+        }
+    }
+    Ok(wire)
+}
+
+/// The wire add-on, from a command's copy (the local replica may lag the leader).
+fn addon_wire_or_fallback(s: &Model, a: &Addon) -> Option<w::Addon> {
+    addon_wire(s, a).map(|mut wire| {
+        if let Some(app) = s.apps.get(&a.app) {
+            wire.app.name = app.name.clone();
+            wire.billing_entity.name = app.name.clone();
+        }
+        wire
+    })
+}
+
+/// `DELETE /apps/{app}/addons/{id-or-name}`: detaches it everywhere (a release in each
+/// app) and deprovisions it; its nodes then stop the servers and remove the data.
+pub async fn delete(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path((key, addon)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = with_app(&ctx, &key, |s, app| {
+        s.find_addon(&addon)
+            .filter(|a| a.app == app.id)
+            .map(|a| a.id)
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
+    let out = super::write(
+        &ctx,
+        Command::DestroyAddon {
+            addon: id,
+            release_seed: Uuid::new_v4(),
+            actor: caller.actor(),
+        },
+    )
+    .await?;
+    Ok(Json(answer(&ctx, &caller, out, "Detach")?).into_response())
+}
+
+/// Destroys every add-on app `app` owns (before the app itself is deleted).
+pub(super) async fn destroy_owned(
+    ctx: &ApiContext,
+    caller: &Caller,
+    app: Uuid,
+) -> Result<(), ApiError> {
+    let owned: Vec<Uuid> = read(ctx, |s| {
+        s.addons
+            .values()
+            .filter(|a| a.app == app && a.state != AddonState::Deprovisioning)
+            .map(|a| a.id)
+            .collect()
+    })
+    .await?;
+    for id in owned {
+        let out = super::write(
+            ctx,
+            Command::DestroyAddon {
+                addon: id,
+                release_seed: Uuid::new_v4(),
+                actor: caller.actor(),
+            },
+        )
+        .await?;
+        answer(ctx, caller, out, "Detach")?;
+    }
+    Ok(())
+}

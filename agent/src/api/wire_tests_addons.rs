@@ -1,0 +1,124 @@
+//! Add-ons, plans, services and attachments on the wire (see the parent module).
+
+use super::*;
+
+#[test]
+fn addons_and_attachments() {
+    let mut s = state();
+    let addon = model::Addon {
+        id: Uuid::from_u128(90),
+        name: "postgresql-curved-12345".into(),
+        service: "heroku-postgresql".into(),
+        plan: "essential-0".into(),
+        app: app().id,
+        state: model::AddonState::Provisioned,
+        password: "never-on-the-wire-0123456789".into(),
+        members: vec![model::AddonMember {
+            id: Uuid::from_u128(91),
+            node: NODE,
+            host: "127.0.0.1".into(),
+            port: 5432,
+            up: true,
+        }],
+        created_at: at(6),
+        updated_at: at(7),
+    };
+    let att = model::Attachment {
+        id: Uuid::from_u128(92),
+        addon: addon.id,
+        app: addon.app,
+        name: "DATABASE".into(),
+        config_vars: vec!["DATABASE_URL".into(), "HEROKU_POSTGRESQL_JADE_URL".into()],
+        created_at: at(6),
+    };
+    s.addons.insert(addon.id, addon.clone());
+    s.attachments.insert(att.id, att.clone());
+    let wire = super::super::addons::addon_wire(&s, &addon).unwrap();
+    let back = round_trip(
+        &wire,
+        &[
+            "actions",
+            "addon_service",
+            "app",
+            "billed_price",
+            "billing_entity",
+            "config_vars",
+            "created_at",
+            "id",
+            "members",
+            "name",
+            "plan",
+            "provider_id",
+            "provision_message",
+            "state",
+            "updated_at",
+            "web_url",
+        ],
+    );
+    assert_eq!(
+        back.config_vars,
+        ["DATABASE_URL", "HEROKU_POSTGRESQL_JADE_URL"]
+    );
+    assert_eq!(back.plan.name, "heroku-postgresql:essential-0");
+    assert!(!serde_json::to_string(&wire)
+        .unwrap()
+        .contains("never-on-the-wire"));
+    round_trip(
+        &wire.plan,
+        &[
+            "addon_service",
+            "available",
+            "compliance",
+            "created_at",
+            "default",
+            "description",
+            "human_name",
+            "id",
+            "installable_inside_private_network",
+            "installable_outside_private_network",
+            "members",
+            "memory_mb",
+            "name",
+            "price",
+            "space_default",
+            "state",
+            "updated_at",
+            "visible",
+        ],
+    );
+    round_trip(
+        &wire.addon_service,
+        &[
+            "cli_plugin_name",
+            "created_at",
+            "human_name",
+            "id",
+            "name",
+            "state",
+            "supported_generations",
+            "supports_multiple_installations",
+            "supports_sharing",
+            "updated_at",
+        ],
+    );
+    let t = super::super::addon_attachments::attachment_wire(&s, &att);
+    let back = round_trip(
+        &t,
+        &[
+            "addon",
+            "app",
+            "config_vars",
+            "created_at",
+            "id",
+            "log_input_url",
+            "name",
+            "namespace",
+            "updated_at",
+            "web_url",
+        ],
+    );
+    assert_eq!(
+        (back.addon.app.name.as_str(), back.app.name.as_str()),
+        ("my-app", "my-app")
+    );
+}

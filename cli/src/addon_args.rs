@@ -1,0 +1,175 @@
+//! The add-on commands' arguments (`addons*`, `pg:*`, `redis:*`), flattened into `hctl`'s
+//! command list by `main`, and their dispatch to [`crate::commands::addons`] and
+//! [`crate::commands::datastores`].
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::client::Api;
+use crate::commands::{addons, datastores};
+use crate::{AppArg, JsonArg};
+
+#[derive(Subcommand)]
+pub enum AddonCmd {
+    /// List add-ons (of an app, or of the whole cluster) with their attachments.
+    Addons {
+        /// The app (or set HAVEN_APP); every add-on when absent.
+        #[arg(short = 'a', long = "app", env = "HAVEN_APP")]
+        app: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Create an add-on: SERVICE[:PLAN] (heroku-postgresql, heroku-redis:mini).
+    #[command(name = "addons:create")]
+    AddonsCreate {
+        service: String,
+        /// The attachment name (sets NAME_URL).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+        /// The add-on's name (default: generated, postgresql-curved-12345).
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until it is provisioned.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Destroy an add-on and its data.
+    #[command(name = "addons:destroy")]
+    AddonsDestroy {
+        name: String,
+        /// The owning app's name, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Show an add-on.
+    #[command(name = "addons:info")]
+    AddonsInfo {
+        name: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Attach an existing add-on to an app (sharing it).
+    #[command(name = "addons:attach")]
+    AddonsAttach {
+        name: String,
+        /// The attachment name (sets NAME_URL).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Detach an attachment (its config vars are unset).
+    #[command(name = "addons:detach")]
+    AddonsDetach {
+        attachment: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the add-on services.
+    #[command(name = "addons:services")]
+    AddonsServices(JsonArg),
+    /// List a service's plans.
+    #[command(name = "addons:plans")]
+    AddonsPlans {
+        service: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show a Postgres database (default DATABASE_URL).
+    #[command(name = "pg:info")]
+    PgInfo {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Open psql on a Postgres database (default DATABASE_URL).
+    #[command(name = "pg:psql")]
+    PgPsql {
+        database: Option<String>,
+        /// Run this SQL and exit.
+        #[arg(short = 'c', long)]
+        command: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show a Redis database (default REDIS_URL).
+    #[command(name = "redis:info")]
+    RedisInfo {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Open redis-cli on a Redis database (default REDIS_URL); ARGS after -- run once.
+    #[command(name = "redis:cli")]
+    RedisCli {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+impl AddonCmd {
+    /// Runs the command against the API `api` gives.
+    pub fn run(&self, api: impl Fn() -> Result<Api>) -> Result<()> {
+        match self {
+            AddonCmd::Addons { app, json: j } => {
+                addons::list(&api()?, app.as_deref().filter(|a| !a.is_empty()), j.json)
+            }
+            AddonCmd::AddonsCreate {
+                service,
+                as_name,
+                name,
+                wait,
+                app,
+                json: j,
+            } => addons::create(
+                &api()?,
+                app.name()?,
+                service,
+                as_name.as_deref(),
+                name.as_deref(),
+                *wait,
+                j.json,
+            ),
+            AddonCmd::AddonsDestroy { name, confirm } => {
+                addons::destroy(&api()?, name, confirm.as_deref())
+            }
+            AddonCmd::AddonsInfo { name, json: j } => addons::info(&api()?, name, j.json),
+            AddonCmd::AddonsAttach { name, as_name, app } => {
+                addons::attach(&api()?, app.name()?, name, as_name.as_deref())
+            }
+            AddonCmd::AddonsDetach { attachment, app } => {
+                addons::detach(&api()?, app.name()?, attachment)
+            }
+            AddonCmd::AddonsServices(j) => addons::services(&api()?, j.json),
+            AddonCmd::AddonsPlans { service, json: j } => addons::plans(&api()?, service, j.json),
+            AddonCmd::PgInfo { database, app } => {
+                datastores::pg_info(&api()?, app.name()?, database.as_deref())
+            }
+            AddonCmd::PgPsql {
+                database,
+                command,
+                app,
+            } => datastores::pg_psql(
+                &api()?,
+                app.name()?,
+                database.as_deref(),
+                command.as_deref(),
+            ),
+            AddonCmd::RedisInfo { database, app } => {
+                datastores::redis_info(&api()?, app.name()?, database.as_deref())
+            }
+            AddonCmd::RedisCli {
+                database,
+                app,
+                args,
+            } => datastores::redis_cli_run(&api()?, app.name()?, database.as_deref(), args),
+        }
+    }
+}

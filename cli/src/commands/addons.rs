@@ -1,0 +1,344 @@
+//! `addons`, `addons:create`, `addons:destroy`, `addons:info`, `addons:attach`,
+//! `addons:detach`, `addons:services`, `addons:plans`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use haven_api::addons as w;
+use reqwest::Method;
+
+use super::app_path;
+use super::releases::current_version;
+use crate::client::{print_json, Answer, Api};
+use crate::output::{header, key_values, table};
+
+/// `$5/month`, `free`.
+pub fn price(p: &w::Price) -> String {
+    if p.cents == 0 {
+        return "free".into();
+    }
+    let dollars = p.cents / 100;
+    match p.cents % 100 {
+        0 => format!("${dollars}/{}", p.unit),
+        c => format!("${dollars}.{c:02}/{}", p.unit),
+    }
+}
+
+/// The Heroku CLI's words for add-on states.
+pub fn state_word(state: &str) -> &str {
+    match state {
+        "provisioning" => "creating",
+        "provisioned" => "created",
+        "deprovisioning" => "destroying",
+        "deprovisioned" => "destroyed",
+        other => other,
+    }
+}
+
+/// The plan's own name: `heroku-postgresql:essential-0` → `essential-0`.
+fn short_plan(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(_, p)| p)
+}
+
+fn progress(text: &str) {
+    print!("{text}... ");
+    let _ = std::io::stdout().flush();
+}
+
+/// `hctl addons [-a APP]`: the app's add-ons (or every add-on) with their attachments.
+pub fn list(api: &Api, app: Option<&str>, json: bool) -> Result<()> {
+    let (addons_path, attachments_path) = match app {
+        Some(a) => (
+            format!("{}/addons", app_path(a)),
+            format!("{}/addon-attachments", app_path(a)),
+        ),
+        None => ("/addons".to_string(), "/addon-attachments".to_string()),
+    };
+    let addons = api.get::<Vec<w::Addon>>(&addons_path)?;
+    if json {
+        return print_json(&addons);
+    }
+    let attachments: Vec<w::Attachment> = api.get(&attachments_path)?.value;
+    if addons.value.is_empty() {
+        match app {
+            Some(a) => println!("No add-ons for app {a}."),
+            None => println!("No add-ons."),
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for a in &addons.value {
+        rows.push(vec![
+            format!("{} ({})", a.addon_service.name, a.name),
+            short_plan(&a.plan.name).to_string(),
+            price(&a.plan.price),
+            state_word(&a.state).to_string(),
+        ]);
+        for t in attachments.iter().filter(|t| t.addon.id == a.id) {
+            let name = if Some(t.app.name.as_str()) == app {
+                t.name.clone()
+            } else {
+                format!("{}::{}", t.app.name, t.name)
+            };
+            rows.push(vec![format!(" └─ as {name}")]);
+        }
+    }
+    println!("{}", table(&["Add-on", "Plan", "Price", "State"], &rows));
+    Ok(())
+}
+
+/// `SERVICE[:PLAN]` as `addons:create` sends it.
+fn plan_arg(spec: &str) -> String {
+    spec.trim().to_string()
+}
+
+/// `hctl addons:create SERVICE[:PLAN] [--as NAME] [--name N] [--wait]`.
+pub fn create(
+    api: &Api,
+    app: &str,
+    spec: &str,
+    as_name: Option<&str>,
+    name: Option<&str>,
+    wait: bool,
+    json: bool,
+) -> Result<()> {
+    let body = w::AddonCreate {
+        plan: w::PlanRef::Object {
+            name: plan_arg(spec),
+        },
+        name: name.map(str::to_string),
+        attachment: as_name.map(|n| w::AttachmentName {
+            name: n.to_string(),
+        }),
+        confirm: None,
+        config: None,
+    };
+    if !json {
+        progress(&format!("Creating {spec} on ⬢ {app}"));
+    }
+    let mut answer =
+        api.call_with::<w::Addon, _>(Method::POST, &format!("{}/addons", app_path(app)), &body)?;
+    if !json {
+        println!("done");
+    }
+    if wait && answer.value.state == "provisioning" {
+        if !json {
+            progress(&format!("Waiting for {}", answer.value.name));
+        }
+        answer = wait_provisioned(api, app, &answer.value.name, Duration::from_secs(300))?;
+        if !json {
+            println!("done");
+        }
+    }
+    if json {
+        return print_json(&answer);
+    }
+    let addon = &answer.value;
+    if addon.state == "provisioning" {
+        if !addon.provision_message.is_empty() {
+            println!("{}", addon.provision_message);
+        }
+        println!(
+            "Use hctl addons:info {} to check creation progress",
+            addon.name
+        );
+    }
+    println!("Created {} as {}", addon.name, addon.config_vars.join(", "));
+    println!("Use hctl addons:info {} for details", addon.name);
+    Ok(())
+}
+
+/// Polls the add-on until it is provisioned (every 500 ms, up to `limit`).
+fn wait_provisioned(api: &Api, app: &str, name: &str, limit: Duration) -> Result<Answer<w::Addon>> {
+    let start = Instant::now();
+    loop {
+        let a = api.get::<w::Addon>(&format!("{}/addons/{name}", app_path(app)))?;
+        if a.value.state != "provisioning" {
+            return Ok(a);
+        }
+        if start.elapsed() > limit {
+            bail!("{name} is still being created after {limit:?}; check hctl addons:info {name}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `hctl addons:destroy NAME --confirm APP`.
+pub fn destroy(api: &Api, name: &str, confirm: Option<&str>) -> Result<()> {
+    let addon: w::Addon = api.get(&format!("/addons/{name}"))?.value;
+    let app = addon.app.name.clone();
+    if confirm != Some(app.as_str()) {
+        bail!(
+            "this destroys {} and all its data; run again with --confirm {app}",
+            addon.name
+        );
+    }
+    progress(&format!("Destroying {} on ⬢ {app}", addon.name));
+    api.call::<w::Addon>(
+        Method::DELETE,
+        &format!("{}/addons/{}", app_path(&app), addon.id),
+    )?;
+    // Its node stops the server and removes the data; then it is gone.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        match api.get::<w::Addon>(&format!("/addons/{}", addon.id)) {
+            Err(e) if e.to_string().contains("Couldn't find that add-on") => {
+                println!("done");
+                return Ok(());
+            }
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+    println!("done (still deprovisioning)");
+    Ok(())
+}
+
+/// `hctl addons:info NAME`.
+pub fn info(api: &Api, name: &str, json: bool) -> Result<()> {
+    let addon = api.get::<w::Addon>(&format!("/addons/{name}"))?;
+    if json {
+        return print_json(&addon);
+    }
+    let a = &addon.value;
+    let atts: Vec<w::Attachment> = api
+        .get(&format!("/addons/{}/addon-attachments", a.id))?
+        .value;
+    let attached: Vec<String> = atts
+        .iter()
+        .map(|t| format!("{}::{}", t.app.name, t.name))
+        .collect();
+    let members: Vec<String> = a
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {}:{}{}",
+                m.node.name,
+                m.host,
+                m.port,
+                if m.up { "" } else { " (starting)" }
+            )
+        })
+        .collect();
+    println!("{}", header(&a.name));
+    println!(
+        "{}",
+        key_values(&[
+            ("Attachments", attached.join(", ")),
+            ("Installed at", a.created_at.clone()),
+            ("Owning app", a.app.name.clone()),
+            ("Plan", a.plan.name.clone()),
+            ("Price", price(&a.plan.price)),
+            ("State", state_word(&a.state).to_string()),
+            ("Servers", members.join(", ")),
+        ])
+    );
+    Ok(())
+}
+
+/// `hctl addons:attach NAME -a APP [--as NAME]`.
+pub fn attach(api: &Api, app: &str, addon: &str, as_name: Option<&str>) -> Result<()> {
+    let a: w::Addon = api.get(&format!("/addons/{addon}"))?.value;
+    let body = w::AttachmentCreate {
+        addon: a.id.clone(),
+        app: app.to_string(),
+        name: as_name.map(str::to_string),
+        confirm: None,
+    };
+    progress(&format!("Attaching {} to ⬢ {app}", a.name));
+    let t: w::Attachment = api
+        .call_with(Method::POST, "/addon-attachments", &body)?
+        .value;
+    println!("done");
+    let v = current_version(api, app)?;
+    println!(
+        "Setting {} config vars and restarting ⬢ {app}... done, v{v}",
+        t.name
+    );
+    Ok(())
+}
+
+/// `hctl addons:detach ATTACHMENT -a APP`.
+pub fn detach(api: &Api, app: &str, attachment: &str) -> Result<()> {
+    let t: w::Attachment = api
+        .get(&format!("{}/addon-attachments/{attachment}", app_path(app)))?
+        .value;
+    progress(&format!(
+        "Detaching {} to {} from ⬢ {app}",
+        t.name, t.addon.name
+    ));
+    api.call::<w::Attachment>(Method::DELETE, &format!("/addon-attachments/{}", t.id))?;
+    println!("done");
+    let v = current_version(api, app)?;
+    println!(
+        "Unsetting {} config vars and restarting ⬢ {app}... done, v{v}",
+        t.name
+    );
+    Ok(())
+}
+
+/// `hctl addons:services`.
+pub fn services(api: &Api, json: bool) -> Result<()> {
+    let list = api.get::<Vec<w::AddonService>>("/addon-services")?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .value
+        .iter()
+        .map(|s| vec![s.name.clone(), s.human_name.clone(), s.state.clone()])
+        .collect();
+    println!("{}", table(&["Slug", "Name", "State"], &rows));
+    println!("\nSee plans with hctl addons:plans SERVICE");
+    Ok(())
+}
+
+/// `hctl addons:plans SERVICE`.
+pub fn plans(api: &Api, service: &str, json: bool) -> Result<()> {
+    let list = api.get::<Vec<w::Plan>>(&format!("/addon-services/{service}/plans"))?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .value
+        .iter()
+        .map(|p| {
+            vec![
+                if p.default { "default" } else { "" }.to_string(),
+                p.name.clone(),
+                p.human_name.clone(),
+                price(&p.price),
+                if p.available { "yes" } else { "not yet" }.to_string(),
+                p.description.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["", "Slug", "Name", "Price", "Available", "Description"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_and_states_read_like_herokus() {
+        let p = |cents| w::Price {
+            cents,
+            contract: false,
+            unit: "month".into(),
+        };
+        assert_eq!(price(&p(500)), "$5/month");
+        assert_eq!(price(&p(1550)), "$15.50/month");
+        assert_eq!(price(&p(0)), "free");
+        assert_eq!(state_word("provisioned"), "created");
+        assert_eq!(short_plan("heroku-redis:mini"), "mini");
+    }
+}

@@ -1,0 +1,466 @@
+//! Add-ons and attachments (design §12): create (members placed by the proposer, checked
+//! here), destroy, attach, detach, and the members' reports from their nodes.
+//!
+//! Attaching sets the attachment's config vars to the add-on's URL and detaching unsets
+//! them, each in one release described like Heroku's ("Attach DATABASE
+//! (@ref:postgresql-curved-12345)"). Destroying detaches everything and leaves the add-on
+//! `Deprovisioning` until its nodes report its members' data removed; then it is gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::apps::app_mut;
+use super::releases::push_release;
+use super::{Actor, CommandError, CommandOutput, CommandResult};
+use crate::model::{
+    attachment_naming, normalize_attachment_name, validate_addon_name, Addon, AddonState,
+    Attachment, NodeId, NodeStatus, State,
+};
+
+/// A new attachment: its id, the app, and the name asked for (`--as`), if any.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachmentSpec {
+    pub id: Uuid,
+    pub app: Uuid,
+    pub name: Option<String>,
+}
+
+/// A member's state as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberReport {
+    pub member: Uuid,
+    /// The server answers.
+    pub up: bool,
+}
+
+/// Release ids of a command that makes several releases: one per attachment, derived
+/// from the proposer's `seed`, so every replica derives the same.
+fn derived_id(seed: Uuid, attachment: Uuid) -> Uuid {
+    Uuid::from_u128(seed.as_u128() ^ attachment.as_u128().rotate_left(17))
+}
+
+fn addon_conflict(name: &str) -> CommandError {
+    CommandError::Conflict(format!(
+        "The name {name} is already taken by another add-on."
+    ))
+}
+
+fn addon_not_found() -> CommandError {
+    CommandError::NotFound("Couldn't find that add-on.".into())
+}
+
+/// Creates `addon` (state `Provisioning`, members placed), its first attachment and the
+/// release that sets its config vars.
+pub(super) fn create(
+    state: &mut State,
+    addon: &Addon,
+    attachment: &AttachmentSpec,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let (service, plan) = haven_catalog::addon_service(&addon.service)
+        .and_then(|s| Some((s, haven_catalog::service_plan(s, &addon.plan)?)))
+        .ok_or_else(|| {
+            CommandError::NotFound(format!(
+                "Couldn't find either the add-on service or the add-on plan of \"{}:{}\".",
+                addon.service, addon.plan
+            ))
+        })?;
+    if !plan.available {
+        return Err(CommandError::Invalid(format!(
+            "{} is not yet available on Haven (it needs a standby on another node); use {}.",
+            plan.wire_name(service),
+            service
+                .plans
+                .iter()
+                .find(|p| p.default)
+                .map_or_else(String::new, |p| p.wire_name(service))
+        )));
+    }
+    validate_addon_name(&addon.name).map_err(CommandError::Invalid)?;
+    if state.addons.values().any(|a| a.name == addon.name) {
+        return Err(addon_conflict(&addon.name));
+    }
+    if state.addons.contains_key(&addon.id) || state.attachments.contains_key(&attachment.id) {
+        return Err(CommandError::Conflict(
+            "add-on or attachment id exists".into(),
+        ));
+    }
+    if addon.app != attachment.app {
+        return Err(CommandError::Invalid(
+            "the first attachment is the owner's".into(),
+        ));
+    }
+    if addon.password.len() < 16 {
+        return Err(CommandError::Invalid(
+            "the add-on's password is too short".into(),
+        ));
+    }
+    check_members(state, addon, plan.members)?;
+    if !state.apps.contains_key(&addon.app) {
+        return Err(super::apps::not_found_app(&addon.app));
+    }
+    let (name, vars) = naming(state, service, attachment)?;
+    let mut new = addon.clone();
+    new.state = AddonState::Provisioning;
+    for m in &mut new.members {
+        m.up = false;
+    }
+    new.created_at = actor.at;
+    new.updated_at = actor.at;
+    let url = new.url().unwrap_or_default();
+    let att = Attachment {
+        id: attachment.id,
+        addon: new.id,
+        app: attachment.app,
+        name,
+        config_vars: vars,
+        created_at: actor.at,
+    };
+    let version = set_vars(
+        state,
+        &att,
+        Some(&url),
+        &new.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
+    state.addons.insert(new.id, new.clone());
+    state.attachments.insert(att.id, att.clone());
+    Ok(CommandOutput::Addon {
+        addon: Box::new(new),
+        attachments: vec![att.clone()],
+        releases: vec![(att.app, version)],
+    })
+}
+
+/// Members on distinct, up nodes of the model, on ports no other member of the same
+/// address uses, as many as the plan runs.
+fn check_members(state: &State, addon: &Addon, want: u32) -> Result<(), CommandError> {
+    if addon.members.len() != want as usize {
+        return Err(CommandError::Invalid(format!(
+            "the plan runs {want} members, not {}",
+            addon.members.len()
+        )));
+    }
+    let mut nodes = BTreeSet::new();
+    let mut ports: BTreeSet<(&str, u16)> = state
+        .addons
+        .values()
+        .flat_map(|a| a.members.iter().map(|m| (m.host.as_str(), m.port)))
+        .collect();
+    for m in &addon.members {
+        let up = state
+            .nodes
+            .get(&m.node)
+            .is_some_and(|n| n.status == NodeStatus::Up && !n.draining);
+        if !up {
+            return Err(CommandError::Conflict(format!(
+                "node {} is no longer up to run the add-on; try again",
+                m.node
+            )));
+        }
+        if !nodes.insert(m.node) {
+            return Err(CommandError::Invalid(
+                "members of one add-on share a node".into(),
+            ));
+        }
+        if !ports.insert((m.host.as_str(), m.port)) {
+            return Err(CommandError::Conflict(format!(
+                "port {} on {} was taken meanwhile; try again",
+                m.port, m.host
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The name and config vars of a new attachment, refused when the app already has an
+/// attachment of that name or another attachment sets one of its vars.
+fn naming(
+    state: &State,
+    service: &haven_catalog::AddonService,
+    spec: &AttachmentSpec,
+) -> Result<(String, Vec<String>), CommandError> {
+    let as_name = spec
+        .name
+        .as_deref()
+        .map(normalize_attachment_name)
+        .transpose()
+        .map_err(CommandError::Invalid)?;
+    let existing = state.app_attachments(spec.app);
+    // Names taken: attachments' names and the prefixes of the vars they set.
+    let taken: Vec<&str> = existing
+        .iter()
+        .flat_map(|t| {
+            std::iter::once(t.name.as_str())
+                .chain(t.config_vars.iter().filter_map(|v| v.strip_suffix("_URL")))
+        })
+        .collect();
+    if let Some(n) = &as_name {
+        if existing.iter().any(|t| &t.name == n) {
+            return Err(CommandError::Conflict(format!(
+                "The attachment name {n} is already used by another add-on of this app."
+            )));
+        }
+    }
+    let (name, vars) = attachment_naming(
+        service,
+        &taken,
+        as_name.as_deref(),
+        spec.id.as_u128() as u64,
+    );
+    if let Some(t) = existing
+        .iter()
+        .find(|t| t.config_vars.iter().any(|v| vars.contains(v)))
+    {
+        return Err(CommandError::Conflict(format!(
+            "The config var {}_URL is already set by the attachment {}.",
+            name, t.name
+        )));
+    }
+    Ok((name, vars))
+}
+
+/// Sets (`url` given) or unsets the attachment's vars in its app, in one release
+/// `"{verb} NAME (@ref:ADDON)"`; returns its version.
+fn set_vars(
+    state: &mut State,
+    att: &Attachment,
+    url: Option<&str>,
+    addon_name: &str,
+    release_id: Uuid,
+    actor: &Actor,
+    verb: &str,
+) -> Result<u64, CommandError> {
+    let a = app_mut(state, &att.app)?;
+    let mut config = a.config.clone();
+    for v in &att.config_vars {
+        match url {
+            Some(u) => {
+                config.insert(v.clone(), u.to_string());
+            }
+            None => {
+                config.remove(v);
+            }
+        }
+    }
+    let slug = a.current_release().and_then(|r| r.slug);
+    a.config = config.clone();
+    Ok(push_release(
+        a,
+        release_id,
+        slug,
+        config,
+        format!("{verb} {} (@ref:{addon_name})", att.name),
+        actor,
+    ))
+}
+
+/// Destroys an add-on: detaches every attachment (a release in each app) and marks it
+/// `Deprovisioning`. Destroying one already deprovisioning changes nothing.
+pub(super) fn destroy(
+    state: &mut State,
+    addon: Uuid,
+    release_seed: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = state
+        .addons
+        .get(&addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
+    if a.state == AddonState::Deprovisioning {
+        return Ok(CommandOutput::Addon {
+            addon: Box::new(a),
+            attachments: Vec::new(),
+            releases: Vec::new(),
+        });
+    }
+    let atts: Vec<Attachment> = state
+        .addon_attachments(addon)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut releases = Vec::new();
+    for t in &atts {
+        // Apps of attachments exist (an app's deletion removes its attachments).
+        let v = set_vars(
+            state,
+            t,
+            None,
+            &a.name,
+            derived_id(release_seed, t.id),
+            actor,
+            "Detach",
+        )?;
+        releases.push((t.app, v));
+        state.attachments.remove(&t.id);
+    }
+    let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
+    a.state = AddonState::Deprovisioning;
+    a.updated_at = actor.at;
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a.clone()),
+        attachments: atts,
+        releases,
+    })
+}
+
+/// Attaches an existing add-on to an app (`addons:attach`, sharing with another app).
+pub(super) fn attach(
+    state: &mut State,
+    addon: Uuid,
+    spec: &AttachmentSpec,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = state
+        .addons
+        .get(&addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
+    if a.state == AddonState::Deprovisioning {
+        return Err(CommandError::Conflict(format!(
+            "{} is being deprovisioned and cannot be attached.",
+            a.name
+        )));
+    }
+    if state.attachments.contains_key(&spec.id) {
+        return Err(CommandError::Conflict("attachment id exists".into()));
+    }
+    if !state.apps.contains_key(&spec.app) {
+        return Err(super::apps::not_found_app(&spec.app));
+    }
+    let service = haven_catalog::addon_service(&a.service)
+        .ok_or_else(|| CommandError::Invalid(format!("unknown service {}", a.service)))?;
+    let (name, vars) = naming(state, service, spec)?;
+    let att = Attachment {
+        id: spec.id,
+        addon,
+        app: spec.app,
+        name,
+        config_vars: vars,
+        created_at: actor.at,
+    };
+    let url = a.url().unwrap_or_default();
+    let version = set_vars(
+        state,
+        &att,
+        Some(&url),
+        &a.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
+    state.attachments.insert(att.id, att.clone());
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a),
+        attachments: vec![att.clone()],
+        releases: vec![(att.app, version)],
+    })
+}
+
+/// Detaches: unsets the attachment's vars in one release and removes it.
+pub(super) fn detach(
+    state: &mut State,
+    attachment: Uuid,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let att =
+        state.attachments.get(&attachment).cloned().ok_or_else(|| {
+            CommandError::NotFound("Couldn't find that add-on attachment.".into())
+        })?;
+    let a = state
+        .addons
+        .get(&att.addon)
+        .ok_or_else(addon_not_found)?
+        .clone();
+    let version = set_vars(state, &att, None, &a.name, release_id, actor, "Detach")?;
+    state.attachments.remove(&attachment);
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a),
+        attachments: vec![att.clone()],
+        releases: vec![(att.app, version)],
+    })
+}
+
+/// A node reports its members: which answer (all members up: `Provisioned`), and which
+/// of a deprovisioning add-on have their data removed (the last one removes the add-on).
+/// Members of other nodes, and `gone` members of add-ons not being deprovisioned, are
+/// ignored.
+pub(super) fn report(
+    state: &mut State,
+    node: NodeId,
+    reports: &[MemberReport],
+    gone: &[Uuid],
+    at: DateTime<Utc>,
+) -> CommandResult {
+    let by_member: BTreeMap<Uuid, bool> = reports.iter().map(|r| (r.member, r.up)).collect();
+    let mut emptied = Vec::new();
+    for a in state.addons.values_mut() {
+        let mut changed = false;
+        for m in a.members.iter_mut().filter(|m| m.node == node) {
+            if let Some(&up) = by_member.get(&m.id) {
+                changed |= m.up != up;
+                m.up = up;
+            }
+        }
+        if a.state == AddonState::Deprovisioning {
+            let before = a.members.len();
+            a.members
+                .retain(|m| !(m.node == node && gone.contains(&m.id)));
+            changed |= a.members.len() != before;
+            if a.members.is_empty() {
+                emptied.push(a.id);
+            }
+        } else if a.state == AddonState::Provisioning && a.members.iter().all(|m| m.up) {
+            a.state = AddonState::Provisioned;
+            changed = true;
+        }
+        if changed {
+            a.updated_at = at;
+        }
+    }
+    for id in emptied {
+        state.addons.remove(&id);
+    }
+    Ok(CommandOutput::Done)
+}
+
+/// Part of deleting an app: refused while an add-on it owns is attached to another app
+/// (destroy it first); otherwise its attachments go and its add-ons are deprovisioned.
+/// Checks before it changes anything.
+pub(super) fn on_app_delete(state: &mut State, app: Uuid) -> Result<(), CommandError> {
+    let owned: BTreeSet<Uuid> = state
+        .addons
+        .values()
+        .filter(|a| a.app == app)
+        .map(|a| a.id)
+        .collect();
+    if let Some(t) = state
+        .attachments
+        .values()
+        .find(|t| owned.contains(&t.addon) && t.app != app)
+    {
+        let name = state.addons.get(&t.addon).map_or("", |a| a.name.as_str());
+        return Err(CommandError::Conflict(format!(
+            "The add-on {name} of this app is attached to another app; destroy it first."
+        )));
+    }
+    state.attachments.retain(|_, t| t.app != app);
+    for a in state.addons.values_mut().filter(|a| a.app == app) {
+        a.state = AddonState::Deprovisioning;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "addons_tests.rs"]
+mod tests;

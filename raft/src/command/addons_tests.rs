@@ -1,0 +1,331 @@
+use chrono::DateTime;
+use uuid::Uuid;
+
+use super::*;
+use crate::command::fixtures::{actor, create as create_app};
+use crate::command::Command;
+use crate::model::{AddonMember, Node, NodeStatus};
+
+fn add_node(s: &mut State, id: NodeId, host: &str) {
+    s.nodes.insert(
+        id,
+        Node {
+            id,
+            name: format!("node-{id}"),
+            peer_addr: format!("{host}:7000"),
+            api_url: format!("http://{host}:7001"),
+            router_url: format!("http://{host}:7002"),
+            memory_mb: 4096,
+            cpus: 2,
+            labels: Default::default(),
+            status: NodeStatus::Up,
+            draining: false,
+            joined_at: DateTime::from_timestamp(0, 0).unwrap(),
+        },
+    );
+}
+
+fn addon(app: Uuid, name: &str, service: &str, plan: &str, node: NodeId, port: u16) -> Addon {
+    Addon {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        service: service.into(),
+        plan: plan.into(),
+        app,
+        state: AddonState::Provisioning,
+        password: "p4ssw0rdp4ssw0rdp4ss".into(),
+        members: vec![AddonMember {
+            id: Uuid::new_v4(),
+            node,
+            host: "10.0.0.1".into(),
+            port,
+            up: false,
+        }],
+        created_at: DateTime::from_timestamp(0, 0).unwrap(),
+        updated_at: DateTime::from_timestamp(0, 0).unwrap(),
+    }
+}
+
+fn create_cmd(a: &Addon, as_name: Option<&str>) -> Command {
+    Command::CreateAddon {
+        addon: a.clone(),
+        attachment: AttachmentSpec {
+            id: Uuid::new_v4(),
+            app: a.app,
+            name: as_name.map(str::to_string),
+        },
+        release_id: Uuid::new_v4(),
+        actor: actor(5),
+    }
+}
+
+fn setup() -> (State, Uuid) {
+    let mut s = State::default();
+    add_node(&mut s, 1, "10.0.0.1");
+    let app = create_app(&mut s, "my-app");
+    (s, app)
+}
+
+fn descriptions(s: &State, app: Uuid) -> Vec<String> {
+    s.apps[&app]
+        .releases
+        .iter()
+        .map(|r| r.description.clone())
+        .collect()
+}
+
+#[test]
+fn create_attaches_sets_database_url_and_a_colour_in_one_release() {
+    let (mut s, app) = setup();
+    let a = addon(
+        app,
+        "postgresql-curved-12345",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5432,
+    );
+    let out = create_cmd(&a, None).apply(&mut s).unwrap();
+    let CommandOutput::Addon {
+        attachments,
+        releases,
+        ..
+    } = out
+    else {
+        panic!()
+    };
+    assert_eq!(attachments[0].name, "DATABASE");
+    assert_eq!(releases, vec![(app, 2)]);
+    let cfg = &s.apps[&app].config;
+    let url = a.url().unwrap();
+    assert!(
+        url.starts_with("postgres://u") && url.contains("@10.0.0.1:5432/d"),
+        "{url}"
+    );
+    assert_eq!(cfg["DATABASE_URL"], url);
+    let colour: Vec<&String> = cfg
+        .keys()
+        .filter(|k| k.starts_with("HEROKU_POSTGRESQL_"))
+        .collect();
+    assert_eq!(colour.len(), 1, "{cfg:?}");
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Attach DATABASE (@ref:postgresql-curved-12345)"
+    );
+    // A second Postgres gets only a colour var; a Redis REDIS_URL; --as NAME_URL.
+    let b = addon(
+        app,
+        "postgresql-flat-00001",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5433,
+    );
+    create_cmd(&b, None).apply(&mut s).unwrap();
+    let r = addon(app, "redis-round-00002", "heroku-redis", "mini", 1, 6379);
+    create_cmd(&r, None).apply(&mut s).unwrap();
+    let c = addon(
+        app,
+        "postgresql-deep-00003",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5434,
+    );
+    create_cmd(&c, Some("analytics")).apply(&mut s).unwrap();
+    let cfg = &s.apps[&app].config;
+    assert_eq!(cfg["DATABASE_URL"], url);
+    assert_eq!(
+        cfg.keys()
+            .filter(|k| k.starts_with("HEROKU_POSTGRESQL_"))
+            .count(),
+        2
+    );
+    assert_eq!(cfg["REDIS_URL"], r.url().unwrap());
+    assert!(cfg["REDIS_URL"].starts_with("redis://default:p4ssw0rd"));
+    assert_eq!(cfg["ANALYTICS_URL"], c.url().unwrap());
+    assert_eq!(s.apps[&app].releases.len(), 5);
+}
+
+#[test]
+fn bad_creates_change_nothing() {
+    let (mut s, app) = setup();
+    let a = addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5432);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let before = s.clone();
+    let cases: Vec<(Addon, Option<&str>)> = vec![
+        // Duplicate name.
+        (
+            addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5440),
+            None,
+        ),
+        // Unknown plan and service.
+        (
+            addon(app, "db-two", "heroku-postgresql", "huge-9", 1, 5440),
+            None,
+        ),
+        (addon(app, "db-two", "mysql", "mini", 1, 5440), None),
+        // Listed but not available yet.
+        (
+            addon(app, "db-two", "heroku-redis", "premium-0", 1, 5440),
+            None,
+        ),
+        // Port taken on that address; unknown node.
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5432),
+            None,
+        ),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 9, 5440),
+            None,
+        ),
+        // Bad and taken attachment names.
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440),
+            Some("1bad"),
+        ),
+        (
+            addon(app, "db-two", "heroku-postgresql", "essential-0", 1, 5440),
+            Some("DATABASE"),
+        ),
+        // Invalid name.
+        (
+            addon(app, "2db", "heroku-postgresql", "essential-0", 1, 5440),
+            None,
+        ),
+    ];
+    for (a, as_name) in cases {
+        let got = create_cmd(&a, as_name).apply(&mut s);
+        assert!(got.is_err(), "{} {as_name:?} was accepted", a.name);
+        assert_eq!(s, before, "{} {as_name:?} changed the state", a.name);
+    }
+    let mut no_app = addon(
+        Uuid::new_v4(),
+        "db-two",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5440,
+    );
+    no_app.members[0].port = 5441;
+    assert!(matches!(
+        create_cmd(&no_app, None).apply(&mut s),
+        Err(CommandError::AppNotFound(_))
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn reports_provision_and_deprovisioning_removes_the_addon_when_data_is_gone() {
+    let (mut s, app) = setup();
+    let a = addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5432);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let m = a.members[0].id;
+    let report = |node, up, gone: Vec<Uuid>| Command::ReportAddonMembers {
+        node,
+        reports: vec![MemberReport { member: m, up }],
+        gone,
+        at: actor(9).at,
+    };
+    // Another node's report of this member is ignored.
+    report(2, true, vec![]).apply(&mut s).unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioning);
+    report(1, true, vec![m]).apply(&mut s).unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioned);
+    assert_eq!(
+        s.addons[&a.id].members.len(),
+        1,
+        "gone is ignored unless deprovisioning"
+    );
+    Command::DestroyAddon {
+        addon: a.id,
+        release_seed: Uuid::new_v4(),
+        actor: actor(10),
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Deprovisioning);
+    assert!(s.attachments.is_empty());
+    assert!(!s.apps[&app].config.keys().any(|k| k.ends_with("_URL")));
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Detach DATABASE (@ref:db-one)"
+    );
+    report(1, false, vec![m]).apply(&mut s).unwrap();
+    assert!(s.addons.is_empty());
+}
+
+#[test]
+fn sharing_attach_detach_and_app_deletion() {
+    let (mut s, app) = setup();
+    let other = create_app(&mut s, "other-app");
+    let a = addon(app, "cache-one", "heroku-redis", "mini", 1, 6379);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let spec = |app, name: Option<&str>| AttachmentSpec {
+        id: Uuid::new_v4(),
+        app,
+        name: name.map(str::to_string),
+    };
+    let shared = spec(other, None);
+    Command::AttachAddon {
+        addon: a.id,
+        attachment: shared.clone(),
+        release_id: Uuid::new_v4(),
+        actor: actor(6),
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert_eq!(s.apps[&other].config["REDIS_URL"], a.url().unwrap());
+    assert_eq!(
+        descriptions(&s, other).last().unwrap(),
+        "Attach REDIS (@ref:cache-one)"
+    );
+    // --as on the same app: a second attachment; the same name again is refused.
+    let cache = spec(app, Some("CACHE"));
+    Command::AttachAddon {
+        addon: a.id,
+        attachment: cache.clone(),
+        release_id: Uuid::new_v4(),
+        actor: actor(7),
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert_eq!(s.apps[&app].config["CACHE_URL"], a.url().unwrap());
+    let before = s.clone();
+    let again = Command::AttachAddon {
+        addon: a.id,
+        attachment: spec(app, Some("cache")),
+        release_id: Uuid::new_v4(),
+        actor: actor(7),
+    };
+    assert!(matches!(
+        again.apply(&mut s),
+        Err(CommandError::Conflict(_))
+    ));
+    assert_eq!(s, before);
+    Command::DetachAddon {
+        attachment: cache.id,
+        release_id: Uuid::new_v4(),
+        actor: actor(8),
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert!(!s.apps[&app].config.contains_key("CACHE_URL"));
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Detach CACHE (@ref:cache-one)"
+    );
+    // The owner cannot be deleted while another app uses its add-on.
+    let before = s.clone();
+    assert!(matches!(
+        Command::DeleteApp { app }.apply(&mut s),
+        Err(CommandError::Conflict(_))
+    ));
+    assert_eq!(s, before);
+    // Deleting the other app drops its attachment; then the owner goes and deprovisions.
+    Command::DeleteApp { app: other }.apply(&mut s).unwrap();
+    assert_eq!(s.attachments.len(), 1);
+    Command::DeleteApp { app }.apply(&mut s).unwrap();
+    assert!(s.attachments.is_empty());
+    assert_eq!(s.addons[&a.id].state, AddonState::Deprovisioning);
+}
