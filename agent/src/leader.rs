@@ -268,6 +268,9 @@ fn release_phase(s: &State, now: chrono::DateTime<Utc>) -> Vec<Command> {
     out
 }
 
+/// Least time between two rounds of the leader's loop when applied writes wake it.
+const PLAN_GAP: Duration = Duration::from_millis(50);
+
 /// The leader's loop: runs on every node, acts while this node leads.
 pub async fn control_loop(
     me: NodeId,
@@ -279,12 +282,21 @@ pub async fn control_loop(
     let timeout = Duration::from_millis(tuning.node_timeout_ms.max(100));
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A formation change is planned as soon as it is applied, not at the next tick; under a
+    // stream of writes, at most one plan per PLAN_GAP.
+    let mut changes = raft.changes();
     let mut leading_since: Option<Instant> = None;
+    let mut last_round: Option<Instant> = None;
     loop {
+        if let Some(t) = last_round {
+            tokio::time::sleep_until((t + PLAN_GAP).into()).await;
+        }
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = changes.next() => {}
             _ = shutdown.changed() => return,
         }
+        last_round = Some(Instant::now());
         if raft.status().leader != Some(me) {
             leading_since = None;
             continue;

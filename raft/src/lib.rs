@@ -114,6 +114,33 @@ pub struct RaftStatus {
     pub members: Vec<(NodeId, String)>,
 }
 
+/// See [`HavenRaft::changes`].
+pub struct Changes {
+    rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    seen: (Option<u64>, Option<NodeId>),
+}
+
+impl Changes {
+    fn mark(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> (Option<u64>, Option<NodeId>) {
+        (m.last_applied.map(|l| l.index), m.current_leader)
+    }
+
+    /// Returns once something was applied (or the leader changed) since the last call;
+    /// never returns once the node has shut down.
+    pub async fn next(&mut self) {
+        loop {
+            if self.rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now = Changes::mark(&self.rx.borrow_and_update());
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+        }
+    }
+}
+
 /// Most voters a cluster has; further nodes stay learners.
 pub const MAX_VOTERS: usize = 5;
 
@@ -189,6 +216,14 @@ impl HavenRaft {
     /// [`rpc::serve_peer`].
     pub fn peer_server(&self) -> rpc::PeerServer {
         rpc::PeerServer::new(self.inner.clone())
+    }
+
+    /// Wakes whenever this node's state machine applies entries or its leader changes,
+    /// for loops that react to the state instead of polling it.
+    pub fn changes(&self) -> Changes {
+        let rx = self.inner.raft.metrics();
+        let seen = Changes::mark(&rx.borrow());
+        Changes { rx, seen }
     }
 
     /// Stops the Raft node and closes the store.

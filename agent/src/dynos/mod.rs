@@ -49,6 +49,9 @@ use crate::slugcache::SlugCache;
 pub use attach::{AttachInput, AttachOutput};
 use reconcile::{reconcile, Action, Actual, Desired};
 
+/// Least time between two reconciles when applied writes wake the loop.
+const REACT_GAP: Duration = Duration::from_millis(20);
+
 /// What a supervisor is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Signal {
@@ -153,12 +156,18 @@ impl DynoManager {
         let sync = tokio::spawn(async move { this.wait_synced().await });
         let mut ticker = tokio::time::interval(Duration::from_millis(200));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A placement is acted on as soon as it is applied here, not at the next tick;
+        // under a stream of writes, at most one reconcile per REACT_GAP.
+        let mut changes = self.inner.raft.changes();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = changes.next() => {}
                 _ = shutdown.changed() => break,
             }
+            let began = tokio::time::Instant::now();
             self.tick().await;
+            tokio::time::sleep_until(began + REACT_GAP).await;
         }
         sync.abort();
         if self.inner.keep_dynos.load(Ordering::SeqCst) {
