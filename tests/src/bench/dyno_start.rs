@@ -6,7 +6,7 @@
 //! (the supervisor has taken the placement and is about to create the container) to
 //! the dyno's first line `app[ping.N]: ready` (its process runs and has written). A
 //! second figure times from the API's `Scaled to …` line to the same first line: the
-//! scheduler's decision, the Raft commit and the agent's reconcile tick included.
+//! scheduler's decision, the Raft commits and the agent's reconcile included.
 //!
 //! crun: an OCI bundle like a dyno's container (a read-only root with the host's `/usr`
 //! bound in, new PID, mount, IPC and UTS namespaces, the host network, a cgroup) whose
@@ -287,7 +287,7 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
             "ms",
         )
         .note(format!(
-            "API's Scaled-to line → first line, {dn} dynos: scheduler, Raft commit and the agent's 200 ms reconcile tick included"
+            "API's Scaled-to line → first line, {dn} dynos: the leader's plan, the Raft commits and the agent's reconcile included"
         )),
     );
     Ok(rows)
