@@ -53,6 +53,8 @@ fn user() -> model::User {
         id: Uuid::from_u128(1),
         email: "admin@haven.local".into(),
         created_at: at(0),
+        admin: true,
+        password_hash: None,
     }
 }
 

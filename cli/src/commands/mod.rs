@@ -2,6 +2,7 @@
 //! what `main` parsed. Answers are read only through `haven-api` types (see
 //! [`crate::client::Answer`]).
 
+pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod buildpacks;
