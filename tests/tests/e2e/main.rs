@@ -7,6 +7,7 @@
 // A failed step should end the test with its message; unwrap is the idiom here.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod adopt;
 mod api;
 mod builds;
