@@ -95,7 +95,13 @@ fn hctl_manages_an_app_through_any_node() {
         &["apps:destroy", "-a", "cli-app", "--confirm", "cli-app"],
     ));
     let apps: Value = serde_json::from_str(&ok(hctl(&env, 0, &["apps", "--json"]))).unwrap();
-    assert_eq!(apps, Value::Array(vec![]));
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cli-rel"], "cli-app is gone");
 }
 
 #[test]
