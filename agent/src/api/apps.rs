@@ -14,9 +14,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::access::{self, Action};
 use super::body::{JsonBody, OptionalJsonBody};
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
-use super::access::{self, Action};
 use super::{allow, app_id, output_app, read, with_app, write, ApiContext, ApiError, Caller};
 
 /// The stack of an app created without one.

@@ -23,7 +23,11 @@ use super::{allow, credentials, read, token_hash, write, Action, ApiContext, Api
 pub const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
 /// Model → wire. `secret` is the token itself, known only when it was just made.
-pub fn to_wire(t: &model::Token, secret: Option<&str>, now: DateTime<Utc>) -> w::OAuthAuthorization {
+pub fn to_wire(
+    t: &model::Token,
+    secret: Option<&str>,
+    now: DateTime<Utc>,
+) -> w::OAuthAuthorization {
     let expires_in = t.expires_at.map(|e| (e - now).num_seconds().max(0));
     w::OAuthAuthorization {
         id: t.id.to_string(),
@@ -141,9 +145,17 @@ pub async fn create(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "hctl authorization".into());
     if description.len() > 200 {
-        return Err(ApiError::invalid("description is too long: use at most 200 bytes"));
+        return Err(ApiError::invalid(
+            "description is too long: use at most 200 bytes",
+        ));
     }
-    let (token, secret) = new_token(caller.user_id, &caller.email, description, body.expires_in, now)?;
+    let (token, secret) = new_token(
+        caller.user_id,
+        &caller.email,
+        description,
+        body.expires_in,
+        now,
+    )?;
     let wire = to_wire(&token, Some(&secret), now);
     write(&ctx, Command::AddToken { token }).await?;
     Ok((StatusCode::CREATED, Json(wire)).into_response())
@@ -183,14 +195,16 @@ mod tests {
     #[test]
     fn tokens_expire_when_asked_and_only_within_bounds() {
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let (t, secret) = new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(60), now).unwrap();
+        let (t, secret) =
+            new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(60), now).unwrap();
         assert_eq!(t.sha256, token_hash(&secret));
         assert_eq!(t.expires_at, Some(now + chrono::Duration::seconds(60)));
         assert!(!t.expired(now) && t.expired(now + chrono::Duration::seconds(60)));
         let (forever, _) = new_token(Uuid::from_u128(1), "a@x.org", "d".into(), None, now).unwrap();
         assert_eq!(forever.expires_at, None);
         for bad in [0, -5, MAX_EXPIRES_IN + 1] {
-            let e = new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(bad), now).unwrap_err();
+            let e =
+                new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(bad), now).unwrap_err();
             assert_eq!(e.status.as_u16(), 422, "{bad}");
         }
     }
@@ -198,14 +212,21 @@ mod tests {
     #[test]
     fn the_secret_shows_only_when_given() {
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let (t, secret) = new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(30), now).unwrap();
+        let (t, secret) =
+            new_token(Uuid::from_u128(1), "a@x.org", "d".into(), Some(30), now).unwrap();
         let made = to_wire(&t, Some(&secret), now);
         let access = made.access_token.unwrap();
-        assert_eq!((access.token.as_str(), access.expires_in), (secret.as_str(), Some(30)));
+        assert_eq!(
+            (access.token.as_str(), access.expires_in),
+            (secret.as_str(), Some(30))
+        );
         let listed = to_wire(&t, None, now + chrono::Duration::seconds(10));
         assert!(listed.access_token.is_none());
         let json = serde_json::to_string(&listed).unwrap();
-        assert!(!json.contains(&secret) && !json.contains(&t.sha256), "{json}");
+        assert!(
+            !json.contains(&secret) && !json.contains(&t.sha256),
+            "{json}"
+        );
         assert_eq!(listed.scope, ["global"]);
     }
 }

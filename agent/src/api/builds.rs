@@ -486,7 +486,10 @@ pub async fn list_buildpacks(
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| installations(a)).await?;
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
+        installations(a)
+    })
+    .await?;
     Ok(Json(list).into_response())
 }
 

@@ -69,9 +69,8 @@ pub fn to_wire(state: &model::State, a: &model::App) -> Vec<w::Collaborator> {
 
 /// The entry `key` (email, user id or collaborator id) of `list`.
 fn find<'a>(list: &'a [w::Collaborator], key: &str) -> Option<&'a w::Collaborator> {
-    list.iter().find(|c| {
-        c.id == key || c.user.id == key || c.user.email.eq_ignore_ascii_case(key.trim())
-    })
+    list.iter()
+        .find(|c| c.id == key || c.user.id == key || c.user.email.eq_ignore_ascii_case(key.trim()))
 }
 
 fn not_found() -> ApiError {
@@ -209,11 +208,22 @@ mod tests {
             .collect();
         assert_eq!(
             roles,
-            [("owner@x.org", Some("owner")), ("dev@x.org", Some("collaborator"))]
+            [
+                ("owner@x.org", Some("owner")),
+                ("dev@x.org", Some("collaborator"))
+            ]
         );
         assert_eq!(list, to_wire(&s, &a), "ids are stable");
-        for key in ["DEV@x.org", &Uuid::from_u128(2).to_string(), &Uuid::from_u128(20).to_string()] {
-            assert_eq!(find(&list, key).map(|c| c.user.email.as_str()), Some("dev@x.org"), "{key}");
+        for key in [
+            "DEV@x.org",
+            &Uuid::from_u128(2).to_string(),
+            &Uuid::from_u128(20).to_string(),
+        ] {
+            assert_eq!(
+                find(&list, key).map(|c| c.user.email.as_str()),
+                Some("dev@x.org"),
+                "{key}"
+            );
         }
         assert!(find(&list, "nobody@x.org").is_none());
     }

@@ -48,7 +48,10 @@ pub async fn info(
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| a.config.clone()).await?;
+    let config = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
+        a.config.clone()
+    })
+    .await?;
     Ok(Json(config).into_response())
 }
 

@@ -344,6 +344,9 @@ pub async fn create(
         .next()
         .ok_or_else(|| ApiError::internal("the command returned no dyno"))?;
     let api_url = ctx.builder.api_url().to_string();
-    let wire = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| to_wire(s, a, &d, &api_url)).await?;
+    let wire = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
+        to_wire(s, a, &d, &api_url)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(wire)).into_response())
 }

@@ -2,10 +2,10 @@
 //! /apps/{app}/log-drains/{id-or-url-or-token}`. Every node ships the app's lines it
 //! produces to each drain ([`crate::drains`]).
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use haven_api::{LogDrain, LogDrainCreate};

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use haven_api::{LogSession, LogSessionCreate};
@@ -23,9 +23,9 @@ use haven_raft::model::NodeId;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::access;
 use super::apps::time;
 use super::body::OptionalJsonBody;
-use super::access;
 use super::{with_app, Action, ApiContext, ApiError, Caller};
 use crate::logs::{read_frame, write_frame, LogLine, LogRequest};
 use crate::peer::{QuicConnector, StreamKind};

@@ -88,7 +88,10 @@ impl Caller {
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .route("/account", get(account::info))
-        .route("/account/password", axum::routing::put(account::set_password))
+        .route(
+            "/account/password",
+            axum::routing::put(account::set_password),
+        )
         .route("/users/{user}/apps", get(apps::list_of_user))
         .route(
             "/oauth/authorizations",
@@ -292,7 +295,8 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
     let rid = request_id(req.headers());
     // Passwords are taken only where a client trades them for a token (`hctl login`, the
     // Heroku CLI's `login -i`): elsewhere a request would cost an argon2 hash.
-    let password_login = req.method() == Method::POST && req.uri().path() == "/oauth/authorizations";
+    let password_login =
+        req.method() == Method::POST && req.uri().path() == "/oauth/authorizations";
     let checked = match check_accept(req.headers()) {
         Err(e) => Err(e),
         Ok(()) => authenticate(&ctx, req.headers(), password_login).await,
@@ -393,11 +397,10 @@ pub async fn authenticate(
         return Err(ApiError::unauthorized());
     };
     let secret = creds.secret;
-    let ok = tokio::task::spawn_blocking(move || {
-        credentials::verify_password(&secret, &password_hash)
-    })
-    .await
-    .unwrap_or(false);
+    let ok =
+        tokio::task::spawn_blocking(move || credentials::verify_password(&secret, &password_hash))
+            .await
+            .unwrap_or(false);
     if ok {
         Ok(caller)
     } else {

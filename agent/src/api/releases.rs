@@ -40,7 +40,9 @@ pub fn to_wire(
         addon_plan_names: Vec::new(),
         artifacts: Vec::new(),
         output_stream_url: None,
-        eligible_for_rollback: r.status == ReleaseStatus::Succeeded && !is_current && r.slug.is_some(),
+        eligible_for_rollback: r.status == ReleaseStatus::Succeeded
+            && !is_current
+            && r.slug.is_some(),
         created_at: time(r.created_at),
         updated_at: time(r.created_at),
     }

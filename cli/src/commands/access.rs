@@ -54,6 +54,9 @@ pub fn remove(api: &Api, app: &str, email: &str) -> Result<()> {
             &format!("{}/{email}", collaborators_path(app)),
         )?
         .value;
-    println!("Removing {} access from the app ⬢ {app}... done", c.user.email);
+    println!(
+        "Removing {} access from the app ⬢ {app}... done",
+        c.user.email
+    );
     Ok(())
 }

@@ -76,7 +76,10 @@ fn read_line(prompt: &str, required: bool) -> Result<String> {
     stdin.lock().read_line(&mut line)?;
     let t = line.trim_end_matches(['\n', '\r']).to_string();
     if required && t.trim().is_empty() {
-        bail!("nothing given for {:?}", prompt.trim_end_matches([':', ' ']));
+        bail!(
+            "nothing given for {:?}",
+            prompt.trim_end_matches([':', ' '])
+        );
     }
     Ok(t)
 }
@@ -132,7 +135,11 @@ pub fn set_password(api: &Api) -> Result<()> {
         }
     }
     let account: w::Account = api
-        .call_with(Method::PUT, "/account/password", &w::PasswordUpdate { password })?
+        .call_with(
+            Method::PUT,
+            "/account/password",
+            &w::PasswordUpdate { password },
+        )?
         .value;
     println!("Setting the password of {}... done", account.email);
     println!("Log in with it: hctl login --email {}", account.email);
@@ -165,7 +172,10 @@ pub fn authorizations(api: &Api, json: bool) -> Result<()> {
     if rows.is_empty() {
         println!("No OAuth authorizations.");
     } else {
-        println!("{}", table(&["Description", "ID", "Scope", "Expires"], &rows));
+        println!(
+            "{}",
+            table(&["Description", "ID", "Scope", "Expires"], &rows)
+        );
     }
     Ok(())
 }
@@ -271,7 +281,10 @@ pub fn create_user(api: &Api, email: &str, admin: bool, password: bool, json: bo
     if let Some(t) = made.token {
         println!("API token (shown only once; hand it to them safely):");
         println!("  {t}");
-        println!("They log in with: hctl login --api {} --token TOKEN", api.url);
+        println!(
+            "They log in with: hctl login --api {} --token TOKEN",
+            api.url
+        );
     }
     if let Some(p) = made.password {
         println!("Password (shown only once; they should change it with hctl passwords:set):");

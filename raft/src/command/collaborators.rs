@@ -70,9 +70,12 @@ mod tests {
         let mut s = State::default();
         let app = create(&mut s, "shared");
         let b = user(7, "b@x.org", false);
-        Command::CreateUser { user: b.clone(), token: None }
-            .apply(&mut s)
-            .unwrap();
+        Command::CreateUser {
+            user: b.clone(),
+            token: None,
+        }
+        .apply(&mut s)
+        .unwrap();
         let add = |id| Command::AddCollaborator {
             app,
             collaborator: collab(id, b.id),
@@ -80,7 +83,10 @@ mod tests {
         add(1).apply(&mut s).unwrap();
         assert!(s.apps[&app].is_member(b.id));
         let before = s.clone();
-        assert!(matches!(add(2).apply(&mut s), Err(CommandError::Conflict(_))));
+        assert!(matches!(
+            add(2).apply(&mut s),
+            Err(CommandError::Conflict(_))
+        ));
         let owner = s.apps[&app].owner;
         let r = Command::AddCollaborator {
             app,

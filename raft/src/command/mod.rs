@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    App, Build, Cluster, Collaborator, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State,
-    Token, Unplaced, User,
+    App, Build, Cluster, Collaborator, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State, Token,
+    Unplaced, User,
 };
 
 mod apps;
@@ -383,9 +383,7 @@ impl Command {
             Command::AddCollaborator { app, collaborator } => {
                 collaborators::add(state, *app, collaborator)
             }
-            Command::RemoveCollaborator { app, user } => {
-                collaborators::remove(state, *app, *user)
-            }
+            Command::RemoveCollaborator { app, user } => collaborators::remove(state, *app, *user),
         }
     }
 }

@@ -43,17 +43,30 @@ mod tests {
         let mut s = State::default();
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let t = token(alice, "a");
-        Command::AddToken { token: t.clone() }.apply(&mut s).unwrap();
-        let before = s.clone();
-        let by_bob = Command::RevokeToken { user: bob, token: t.id }.apply(&mut s);
-        assert!(matches!(by_bob, Err(CommandError::NotFound(_))));
-        assert_eq!(s, before);
-        let out = Command::RevokeToken { user: alice, token: t.id }
+        Command::AddToken { token: t.clone() }
             .apply(&mut s)
             .unwrap();
+        let before = s.clone();
+        let by_bob = Command::RevokeToken {
+            user: bob,
+            token: t.id,
+        }
+        .apply(&mut s);
+        assert!(matches!(by_bob, Err(CommandError::NotFound(_))));
+        assert_eq!(s, before);
+        let out = Command::RevokeToken {
+            user: alice,
+            token: t.id,
+        }
+        .apply(&mut s)
+        .unwrap();
         assert!(matches!(out, CommandOutput::Token(ref x) if x.id == t.id));
         assert!(s.tokens.is_empty());
-        let again = Command::RevokeToken { user: alice, token: t.id }.apply(&mut s);
+        let again = Command::RevokeToken {
+            user: alice,
+            token: t.id,
+        }
+        .apply(&mut s);
         assert!(matches!(again, Err(CommandError::NotFound(_))));
     }
 }

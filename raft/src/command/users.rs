@@ -20,11 +20,16 @@ pub(super) fn create(state: &mut State, user: &User, token: Option<&Token>) -> C
         )));
     }
     if state.users.contains_key(&user.id) {
-        return Err(CommandError::Conflict(format!("user id {} exists", user.id)));
+        return Err(CommandError::Conflict(format!(
+            "user id {} exists",
+            user.id
+        )));
     }
     if let Some(t) = token {
         if t.user_id != user.id {
-            return Err(CommandError::Invalid("the token is for another user".into()));
+            return Err(CommandError::Invalid(
+                "the token is for another user".into(),
+            ));
         }
         if state.tokens.contains_key(&t.sha256) {
             return Err(CommandError::Conflict("token exists".into()));
@@ -111,7 +116,11 @@ mod tests {
             (user(4, "nobody", false), "an invalid email"),
             (user(1, "b@x.org", false), "a taken id"),
         ] {
-            let r = Command::CreateUser { user: u, token: None }.apply(&mut s);
+            let r = Command::CreateUser {
+                user: u,
+                token: None,
+            }
+            .apply(&mut s);
             assert!(
                 matches!(r, Err(CommandError::Conflict(_) | CommandError::Invalid(_))),
                 "{what}: {r:?}"
@@ -158,10 +167,16 @@ mod tests {
         let owner = s.apps[&app].owner;
         let before = s.clone();
         let r = Command::RemoveUser { user: owner }.apply(&mut s);
-        assert!(matches!(r, Err(CommandError::Conflict(ref m)) if m.contains("shared")), "{r:?}");
+        assert!(
+            matches!(r, Err(CommandError::Conflict(ref m)) if m.contains("shared")),
+            "{r:?}"
+        );
         Command::DeleteApp { app }.apply(&mut s).unwrap();
         let r = Command::RemoveUser { user: owner }.apply(&mut s);
-        assert!(matches!(r, Err(CommandError::Conflict(ref m)) if m.contains("last admin")), "{r:?}");
+        assert!(
+            matches!(r, Err(CommandError::Conflict(ref m)) if m.contains("last admin")),
+            "{r:?}"
+        );
         assert_eq!(s.users.len(), before.users.len());
     }
 
@@ -169,9 +184,12 @@ mod tests {
     fn passwords_are_set_and_cleared() {
         let mut s = State::default();
         let a = user(1, "a@x.org", false);
-        Command::CreateUser { user: a.clone(), token: None }
-            .apply(&mut s)
-            .unwrap();
+        Command::CreateUser {
+            user: a.clone(),
+            token: None,
+        }
+        .apply(&mut s)
+        .unwrap();
         Command::SetPassword {
             user: a.id,
             password_hash: Some("$argon2id$x".into()),

@@ -17,8 +17,8 @@ use uuid::Uuid;
 mod rules;
 
 pub use rules::{
-    normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack, validate_config_key,
-    validate_drain_url, validate_process_type, MAX_QUANTITY,
+    normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
+    validate_config_key, validate_drain_url, validate_process_type, MAX_QUANTITY,
 };
 
 /// A Raft node id. Chosen at random by the node when it is created.

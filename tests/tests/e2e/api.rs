@@ -612,7 +612,12 @@ fn responses_validate_against_the_heroku_schema() {
     );
     // A rollback needs a release with a slug: deploy one (v2) to an app of its own, so
     // that schema-app's formation starts no dynos.
-    call(&env, Method::POST, "/apps", Some(json!({"name": "schema-rel"})));
+    call(
+        &env,
+        Method::POST,
+        "/apps",
+        Some(json!({"name": "schema-rel"})),
+    );
     haven_tests::deploy_procfile_only(&env, "schema-rel");
     let (st, rollback) = call(
         &env,

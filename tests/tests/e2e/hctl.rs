@@ -65,7 +65,11 @@ fn hctl_manages_an_app_through_any_node() {
     // Rollbacks after a deploy (v2), on an app of their own (no dynos start there).
     ok(hctl(&env, 0, &["apps:create", "cli-rel"]));
     haven_tests::deploy_procfile_only(&env, "cli-rel");
-    ok(hctl(&env, 1, &["config:set", "URL=x://a=b", "-a", "cli-rel"]));
+    ok(hctl(
+        &env,
+        1,
+        &["config:set", "URL=x://a=b", "-a", "cli-rel"],
+    ));
     ok(hctl(&env, 1, &["config:unset", "URL", "-a", "cli-rel"]));
     let out = ok(hctl(&env, 2, &["rollback", "-a", "cli-rel"]));
     assert!(out.contains("to v3... done, v5"), "{out}");
