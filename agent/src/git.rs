@@ -7,7 +7,9 @@
 //! starts a build, and copies the build's output to its stdout, which git relays to the
 //! pusher as `remote:` lines as they come. A failed build makes the hook exit non-zero, so
 //! git rejects the push and the branch is not updated. Git authenticates with HTTP Basic,
-//! the API token as password (any username), as on Heroku.
+//! the API token as password (any username), as on Heroku; the push is the API's
+//! `ChangeApp` action, asked of the same authorization rule ([`crate::api::access`]): an
+//! app the caller may not change is answered as one that does not exist.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -26,7 +28,8 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
-use crate::api::{token_from_authorization, token_hash, ApiContext};
+use crate::api::access::{self, Action, Caller};
+use crate::api::{authenticate as api_authenticate, token_from_authorization, ApiContext};
 
 /// The git routes. They sit beside the JSON API, with their own auth answer (git needs
 /// `WWW-Authenticate` to send credentials) and plain-text errors that git prints.
@@ -61,20 +64,19 @@ fn unauthorized() -> Response {
     r
 }
 
-/// The caller's token, if it is one of the cluster's.
-fn authenticate(ctx: &ApiContext, headers: &HeaderMap) -> Option<String> {
+/// The caller and their token, if it is a valid token of the cluster's (no passwords:
+/// git sends the token).
+async fn authenticate(ctx: &ApiContext, headers: &HeaderMap) -> Option<(Caller, String)> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(token_from_authorization)?;
-    let hash = token_hash(&token);
-    ctx.raft
-        .with_state(|s| s.token(&hash).is_some())
-        .then_some(token)
+    let caller = api_authenticate(ctx, headers, false).await.ok()?;
+    Some((caller, token))
 }
 
-/// The app a `NAME.git` path names, after the read barrier.
-async fn find_app(ctx: &ApiContext, repo: &str) -> Result<model::App, Response> {
+/// The app a `NAME.git` path names, after the read barrier, if `caller` may push to it.
+async fn find_app(ctx: &ApiContext, caller: &Caller, repo: &str) -> Result<model::App, Response> {
     let Some(name) = repo.strip_suffix(".git") else {
         return Err(text(
             StatusCode::NOT_FOUND,
@@ -88,7 +90,13 @@ async fn find_app(ctx: &ApiContext, repo: &str) -> Result<model::App, Response> 
         ));
     }
     ctx.raft
-        .with_state(|s| s.find_app(name).map(|a| a.summary()))
+        .with_state(|s| {
+            let app = s.find_app(name);
+            access::authorize(caller, Action::ChangeApp, app)
+                .ok()
+                .and(app)
+                .map(|a| a.summary())
+        })
         .ok_or_else(|| {
             text(
                 StatusCode::NOT_FOUND,
@@ -137,8 +145,12 @@ fn ensure_repo(ctx: &ApiContext, app: &model::App) -> std::io::Result<PathBuf> {
 
 /// The app a `NAME.git` path names and its repository on this node, or the answer git
 /// should get.
-async fn open_repo(ctx: &ApiContext, repo: &str) -> Result<(model::App, PathBuf), Response> {
-    let app = find_app(ctx, repo).await?;
+async fn open_repo(
+    ctx: &ApiContext,
+    caller: &Caller,
+    repo: &str,
+) -> Result<(model::App, PathBuf), Response> {
+    let app = find_app(ctx, caller, repo).await?;
     match ensure_repo(ctx, &app) {
         Ok(dir) => Ok((app, dir)),
         Err(e) => {
@@ -163,7 +175,7 @@ async fn info_refs(
     Query(q): Query<ServiceQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(_token) = authenticate(&ctx, &headers) else {
+    let Some((caller, _token)) = authenticate(&ctx, &headers).await else {
         return unauthorized();
     };
     match q.service.as_deref() {
@@ -176,7 +188,7 @@ async fn info_refs(
             )
         }
     }
-    let (_app, dir) = match open_repo(&ctx, &repo).await {
+    let (_app, dir) = match open_repo(&ctx, &caller, &repo).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -241,10 +253,10 @@ async fn receive_pack(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(token) = authenticate(&ctx, &headers) else {
+    let Some((caller, token)) = authenticate(&ctx, &headers).await else {
         return unauthorized();
     };
-    let (app, dir) = match open_repo(&ctx, &repo).await {
+    let (app, dir) = match open_repo(&ctx, &caller, &repo).await {
         Ok(x) => x,
         Err(r) => return r,
     };

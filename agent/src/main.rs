@@ -267,8 +267,10 @@ fn cmd_init(
     let now = Utc::now();
     let admin = User {
         id: Uuid::new_v4(),
-        email: admin_email.to_string(),
+        email: haven_raft::model::normalize_email(admin_email).map_err(anyhow::Error::msg)?,
         created_at: now,
+        admin: true,
+        password_hash: None,
     };
     let bootstrap = Command::Bootstrap {
         cluster: Cluster {
@@ -287,6 +289,7 @@ fn cmd_init(
             user_id: admin.id,
             description: "admin token made by havend init".into(),
             created_at: now,
+            expires_at: None,
         },
         admin,
     };

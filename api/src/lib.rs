@@ -201,6 +201,133 @@ pub struct Account {
     pub updated_at: String,
 }
 
+/// `PUT /account/password` body (Haven-only): the caller's new password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasswordUpdate {
+    pub password: String,
+}
+
+/// The user of a collaborator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CollaboratorUser {
+    pub id: String,
+    pub email: String,
+    pub federated: bool,
+}
+
+/// `{name, description}` of an app permission (Heroku teams; empty for personal apps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppPermission {
+    pub name: String,
+    pub description: String,
+}
+
+/// Who may use an app, as `GET /apps/{app}/collaborators` lists them: the owner (role
+/// `owner`) and the collaborators (role `collaborator`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Collaborator {
+    pub id: String,
+    pub app: AppRef,
+    pub user: CollaboratorUser,
+    pub role: Option<String>,
+    pub permissions: Vec<AppPermission>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /apps/{app}/collaborators` body: the user by email or id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollaboratorCreate {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent: Option<bool>,
+}
+
+/// The access token of an OAuth authorization. `token` is shown only when it is made
+/// (Haven stores only its hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessToken {
+    pub id: String,
+    pub token: String,
+    /// Seconds left until it expires; `null`: it lasts until revoked.
+    pub expires_in: Option<i64>,
+}
+
+/// `{id, email, full_name}` of an authorization's user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizationUser {
+    pub id: String,
+    pub email: String,
+    pub full_name: Option<String>,
+}
+
+/// An API token, in Heroku's shape of an OAuth authorization (`/oauth/authorizations`).
+/// `access_token` is `null` except in the answer that made it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OAuthAuthorization {
+    pub id: String,
+    pub description: String,
+    pub scope: Vec<String>,
+    pub access_token: Option<AccessToken>,
+    pub client: Option<serde_json::Value>,
+    pub grant: Option<serde_json::Value>,
+    pub refresh_token: Option<serde_json::Value>,
+    pub session: Option<serde_json::Value>,
+    pub user: AuthorizationUser,
+    /// Haven's addition: when it expires (`null`: never).
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /oauth/authorizations` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthorizationCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Seconds until the token expires; absent: it lasts until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+}
+
+/// A user, as the admin's `GET /cluster/users` lists them: Haven-only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterUser {
+    pub id: String,
+    pub email: String,
+    pub admin: bool,
+    /// Whether they can log in with a password.
+    pub password: bool,
+    /// Apps they own.
+    pub apps: u32,
+    pub created_at: String,
+}
+
+/// `POST /cluster/users` body: Haven-only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterUserCreate {
+    pub email: String,
+    #[serde(default)]
+    pub admin: bool,
+    /// Give them a generated one-time password instead of a first token.
+    #[serde(default)]
+    pub password: bool,
+}
+
+/// `POST /cluster/users` answer: the user and their first secret, shown only here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterUserCreated {
+    pub user: ClusterUser,
+    /// Their first API token (without `password`).
+    pub token: Option<String>,
+    /// Their generated password (with `password`); they should change it with
+    /// `hctl passwords:set`.
+    pub password: Option<String>,
+}
+
 /// `GET /cluster/status`: Haven-only.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterStatus {

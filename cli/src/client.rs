@@ -108,10 +108,31 @@ impl Api {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
+        let req = self
+            .http
             .request(method, format!("{}{}", self.url, path))
-            .bearer_auth(&self.token)
-            .header("Accept", haven_api::ACCEPT)
+            .header("Accept", haven_api::ACCEPT);
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
+    }
+
+    /// POSTs `body` to `path` with Basic `email:password` instead of the token: the login
+    /// call that trades a password for a token. Build the client with an empty token.
+    pub fn post_with_password<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        email: &str,
+        password: &str,
+        body: &B,
+    ) -> Result<Answer<T>> {
+        let req = self
+            .request(Method::POST, path)
+            .basic_auth(email, Some(password))
+            .json(body);
+        self.call_json(req, path)
     }
 
     fn send(&self, req: RequestBuilder) -> Result<reqwest::blocking::Response> {
@@ -134,6 +155,9 @@ impl Api {
             .map(|b| b.message)
             .unwrap_or_else(|| status.to_string());
         match status {
+            StatusCode::UNAUTHORIZED if self.token.is_empty() => {
+                bail!("{message} ({} refused the email and password)", self.url)
+            }
             StatusCode::UNAUTHORIZED => {
                 bail!("the token was refused by {}; run hctl login", self.url)
             }

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use client::Api;
 use commands::config::parse_pair;
 use commands::{
-    apps, auth, buildpacks, builds, cluster, config, domains, drains, logs, ps, releases,
+    access, apps, auth, buildpacks, builds, cluster, config, domains, drains, logs, ps, releases,
 };
 
 #[derive(Parser)]
@@ -56,16 +56,95 @@ struct JsonArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Save the API URL and token (~/.config/hctl/config.toml, mode 0600).
+    /// Log in with a token, or with email and password (which get a new token); save the
+    /// API URL and token (~/.config/hctl/config.toml, mode 0600).
     Login {
-        /// The token (read from the terminal or stdin when absent).
-        #[arg(long)]
+        /// The token.
+        #[arg(long, conflicts_with = "email")]
         token: Option<String>,
+        /// Log in with this email; the password is read from the terminal or stdin.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Forget the saved login.
     Logout,
     /// Show who the token belongs to.
     Whoami,
+    /// Print the API token hctl uses.
+    #[command(name = "auth:token")]
+    AuthToken,
+    /// Set your password (read from the terminal or stdin), for hctl login --email.
+    #[command(name = "passwords:set")]
+    PasswordsSet,
+    /// List your API tokens (OAuth authorizations).
+    Authorizations(JsonArg),
+    /// Make a new API token; it is printed once.
+    #[command(name = "authorizations:create")]
+    AuthorizationsCreate {
+        /// What the token is for.
+        #[arg(short = 'd', long)]
+        description: Option<String>,
+        /// Seconds until it expires (default: until revoked).
+        #[arg(short = 'e', long = "expires-in")]
+        expires_in: Option<i64>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show one of your API tokens (without its secret).
+    #[command(name = "authorizations:info")]
+    AuthorizationsInfo {
+        id: String,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Revoke one of your API tokens: every node refuses it from then on.
+    #[command(name = "authorizations:revoke")]
+    AuthorizationsRevoke { id: String },
+    /// List the cluster's users (admins).
+    Users(JsonArg),
+    /// Make a user (admins); prints their first token, or with --password a generated
+    /// password, once.
+    #[command(name = "users:create")]
+    UsersCreate {
+        email: String,
+        /// Make them an admin (cluster operations, every app).
+        #[arg(long)]
+        admin: bool,
+        /// Give them a generated password instead of a token.
+        #[arg(long)]
+        password: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Remove a user and revoke their tokens (admins).
+    #[command(name = "users:remove")]
+    UsersRemove {
+        email: String,
+        /// The email again, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// List who has access to an app.
+    Access {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Give a user access to an app (as a collaborator).
+    #[command(name = "access:add")]
+    AccessAdd {
+        email: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Take a collaborator's access to an app away.
+    #[command(name = "access:remove")]
+    AccessRemove {
+        email: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// List apps.
     Apps(JsonArg),
     /// Create an app.
@@ -397,9 +476,34 @@ enum Cmd {
 fn run(cli: Cli) -> Result<()> {
     let api = || Api::from_env(cli.api.as_deref());
     match &cli.cmd {
-        Cmd::Login { token } => auth::login(cli.api.as_deref(), token.as_deref()),
+        Cmd::Login { token, email } => {
+            auth::login(cli.api.as_deref(), token.as_deref(), email.as_deref())
+        }
         Cmd::Logout => auth::logout(),
         Cmd::Whoami => auth::whoami(&api()?),
+        Cmd::AuthToken => auth::token(&api()?),
+        Cmd::PasswordsSet => auth::set_password(&api()?),
+        Cmd::Authorizations(j) => auth::authorizations(&api()?, j.json),
+        Cmd::AuthorizationsCreate {
+            description,
+            expires_in,
+            json: j,
+        } => auth::create_authorization(&api()?, description.as_deref(), *expires_in, j.json),
+        Cmd::AuthorizationsInfo { id, json: j } => auth::authorization_info(&api()?, id, j.json),
+        Cmd::AuthorizationsRevoke { id } => auth::revoke_authorization(&api()?, id),
+        Cmd::Users(j) => auth::users(&api()?, j.json),
+        Cmd::UsersCreate {
+            email,
+            admin,
+            password,
+            json: j,
+        } => auth::create_user(&api()?, email, *admin, *password, j.json),
+        Cmd::UsersRemove { email, confirm } => {
+            auth::remove_user(&api()?, email, confirm.as_deref())
+        }
+        Cmd::Access { app, json: j } => access::list(&api()?, app.name()?, j.json),
+        Cmd::AccessAdd { email, app } => access::add(&api()?, app.name()?, email),
+        Cmd::AccessRemove { email, app } => access::remove(&api()?, app.name()?, email),
         Cmd::Apps(j) => apps::list(&api()?, j.json),
         Cmd::AppsCreate { name, json: j } => apps::create(&api()?, name.as_deref(), j.json),
         Cmd::AppsInfo { app, json: j } => apps::info(&api()?, app.name()?, j.json),

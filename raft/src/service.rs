@@ -187,6 +187,7 @@ mod tests {
             user_id: uuid::Uuid::new_v4(),
             description: "test".into(),
             created_at: chrono::Utc::now(),
+            expires_at: None,
         }
     }
 

@@ -104,6 +104,7 @@ fn add_token(n: usize) -> Command {
             user_id: uuid::Uuid::nil(),
             description: format!("token {n}"),
             created_at: chrono::Utc::now(),
+            expires_at: None,
         },
     }
 }

@@ -117,6 +117,16 @@ pub fn hctl_ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Deploys a one-file app (a Procfile whose only type, `worker`, starts at quantity 0)
+/// to the existing app `app` through node 0 with `hctl deploy`, so that the app's
+/// releases from then on have a slug (rollbacks need one); no dyno starts.
+pub fn deploy_procfile_only(env: &Env, app: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("Procfile"), "worker: sleep 3600\n").expect("write Procfile");
+    let src = dir.path().to_string_lossy().into_owned();
+    hctl_ok(hctl(env, 0, &["deploy", &src, "-a", app]));
+}
+
 /// The official Heroku Platform API schema, kept as a fixture
 /// (`tests/fixtures/heroku-platform-api-schema.json`).
 pub fn heroku_schema() -> Value {

@@ -1,13 +1,15 @@
-//! `GET /account`: the token's user.
+//! `GET /account`: the caller; `PUT /account/password`: their password.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haven_api as w;
+use haven_raft::command::Command;
 use haven_raft::model;
 
 use super::apps::time;
-use super::{read, ApiContext, ApiError, Caller};
+use super::body::JsonBody;
+use super::{allow, credentials, read, write, Action, ApiContext, ApiError, Caller};
 
 /// Model → wire for a user's account.
 pub fn to_wire(user: &model::User) -> w::Account {
@@ -38,12 +40,39 @@ pub async fn info(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
     let user = read(&ctx, |s| s.users.get(&caller.user_id).map(to_wire))
         .await?
         .ok_or_else(|| {
             ApiError::not_found("the user of this token no longer exists; run hctl login again")
         })?;
     Ok(Json(user).into_response())
+}
+
+/// `PUT /account/password {"password": "..."}` (Haven-only): sets the caller's password,
+/// with which `hctl login` (and `POST /oauth/authorizations` with Basic email:password)
+/// gets a token. Answers the account.
+pub async fn set_password(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<w::PasswordUpdate>,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
+    credentials::check_password(&body.password).map_err(ApiError::invalid)?;
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || credentials::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(format!("hash the password: {e}")))?
+        .map_err(ApiError::internal)?;
+    write(
+        &ctx,
+        Command::SetPassword {
+            user: caller.user_id,
+            password_hash: Some(hash),
+        },
+    )
+    .await?;
+    info(State(ctx), Extension(caller)).await
 }
 
 #[cfg(test)]
@@ -59,6 +88,8 @@ mod tests {
             id: Uuid::from_u128(3),
             email: "a@b.c".into(),
             created_at: DateTime::from_timestamp(0, 0).unwrap(),
+            admin: false,
+            password_hash: None,
         };
         let a = to_wire(&u);
         assert_eq!(a.id, Uuid::from_u128(3).to_string());

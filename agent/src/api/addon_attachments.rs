@@ -15,6 +15,8 @@ use uuid::Uuid;
 use super::addons::addon_not_found;
 use super::apps::time;
 use super::body::JsonBody;
+use super::access::{self, Action};
+use super::addons::visible;
 use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
 
 fn attachment_not_found() -> ApiError {
@@ -49,10 +51,24 @@ pub fn attachment_wire(s: &Model, t: &Attachment) -> w::Attachment {
     }
 }
 
-/// `GET /addon-attachments`.
-pub async fn list_all(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+/// Whether `caller` may see attachment `t`: they may view the app it is attached to.
+fn may_view(s: &Model, caller: &Caller, t: &Attachment) -> bool {
+    s.apps
+        .get(&t.app)
+        .is_some_and(|app| access::authorize(caller, Action::ViewApp, Some(app)).is_ok())
+}
+
+/// `GET /addon-attachments`: those of the apps the caller may see.
+pub async fn list_all(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     let list: Vec<w::Attachment> = read(&ctx, |s| {
-        let mut v: Vec<&Attachment> = s.attachments.values().collect();
+        let mut v: Vec<&Attachment> = s
+            .attachments
+            .values()
+            .filter(|t| may_view(s, &caller, t))
+            .collect();
         v.sort_by_key(|t| (t.created_at, t.id));
         v.into_iter().map(|t| attachment_wire(s, t)).collect()
     })
@@ -63,11 +79,15 @@ pub async fn list_all(State(ctx): State<ApiContext>) -> Result<Response, ApiErro
 /// `GET /addon-attachments/{id}`.
 pub async fn info_any(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = read(&ctx, |s| {
         let id: Uuid = id.parse().ok()?;
-        s.attachments.get(&id).map(|t| attachment_wire(s, t))
+        s.attachments
+            .get(&id)
+            .filter(|t| may_view(s, &caller, t))
+            .map(|t| attachment_wire(s, t))
     })
     .await?
     .ok_or_else(attachment_not_found)?;
@@ -77,9 +97,10 @@ pub async fn info_any(
 /// `GET /apps/{app}/addon-attachments`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list: Vec<w::Attachment> = with_app(&ctx, &key, |s, app| {
+    let list: Vec<w::Attachment> = with_app(&ctx, &caller, Action::ViewApp, &key, |s, app| {
         s.app_attachments(app.id)
             .into_iter()
             .map(|t| attachment_wire(s, t))
@@ -92,9 +113,10 @@ pub async fn list(
 /// `GET /apps/{app}/addon-attachments/{id-or-name}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let t = with_app(&ctx, &key, |s, app| {
+    let t = with_app(&ctx, &caller, Action::ViewApp, &key, |s, app| {
         s.app_attachments(app.id)
             .into_iter()
             .find(|t| t.name.eq_ignore_ascii_case(&name) || t.id.to_string() == name)
@@ -108,12 +130,14 @@ pub async fn info(
 /// `GET /addons/{id-or-name}/addon-attachments`.
 pub async fn of_addon(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let list = read(&ctx, |s| {
-        s.find_addon(&key).map(|a| {
+        s.find_addon(&key).filter(|a| visible(s, &caller, a)).map(|a| {
             s.addon_attachments(a.id)
                 .into_iter()
+                .filter(|t| may_view(s, &caller, t))
                 .map(|t| attachment_wire(s, t))
                 .collect::<Vec<_>>()
         })
@@ -172,10 +196,19 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<w::AttachmentCreate>,
 ) -> Result<Response, ApiError> {
-    let app = app_id(&ctx, &body.app).await?;
-    let addon = read(&ctx, |s| s.find_addon(&body.addon).map(|a| a.id))
-        .await?
-        .ok_or_else(addon_not_found)?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &body.app).await?;
+    // Sharing an add-on needs a say over the app that owns it.
+    let addon = read(&ctx, |s| {
+        s.find_addon(&body.addon)
+            .filter(|a| {
+                s.apps.get(&a.app).is_some_and(|owner| {
+                    access::authorize(&caller, Action::ChangeApp, Some(owner)).is_ok()
+                })
+            })
+            .map(|a| a.id)
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
     let cmd = Command::AttachAddon {
         addon,
         attachment: AttachmentSpec {
@@ -201,6 +234,17 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| attachment_not_found())?;
+    let allowed = read(&ctx, |s| {
+        s.attachments.get(&id).is_some_and(|t| {
+            s.apps
+                .get(&t.app)
+                .is_some_and(|app| access::authorize(&caller, Action::ChangeApp, Some(app)).is_ok())
+        })
+    })
+    .await?;
+    if !allowed {
+        return Err(attachment_not_found());
+    }
     let out = super::write(
         &ctx,
         Command::DetachAddon {

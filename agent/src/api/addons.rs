@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::apps::time;
 use super::body::JsonBody;
+use super::access::{self, Action};
 use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
 
 /// The catalog's fixed creation time (services and plans have no history).
@@ -181,10 +182,29 @@ pub async fn plan(Path((key, plan)): Path<(String, String)>) -> Result<Response,
     Ok(Json(plan_wire(s, p)).into_response())
 }
 
-/// `GET /addons`: every add-on of the cluster.
-pub async fn list_all(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+/// Whether `caller` may see add-on `a`: they may view its owning app or an app it is
+/// attached to.
+pub(super) fn visible(s: &Model, caller: &Caller, a: &Addon) -> bool {
+    let may = |app: Uuid| {
+        s.apps
+            .get(&app)
+            .is_some_and(|app| access::authorize(caller, Action::ViewApp, Some(app)).is_ok())
+    };
+    may(a.app) || s.addon_attachments(a.id).iter().any(|t| may(t.app))
+}
+
+/// `GET /addons`: every add-on the caller may see.
+pub async fn list_all(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     let list = read(&ctx, |s| {
-        let mut v: Vec<w::Addon> = s.addons.values().filter_map(|a| addon_wire(s, a)).collect();
+        let mut v: Vec<w::Addon> = s
+            .addons
+            .values()
+            .filter(|a| visible(s, &caller, a))
+            .filter_map(|a| addon_wire(s, a))
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     })
@@ -195,9 +215,14 @@ pub async fn list_all(State(ctx): State<ApiContext>) -> Result<Response, ApiErro
 /// `GET /addons/{id-or-name}`.
 pub async fn info_any(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let a = read(&ctx, |s| s.find_addon(&key).and_then(|a| addon_wire(s, a)))
+    let a = read(&ctx, |s| {
+        s.find_addon(&key)
+            .filter(|a| visible(s, &caller, a))
+            .and_then(|a| addon_wire(s, a))
+    })
         .await?
         .ok_or_else(addon_not_found)?;
     Ok(Json(a).into_response())
@@ -226,18 +251,20 @@ fn app_addons(s: &Model, app: &model::App) -> Vec<w::Addon> {
 /// `GET /apps/{app}/addons`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list = with_app(&ctx, &key, app_addons).await?;
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, app_addons).await?;
     Ok(Json(list).into_response())
 }
 
 /// `GET /apps/{app}/addons/{id-or-name}`: one the app owns or has attached.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, addon)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let a = with_app(&ctx, &key, |s, app| {
+    let a = with_app(&ctx, &caller, Action::ViewApp, &key, |s, app| {
         app_addons(s, app)
             .into_iter()
             .find(|a| a.name == addon || a.id == addon)
@@ -276,8 +303,11 @@ pub async fn create(
             service.name
         )));
     }
-    let app = app_id(&ctx, &key).await?;
-    let app_name = with_app(&ctx, &app.to_string(), |_, a| a.name.clone()).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
+    let app_name = with_app(&ctx, &caller, Action::ChangeApp, &app.to_string(), |_, a| {
+        a.name.clone()
+    })
+    .await?;
     if let Some(c) = body.confirm.as_deref() {
         if c != app_name {
             return Err(ApiError::new(
@@ -419,7 +449,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path((key, addon)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = with_app(&ctx, &key, |s, app| {
+    let id = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, app| {
         s.find_addon(&addon)
             .filter(|a| a.app == app.id)
             .map(|a| a.id)

@@ -14,9 +14,10 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::access::{self, Action};
 use super::body::{JsonBody, OptionalJsonBody};
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
-use super::{app_id, output_app, read, with_app, write, ApiContext, ApiError, Caller};
+use super::{allow, app_id, output_app, read, with_app, write, ApiContext, ApiError, Caller};
 
 /// The stack of an app created without one.
 pub const DEFAULT_STACK: &str = catalog::DEFAULT_STACK;
@@ -84,17 +85,19 @@ pub fn urls(state: &Model, node_id: NodeId, name: &str) -> (String, String) {
     )
 }
 
-/// The owner of every app today: the admin, the first user made.
-fn owner(state: &Model) -> w::UserRef {
-    state
-        .users
-        .values()
-        .min_by_key(|u| (u.created_at, u.id))
-        .map(|u| w::UserRef {
+/// `{id, email}` of an app's owner.
+fn owner(state: &Model, a: &model::App) -> w::UserRef {
+    match state.users.get(&a.owner) {
+        Some(u) => w::UserRef {
             id: u.id.to_string(),
             email: u.email.clone(),
-        })
-        .unwrap_or_else(|| user_ref(state, "admin@haven.local"))
+        },
+        // Owners cannot be removed while they own apps; this is only a fallback.
+        None => w::UserRef {
+            id: a.owner.to_string(),
+            email: String::new(),
+        },
+    }
 }
 
 /// Model → wire for an app.
@@ -116,7 +119,7 @@ pub fn to_wire(state: &Model, node_id: NodeId, a: &model::App) -> w::App {
             id: GENERATION_ID.into(),
             name: "cedar".into(),
         },
-        owner: owner(state),
+        owner: owner(state, a),
         region: w::NamedRef {
             id: REGION_ID.into(),
             name: "haven".into(),
@@ -172,17 +175,53 @@ fn range_fields<'a>() -> [RangeField<&'a model::App>; 2] {
     ]
 }
 
-/// `GET /apps`: ranged on `name` (the default) or `id`.
-pub async fn list(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `GET /apps`: the apps the caller owns or collaborates on (every app, for admins),
+/// ranged on `name` (the default) or `id`.
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
     let range = range_header(&headers)?;
     let node = ctx.node_id;
     let page = read(&ctx, |s| {
         // Page over references, then convert only the page.
-        let apps: Vec<&model::App> = s.apps.values().collect();
+        let apps: Vec<&model::App> = s
+            .apps
+            .values()
+            .filter(|a| access::can_view(&caller, a))
+            .collect();
         page(apps, range, &range_fields()).map(|p| p.map(|a| to_wire(s, node, a)))
     })
     .await??;
     Ok(page.into_response())
+}
+
+/// `GET /users/~/apps` (or the caller's own email or id): as `GET /apps`. Other users'
+/// lists are for admins.
+pub async fn list_of_user(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let own = user == "~"
+        || user.eq_ignore_ascii_case(&caller.email)
+        || user == caller.user_id.to_string();
+    if own {
+        return list(State(ctx), Extension(caller), headers).await;
+    }
+    allow(&caller, Action::Cluster)?;
+    let target = read(&ctx, |s| s.find_user(&user).cloned())
+        .await?
+        .ok_or_else(|| ApiError::not_found("Couldn't find that user."))?;
+    let as_user = Caller {
+        email: target.email,
+        user_id: target.id,
+        admin: false,
+    };
+    list(State(ctx), Extension(as_user), headers).await
 }
 
 /// `POST /apps {"name"?, "stack"?}` → 201.
@@ -198,6 +237,7 @@ pub async fn create(
         }
         None => random_app_name(&mut rand::thread_rng()),
     };
+    allow(&caller, Action::CreateApp)?;
     let stack = req.stack.unwrap_or_else(|| DEFAULT_STACK.into());
     let cmd = Command::CreateApp {
         id: Uuid::new_v4(),
@@ -205,6 +245,7 @@ pub async fn create(
         stack,
         release_id: Uuid::new_v4(),
         actor: caller.actor(),
+        owner: caller.user_id,
     };
     let app = output_app(write(&ctx, cmd).await?)?;
     let body = ctx.raft.with_state(|s| to_wire(s, ctx.node_id, &app));
@@ -214,15 +255,20 @@ pub async fn create(
 /// `GET /apps/{app}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let node = ctx.node_id;
-    let app = with_app(&ctx, &key, |s, a| to_wire(s, node, a)).await?;
+    let app = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
+        to_wire(s, node, a)
+    })
+    .await?;
     Ok(Json(app).into_response())
 }
 
 /// `PATCH /apps/{app} {"name"?, "maintenance"?}`. A body that changes nothing answers the
-/// app as it is.
+/// app as it is. Renaming is for the owner and admins; maintenance mode for collaborators
+/// too.
 pub async fn update(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
@@ -230,12 +276,17 @@ pub async fn update(
     JsonBody(req): JsonBody<w::AppUpdate>,
 ) -> Result<Response, ApiError> {
     if req.name.is_none() && req.maintenance.is_none() {
-        return info(State(ctx), Path(key)).await;
+        return info(State(ctx), Extension(caller), Path(key)).await;
     }
     if let Some(n) = &req.name {
         validate_app_name(n).map_err(ApiError::invalid)?;
     }
-    let id = app_id(&ctx, &key).await?;
+    let action = if req.name.is_some() {
+        Action::AdministerApp
+    } else {
+        Action::ChangeApp
+    };
+    let id = app_id(&ctx, &caller, action, &key).await?;
     let cmd = Command::UpdateApp {
         app: id,
         name: req.name,
@@ -246,13 +297,13 @@ pub async fn update(
     Ok(Json(ctx.raft.with_state(|s| to_wire(s, ctx.node_id, &app))).into_response())
 }
 
-/// `DELETE /apps/{app}` → 200 with the deleted app.
+/// `DELETE /apps/{app}` → 200 with the deleted app: the owner's or an admin's call.
 pub async fn delete(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = app_id(&ctx, &key).await?;
+    let id = app_id(&ctx, &caller, Action::AdministerApp, &key).await?;
     // Its add-ons are detached everywhere (releases in apps sharing them) and deprovisioned.
     super::addons::destroy_owned(&ctx, &caller, id).await?;
     let app = output_app(write(&ctx, Command::DeleteApp { app: id }).await?)?;
@@ -300,6 +351,8 @@ mod tests {
             id: Uuid::from_u128(1),
             email: "admin@haven.local".into(),
             created_at: at,
+            admin: true,
+            password_hash: None,
         };
         s.users.insert(admin.id, admin);
         s
@@ -321,6 +374,8 @@ mod tests {
             config: BTreeMap::new(),
             releases: Vec::new(),
             formation: BTreeMap::new(),
+            owner: Uuid::from_u128(1),
+            collaborators: Vec::new(),
         }
     }
 

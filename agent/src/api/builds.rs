@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::apps::{time, user_ref};
 use super::body::JsonBody;
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
-use super::{app_id, output_app, with_app, write, ApiContext, ApiError, Caller};
+use super::{allow, app_id, output_app, with_app, write, Action, ApiContext, ApiError, Caller};
 use crate::builder::{BuildError, BuildSource, Requester};
 
 impl From<BuildError> for ApiError {
@@ -88,8 +88,13 @@ fn source_path(ctx: &ApiContext, id: Uuid) -> std::path::PathBuf {
     ctx.builder.data().sources_dir().join(id.to_string())
 }
 
-/// `POST /sources` → 201 `{source_blob: {get_url, put_url}}` on this node.
-pub async fn create_source(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+/// `POST /sources` → 201 `{source_blob: {get_url, put_url}}` on this node. Sources
+/// belong to no app (ids are random uuids); every signed-in user may make them.
+pub async fn create_source(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
     let id = Uuid::new_v4();
     let url = format!("{}/sources/{id}", ctx.builder.api_url());
     let body = w::Source {
@@ -104,9 +109,11 @@ pub async fn create_source(State(ctx): State<ApiContext>) -> Result<Response, Ap
 /// `PUT /sources/{id}`: the raw tarball, streamed to disk (up to the slug size limit).
 pub async fn put_source(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::not_found("no such source; create one with POST /sources"))?;
@@ -153,8 +160,10 @@ pub async fn put_source(
 /// `GET /sources/{id}`: the tarball.
 pub async fn get_source(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    allow(&caller, Action::Own)?;
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::not_found("no such source"))?;
@@ -268,7 +277,7 @@ pub async fn create(
     for bp in &buildpacks {
         validate_buildpack(bp).map_err(ApiError::invalid)?;
     }
-    let app = with_app(&ctx, &key, |_, a| a.summary()).await?;
+    let app = with_app(&ctx, &caller, Action::ChangeApp, &key, |_, a| a.summary()).await?;
     let file = fetch_source(&ctx, &body.source_blob.url, &headers).await?;
     let build = ctx
         .builder
@@ -309,11 +318,12 @@ fn range_fields<'a>() -> [RangeField<&'a model::Build>; 2] {
 /// `GET /apps/{app}/builds`: oldest first unless `order=desc`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = range_header(&headers)?;
-    let page = with_app(&ctx, &key, |s, a| {
+    let page = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         page(s.app_builds(a.id), range, &range_fields()).map(|p| p.map(|b| to_wire(s, b)))
     })
     .await??;
@@ -328,9 +338,10 @@ fn find_build<'a>(s: &'a Model, app: Uuid, id: &str) -> Option<&'a model::Build>
 /// `GET /apps/{app}/builds/{id}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let b = with_app(&ctx, &key, |s, a| {
+    let b = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         find_build(s, a.id, &id).map(|b| to_wire(s, b))
     })
     .await?
@@ -342,10 +353,11 @@ pub async fn info(
 /// running build until it ends. Asked on another node than the builder's, it is relayed.
 pub async fn output(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (build_id, node, url) = with_app(&ctx, &key, |s, a| {
+    let (build_id, node, url) = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         find_build(s, a.id, &id).map(|b| {
             let url = s
                 .nodes
@@ -389,10 +401,11 @@ pub async fn output(
 /// `GET /apps/{app}/slugs/{id}`.
 pub async fn slug_info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let api_url = ctx.builder.api_url().to_string();
-    let slug = with_app(&ctx, &key, |_s, a| {
+    let slug = with_app(&ctx, &caller, Action::ViewApp, &key, |_s, a| {
         let id: Uuid = id.parse().ok()?;
         let s = _s.slugs.get(&id).filter(|sl| sl.app == a.id)?;
         Some(w::Slug {
@@ -423,9 +436,10 @@ pub async fn slug_info(
 /// `GET /apps/{app}/slugs/{id}/blob`: the compressed slug, from this node's store.
 pub async fn slug_blob(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let sha = with_app(&ctx, &key, |s, a| {
+    let sha = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let id: Uuid = id.parse().ok()?;
         s.slugs
             .get(&id)
@@ -469,9 +483,13 @@ pub(super) fn installations(app: &model::App) -> Vec<w::BuildpackInstallation> {
 /// `GET /apps/{app}/buildpack-installations`.
 pub async fn list_buildpacks(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list = with_app(&ctx, &key, |_, a| installations(a)).await?;
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
+        installations(a)
+    })
+    .await?;
     Ok(Json(list).into_response())
 }
 
@@ -491,7 +509,7 @@ pub async fn set_buildpacks(
     for bp in &buildpacks {
         validate_buildpack(bp).map_err(ApiError::invalid)?;
     }
-    let app = app_id(&ctx, &key).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let out = write(
         &ctx,
         Command::SetBuildpacks {

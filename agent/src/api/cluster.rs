@@ -6,7 +6,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use haven_api as w;
 use haven_raft::catalog;
 use haven_raft::command::Command;
@@ -15,7 +15,7 @@ use haven_raft::RaftStatus;
 
 use super::apps::time;
 use super::body::JsonBody;
-use super::{ApiContext, ApiError};
+use super::{allow, Action, ApiContext, ApiError, Caller};
 
 /// Model and Raft status → wire for the cluster's status as node `status.node_id` sees it.
 pub fn status_to_wire(state: &Model, status: &RaftStatus) -> w::ClusterStatus {
@@ -79,7 +79,11 @@ pub fn node_to_wire(s: &Model, n: &model::Node, status: &RaftStatus) -> w::Clust
 
 /// `GET /cluster/status`. No read barrier, deliberately: an operator must see the cluster
 /// as this node knows it even when there is no leader to confirm a read.
-pub async fn status(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+pub async fn status(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Cluster)?;
     let st = ctx.raft.status();
     let body = ctx.raft.with_state(|s| status_to_wire(s, &st));
     Ok(Json(body).into_response())
@@ -87,7 +91,11 @@ pub async fn status(State(ctx): State<ApiContext>) -> Result<Response, ApiError>
 
 /// `GET /cluster/nodes`. No read barrier, as for the status: it must answer without a
 /// leader.
-pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+pub async fn nodes(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Cluster)?;
     let st = ctx.raft.status();
     let body: Vec<w::ClusterNode> = ctx
         .raft
@@ -97,7 +105,13 @@ pub async fn nodes(State(ctx): State<ApiContext>) -> Result<Response, ApiError> 
 
 /// `GET /metrics`: Prometheus text: the router's counters, and gauges of Raft, the
 /// scheduler's view (dynos by state, unplaced), this node's dynos and its routes.
-pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
+pub async fn metrics(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if let Err(e) = allow(&caller, Action::Cluster) {
+        return e.into_response();
+    }
     let st = ctx.raft.status();
     let me = ctx.node_id;
     let mut gauges: Vec<(&str, &str, Vec<(&str, String)>, f64)> = vec![
@@ -192,9 +206,11 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
 /// away and keeps new ones off it; `false` undoes it. The node is named by id or name.
 pub async fn update_node(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     JsonBody(body): JsonBody<w::ClusterNodeUpdate>,
 ) -> Result<Response, ApiError> {
+    allow(&caller, Action::Cluster)?;
     let Some(draining) = body.draining else {
         return Err(ApiError::invalid(
             "nothing to change: send {\"draining\": true|false}",

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::body::JsonBody;
-use super::{app_id, output_app, with_app, write, ApiContext, ApiError, Caller};
+use super::{app_id, output_app, with_app, write, Action, ApiContext, ApiError, Caller};
 
 /// Turns a PATCH body into changes: a string sets, `null` unsets; anything else is a 422
 /// that names the key (never the value).
@@ -45,9 +45,13 @@ pub fn changes_from_patch(
 /// `GET /apps/{app}/config-vars`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let config = with_app(&ctx, &key, |_, a| a.config.clone()).await?;
+    let config = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
+        a.config.clone()
+    })
+    .await?;
     Ok(Json(config).into_response())
 }
 
@@ -61,9 +65,9 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let changes = changes_from_patch(body)?;
     if changes.is_empty() {
-        return info(State(ctx), Path(key)).await;
+        return info(State(ctx), Extension(caller), Path(key)).await;
     }
-    let id = app_id(&ctx, &key).await?;
+    let id = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let description = haven_raft::command::config_description(&changes);
     let cmd = Command::SetConfig {
         app: id,
@@ -87,9 +91,10 @@ pub async fn update(
 /// `GET /apps/{app}/releases/{id-or-version}/config-vars`: the vars that release runs with.
 pub async fn of_release(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, release)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let config = with_app(&ctx, &key, |_, a| {
+    let config = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
         a.find_release(&release).map(|r| r.config.clone())
     })
     .await?

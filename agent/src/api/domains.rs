@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::apps::{name_id, time};
 use super::body::JsonBody;
-use super::{app_id, with_app, write, ApiContext, ApiError, Caller};
+use super::{app_id, with_app, write, Action, ApiContext, ApiError, Caller};
 
 fn default_host(s: &Model, a: &model::App) -> String {
     let domain = s
@@ -66,9 +66,10 @@ pub(super) fn default_wire(s: &Model, a: &model::App) -> w::Domain {
 /// `GET /apps/{app}/domains`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list = with_app(&ctx, &key, |s, a| {
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let mut v = vec![default_wire(s, a)];
         v.extend(a.domains.iter().map(|d| to_wire(s, a, d)));
         v
@@ -80,10 +81,11 @@ pub async fn list(
 /// `GET /apps/{app}/domains/{id-or-hostname}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, domain)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let want = domain.trim_end_matches('.').to_ascii_lowercase();
-    let d = with_app(&ctx, &key, |s, a| {
+    let d = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let def = default_wire(s, a);
         if def.hostname == want || def.id == want {
             return Some(def);
@@ -101,12 +103,12 @@ pub async fn info(
 /// `POST /apps/{app}/domains {"hostname": "www.example.com"}` → 201.
 pub async fn create(
     State(ctx): State<ApiContext>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     JsonBody(body): JsonBody<w::DomainCreate>,
 ) -> Result<Response, ApiError> {
     let hostname = model::normalize_hostname(&body.hostname).map_err(ApiError::invalid)?;
-    let app = app_id(&ctx, &key).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let now = Utc::now();
     let out = write(
         &ctx,
@@ -131,9 +133,10 @@ pub async fn create(
 /// `DELETE /apps/{app}/domains/{id-or-hostname}`.
 pub async fn delete(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, domain)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let app = app_id(&ctx, &key).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let out = write(
         &ctx,
         Command::RemoveDomain {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::apps::time;
 use super::body::JsonBody;
-use super::{app_id, with_app, write, ApiContext, ApiError, Caller};
+use super::{app_id, with_app, write, Action, ApiContext, ApiError, Caller};
 use crate::dynos::{AttachInput, AttachOutput, DynoManager};
 
 /// Model → wire for a dyno.
@@ -71,10 +71,11 @@ pub fn to_wire(s: &Model, a: &model::App, d: &model::Dyno, api_url: &str) -> w::
 /// `GET /apps/{app}/dynos`: the dynos that run or are being stopped.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let api_url = ctx.builder.api_url().to_string();
-    let list = with_app(&ctx, &key, |s, a| {
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         s.app_dynos(a.id)
             .into_iter()
             .map(|d| to_wire(s, a, d, &api_url))
@@ -87,10 +88,11 @@ pub async fn list(
 /// `GET /apps/{app}/dynos/{id-or-name}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, dyno)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let api_url = ctx.builder.api_url().to_string();
-    let d = with_app(&ctx, &key, |s, a| {
+    let d = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         s.app_dynos(a.id)
             .into_iter()
             .filter(|d| d.name() == dyno || d.id.to_string() == dyno)
@@ -106,9 +108,10 @@ pub async fn info(
 /// `GET /apps/{app}/unplaced-dynos`: what the scheduler could not place, and why.
 pub async fn unplaced(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list = with_app(&ctx, &key, |s, a| {
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         s.unplaced
             .iter()
             .filter(|u| u.app == a.id)
@@ -125,10 +128,11 @@ pub async fn unplaced(
 
 async fn act(
     ctx: &ApiContext,
+    caller: &Caller,
     key: &str,
     cmd: impl FnOnce(uuid::Uuid) -> Command,
 ) -> Result<Response, ApiError> {
-    let app = app_id(ctx, key).await?;
+    let app = app_id(ctx, caller, Action::ChangeApp, key).await?;
     match write(ctx, cmd(app)).await? {
         CommandOutput::Dynos(_) => Ok((StatusCode::ACCEPTED, Json(w::Accepted {})).into_response()),
         _ => Err(ApiError::internal("the command returned no dynos")),
@@ -138,9 +142,10 @@ async fn act(
 /// `DELETE /apps/{app}/dynos`: restart every dyno.
 pub async fn restart_all(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    act(&ctx, &key, |app| Command::RestartDynos {
+    act(&ctx, &caller, &key, |app| Command::RestartDynos {
         app,
         target: DynoTarget::All,
     })
@@ -150,9 +155,10 @@ pub async fn restart_all(
 /// `DELETE /apps/{app}/dynos/{dyno}`: restart one dyno (by name or id).
 pub async fn restart_one(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, dyno)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    act(&ctx, &key, |app| Command::RestartDynos {
+    act(&ctx, &caller, &key, |app| Command::RestartDynos {
         app,
         target: DynoTarget::Dyno(dyno),
     })
@@ -162,9 +168,10 @@ pub async fn restart_one(
 /// `DELETE /apps/{app}/formations/{type}/dynos`: restart one process type.
 pub async fn restart_type(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, ptype)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    act(&ctx, &key, |app| Command::RestartDynos {
+    act(&ctx, &caller, &key, |app| Command::RestartDynos {
         app,
         target: DynoTarget::Type(ptype),
     })
@@ -174,9 +181,10 @@ pub async fn restart_type(
 /// `POST /apps/{app}/dynos/{dyno}/actions/stop`.
 pub async fn stop_one(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, dyno)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    act(&ctx, &key, |app| Command::StopDynos {
+    act(&ctx, &caller, &key, |app| Command::StopDynos {
         app,
         target: DynoTarget::Dyno(dyno),
     })
@@ -186,9 +194,10 @@ pub async fn stop_one(
 /// `POST /apps/{app}/formations/{type}/actions/stop`.
 pub async fn stop_type(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, ptype)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    act(&ctx, &key, |app| Command::StopDynos {
+    act(&ctx, &caller, &key, |app| Command::StopDynos {
         app,
         target: DynoTarget::Type(ptype),
     })
@@ -199,10 +208,11 @@ pub async fn stop_type(
 /// node, its stdin and output on the socket (frames in [`haven_api::attach`]).
 pub async fn attach(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, dyno)): Path<(String, String)>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let id = with_app(&ctx, &key, |s, a| {
+    let id = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
         s.dynos
             .values()
             .find(|d| d.app == a.id && (d.id.to_string() == dyno || d.name() == dyno))
@@ -278,7 +288,7 @@ async fn bridge_attach(manager: DynoManager, id: Uuid, mut socket: WebSocket) {
 /// to its `attach_url`; without, it runs now and its output goes to the app's logs.
 pub async fn create(
     State(ctx): State<ApiContext>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     JsonBody(body): JsonBody<w::DynoCreate>,
 ) -> Result<Response, ApiError> {
@@ -298,7 +308,7 @@ pub async fn create(
             model::validate_config_key(k).map_err(ApiError::invalid)?;
         }
     }
-    let (app_id, release) = with_app(&ctx, &key, |s, a| {
+    let (app_id, release) = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
         (
             a.id,
             a.current_release()
@@ -334,6 +344,9 @@ pub async fn create(
         .next()
         .ok_or_else(|| ApiError::internal("the command returned no dyno"))?;
     let api_url = ctx.builder.api_url().to_string();
-    let wire = with_app(&ctx, &key, |s, a| to_wire(s, a, &d, &api_url)).await?;
+    let wire = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
+        to_wire(s, a, &d, &api_url)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(wire)).into_response())
 }

@@ -17,9 +17,8 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// What an unauthenticated caller is told.
-pub const UNAUTHORIZED_MESSAGE: &str =
-    "invalid credentials provided; run hctl login or pass a token in the Authorization header";
+/// What an unauthenticated caller is told: Heroku's words.
+pub const UNAUTHORIZED_MESSAGE: &str = "Invalid credentials provided.";
 
 impl ApiError {
     /// An error with any status and id.
@@ -257,10 +256,11 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_says_how_to_get_a_token() {
+    fn unauthorized_is_herokus_answer() {
         let e = ApiError::unauthorized();
-        assert_eq!(e.status.as_u16(), 401);
-        assert!(e.message.contains("hctl login"));
-        assert!(e.message.contains("Authorization"));
+        assert_eq!(
+            (e.status.as_u16(), e.id, e.message.as_str()),
+            (401, "unauthorized", "Invalid credentials provided.")
+        );
     }
 }

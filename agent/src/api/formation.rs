@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::apps::{name_id, time};
 use super::body::JsonBody;
-use super::{app_id, output_app, with_app, write, ApiContext, ApiError, Caller};
+use super::{app_id, output_app, with_app, write, Action, ApiContext, ApiError, Caller};
 
 /// Heroku's name of a size, from the catalog: `standard-1x` → `Standard-1X`, `eco` →
 /// `Eco`. A size the catalog does not offer (none is stored: sizes are normalized) is shown
@@ -109,9 +109,10 @@ fn find<'a>(app: &'a model::App, key: &str) -> Option<&'a model::Formation> {
 /// `GET /apps/{app}/formation`: every process type of the app.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list: Vec<w::Formation> = with_app(&ctx, &key, |_, a| {
+    let list: Vec<w::Formation> = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
         a.formation.values().map(|f| to_wire(a, f)).collect()
     })
     .await?;
@@ -121,9 +122,10 @@ pub async fn list(
 /// `GET /apps/{app}/formation/{type-or-id}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, formation)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let f = with_app(&ctx, &key, |_, a| {
+    let f = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
         find(a, &formation).map(|f| to_wire(a, f))
     })
     .await?
@@ -140,7 +142,7 @@ pub async fn batch_update(
     JsonBody(req): JsonBody<w::FormationBatchUpdate>,
 ) -> Result<Response, ApiError> {
     let changes = batch_changes(&req)?;
-    let id = app_id(&ctx, &key).await?;
+    let id = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let cmd = Command::UpdateFormation {
         app: id,
         changes,
@@ -170,7 +172,7 @@ pub async fn update(
     Path((key, formation)): Path<(String, String)>,
     JsonBody(req): JsonBody<w::FormationUpdate>,
 ) -> Result<Response, ApiError> {
-    let id = app_id(&ctx, &key).await?;
+    let id = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     // An id resolves to its type; anything else is the type itself.
     let ptype = ctx
         .raft
@@ -342,6 +344,8 @@ mod tests {
             updated_at: at,
         };
         let app = model::App {
+            owner: Uuid::nil(),
+            collaborators: Vec::new(),
             id: Uuid::from_u128(7),
             name: "my-app".into(),
             stack: "heroku-24".into(),

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use haven_api::{LogDrain, LogDrainCreate};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::apps::time;
 use super::body::JsonBody;
-use super::{app_id, with_app, write, ApiContext, ApiError};
+use super::{app_id, with_app, write, Action, ApiContext, ApiError, Caller};
 
 pub(super) fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
     LogDrain {
@@ -34,9 +35,10 @@ pub(super) fn to_wire(a: &model::App, d: &model::Drain) -> LogDrain {
 /// `GET /apps/{app}/log-drains`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let list: Vec<LogDrain> = with_app(&ctx, &key, |_, a| {
+    let list: Vec<LogDrain> = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
         a.drains.iter().map(|d| to_wire(a, d)).collect()
     })
     .await?;
@@ -46,9 +48,10 @@ pub async fn list(
 /// `GET /apps/{app}/log-drains/{id-or-url-or-token}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, drain)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let d = with_app(&ctx, &key, |_, a| {
+    let d = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
         a.drains
             .iter()
             .find(|d| d.id.to_string() == drain || d.url == drain || d.token == drain)
@@ -62,12 +65,13 @@ pub async fn info(
 /// `POST /apps/{app}/log-drains {"url": "syslog://logs.example.com:514"}` → 201.
 pub async fn create(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     JsonBody(body): JsonBody<LogDrainCreate>,
 ) -> Result<Response, ApiError> {
     let url = body.url.trim().to_string();
     model::validate_drain_url(&url).map_err(ApiError::invalid)?;
-    let app = app_id(&ctx, &key).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let drain = model::Drain {
         id: Uuid::new_v4(),
         url,
@@ -84,9 +88,10 @@ pub async fn create(
 /// `DELETE /apps/{app}/log-drains/{id-or-url-or-token}`.
 pub async fn delete(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, drain)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let app = app_id(&ctx, &key).await?;
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let CommandOutput::Drain { app, drain } =
         write(&ctx, Command::RemoveDrain { app, key: drain }).await?
     else {

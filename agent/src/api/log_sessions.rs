@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use haven_api::{LogSession, LogSessionCreate};
@@ -22,9 +23,10 @@ use haven_raft::model::NodeId;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::access;
 use super::apps::time;
 use super::body::OptionalJsonBody;
-use super::{with_app, ApiContext, ApiError};
+use super::{with_app, Action, ApiContext, ApiError, Caller};
 use crate::logs::{read_frame, write_frame, LogLine, LogRequest};
 use crate::peer::{QuicConnector, StreamKind};
 
@@ -38,6 +40,8 @@ const SESSION_TTL: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 struct Spec {
     app: Uuid,
+    /// Who made the session: only they may open it, while they may still see the app.
+    user: Uuid,
     dyno: Option<String>,
     ptype: Option<String>,
     source: Option<String>,
@@ -55,6 +59,7 @@ pub struct Sessions {
 /// `POST /apps/{app}/log-sessions`.
 pub async fn create(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<LogSessionCreate>,
 ) -> Result<Response, ApiError> {
@@ -72,7 +77,7 @@ pub async fn create(
             crate::logs::LINES_PER_APP
         )));
     }
-    let app = with_app(&ctx, &key, |_, a| a.id).await?;
+    let app = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| a.id).await?;
     let id = Uuid::new_v4();
     if let Ok(mut m) = ctx.sessions.inner.lock() {
         m.retain(|_, s| s.created.elapsed() < SESSION_TTL);
@@ -80,6 +85,7 @@ pub async fn create(
             id,
             Spec {
                 app,
+                user: caller.user_id,
                 dyno: body.dyno.filter(|d| !d.is_empty()),
                 ptype: body.process_type.filter(|t| !t.is_empty()),
                 source: body.source,
@@ -105,17 +111,29 @@ pub async fn create(
 /// `GET /log-sessions/{id}`: the Server-Sent Events stream of a session.
 pub async fn open(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let spec = id
-        .parse::<Uuid>()
-        .ok()
-        .and_then(|id| ctx.sessions.inner.lock().ok()?.remove(&id))
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "no such log session; create one with POST /apps/{app}/log-sessions",
-            )
-        })?;
+    let no_session = || {
+        ApiError::not_found("no such log session; create one with POST /apps/{app}/log-sessions")
+    };
+    let id = id.parse::<Uuid>().map_err(|_| no_session())?;
+    let spec = {
+        let mut sessions = ctx.sessions.inner.lock().map_err(|_| no_session())?;
+        match sessions.get(&id) {
+            Some(s) if s.user == caller.user_id => sessions.remove(&id),
+            _ => None,
+        }
+    }
+    .ok_or_else(no_session)?;
+    // Access is asked again: it may have been removed since the session was made. This
+    // node's replica answers (no barrier), as for the rest of a log session.
+    ctx.raft
+        .with_state(|s| {
+            let app = s.apps.get(&spec.app);
+            access::authorize(&caller, Action::ViewApp, app)
+        })
+        .map_err(ApiError::from)?;
     let peers = ctx.peers.clone();
     // No read barrier: the node list only says whom to ask, and a node missing from a
     // stale list joins the next session; log lines are not replicated state.

@@ -3,20 +3,30 @@
 //!
 //! Cross-cutting rules live here, in one middleware: every response carries a
 //! `Request-Id`; an `Accept` header must allow JSON or Heroku's v3 media type; every call is
-//! authenticated by a bearer token (or Basic with the token as password) whose sha256 is
-//! looked up in the replicated tokens; every error is `{"id","message"}`, including the ones
-//! axum itself produces. Handlers (one module per resource) choose ids and times, build a
-//! command, call [`HavenRaft::write`] and answer from the command's output; reads pass the
-//! read barrier first. Model → wire conversion is by hand, one function per resource.
+//! authenticated ([`authenticate`]) by a bearer token (or Basic with the token as password)
+//! whose sha256 is looked up in the replicated tokens — or, on the login call
+//! `POST /oauth/authorizations` only, by Basic email and password; every error is
+//! `{"id","message"}`, including the ones axum itself produces.
+//!
+//! Every handler asks the one authorization rule, [`access::authorize`] (caller, action,
+//! app), before it reads or writes: through [`with_app`] and [`app_id`], which resolve the
+//! app and ask it, or [`allow`] for calls about no app. Handlers (one module per resource)
+//! choose ids and times, build a command, call [`HavenRaft::write`] and answer from the
+//! command's output; reads pass the read barrier first. Model → wire conversion is by hand,
+//! one function per resource.
 
+pub mod access;
 mod account;
 mod addon_attachments;
 mod addons;
 mod apps;
+mod authorizations;
 mod body;
 mod builds;
 mod cluster;
+mod collaborators;
 mod config_vars;
+pub mod credentials;
 mod domains;
 mod dynos;
 mod error;
@@ -27,11 +37,12 @@ mod paging;
 mod releases;
 #[cfg(test)]
 mod tests;
+mod users;
 #[cfg(test)]
 mod wire_tests;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,6 +55,7 @@ use haven_raft::HavenRaft;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use access::{Action, Caller};
 pub use error::ApiError;
 
 /// Everything a request handler needs.
@@ -63,14 +75,6 @@ pub struct ApiContext {
     pub peers: crate::peer::QuicConnector,
 }
 
-/// Who made the request, from their token. Put into the request's extensions by the
-/// middleware.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub email: String,
-    pub user_id: Uuid,
-}
-
 impl Caller {
     /// The actor of a command made now. Times are chosen here, by the proposer, so that
     /// applying the command is deterministic.
@@ -86,6 +90,32 @@ impl Caller {
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .route("/account", get(account::info))
+        .route(
+            "/account/password",
+            axum::routing::put(account::set_password),
+        )
+        .route("/users/{user}/apps", get(apps::list_of_user))
+        .route(
+            "/oauth/authorizations",
+            get(authorizations::list).post(authorizations::create),
+        )
+        .route(
+            "/oauth/authorizations/{id}",
+            get(authorizations::info).delete(authorizations::delete),
+        )
+        .route("/cluster/users", get(users::list).post(users::create))
+        .route(
+            "/cluster/users/{user}",
+            get(users::info).delete(users::delete),
+        )
+        .route(
+            "/apps/{app}/collaborators",
+            get(collaborators::list).post(collaborators::create),
+        )
+        .route(
+            "/apps/{app}/collaborators/{collaborator}",
+            get(collaborators::info).delete(collaborators::delete),
+        )
         .route("/apps", get(apps::list).post(apps::create))
         .route(
             "/apps/{app}",
@@ -250,23 +280,42 @@ pub fn acceptable(accept: &str) -> bool {
     })
 }
 
-/// The token in an `Authorization` header: `Bearer TOKEN`, or Basic with the token as the
-/// password (any username), as git and the Heroku CLI send it.
-pub fn token_from_authorization(value: &str) -> Option<String> {
+/// What an `Authorization` header carries: a secret (a token, or a password), and with
+/// Basic the username (ignored for tokens, the email for passwords).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub secret: String,
+}
+
+/// The credentials of an `Authorization` header: `Bearer TOKEN`, or Basic `USER:SECRET`,
+/// as git and the Heroku CLI send them.
+pub fn credentials_from_authorization(value: &str) -> Option<Credentials> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return (!rest.is_empty()).then(|| rest.to_string());
+        return (!rest.is_empty()).then(|| Credentials {
+            username: None,
+            secret: rest.to_string(),
+        });
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest)
             .ok()?;
         let text = String::from_utf8(decoded).ok()?;
-        let (_, password) = text.split_once(':')?;
-        return (!password.is_empty()).then(|| password.to_string());
+        let (user, password) = text.split_once(':')?;
+        return (!password.is_empty()).then(|| Credentials {
+            username: (!user.is_empty()).then(|| user.to_string()),
+            secret: password.to_string(),
+        });
     }
     None
+}
+
+/// The token (or password) in an `Authorization` header.
+pub fn token_from_authorization(value: &str) -> Option<String> {
+    credentials_from_authorization(value).map(|c| c.secret)
 }
 
 /// sha256 of a token, hex: the key of the replicated tokens.
@@ -277,7 +326,15 @@ pub fn token_hash(token: &str) -> String {
 /// The middleware: Accept, auth, Request-Id, and Heroku's error shape for every error.
 async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> Response {
     let rid = request_id(req.headers());
-    let mut resp = match authorize(&ctx, req.headers()) {
+    // Passwords are taken only where a client trades them for a token (`hctl login`, the
+    // Heroku CLI's `login -i`): elsewhere a request would cost an argon2 hash.
+    let password_login =
+        req.method() == Method::POST && req.uri().path() == "/oauth/authorizations";
+    let checked = match check_accept(req.headers()) {
+        Err(e) => Err(e),
+        Ok(()) => authenticate(&ctx, req.headers(), password_login).await,
+    };
+    let mut resp = match checked {
         Err(e) => e.into_response(),
         Ok(caller) => {
             req.extensions_mut().insert(caller);
@@ -290,29 +347,98 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
     resp
 }
 
-fn authorize(ctx: &ApiContext, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(accept) = headers.get(header::ACCEPT) {
         // A header that is not even text allows nothing we answer.
         if !accept.to_str().is_ok_and(acceptable) {
             return Err(ApiError::not_acceptable());
         }
     }
-    let token = headers
+    Ok(())
+}
+
+/// What the replicated state says about a token.
+enum TokenLookup {
+    Caller(Caller),
+    /// Known but past its expiry, or its user is gone.
+    Refused,
+    Unknown,
+}
+
+fn lookup_token(state: &model::State, hash: &str, now: chrono::DateTime<Utc>) -> TokenLookup {
+    let Some(t) = state.token(hash) else {
+        return TokenLookup::Unknown;
+    };
+    match state.users.get(&t.user_id) {
+        Some(u) if !t.expired(now) => TokenLookup::Caller(Caller {
+            email: u.email.clone(),
+            user_id: u.id,
+            admin: u.admin,
+        }),
+        _ => TokenLookup::Refused,
+    }
+}
+
+/// Who sent a request: the user of its token (Bearer, or Basic with the token as
+/// password), or — with `allow_password` — the user whose email and password came as
+/// Basic credentials. Anything else is 401 with Heroku's message. Used by the API's
+/// middleware and by git pushes.
+pub async fn authenticate(
+    ctx: &ApiContext,
+    headers: &HeaderMap,
+    allow_password: bool,
+) -> Result<Caller, ApiError> {
+    let creds = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(token_from_authorization)
+        .and_then(credentials_from_authorization)
         .ok_or_else(ApiError::unauthorized)?;
-    let hash = token_hash(&token);
-    // No read barrier: tokens change only at bootstrap, and a lagging replica should still
-    // authenticate (the call itself then waits at the barrier or forwards its write).
-    ctx.raft
-        .with_state(|s| {
-            s.token(&hash).map(|t| Caller {
-                email: t.user_email.clone(),
-                user_id: t.user_id,
+    let hash = token_hash(&creds.secret);
+    // The local replica first, without a barrier: revocations and removals are Raft
+    // writes, applied here within a heartbeat.
+    match ctx.raft.with_state(|s| lookup_token(s, &hash, Utc::now())) {
+        TokenLookup::Caller(c) => return Ok(c),
+        TokenLookup::Refused => return Err(ApiError::unauthorized()),
+        TokenLookup::Unknown => {}
+    }
+    // A token made through another node a moment ago may not be applied here yet.
+    if ctx.raft.read_barrier().await.is_ok() {
+        match ctx.raft.with_state(|s| lookup_token(s, &hash, Utc::now())) {
+            TokenLookup::Caller(c) => return Ok(c),
+            TokenLookup::Refused => return Err(ApiError::unauthorized()),
+            TokenLookup::Unknown => {}
+        }
+    }
+    let Some(email) = creds.username.filter(|_| allow_password) else {
+        return Err(ApiError::unauthorized());
+    };
+    let user = ctx.raft.with_state(|s| {
+        s.find_user(&email).and_then(|u| {
+            u.password_hash.clone().map(|h| {
+                (
+                    Caller {
+                        email: u.email.clone(),
+                        user_id: u.id,
+                        admin: u.admin,
+                    },
+                    h,
+                )
             })
         })
-        .ok_or_else(ApiError::unauthorized)
+    });
+    let Some((caller, password_hash)) = user else {
+        return Err(ApiError::unauthorized());
+    };
+    let secret = creds.secret;
+    let ok =
+        tokio::task::spawn_blocking(move || credentials::verify_password(&secret, &password_hash))
+            .await
+            .unwrap_or(false);
+    if ok {
+        Ok(caller)
+    } else {
+        Err(ApiError::unauthorized())
+    }
 }
 
 /// Rewrites an error that a layer below the handlers answered as plain text (axum's
@@ -353,26 +479,51 @@ async fn read<R>(ctx: &ApiContext, f: impl FnOnce(&model::State) -> R) -> Result
     Ok(ctx.raft.with_state(f))
 }
 
-/// Runs `f` on the app `key` (name or id) after the read barrier. Handlers take only what
-/// they need: cloning a whole app would copy its release history.
+/// Asks the authorization rule about a call that concerns no app (the caller's account,
+/// cluster operations). Cluster reads that must work without a quorum call this without a
+/// barrier: the caller's admin flag never changes.
+fn allow(caller: &Caller, action: Action) -> Result<(), ApiError> {
+    access::authorize(caller, action, None).map_err(ApiError::from)
+}
+
+/// Runs `f` on the app `key` (name or id) after the read barrier, if `caller` may do
+/// `action` to it; an app they may not see is "Couldn't find that app.". Handlers take
+/// only what they need: cloning a whole app would copy its release history.
 async fn with_app<R>(
     ctx: &ApiContext,
+    caller: &Caller,
+    action: Action,
     key: &str,
     f: impl FnOnce(&model::State, &model::App) -> R,
 ) -> Result<R, ApiError> {
-    read(ctx, |s| s.find_app(key).map(|a| f(s, a)))
-        .await?
-        .ok_or_else(ApiError::app_not_found)
+    read(ctx, |s| {
+        let app = s.find_app(key);
+        access::authorize(caller, action, app)?;
+        app.map(|a| f(s, a)).ok_or(access::Denied::NoSuchApp)
+    })
+    .await?
+    .map_err(ApiError::from)
 }
 
-/// The id of app `key`, for a write. The local replica resolves names it knows without a
-/// barrier (the command is judged on the leader anyway, and answers 404 if the app is
-/// gone); only a name it does not know yet (just created through another node) waits at
-/// the barrier.
-async fn app_id(ctx: &ApiContext, key: &str) -> Result<Uuid, ApiError> {
-    match ctx.raft.with_state(|s| s.find_app(key).map(|a| a.id)) {
+/// The id of app `key`, for a write `caller` may do (`action`). The local replica decides
+/// without a barrier when it knows the app and the caller owns it or is an admin (neither
+/// changes while the app lives; the command answers 404 if the app is gone); anything else
+/// — a collaborator, whose access may just have been removed, or a name this node does
+/// not know yet — is decided after the barrier.
+async fn app_id(
+    ctx: &ApiContext,
+    caller: &Caller,
+    action: Action,
+    key: &str,
+) -> Result<Uuid, ApiError> {
+    let local = ctx.raft.with_state(|s| {
+        s.find_app(key)
+            .filter(|a| caller.admin || a.owner == caller.user_id)
+            .map(|a| a.id)
+    });
+    match local {
         Some(id) => Ok(id),
-        None => with_app(ctx, key, |_, a| a.id).await,
+        None => with_app(ctx, caller, action, key, |_, a| a.id).await,
     }
 }
 
@@ -397,7 +548,8 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         CommandOutput::Done
         | CommandOutput::Build(_)
         | CommandOutput::Dynos(_)
-        | CommandOutput::Addon { .. } => Err(ApiError::internal("the command returned no app")),
+        | CommandOutput::Addon { .. }
+        | CommandOutput::Token(_) => Err(ApiError::internal("the command returned no app")),
     }
 }
 
@@ -485,6 +637,13 @@ mod unit_tests {
                 "{header}"
             );
         }
+        let c = credentials_from_authorization(&format!("Basic {}", b64("Me@X.org:pw"))).unwrap();
+        assert_eq!(
+            (c.username.as_deref(), c.secret.as_str()),
+            (Some("Me@X.org"), "pw")
+        );
+        let c = credentials_from_authorization("Bearer t").unwrap();
+        assert_eq!((c.username, c.secret.as_str()), (None, "t"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::apps::{time, user_ref};
 use super::body::JsonBody;
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
-use super::{with_app, write, ApiContext, ApiError, Caller};
+use super::{with_app, write, Action, ApiContext, ApiError, Caller};
 
 /// Model → wire for release `r` of app `a`. `current` is the id of the app's current
 /// release (the newest that succeeded), computed once per answer.
@@ -40,7 +40,9 @@ pub fn to_wire(
         addon_plan_names: Vec::new(),
         artifacts: Vec::new(),
         output_stream_url: None,
-        eligible_for_rollback: r.status == ReleaseStatus::Succeeded && !is_current,
+        eligible_for_rollback: r.status == ReleaseStatus::Succeeded
+            && !is_current
+            && r.slug.is_some(),
         created_at: time(r.created_at),
         updated_at: time(r.created_at),
     }
@@ -65,11 +67,12 @@ fn range_fields<'a>() -> [RangeField<&'a model::Release>; 2] {
 /// `GET /apps/{app}/releases`: oldest first unless `order=desc`.
 pub async fn list(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = range_header(&headers)?;
-    let page = with_app(&ctx, &key, |s, a| {
+    let page = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let current = a.current_release().map(|r| r.id);
         page(a.releases.iter().collect(), range, &range_fields())
             .map(|p| p.map(|r| to_wire(s, a, r, current)))
@@ -81,9 +84,10 @@ pub async fn list(
 /// `GET /apps/{app}/releases/{id-or-version}`.
 pub async fn info(
     State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
     Path((key, release)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let r = with_app(&ctx, &key, |s, a| {
+    let r = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let current = a.current_release().map(|r| r.id);
         a.find_release(&release).map(|r| to_wire(s, a, r, current))
     })
@@ -125,7 +129,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let target = rollback_target(&body)?;
     // The target may be a release just made through another node: read past the barrier.
-    let (app, to) = with_app(&ctx, &key, |_, a| {
+    let (app, to) = with_app(&ctx, &caller, Action::ChangeApp, &key, |_, a| {
         (a.id, a.find_release(&target).map(|r| r.version))
     })
     .await?;
@@ -185,10 +189,14 @@ mod tests {
             id: Uuid::from_u128(1),
             email: "admin@haven.local".into(),
             created_at: DateTime::from_timestamp(0, 0).unwrap(),
+            admin: true,
+            password_hash: None,
         };
         s.users.insert(admin.id, admin);
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let app = model::App {
+            owner: Uuid::nil(),
+            collaborators: Vec::new(),
             id: Uuid::from_u128(7),
             name: "my-app".into(),
             stack: "heroku-24".into(),
@@ -227,7 +235,8 @@ mod tests {
         assert_eq!(
             flags,
             [
-                (1, false, true, "succeeded"),
+                // v1 has no slug: Heroku refuses to roll back to it.
+                (1, false, false, "succeeded"),
                 (2, true, false, "succeeded"),
                 (3, false, false, "failed")
             ]

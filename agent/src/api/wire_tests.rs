@@ -53,6 +53,8 @@ fn user() -> model::User {
         id: Uuid::from_u128(1),
         email: "admin@haven.local".into(),
         created_at: at(0),
+        admin: true,
+        password_hash: None,
     }
 }
 
@@ -114,6 +116,23 @@ fn app() -> model::App {
             user: user().email,
         }],
         formation: BTreeMap::from([("web".to_string(), formation)]),
+        owner: user().id,
+        collaborators: vec![model::Collaborator {
+            id: Uuid::from_u128(90),
+            user: Uuid::from_u128(2),
+            created_at: at(6),
+        }],
+    }
+}
+
+/// The app's collaborator.
+fn dev() -> model::User {
+    model::User {
+        id: Uuid::from_u128(2),
+        email: "dev@example.com".into(),
+        created_at: at(1),
+        admin: false,
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
     }
 }
 
@@ -131,6 +150,7 @@ fn state() -> Model {
     };
     s.nodes.insert(NODE, node());
     s.users.insert(user().id, user());
+    s.users.insert(dev().id, dev());
     let a = app();
     s.apps.insert(a.id, a);
     s
@@ -497,3 +517,94 @@ fn cluster_status_and_nodes() {
 
 #[path = "wire_tests_addons.rs"]
 mod addons;
+#[test]
+fn collaborators() {
+    let s = state();
+    let a = app();
+    let list = super::collaborators::to_wire(&s, &a);
+    assert_eq!(list.len(), 2);
+    let keys = [
+        "id",
+        "app",
+        "user",
+        "role",
+        "permissions",
+        "created_at",
+        "updated_at",
+    ];
+    let owner = round_trip(&list[0], &keys);
+    assert_eq!(
+        (owner.user.email.as_str(), owner.role.as_deref()),
+        ("admin@haven.local", Some("owner"))
+    );
+    let dev = round_trip(&list[1], &keys);
+    assert_eq!(dev.id, Uuid::from_u128(90).to_string());
+    assert_eq!(
+        (dev.user.email.as_str(), dev.role.as_deref()),
+        ("dev@example.com", Some("collaborator"))
+    );
+    round_trip(&dev.user, &["id", "email", "federated"]);
+}
+
+#[test]
+fn authorizations() {
+    let (t, secret) = super::authorizations::new_token(
+        Uuid::from_u128(2),
+        "dev@example.com",
+        "ci".into(),
+        Some(60),
+        at(0),
+    )
+    .unwrap();
+    let keys = [
+        "id",
+        "description",
+        "scope",
+        "access_token",
+        "client",
+        "grant",
+        "refresh_token",
+        "session",
+        "user",
+        "expires_at",
+        "created_at",
+        "updated_at",
+    ];
+    let made = round_trip(
+        &super::authorizations::to_wire(&t, Some(&secret), at(0)),
+        &keys,
+    );
+    let access = made.access_token.clone().unwrap();
+    assert_eq!(
+        (access.token, access.expires_in),
+        (secret.clone(), Some(60))
+    );
+    round_trip(
+        made.access_token.as_ref().unwrap(),
+        &["id", "token", "expires_in"],
+    );
+    let listed = round_trip(&super::authorizations::to_wire(&t, None, at(10)), &keys);
+    assert!(listed.access_token.is_none());
+    assert_eq!(listed.user.email, "dev@example.com");
+}
+
+#[test]
+fn cluster_users() {
+    let s = state();
+    let keys = ["id", "email", "admin", "password", "apps", "created_at"];
+    let admin = round_trip(&super::users::to_wire(&s, &user()), &keys);
+    assert_eq!((admin.admin, admin.password, admin.apps), (true, false, 1));
+    let dev = round_trip(&super::users::to_wire(&s, &dev()), &keys);
+    assert_eq!((dev.admin, dev.password, dev.apps), (false, true, 0));
+    let json = serde_json::to_string(&dev).unwrap();
+    assert!(
+        !json.contains("argon2"),
+        "a password hash is on the wire: {json}"
+    );
+    let created = w::ClusterUserCreated {
+        user: dev,
+        token: Some("hvn_x".into()),
+        password: None,
+    };
+    round_trip(&created, &["user", "token", "password"]);
+}

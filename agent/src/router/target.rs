@@ -80,6 +80,8 @@ mod tests {
     fn app(n: u128, name: &str, domains: &[&str], web: u32) -> App {
         let now = Utc::now();
         App {
+            owner: Uuid::nil(),
+            collaborators: Vec::new(),
             id: Uuid::from_u128(n),
             name: name.into(),
             stack: "heroku-24".into(),

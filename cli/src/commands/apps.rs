@@ -6,17 +6,32 @@ use reqwest::Method;
 
 use super::app_path;
 use crate::client::{print_json, print_json_list, Api};
-use crate::output::{header, key_values};
+use crate::output::{header, key_values, table};
 
-/// `hctl apps`.
+/// `hctl apps`: your apps, then the ones you collaborate on (for admins: everyone
+/// else's), with their owners, as the Heroku CLI prints them.
 pub fn list(api: &Api, json: bool) -> Result<()> {
     let apps = api.get_all::<w::App>("/apps", "name ..; max=1000")?;
     if json {
         return print_json_list(&apps);
     }
-    println!("{}", header("Apps"));
-    for a in &apps {
-        println!("{}", a.value.name);
+    let me: w::Account = api.get("/account")?.value;
+    let (mine, others): (Vec<&w::App>, Vec<&w::App>) = apps
+        .iter()
+        .map(|a| &a.value)
+        .partition(|a| a.owner.email == me.email);
+    println!("{}", header(&format!("{} Apps", me.email)));
+    for a in &mine {
+        println!("{}", a.name);
+    }
+    if !others.is_empty() {
+        println!();
+        println!("{}", header("Collaborated Apps"));
+        let rows: Vec<Vec<String>> = others
+            .iter()
+            .map(|a| vec![a.name.clone(), a.owner.email.clone()])
+            .collect();
+        println!("{}", table(&["Name", "Owner"], &rows));
     }
     Ok(())
 }

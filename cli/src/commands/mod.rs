@@ -3,6 +3,7 @@
 //! [`crate::client::Answer`]).
 
 pub mod addons;
+pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod buildpacks;

@@ -8,7 +8,7 @@ use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{validate_app_name, App, State};
 
-/// Creates an app and its release v1. Names are unique.
+/// Creates an app and its release v1, owned by the user `owner`. Names are unique.
 pub(super) fn create(
     state: &mut State,
     id: Uuid,
@@ -16,8 +16,12 @@ pub(super) fn create(
     stack: &str,
     release_id: Uuid,
     actor: &Actor,
+    owner: Uuid,
 ) -> CommandResult {
     validate_app_name(name).map_err(CommandError::Invalid)?;
+    if !state.users.contains_key(&owner) {
+        return Err(CommandError::NotFound(format!("user {owner} not found")));
+    }
     if state.apps.values().any(|a| a.name == name) {
         return Err(CommandError::Conflict(format!(
             "name {name} is already taken"
@@ -40,6 +44,8 @@ pub(super) fn create(
         config: BTreeMap::new(),
         releases: Vec::new(),
         formation: BTreeMap::new(),
+        owner,
+        collaborators: Vec::new(),
     };
     push_release(
         &mut app,
@@ -109,7 +115,7 @@ pub(super) fn app_mut<'a>(state: &'a mut State, id: &Uuid) -> Result<&'a mut App
 mod tests {
     use uuid::Uuid;
 
-    use crate::command::fixtures::{actor, create};
+    use crate::command::fixtures::{actor, create, ADMIN};
     use crate::command::{Command, CommandError};
     use crate::model::State;
 
@@ -118,6 +124,7 @@ mod tests {
         let mut s = State::default();
         let id = create(&mut s, "my-app");
         let app = &s.apps[&id];
+        assert_eq!(app.owner, ADMIN);
         assert_eq!(app.releases.len(), 1);
         assert_eq!(app.releases[0].version, 1);
         assert_eq!(app.releases[0].description, "Initial release");
@@ -128,6 +135,7 @@ mod tests {
             stack: "heroku-24".into(),
             release_id: Uuid::new_v4(),
             actor: actor(0),
+            owner: ADMIN,
         }
         .apply(&mut s);
         assert!(matches!(dup, Err(CommandError::Conflict(_))));

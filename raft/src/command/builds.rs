@@ -223,6 +223,8 @@ mod tests {
             );
         }
         let id = Uuid::new_v4();
+        let owner = crate::command::fixtures::user(1, "a@b", true);
+        s.users.insert(owner.id, owner.clone());
         Command::CreateApp {
             id,
             name: "my-app".into(),
@@ -232,6 +234,7 @@ mod tests {
                 email: "a@b".into(),
                 at: at(0),
             },
+            owner: owner.id,
         }
         .apply(&mut s)
         .unwrap();

@@ -4,7 +4,34 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::{Actor, Command};
-use crate::model::State;
+use crate::model::{State, Token, User};
+
+/// The id of the fixtures' admin, who creates the apps of [`create`].
+pub const ADMIN: Uuid = Uuid::from_u128(0xad);
+
+/// A user with id `n`.
+pub fn user(n: u128, email: &str, admin: bool) -> User {
+    User {
+        id: Uuid::from_u128(n),
+        email: email.into(),
+        created_at: actor(0).at,
+        admin,
+        password_hash: None,
+    }
+}
+
+/// A token of `user` whose secret is `name`.
+pub fn token(user: Uuid, name: &str) -> Token {
+    Token {
+        id: Uuid::new_v4(),
+        sha256: format!("sha256-of-{name}"),
+        user_email: format!("{name}@x.org"),
+        user_id: user,
+        description: name.into(),
+        created_at: actor(0).at,
+        expires_at: None,
+    }
+}
 
 /// The admin, `secs` seconds after a fixed instant.
 pub fn actor(secs: i64) -> Actor {
@@ -14,8 +41,13 @@ pub fn actor(secs: i64) -> Actor {
     }
 }
 
-/// Creates app `name` in `state`; returns its id.
+/// Creates app `name` in `state`, owned by the admin [`ADMIN`] (made if missing); returns
+/// its id.
 pub fn create(state: &mut State, name: &str) -> Uuid {
+    state
+        .users
+        .entry(ADMIN)
+        .or_insert_with(|| user(ADMIN.as_u128(), "admin@haven.local", true));
     let id = Uuid::new_v4();
     Command::CreateApp {
         id,
@@ -23,6 +55,7 @@ pub fn create(state: &mut State, name: &str) -> Uuid {
         stack: "heroku-24".into(),
         release_id: Uuid::new_v4(),
         actor: actor(0),
+        owner: ADMIN,
     }
     .apply(state)
     .unwrap();

@@ -6,9 +6,9 @@
 //! with a [`CommandError`] and changes nothing.
 //!
 //! [`Command::apply`] only dispatches; each resource area applies its commands in its own
-//! module: `cluster` (bootstrap and nodes), `tokens`, `apps`, `config`, `releases`,
-//! `formation`, `builds` (with buildpacks and slugs), `dynos`, `domains`, `drains`,
-//! `addons` (add-ons and attachments).
+//! module: `cluster` (bootstrap and nodes), `tokens`, `users`, `apps`, `collaborators`,
+//! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
+//! `domains`, `drains`, `addons` (add-ons and attachments).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -21,14 +21,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    App, Build, Cluster, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State, Token, Unplaced,
-    User,
+    App, Build, Cluster, Collaborator, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State, Token,
+    Unplaced, User,
 };
 
 mod addons;
 mod apps;
 mod builds;
 mod cluster;
+mod collaborators;
 mod config;
 mod domains;
 mod drains;
@@ -36,6 +37,7 @@ mod dynos;
 mod formation;
 mod releases;
 mod tokens;
+mod users;
 
 #[cfg(test)]
 mod fixtures;
@@ -45,6 +47,7 @@ pub use builds::BuildResult;
 pub use config::config_description;
 pub use dynos::{DynoReport, DynoTarget};
 pub use formation::{FormationChange, QuantityChange};
+pub use releases::NO_SLUG_ROLLBACK;
 
 /// Who asked for a change and when; recorded in releases.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -76,13 +79,14 @@ pub enum Command {
     RemoveNode {
         node_id: NodeId,
     },
-    /// Creates an app and its release v1.
+    /// Creates an app and its release v1, owned by user `owner`.
     CreateApp {
         id: Uuid,
         name: String,
         stack: String,
         release_id: Uuid,
         actor: Actor,
+        owner: Uuid,
     },
     /// Renames an app and/or turns maintenance mode on or off.
     UpdateApp {
@@ -238,6 +242,36 @@ pub enum Command {
         gone: Vec<Uuid>,
         at: DateTime<Utc>,
     },
+    /// Adds a user, with their first token if one is given.
+    CreateUser {
+        user: User,
+        token: Option<Token>,
+    },
+    /// Removes a user with their tokens and collaborations (refused while they own apps,
+    /// and for the last admin).
+    RemoveUser {
+        user: Uuid,
+    },
+    /// Sets (`Some`) or clears a user's password hash (argon2, made by the proposer).
+    SetPassword {
+        user: Uuid,
+        password_hash: Option<String>,
+    },
+    /// Revokes one of `user`'s tokens.
+    RevokeToken {
+        user: Uuid,
+        token: Uuid,
+    },
+    /// Shares an app with a user.
+    AddCollaborator {
+        app: Uuid,
+        collaborator: Collaborator,
+    },
+    /// Stops sharing an app with a user.
+    RemoveCollaborator {
+        app: Uuid,
+        user: Uuid,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -290,6 +324,8 @@ pub enum CommandOutput {
         attachments: Vec<crate::model::Attachment>,
         releases: Vec<(Uuid, u64)>,
     },
+    /// A token a command removed.
+    Token(Box<Token>),
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -320,7 +356,8 @@ impl Command {
                 stack,
                 release_id,
                 actor,
-            } => apps::create(state, *id, name, stack, *release_id, actor),
+                owner,
+            } => apps::create(state, *id, name, stack, *release_id, actor, *owner),
             Command::UpdateApp {
                 app,
                 name,
@@ -408,6 +445,17 @@ impl Command {
                 gone,
                 at,
             } => addons::report(state, *node, reports, gone, *at),
+            Command::CreateUser { user, token } => users::create(state, user, token.as_ref()),
+            Command::RemoveUser { user } => users::remove(state, *user),
+            Command::SetPassword {
+                user,
+                password_hash,
+            } => users::set_password(state, *user, password_hash.as_deref()),
+            Command::RevokeToken { user, token } => tokens::revoke(state, *user, *token),
+            Command::AddCollaborator { app, collaborator } => {
+                collaborators::add(state, *app, collaborator)
+            }
+            Command::RemoveCollaborator { app, user } => collaborators::remove(state, *app, *user),
         }
     }
 }

@@ -8,8 +8,11 @@ use super::apps::app_mut;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{App, Release, ReleaseStatus, State};
 
+/// What Heroku answers to a rollback to a release without a slug (such as v1).
+pub const NO_SLUG_ROLLBACK: &str = "Cannot rollback to a release that had no slug.";
+
 /// Makes the next release with the slug and config vars of the succeeded release
-/// `to_version`.
+/// `to_version`. A release without a slug (nothing deployed yet) is refused, as on Heroku.
 pub(super) fn rollback(
     state: &mut State,
     app: Uuid,
@@ -29,6 +32,9 @@ pub(super) fn rollback(
             "release v{to_version} is {} and cannot be rolled back to",
             target.status.as_str()
         )));
+    }
+    if target.slug.is_none() {
+        return Err(CommandError::Invalid(NO_SLUG_ROLLBACK.into()));
     }
     a.config = target.config.clone();
     let version = push_release(
@@ -128,6 +134,11 @@ mod tests {
         let id = create(&mut s, "my-app");
         set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
         set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
+        // As if v2 and v3 had followed a deploy.
+        let slug = Uuid::from_u128(5);
+        for r in &mut s.apps.get_mut(&id).unwrap().releases[1..] {
+            r.slug = Some(slug);
+        }
         let out = Command::Rollback {
             app: id,
             to_version: 2,
@@ -140,6 +151,7 @@ mod tests {
         let app = &s.apps[&id];
         assert_eq!(app.releases[3].description, "Rollback to v2");
         assert_eq!(app.config["FOO"], "1");
+        assert_eq!(app.releases[3].slug, Some(slug));
         let missing = Command::Rollback {
             app: id,
             to_version: 9,
@@ -148,5 +160,28 @@ mod tests {
         }
         .apply(&mut s);
         assert!(matches!(missing, Err(CommandError::NotFound(_))));
+    }
+
+    #[test]
+    fn rollback_to_a_release_without_a_slug_is_refused_and_changes_nothing() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
+        let before = s.clone();
+        for to_version in [1, 2] {
+            let r = Command::Rollback {
+                app: id,
+                to_version,
+                release_id: Uuid::new_v4(),
+                actor: actor(2),
+            }
+            .apply(&mut s);
+            assert_eq!(
+                r,
+                Err(CommandError::Invalid(super::NO_SLUG_ROLLBACK.into())),
+                "v{to_version}"
+            );
+            assert_eq!(s, before);
+        }
     }
 }

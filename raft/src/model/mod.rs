@@ -1,5 +1,5 @@
 //! The replicated model (design §2): cluster, nodes, apps, config vars, releases,
-//! formations and API tokens.
+//! formations, users, API tokens and who may use which app (owners, collaborators).
 //!
 //! Every replica holds the same [`State`]; it changes only by applying a
 //! [`Command`](crate::command::Command). Types here are domain types, serialized with
@@ -25,8 +25,8 @@ pub use addon_rules::{
 pub use addons::{Addon, AddonMember, AddonState, Attachment};
 
 pub use rules::{
-    normalize_hostname, normalize_size, validate_app_name, validate_buildpack, validate_config_key,
-    validate_drain_url, validate_process_type, MAX_QUANTITY,
+    normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
+    validate_config_key, validate_drain_url, validate_process_type, MAX_QUANTITY,
 };
 
 /// A Raft node id. Chosen at random by the node when it is created.
@@ -118,9 +118,27 @@ pub struct App {
     pub releases: Vec<Release>,
     /// Formation by process type.
     pub formation: BTreeMap<String, Formation>,
+    /// The user who created the app (design §13). Owners never change today.
+    pub owner: Uuid,
+    /// Users the owner shares the app with, in the order they were added.
+    pub collaborators: Vec<Collaborator>,
+}
+
+/// A user an app is shared with: they may do everything its owner may, except rename or
+/// destroy it (as on Heroku for personal apps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Collaborator {
+    pub id: Uuid,
+    pub user: Uuid,
+    pub created_at: DateTime<Utc>,
 }
 
 impl App {
+    /// Whether `user` owns the app or collaborates on it.
+    pub fn is_member(&self, user: Uuid) -> bool {
+        self.owner == user || self.collaborators.iter().any(|c| c.user == user)
+    }
+
     /// The release in force: the newest that succeeded.
     pub fn current_release(&self) -> Option<&Release> {
         self.releases
@@ -162,6 +180,8 @@ impl App {
             config: self.config.clone(),
             releases: Vec::new(),
             formation: self.formation.clone(),
+            owner: self.owner,
+            collaborators: self.collaborators.clone(),
         }
     }
 
@@ -238,7 +258,7 @@ pub struct Formation {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An API token. Only its sha256 is stored.
+/// An API token (an OAuth authorization in the API). Only its sha256 is stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Token {
     pub id: Uuid,
@@ -247,14 +267,30 @@ pub struct Token {
     pub user_id: Uuid,
     pub description: String,
     pub created_at: DateTime<Utc>,
+    /// After this the token is refused (checked when a request comes, by the node that
+    /// answers it); `None`: it lasts until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A user account (today: the admin made at `havend init`).
+impl Token {
+    /// Whether the token is past its expiry at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+}
+
+/// A user account. The first is the admin made at `havend init`; admins make the others.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
     pub id: Uuid,
+    /// Lowercase; unique.
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// Admins run the cluster (nodes, users) and see every app.
+    pub admin: bool,
+    /// The argon2 hash (PHC string) of the user's password, if they have one; hashed by
+    /// the proposer, so the password itself is never in the log.
+    pub password_hash: Option<String>,
 }
 
 /// A built slug: a zstd-compressed tar of `/app`, named by the sha256 of its bytes.
@@ -522,5 +558,23 @@ impl State {
     /// The token whose sha256 is `sha256_hex`.
     pub fn token(&self, sha256_hex: &str) -> Option<&Token> {
         self.tokens.get(sha256_hex)
+    }
+
+    /// A user by email (any case) or id.
+    pub fn find_user(&self, key: &str) -> Option<&User> {
+        if let Ok(id) = key.parse::<Uuid>() {
+            if let Some(u) = self.users.get(&id) {
+                return Some(u);
+            }
+        }
+        let email = key.trim().to_ascii_lowercase();
+        self.users.values().find(|u| u.email == email)
+    }
+
+    /// A user's tokens, oldest first.
+    pub fn user_tokens(&self, user: Uuid) -> Vec<&Token> {
+        let mut tokens: Vec<&Token> = self.tokens.values().filter(|t| t.user_id == user).collect();
+        tokens.sort_by_key(|t| (t.created_at, t.id));
+        tokens
     }
 }

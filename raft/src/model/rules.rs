@@ -1,5 +1,5 @@
 //! What the model accepts: app names, process types, dyno sizes, config var names,
-//! buildpack references, custom domains and drain URLs. Commands check them during apply;
+//! buildpack references, custom domains, drain URLs and user emails. Commands check them during apply;
 //! the API checks them first to answer with a precise error.
 
 use haven_catalog::{dyno_size, DYNO_SIZES};
@@ -182,6 +182,44 @@ mod tests {
         assert!(validate_config_key("foo1").is_ok());
         for bad in ["", "1X", "A-B", "A B", "A=B"] {
             assert!(validate_config_key(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// A user's email, trimmed and lowercased: one `@` with something on both sides, no
+/// spaces or control characters, at most 254 bytes.
+pub fn normalize_email(email: &str) -> Result<String, String> {
+    let e = email.trim().to_ascii_lowercase();
+    let ok = e.len() <= 254
+        && e.split('@').count() == 2
+        && e.split('@').all(|part| !part.is_empty())
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e)
+    } else {
+        Err(format!(
+            "email {email:?} is invalid: use an address such as dev@example.com"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod email_tests {
+    use super::normalize_email;
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        for (input, want) in [
+            ("Dev@Example.com", Some("dev@example.com")),
+            ("  a@b ", Some("a@b")),
+            ("a@b@c", None),
+            ("@b", None),
+            ("a@", None),
+            ("a b@c", None),
+            ("", None),
+            ("nobody", None),
+        ] {
+            assert_eq!(normalize_email(input).ok().as_deref(), want, "{input:?}");
         }
     }
 }

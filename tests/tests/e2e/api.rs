@@ -56,6 +56,29 @@ fn releases_follow_heroku_rules() {
     assert_eq!(app["name"], "flow");
     let (_, rels) = call(&env, Method::GET, "/apps/flow/releases", None);
     assert_eq!(rels[0]["version"], 1);
+    // Nothing is deployed yet: v1 has no slug, and Heroku refuses to roll back to it.
+    let (st, refused) = call(
+        &env,
+        Method::POST,
+        "/apps/flow/releases",
+        Some(json!({"release": "1"})),
+    );
+    assert_eq!(
+        (st, refused["id"].as_str(), refused["message"].as_str()),
+        (
+            422,
+            Some("invalid_params"),
+            Some("Cannot rollback to a release that had no slug.")
+        ),
+        "{refused}"
+    );
+    assert_eq!(
+        call(&env, Method::GET, "/apps/flow/releases", None).1,
+        rels,
+        "a refused rollback makes no release"
+    );
+    // A deploy (v2) gives the next releases a slug.
+    haven_tests::deploy_procfile_only(&env, "flow");
     let (st, cfg) = call(
         &env,
         Method::PATCH,
@@ -70,38 +93,42 @@ fn releases_follow_heroku_rules() {
         Some(json!({"FOO": null})),
     );
     assert_eq!(cfg, json!({"BAR": "x"}));
-    let (_, v3) = call(&env, Method::GET, "/apps/flow/releases/3", None);
-    assert_eq!(v3["description"], "Remove FOO config vars");
-    assert_eq!(v3["current"], true);
-    let (_, v2) = call(&env, Method::GET, "/apps/flow/releases/v2", None);
-    assert_eq!(v2["description"], "Set BAR, FOO config vars");
-    assert_eq!(v2["eligible_for_rollback"], true);
+    let (_, v4) = call(&env, Method::GET, "/apps/flow/releases/4", None);
+    assert_eq!(v4["description"], "Remove FOO config vars");
+    assert_eq!(v4["current"], true);
+    let (_, v3) = call(&env, Method::GET, "/apps/flow/releases/v3", None);
+    assert_eq!(v3["description"], "Set BAR, FOO config vars");
+    assert_eq!(v3["eligible_for_rollback"], true);
+    assert!(v3["slug"]["id"].is_string(), "{v3}");
+    let (_, v1) = call(&env, Method::GET, "/apps/flow/releases/1", None);
+    assert_eq!(v1["eligible_for_rollback"], false, "{v1}");
     // By id too.
     let (st, by_id) = call(
         &env,
         Method::GET,
-        &format!("/apps/flow/releases/{}", v2["id"].as_str().unwrap()),
+        &format!("/apps/flow/releases/{}", v3["id"].as_str().unwrap()),
         None,
     );
-    assert_eq!((st, by_id["version"].clone()), (200, json!(2)));
-    let (_, v2cfg) = call(&env, Method::GET, "/apps/flow/releases/2/config-vars", None);
-    assert_eq!(v2cfg, json!({"FOO": "1", "BAR": "x"}));
-    let (st, v4) = call(
+    assert_eq!((st, by_id["version"].clone()), (200, json!(3)));
+    let (_, v3cfg) = call(&env, Method::GET, "/apps/flow/releases/3/config-vars", None);
+    assert_eq!(v3cfg, json!({"FOO": "1", "BAR": "x"}));
+    let (st, v5) = call(
         &env,
         Method::POST,
         "/apps/flow/releases",
-        Some(json!({"release": v2["id"]})),
+        Some(json!({"release": v3["id"]})),
     );
-    assert_eq!(st, 201, "{v4}");
+    assert_eq!(st, 201, "{v5}");
     assert_eq!(
-        (v4["version"].clone(), v4["description"].clone()),
-        (json!(4), json!("Rollback to v2"))
+        (v5["version"].clone(), v5["description"].clone()),
+        (json!(5), json!("Rollback to v3"))
     );
+    assert_eq!(v5["slug"], v3["slug"], "the rollback runs v3's slug");
     let (_, cfg) = call(&env, Method::GET, "/apps/flow/config-vars", None);
     assert_eq!(
         cfg,
         json!({"FOO": "1", "BAR": "x"}),
-        "rollback restores v2's config vars"
+        "rollback restores v3's config vars"
     );
     // Formation: numbers, strings, relative changes and sizes.
     let (st, f) = call(
@@ -583,12 +610,22 @@ fn responses_validate_against_the_heroku_schema() {
             json!({"updates": [{"type": "web", "quantity": 1}, {"type": "worker", "quantity": "2", "size": "standard-2x"}]}),
         ),
     );
-    let (_, rollback) = call(
+    // A rollback needs a release with a slug: deploy one (v2) to an app of its own, so
+    // that schema-app's formation starts no dynos.
+    call(
         &env,
         Method::POST,
-        "/apps/schema-app/releases",
-        Some(json!({"release": "1"})),
+        "/apps",
+        Some(json!({"name": "schema-rel"})),
     );
+    haven_tests::deploy_procfile_only(&env, "schema-rel");
+    let (st, rollback) = call(
+        &env,
+        Method::POST,
+        "/apps/schema-rel/releases",
+        Some(json!({"release": "2"})),
+    );
+    assert_eq!(st, 201, "{rollback}");
     let (_, patched) = call(
         &env,
         Method::PATCH,

@@ -53,9 +53,30 @@ fn hctl_manages_an_app_through_any_node() {
     assert!(v2.contains("Set GREETING, URL config vars"), "{v2}");
     let listed: Value = serde_json::from_str(&ok(hctl(&env, 1, &["releases", "--json"]))).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
-    let out = ok(hctl(&env, 2, &["rollback"]));
-    assert!(out.contains("to v2... done, v4"), "{out}");
-    assert_eq!(ok(hctl(&env, 0, &["config:get", "URL"])).trim(), "x://a=b");
+    // Nothing was deployed to cli-app: Heroku refuses to roll back to a release without
+    // a slug, and so does Haven.
+    let refused = hctl(&env, 2, &["rollback"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("Cannot rollback to a release that had no slug."),
+        "{err}"
+    );
+    // Rollbacks after a deploy (v2), on an app of their own (no dynos start there).
+    ok(hctl(&env, 0, &["apps:create", "cli-rel"]));
+    haven_tests::deploy_procfile_only(&env, "cli-rel");
+    ok(hctl(
+        &env,
+        1,
+        &["config:set", "URL=x://a=b", "-a", "cli-rel"],
+    ));
+    ok(hctl(&env, 1, &["config:unset", "URL", "-a", "cli-rel"]));
+    let out = ok(hctl(&env, 2, &["rollback", "-a", "cli-rel"]));
+    assert!(out.contains("to v3... done, v5"), "{out}");
+    assert_eq!(
+        ok(hctl(&env, 0, &["config:get", "URL", "-a", "cli-rel"])).trim(),
+        "x://a=b"
+    );
     let scaled: Value = serde_json::from_str(&ok(hctl(
         &env,
         0,
@@ -78,7 +99,13 @@ fn hctl_manages_an_app_through_any_node() {
         &["apps:destroy", "-a", "cli-app", "--confirm", "cli-app"],
     ));
     let apps: Value = serde_json::from_str(&ok(hctl(&env, 0, &["apps", "--json"]))).unwrap();
-    assert_eq!(apps, Value::Array(vec![]));
+    let names: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cli-rel"], "cli-app is gone");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod addons;
+mod access;
 mod adopt;
 mod api;
 mod builds;
