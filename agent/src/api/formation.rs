@@ -357,6 +357,8 @@ mod tests {
             config: BTreeMap::new(),
             releases: vec![],
             formation: BTreeMap::from([("web".to_string(), f.clone())]),
+            owner: Uuid::nil(),
+            collaborators: Vec::new(),
         };
         let wire = to_wire(&app, &f);
         assert_eq!(wire.process_type, "web");

@@ -212,6 +212,8 @@ mod tests {
                 release(3, ReleaseStatus::Failed),
             ],
             formation: BTreeMap::new(),
+            owner: Uuid::from_u128(1),
+            collaborators: Vec::new(),
         };
         let current = app.current_release().map(|r| r.id);
         let wire: Vec<w::Release> = app

@@ -112,6 +112,8 @@ mod tests {
                 },
             )]
             .into(),
+            owner: Uuid::nil(),
+            collaborators: Vec::new(),
         }
     }
 
