@@ -51,6 +51,18 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot hash the password: {e}"))
 }
 
+/// The hash checked when a login names no known user: a real argon2 hash of a random
+/// password, made once, so the check costs what a real one does and matches nothing a
+/// client can send.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill(&mut bytes[..]);
+        hash_password(&hex::encode(bytes)).unwrap_or_default()
+    })
+}
+
 /// Whether `password` matches the PHC string `hash`; a malformed hash matches nothing.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
@@ -75,6 +87,8 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("correct horsE", &h));
         assert!(!verify_password("correct horse", "not a hash"));
+        assert!(decoy_hash().starts_with("$argon2"));
+        assert!(!verify_password("", decoy_hash()));
         // Salted: the same password hashes differently.
         assert_ne!(h, hash_password("correct horse").unwrap());
     }

@@ -426,18 +426,20 @@ pub async fn authenticate(
             })
         })
     });
-    let Some((caller, password_hash)) = user else {
-        return Err(ApiError::unauthorized());
+    // An unknown email costs the same argon2 check as a wrong password, so that the
+    // answer's timing does not tell which emails have accounts.
+    let (caller, password_hash) = match user {
+        Some((caller, hash)) => (Some(caller), hash),
+        None => (None, credentials::decoy_hash().to_string()),
     };
     let secret = creds.secret;
     let ok =
         tokio::task::spawn_blocking(move || credentials::verify_password(&secret, &password_hash))
             .await
             .unwrap_or(false);
-    if ok {
-        Ok(caller)
-    } else {
-        Err(ApiError::unauthorized())
+    match caller {
+        Some(caller) if ok => Ok(caller),
+        _ => Err(ApiError::unauthorized()),
     }
 }
 
