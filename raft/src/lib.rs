@@ -121,7 +121,9 @@ pub struct Changes {
 }
 
 impl Changes {
-    fn mark(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> (Option<u64>, Option<NodeId>) {
+    fn mark(
+        m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    ) -> (Option<u64>, Option<NodeId>) {
         (m.last_applied.map(|l| l.index), m.current_leader)
     }
 

@@ -661,7 +661,12 @@ impl<'a> Planner<'a> {
             .map(|slot| slot.view.id)
     }
 
-    fn choose_indexed(&mut self, f: &FormationView, need: u64, slug: &str) -> Result<NodeId, String> {
+    fn choose_indexed(
+        &mut self,
+        f: &FormationView,
+        need: u64,
+        slug: &str,
+    ) -> Result<NodeId, String> {
         let counts = self.spread.get(&(f.app.as_str(), f.process_type.as_str()));
         let spread = |id: NodeId| counts.and_then(|c| c.get(&id)).copied().unwrap_or(0);
         let fits = |slot: &Slot| slot.view.status == NodeStatus::Up && slot.free() >= need;

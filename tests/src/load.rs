@@ -159,7 +159,13 @@ fn lock(samples: &Mutex<Vec<Sample>>) -> std::sync::MutexGuard<'_, Vec<Sample>> 
     samples.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn run(router: &str, host: &str, opts: &LoadOptions, stop: &AtomicBool, samples: &Mutex<Vec<Sample>>) {
+fn run(
+    router: &str,
+    host: &str,
+    opts: &LoadOptions,
+    stop: &AtomicBool,
+    samples: &Mutex<Vec<Sample>>,
+) {
     let mut builder = reqwest::blocking::Client::builder().timeout(opts.timeout);
     if opts.fresh_connections {
         builder = builder.pool_max_idle_per_host(0);
@@ -177,7 +183,16 @@ fn run(router: &str, host: &str, opts: &LoadOptions, stop: &AtomicBool, samples:
                 let s = r.status().as_u16();
                 r.text().map(|b| (s, b))
             })
-            .map(|(s, b)| (s, if s >= 400 { error_code(&b) } else { String::new() }))
+            .map(|(s, b)| {
+                (
+                    s,
+                    if s >= 400 {
+                        error_code(&b)
+                    } else {
+                        String::new()
+                    },
+                )
+            })
             .map_err(|e| e.to_string());
         let failed = outcome.is_err();
         let answered_ok = matches!(&outcome, Ok((s, _)) if (200..300).contains(s));

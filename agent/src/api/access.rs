@@ -79,6 +79,15 @@ impl From<Denied> for ApiError {
     }
 }
 
+/// Whether `caller` may do `action` to the app with id `app` in `state` (false for an app
+/// that does not exist): [`authorize`] for filters over resources that name their app.
+pub fn allows(state: &model::State, caller: &Caller, action: Action, app: Uuid) -> bool {
+    state
+        .apps
+        .get(&app)
+        .is_some_and(|a| authorize(caller, action, Some(a)).is_ok())
+}
+
 /// THE authorization rule: may `caller` do `action` (to `app`, for app actions)?
 ///
 /// An app action without an app (it does not exist) is [`Denied::NoSuchApp`], the same

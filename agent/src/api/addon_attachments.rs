@@ -12,11 +12,11 @@ use haven_raft::command::{AttachmentSpec, Command, CommandError, CommandOutput};
 use haven_raft::model::{Attachment, State as Model};
 use uuid::Uuid;
 
+use super::access::{self, Action};
 use super::addons::addon_not_found;
+use super::addons::visible;
 use super::apps::time;
 use super::body::JsonBody;
-use super::access::{self, Action};
-use super::addons::visible;
 use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
 
 fn attachment_not_found() -> ApiError {
@@ -53,9 +53,7 @@ pub fn attachment_wire(s: &Model, t: &Attachment) -> w::Attachment {
 
 /// Whether `caller` may see attachment `t`: they may view the app it is attached to.
 fn may_view(s: &Model, caller: &Caller, t: &Attachment) -> bool {
-    s.apps
-        .get(&t.app)
-        .is_some_and(|app| access::authorize(caller, Action::ViewApp, Some(app)).is_ok())
+    access::allows(s, caller, Action::ViewApp, t.app)
 }
 
 /// `GET /addon-attachments`: those of the apps the caller may see.
@@ -134,13 +132,15 @@ pub async fn of_addon(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     let list = read(&ctx, |s| {
-        s.find_addon(&key).filter(|a| visible(s, &caller, a)).map(|a| {
-            s.addon_attachments(a.id)
-                .into_iter()
-                .filter(|t| may_view(s, &caller, t))
-                .map(|t| attachment_wire(s, t))
-                .collect::<Vec<_>>()
-        })
+        s.find_addon(&key)
+            .filter(|a| visible(s, &caller, a))
+            .map(|a| {
+                s.addon_attachments(a.id)
+                    .into_iter()
+                    .filter(|t| may_view(s, &caller, t))
+                    .map(|t| attachment_wire(s, t))
+                    .collect::<Vec<_>>()
+            })
     })
     .await?
     .ok_or_else(addon_not_found)?;
@@ -200,11 +200,7 @@ pub async fn create(
     // Sharing an add-on needs a say over the app that owns it.
     let addon = read(&ctx, |s| {
         s.find_addon(&body.addon)
-            .filter(|a| {
-                s.apps.get(&a.app).is_some_and(|owner| {
-                    access::authorize(&caller, Action::ChangeApp, Some(owner)).is_ok()
-                })
-            })
+            .filter(|a| access::allows(s, &caller, Action::ChangeApp, a.app))
             .map(|a| a.id)
     })
     .await?
@@ -235,11 +231,9 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id: Uuid = id.parse().map_err(|_| attachment_not_found())?;
     let allowed = read(&ctx, |s| {
-        s.attachments.get(&id).is_some_and(|t| {
-            s.apps
-                .get(&t.app)
-                .is_some_and(|app| access::authorize(&caller, Action::ChangeApp, Some(app)).is_ok())
-        })
+        s.attachments
+            .get(&id)
+            .is_some_and(|t| access::allows(s, &caller, Action::ChangeApp, t.app))
     })
     .await?;
     if !allowed {

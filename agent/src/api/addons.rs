@@ -18,9 +18,9 @@ use haven_raft::model::{self, Addon, AddonState, State as Model};
 use rand::Rng;
 use uuid::Uuid;
 
+use super::access::{self, Action};
 use super::apps::time;
 use super::body::JsonBody;
-use super::access::{self, Action};
 use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
 
 /// The catalog's fixed creation time (services and plans have no history).
@@ -185,11 +185,7 @@ pub async fn plan(Path((key, plan)): Path<(String, String)>) -> Result<Response,
 /// Whether `caller` may see add-on `a`: they may view its owning app or an app it is
 /// attached to.
 pub(super) fn visible(s: &Model, caller: &Caller, a: &Addon) -> bool {
-    let may = |app: Uuid| {
-        s.apps
-            .get(&app)
-            .is_some_and(|app| access::authorize(caller, Action::ViewApp, Some(app)).is_ok())
-    };
+    let may = |app: Uuid| access::allows(s, caller, Action::ViewApp, app);
     may(a.app) || s.addon_attachments(a.id).iter().any(|t| may(t.app))
 }
 
@@ -223,8 +219,8 @@ pub async fn info_any(
             .filter(|a| visible(s, &caller, a))
             .and_then(|a| addon_wire(s, a))
     })
-        .await?
-        .ok_or_else(addon_not_found)?;
+    .await?
+    .ok_or_else(addon_not_found)?;
     Ok(Json(a).into_response())
 }
 
@@ -304,9 +300,13 @@ pub async fn create(
         )));
     }
     let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
-    let app_name = with_app(&ctx, &caller, Action::ChangeApp, &app.to_string(), |_, a| {
-        a.name.clone()
-    })
+    let app_name = with_app(
+        &ctx,
+        &caller,
+        Action::ChangeApp,
+        &app.to_string(),
+        |_, a| a.name.clone(),
+    )
     .await?;
     if let Some(c) = body.confirm.as_deref() {
         if c != app_name {

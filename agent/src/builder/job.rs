@@ -89,7 +89,10 @@ impl Job {
             }
         };
         match self.record(outcome).await {
-            Finished::Released { version, description } => {
+            Finished::Released {
+                version,
+                description,
+            } => {
                 app_logs.api(self.build.app, "Build succeeded");
                 if let Some(description) = description {
                     app_logs.api(self.build.app, &format!("{description} by {who}"));

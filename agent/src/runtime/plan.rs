@@ -692,7 +692,11 @@ mod tests {
     fn runtime_shell_args_make_a_simple_command_the_main_process() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(".profile.d")).unwrap();
-        std::fs::write(dir.path().join(".profile.d/a.sh"), "export FROM_PROFILE=yes\n").unwrap();
+        std::fs::write(
+            dir.path().join(".profile.d/a.sh"),
+            "export FROM_PROFILE=yes\n",
+        )
+        .unwrap();
         let app = dir.path().to_str().unwrap();
         let run = |command: &str| {
             let out = std::process::Command::new("bash")

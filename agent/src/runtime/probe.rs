@@ -44,7 +44,10 @@ fn favor_cgroup_moves(at: &Path) {
     use nix::mount::{mount, MsFlags};
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let target = at.to_string_lossy();
-    if mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*target)) {
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(&*target))
+    {
         return;
     }
     let made = std::fs::create_dir_all(at)
@@ -61,7 +64,9 @@ fn favor_cgroup_moves(at: &Path) {
         });
     match made {
         Ok(()) => tracing::debug!(at = %at.display(), "cgroup moves favoured"),
-        Err(e) => tracing::info!(error = %e, "cannot favour cgroup moves: dynos start about 10 ms slower"),
+        Err(e) => {
+            tracing::info!(error = %e, "cannot favour cgroup moves: dynos start about 10 ms slower")
+        }
     }
 }
 

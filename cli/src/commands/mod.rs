@@ -2,8 +2,8 @@
 //! what `main` parsed. Answers are read only through `haven-api` types (see
 //! [`crate::client::Answer`]).
 
-pub mod addons;
 pub mod access;
+pub mod addons;
 pub mod apps;
 pub mod auth;
 pub mod buildpacks;

@@ -120,7 +120,11 @@ fn paced_load(env: &Env, routers: &[usize], host: &str) -> Load {
 fn finish(load: Load) -> (usize, Vec<String>) {
     let samples = load.finish();
     let ok = samples.iter().filter(|s| s.ok()).count();
-    let failures = samples.iter().filter(|s| !s.ok()).map(|s| s.to_string()).collect();
+    let failures = samples
+        .iter()
+        .filter(|s| !s.ok())
+        .map(|s| s.to_string())
+        .collect();
     (ok, failures)
 }
 

@@ -178,12 +178,16 @@ fn lines_from_every_node_merge_in_time_order_on_any_node() {
     // `-n 3` is the newest three of the full listing. Lines of the requests
     // above may still be arriving from other nodes, so compare listings taken
     // back to back until no line arrives between them.
-    eventually("-n 3 is the tail of the listing", Duration::from_secs(20), || {
-        let three = logs(&env, 1, "merged", &["-n", "3"]);
-        assert_eq!(three.len(), 3);
-        let all = logs(&env, 1, "merged", &["-n", "1500"]);
-        (three[..] == all[all.len() - 3..]).then_some(())
-    });
+    eventually(
+        "-n 3 is the tail of the listing",
+        Duration::from_secs(20),
+        || {
+            let three = logs(&env, 1, "merged", &["-n", "3"]);
+            assert_eq!(three.len(), 3);
+            let all = logs(&env, 1, "merged", &["-n", "1500"]);
+            (three[..] == all[all.len() - 3..]).then_some(())
+        },
+    );
     let too_many = hctl(&env, 1, &["logs", "-a", "merged", "-n", "5000"]);
     assert!(!too_many.status.success());
 }

@@ -7,8 +7,8 @@
 // A failed step should end the test with its message; unwrap is the idiom here.
 #![allow(clippy::unwrap_used)]
 
-mod addons;
 mod access;
+mod addons;
 mod adopt;
 mod api;
 mod builds;

@@ -402,6 +402,10 @@ fn killing_a_node_under_load_costs_at_most_a_short_window_of_errors() {
     assert!(
         window < Duration::from_secs(2),
         "errors spanned {window:?}: {}",
-        failures.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; ")
+        failures
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
     );
 }
