@@ -175,6 +175,31 @@ impl Default for RouterTuning {
     }
 }
 
+/// HTTPS on the API and router ports, in the config file's `[tls]` table. Both ports take
+/// HTTPS always; the certificate is `api.pem`/`api-key.pem` in the data dir (issued from
+/// the cluster CA for the node's names and addresses) unless the operator names their own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// `false` refuses plain HTTP on the API and router ports (clients are told to use
+    /// `https://`), and the node's URLs become `https://`.
+    pub plain_http: bool,
+    /// PEM files of the operator's own certificate chain and key for the API (and the
+    /// router's names they cover).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            plain_http: true,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
 /// This node's configuration, stored as `havend.toml` in the data dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +224,8 @@ pub struct NodeConfig {
     pub dynos: DynoTuning,
     #[serde(default)]
     pub router: RouterTuning,
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 impl NodeConfig {
@@ -223,12 +250,52 @@ impl NodeConfig {
         self.host_port(&self.peer_listen)
     }
 
+    /// `http` while plain HTTP is on, else `https`: the scheme of the URLs this node
+    /// hands out by default.
+    fn scheme(&self) -> &'static str {
+        if self.tls.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
     pub fn api_url(&self) -> Result<String> {
-        Ok(format!("http://{}", self.host_port(&self.api_listen)?))
+        Ok(format!(
+            "{}://{}",
+            self.scheme(),
+            self.host_port(&self.api_listen)?
+        ))
+    }
+
+    /// The API's URL over HTTPS, whatever `plain_http` says.
+    pub fn https_api_url(&self) -> Result<String> {
+        Ok(format!("https://{}", self.host_port(&self.api_listen)?))
     }
 
     pub fn router_url(&self) -> Result<String> {
-        Ok(format!("http://{}", self.host_port(&self.router_listen)?))
+        Ok(format!(
+            "{}://{}",
+            self.scheme(),
+            self.host_port(&self.router_listen)?
+        ))
+    }
+
+    /// The names and addresses the node's own certificate covers: the advertised host,
+    /// the node's name, the listen addresses when specific, and loopback.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let mut names = vec![self.advertise_host.clone(), self.name.clone()];
+        for listen in [&self.api_listen, &self.router_listen] {
+            if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+                if !addr.ip().is_unspecified() {
+                    names.push(addr.ip().to_string());
+                }
+            }
+        }
+        names.extend(["localhost".into(), "127.0.0.1".into(), "::1".into()]);
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+        names
     }
 
     /// Checks the addresses parse.
@@ -365,6 +432,42 @@ impl DataDir {
         Ok(())
     }
 
+    /// The certificate chain (PEM, leaf then CA) and key the API and router serve: the
+    /// operator's files when the config names them, else `api.pem`/`api-key.pem`, issued
+    /// from the cluster CA for the node's names when missing.
+    pub fn server_cert(&self, cfg: &NodeConfig, ca: &CertKey) -> Result<CertKey> {
+        match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+            (Some(c), Some(k)) => {
+                let read = |p: &Path| {
+                    fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+                };
+                return Ok(CertKey {
+                    cert_pem: read(c)?,
+                    key_pem: read(k)?,
+                });
+            }
+            (None, None) => {}
+            _ => bail!("[tls] needs both cert_file and key_file, or neither"),
+        }
+        let (cert, key) = (self.root.join("api.pem"), self.root.join("api-key.pem"));
+        if cert.exists() && key.exists() {
+            return Ok(CertKey {
+                cert_pem: fs::read_to_string(&cert)
+                    .with_context(|| format!("read {}", cert.display()))?,
+                key_pem: fs::read_to_string(&key)
+                    .with_context(|| format!("read {}", key.display()))?,
+            });
+        }
+        let issued = crate::tls::issue_server_cert(ca, &cfg.certificate_names())?;
+        let chain = CertKey {
+            cert_pem: format!("{}{}", issued.cert_pem, ca.cert_pem),
+            key_pem: issued.key_pem,
+        };
+        write_private(&key, chain.key_pem.as_bytes())?;
+        write_private(&cert, chain.cert_pem.as_bytes())?;
+        Ok(chain)
+    }
+
     /// Returns (CA, node) certificates and keys.
     pub fn load_certs(&self) -> Result<(CertKey, CertKey)> {
         let read = |name: &str| {
@@ -441,6 +544,7 @@ mod tests {
             builds: BuildTuning::default(),
             dynos: DynoTuning::default(),
             router: RouterTuning::default(),
+            tls: TlsSettings::default(),
         }
     }
 

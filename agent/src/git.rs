@@ -268,6 +268,7 @@ async fn receive_pack(
         .args(["receive-pack", "--stateless-rpc"])
         .arg(&dir)
         .env("HAVEN_HOOK_API", ctx.builder.api_url())
+        .env("HAVEN_HOOK_CA_PEM", &ctx.ca_pem)
         .env("HAVEN_HOOK_TOKEN", &token)
         .env("HAVEN_HOOK_APP", &app.name)
         .stdin(Stdio::piped())
@@ -443,10 +444,12 @@ fn deploy(commit: &str) -> Result<bool, String> {
     let api = env("HAVEN_HOOK_API")?;
     let token = env("HAVEN_HOOK_TOKEN")?;
     let app = env("HAVEN_HOOK_APP")?;
-    let client = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut client = reqwest::blocking::Client::builder().timeout(None);
+    if let Ok(pem) = std::env::var("HAVEN_HOOK_CA_PEM") {
+        let ca = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+        client = client.add_root_certificate(ca);
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
     let auth = format!("Bearer {token}");
     let call = |method: reqwest::Method, url: &str| {
         client

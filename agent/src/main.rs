@@ -8,6 +8,7 @@ mod config;
 mod drains;
 mod dynos;
 mod git;
+mod https;
 mod join;
 mod leader;
 mod liveness;
@@ -159,6 +160,7 @@ struct ConfigFile {
     builds: Option<config::BuildTuning>,
     dynos: Option<config::DynoTuning>,
     router: Option<config::RouterTuning>,
+    tls: Option<config::TlsSettings>,
 }
 
 impl NodeFlags {
@@ -205,6 +207,7 @@ impl NodeFlags {
             builds: file.builds.clone().unwrap_or_default(),
             dynos: file.dynos.clone().unwrap_or_default(),
             router: file.router.clone().unwrap_or_default(),
+            tls: file.tls.clone().unwrap_or_default(),
         };
         if cfg.name.is_empty() || cfg.name.len() > 63 {
             anyhow::bail!("node name {:?} must be 1 to 63 characters", cfg.name);
@@ -296,6 +299,8 @@ fn cmd_init(
     data.save_certs(&ca, &node_cert)?;
     config::write_private(&data.bootstrap_path(), &serde_json::to_vec(&bootstrap)?)?;
     data.save_config(&cfg)?;
+    data.server_cert(&cfg, &ca)?;
+    let ca_fp_shown = ca_fp.clone();
     let join_token = JoinToken {
         c: cluster_id.to_string(),
         f: ca_fp,
@@ -303,10 +308,11 @@ fn cmd_init(
     }
     .encode();
     let api_url = cfg.api_url()?;
+    let https_url = cfg.https_api_url()?;
     if json_out {
         println!(
             "{}",
-            json!({"cluster_id": cluster_id.to_string(), "node_id": node_id, "admin_token": admin_token, "join_token": join_token, "api_url": api_url, "peer_addr": cfg.peer_addr()?})
+            json!({"cluster_id": cluster_id.to_string(), "node_id": node_id, "admin_token": admin_token, "join_token": join_token, "api_url": api_url, "https_api_url": https_url, "ca_fingerprint": ca_fp_shown, "peer_addr": cfg.peer_addr()?})
         );
     } else {
         let dir = data.root.display();
@@ -328,6 +334,8 @@ fn cmd_init(
             cfg.peer_addr()?
         );
         println!("Log in:           hctl login --api {api_url}");
+        println!("Log in over HTTPS: hctl login --api {https_url} --ca-fingerprint {ca_fp_shown}");
+        println!("(the cluster CA's sha256 fingerprint is {ca_fp_shown}; git and other clients can trust {dir}/ca.pem)");
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::api::{self, ApiContext};
 use crate::builder::Builder;
 use crate::config::{host_cpus, host_memory_mb, DataDir, NodeConfig};
 use crate::dynos::DynoManager;
+use crate::https::{Acceptor, ConnInfo, HttpsListener};
 use crate::join::JoinServer;
 use crate::leader;
 use crate::liveness::{self, Liveness};
@@ -85,6 +86,15 @@ impl Agent {
         let router_listener = std::net::TcpListener::bind(&cfg.router_listen)
             .with_context(|| format!("bind the router on {}", cfg.router_listen))?;
         let (ca, node_cert) = data.load_certs()?;
+        let server_cert = data.server_cert(&cfg, &ca)?;
+        let server_key = crate::tls::certified_key(&server_cert.cert_pem, &server_cert.key_pem)
+            .map_err(anyhow::Error::msg)
+            .context("load the HTTPS certificate")?;
+        let server_names =
+            crate::tls::read_certificate(&server_cert.cert_pem, &server_cert.key_pem)
+                .map_err(anyhow::Error::msg)
+                .context("read the HTTPS certificate")?
+                .domains;
         let peer_listen: SocketAddr = cfg.peer_listen.parse()?;
         let endpoint = peer::bind_endpoint(peer_listen, &node_cert, &ca.cert_pem)?;
         let connector = QuicConnector::new(endpoint.clone());
@@ -124,6 +134,11 @@ impl Agent {
         let api_listener = TcpListener::bind(&cfg.api_listen)
             .await
             .with_context(|| format!("bind the API on {}", cfg.api_listen))?;
+        let api_tls = crate::tls::https_server_config(Arc::new(
+            rustls::sign::SingleCertAndKey::from(server_key.clone()),
+        ))?;
+        let api_listener =
+            HttpsListener::spawn(api_listener, Acceptor::new(api_tls, cfg.tls.plain_http))?;
         // The dyno runtime (containers where the host allows) also sandboxes builds.
         let runtime = Arc::new(if cfg.dynos.containers {
             Runtime::new(
@@ -228,6 +243,8 @@ impl Agent {
             logs: logs.clone(),
             sessions: Default::default(),
             peers: connector.clone(),
+            http: crate::tls::cluster_http_client(&ca.cert_pem)?,
+            ca_pem: ca.cert_pem.clone(),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(
@@ -253,8 +270,19 @@ impl Agent {
             cfg.router.clone(),
             router_port(&cfg.router_listen),
         );
+        let sni = crate::router::tls::SniResolver::new(
+            raft.clone(),
+            ca.clone(),
+            server_key,
+            server_names,
+        );
+        let router_tls = crate::tls::https_server_config(Arc::new(sni))?;
         router
-            .spawn_thread(router_listener, shutdown_rx.clone())
+            .spawn_thread(
+                router_listener,
+                Acceptor::new(router_tls, cfg.tls.plain_http),
+                shutdown_rx.clone(),
+            )
             .context("start the router")?;
         info!(addr = %cfg.router_listen, "router listening");
 
@@ -437,15 +465,18 @@ fn tasks_push_register(agent: &Agent) {
 
 async fn serve_http(
     what: &'static str,
-    listener: TcpListener,
+    listener: HttpsListener,
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await;
     if let Err(e) = result {
         error!(error = %e, "{what} server failed");
     }

@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod addons;
 pub mod attach;
+pub mod certs;
+pub mod pin;
 pub mod request_id;
 pub mod urls;
 
+pub use certs::{SniEndpoint, SniEndpointCreate, SslCert};
 pub use request_id::valid_request_id;
 pub use urls::web_url;
 

@@ -19,6 +19,10 @@ use serde_json::Value;
 pub struct Login {
     pub api: Option<String>,
     pub token: Option<String>,
+    /// The cluster CA (PEM), saved by `hctl login --ca-fingerprint` after the server's
+    /// chain matched the fingerprint; trusted for `https://` from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// Where the login is kept: `$XDG_CONFIG_HOME/hctl/config.toml`, else `~/.config/...`.
@@ -64,11 +68,27 @@ impl Login {
     }
 }
 
+/// An error and its causes on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 /// An API client bound to one node and token.
 pub struct Api {
     pub url: String,
     token: String,
     http: Client,
+    /// The cluster CA this client trusts besides the usual roots (PEM).
+    ca_pem: Option<String>,
 }
 
 impl Api {
@@ -87,7 +107,7 @@ impl Api {
             .filter(|v| !v.is_empty())
             .or(login.token)
             .ok_or_else(|| anyhow!("no API token; run hctl login or set HAVEN_TOKEN"))?;
-        Api::new(&url, &token)
+        Api::new(&url, &token, login.ca_pem.as_deref())
     }
 
     /// The token, for protocols that carry it themselves (the attach WebSocket).
@@ -95,16 +115,63 @@ impl Api {
         &self.token
     }
 
-    pub fn new(url: &str, token: &str) -> Result<Api> {
-        let http = Client::builder()
+    /// A client of `url` with `token`, trusting `ca_pem` (the cluster CA) for HTTPS as
+    /// well as the usual roots.
+    pub fn new(url: &str, token: &str, ca_pem: Option<&str>) -> Result<Api> {
+        let mut http = Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .build()?;
+            .use_rustls_tls();
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes())
+                .context("the saved cluster CA is not a PEM certificate; run hctl login again")?;
+            http = http.add_root_certificate(ca);
+        }
         Ok(Api {
             url: url.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http,
+            http: http.build()?,
+            ca_pem: ca_pem.map(str::to_string),
         })
+    }
+
+    /// A client that trusts only a CA whose fingerprint is `fingerprint` (found in the
+    /// server's chain), for the first contact of `hctl login --ca-fingerprint`. Returns
+    /// the verifier too: after a request, it holds the CA that matched.
+    pub fn pinned(
+        url: &str,
+        token: &str,
+        fingerprint: &str,
+    ) -> Result<(Api, std::sync::Arc<haven_api::pin::PinnedCaVerifier>)> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = std::sync::Arc::new(haven_api::pin::PinnedCaVerifier::new(
+            fingerprint,
+            provider.clone(),
+        ));
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        let http = Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .use_preconfigured_tls(tls)
+            .build()?;
+        Ok((
+            Api {
+                url: url.trim_end_matches('/').to_string(),
+                token: token.to_string(),
+                http,
+                ca_pem: None,
+            },
+            verifier,
+        ))
+    }
+
+    /// The cluster CA this client trusts (PEM), if any.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -137,6 +204,14 @@ impl Api {
 
     fn send(&self, req: RequestBuilder) -> Result<reqwest::blocking::Response> {
         let resp = req.send().map_err(|e| {
+            let chain = error_chain(&e);
+            if chain.to_ascii_lowercase().contains("certificate") {
+                return anyhow!(
+                    "{}: the server's TLS certificate is not trusted ({chain}); log in with hctl login --api {} --ca-fingerprint FINGERPRINT (havend init prints it)",
+                    self.url,
+                    self.url
+                );
+            }
             let why = if e.is_timeout() {
                 "timed out".to_string()
             } else if e.is_connect() {
@@ -312,6 +387,7 @@ mod tests {
         let login = Login {
             api: Some("http://n:7400".into()),
             token: Some("t".into()),
+            ca_pem: Some("PEM".into()),
         };
         let path = login.save().unwrap();
         assert_eq!(Login::load().unwrap(), login);

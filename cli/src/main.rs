@@ -4,6 +4,7 @@
 //! resource.
 
 mod addon_args;
+mod cert_args;
 mod client;
 mod commands;
 mod deploy;
@@ -65,6 +66,10 @@ enum Cmd {
         /// Log in with this email; the password is read from the terminal or stdin.
         #[arg(long)]
         email: Option<String>,
+        /// Trust the cluster CA with this sha256 fingerprint (printed by havend init) for
+        /// an https:// API; it is saved with the login.
+        #[arg(long)]
+        ca_fingerprint: Option<String>,
     },
     /// Forget the saved login.
     Logout,
@@ -471,14 +476,23 @@ enum Cmd {
     ClusterStatus(JsonArg),
     #[command(flatten)]
     Addon(addon_args::AddonCmd),
+    #[command(flatten)]
+    Cert(cert_args::CertCmd),
 }
 
 fn run(cli: Cli) -> Result<()> {
     let api = || Api::from_env(cli.api.as_deref());
     match &cli.cmd {
-        Cmd::Login { token, email } => {
-            auth::login(cli.api.as_deref(), token.as_deref(), email.as_deref())
-        }
+        Cmd::Login {
+            token,
+            email,
+            ca_fingerprint,
+        } => auth::login(
+            cli.api.as_deref(),
+            token.as_deref(),
+            email.as_deref(),
+            ca_fingerprint.as_deref(),
+        ),
         Cmd::Logout => auth::logout(),
         Cmd::Whoami => auth::whoami(&api()?),
         Cmd::AuthToken => auth::token(&api()?),
@@ -627,6 +641,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::NodesUndrain { node } => cluster::set_draining(&api()?, node, false),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
         Cmd::Addon(c) => c.run(api),
+        Cmd::Cert(c) => c.run(api),
     }
 }
 

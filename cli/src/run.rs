@@ -38,7 +38,12 @@ pub fn run(
         .attach_url
         .ok_or_else(|| anyhow!("the server gave no attach_url"))?;
     eprintln!("Running `{command}` on ⬢ {app}... up, {}", dyno.name);
-    let ws_url = url.replacen("http://", "ws://", 1);
+    let tls = url.starts_with("https://");
+    let ws_url = if tls {
+        url.replacen("https://", "wss://", 1)
+    } else {
+        url.replacen("http://", "ws://", 1)
+    };
     let mut req = ws_url
         .as_str()
         .into_client_request()
@@ -50,15 +55,22 @@ pub fn run(
             .context("bad token")?,
     );
     let host = url
+        .trim_start_matches("https://")
         .trim_start_matches("http://")
         .split('/')
         .next()
         .unwrap_or_default()
         .to_string();
-    let stream = TcpStream::connect(&host).with_context(|| format!("connect to {host}"))?;
+    let tcp = TcpStream::connect(&host).with_context(|| format!("connect to {host}"))?;
+    let stream = if tls {
+        AttachStream::tls(tcp, &host, api.ca_pem())?
+    } else {
+        AttachStream::Plain(tcp)
+    };
     let (mut ws, _) =
         tungstenite::client(req, stream).map_err(|e| anyhow!("attach to the dyno: {e}"))?;
     ws.get_mut()
+        .tcp()
         .set_read_timeout(Some(Duration::from_millis(50)))?;
 
     // stdin is read on its own thread and handed over a channel.
@@ -123,6 +135,74 @@ pub fn run(
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => bail!("lost the dyno's connection: {e}"),
+        }
+    }
+}
+
+/// The attach connection: plain TCP for `http://` nodes, TLS for `https://` ones (trusting
+/// the saved cluster CA and the usual roots).
+enum AttachStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl AttachStream {
+    fn tls(tcp: TcpStream, host_port: &str, ca_pem: Option<&str>) -> Result<AttachStream> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(pem) = ca_pem {
+            let ca = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .context("the saved cluster CA is not a PEM certificate")?;
+            roots.add(ca).context("the saved cluster CA is unusable")?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = match host_port.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => host_port,
+        };
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .with_context(|| format!("{host} is not a host name"))?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name)?;
+        Ok(AttachStream::Tls(Box::new(rustls::StreamOwned::new(
+            conn, tcp,
+        ))))
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            AttachStream::Plain(s) => s,
+            AttachStream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for AttachStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            AttachStream::Plain(s) => s.read(buf),
+            AttachStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for AttachStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            AttachStream::Plain(s) => s.write(buf),
+            AttachStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            AttachStream::Plain(s) => s.flush(),
+            AttachStream::Tls(s) => s.flush(),
         }
     }
 }

@@ -80,8 +80,13 @@ pub fn urls(state: &Model, node_id: NodeId, name: &str) -> (String, String) {
         .map_or("localhost", |c| c.app_domain.as_str());
     let port = node.and_then(|n| url_port(&n.router_url)).unwrap_or(80);
     (
-        format!("{api}/{name}.git"),
-        haven_api::web_url(name, domain, port),
+        super::scheme::public_url(&format!("{api}/{name}.git")),
+        haven_api::web_url(
+            name,
+            domain,
+            port,
+            node.is_some_and(|n| n.router_url.starts_with("https://")),
+        ),
     )
 }
 

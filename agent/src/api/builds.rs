@@ -51,7 +51,7 @@ pub fn to_wire(state: &Model, b: &model::Build) -> w::Build {
                 })
                 .collect(),
         ),
-        output_stream_url: b.output_stream_url.clone(),
+        output_stream_url: super::scheme::public_url(&b.output_stream_url),
         source_blob: w::SourceBlob {
             url: b.source_url.clone(),
             checksum: b.source_checksum.clone(),
@@ -96,7 +96,7 @@ pub async fn create_source(
 ) -> Result<Response, ApiError> {
     allow(&caller, Action::Own)?;
     let id = Uuid::new_v4();
-    let url = format!("{}/sources/{id}", ctx.builder.api_url());
+    let url = super::scheme::public_url(&format!("{}/sources/{id}", ctx.builder.api_url()));
     let body = w::Source {
         source_blob: w::SourceUrls {
             get_url: url.clone(),
@@ -187,7 +187,10 @@ async fn fetch_source(
     headers: &HeaderMap,
 ) -> Result<std::path::PathBuf, ApiError> {
     let local_prefix = format!("{}/sources/", ctx.builder.api_url());
-    if let Some(id) = url.strip_prefix(&local_prefix) {
+    let local = super::scheme::same_place(url, &local_prefix)
+        .then(|| url.rsplit_once("/sources/").map(|(_, id)| id))
+        .flatten();
+    if let Some(id) = local {
         let id: Uuid = id
             .parse()
             .map_err(|_| ApiError::invalid(format!("source_blob.url {url:?} names no source")))?;
@@ -199,18 +202,17 @@ async fn fetch_source(
         }
         return Ok(path);
     }
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(ApiError::invalid(format!(
-            "source_blob.url {url:?} is not supported: upload with POST /sources and PUT, or give an http:// URL"
+            "source_blob.url {url:?} is not supported: upload with POST /sources and PUT, or give an http:// or https:// URL"
         )));
     }
     let cluster_api = ctx.raft.with_state(|s| {
         s.nodes
             .values()
-            .any(|n| url.starts_with(&format!("{}/", n.api_url)))
+            .any(|n| super::scheme::same_place(url, &format!("{}/", n.api_url)))
     });
-    let client = reqwest::Client::new();
-    let mut req = client.get(url);
+    let mut req = ctx.http.get(url);
     if cluster_api {
         if let Some(auth) = headers.get(header::AUTHORIZATION) {
             req = req.header(header::AUTHORIZATION, auth.clone());
@@ -378,7 +380,7 @@ pub async fn output(
         return Ok((text, Body::from_stream(stream)).into_response());
     }
     let url = url.ok_or_else(|| ApiError::not_found("the node that ran this build is gone"))?;
-    let mut req = reqwest::Client::new().get(&url);
+    let mut req = ctx.http.get(&url);
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, auth.clone());
     }
@@ -412,7 +414,10 @@ pub async fn slug_info(
             id: s.id.to_string(),
             blob: w::SlugBlob {
                 method: "get".into(),
-                url: format!("{api_url}/apps/{}/slugs/{}/blob", a.id, s.id),
+                url: super::scheme::public_url(&format!(
+                    "{api_url}/apps/{}/slugs/{}/blob",
+                    a.id, s.id
+                )),
             },
             buildpack_provided_description: s.buildpack_provided_description.clone(),
             checksum: Some(format!("SHA256:{}", s.sha256)),

@@ -33,7 +33,9 @@ pub(super) fn to_wire(s: &Model, a: &model::App, d: &model::Domain) -> w::Domain
         status: "succeeded".into(),
         acm_status: None,
         acm_status_reason: None,
-        sni_endpoint: None,
+        sni_endpoint: s.serving_endpoint(a.id, &d.hostname).map(|e| w::IdRef {
+            id: e.id.to_string(),
+        }),
         app: w::AppRef {
             id: a.id.to_string(),
             name: a.name.clone(),

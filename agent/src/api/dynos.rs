@@ -45,7 +45,7 @@ pub fn to_wire(s: &Model, a: &model::App, d: &model::Dyno, api_url: &str) -> w::
         size: d.size.clone(),
         attach_url: d.attach.then(|| {
             let node_api = s.nodes.get(&d.node).map_or(api_url, |n| n.api_url.as_str());
-            format!("{node_api}/apps/{}/dynos/{}/attach", a.id, d.id)
+            super::scheme::public_url(&format!("{node_api}/apps/{}/dynos/{}/attach", a.id, d.id))
         }),
         app: w::AppRef {
             id: a.id.to_string(),

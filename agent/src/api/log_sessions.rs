@@ -100,7 +100,10 @@ pub async fn create(
         StatusCode::CREATED,
         Json(LogSession {
             id: id.to_string(),
-            logplex_url: format!("{}/log-sessions/{id}", ctx.builder.api_url()),
+            logplex_url: super::scheme::public_url(&format!(
+                "{}/log-sessions/{id}",
+                ctx.builder.api_url()
+            )),
             created_at: now.clone(),
             updated_at: now,
         }),

@@ -35,6 +35,8 @@ mod log_drains;
 pub mod log_sessions;
 mod paging;
 mod releases;
+mod scheme;
+mod sni_endpoints;
 #[cfg(test)]
 mod tests;
 mod users;
@@ -73,6 +75,10 @@ pub struct ApiContext {
     pub sessions: log_sessions::Sessions,
     /// Dials other nodes (log sessions read every node).
     pub peers: crate::peer::QuicConnector,
+    /// HTTP client for other nodes' APIs (build outputs, sources): trusts the cluster CA.
+    pub http: reqwest::Client,
+    /// The cluster CA certificate (PEM), for the git hook's client.
+    pub ca_pem: String,
 }
 
 impl Caller {
@@ -187,6 +193,16 @@ pub fn router(ctx: ApiContext) -> Router {
         .route(
             "/apps/{app}/domains/{domain}",
             get(domains::info).delete(domains::delete),
+        )
+        .route(
+            "/apps/{app}/sni-endpoints",
+            get(sni_endpoints::list).post(sni_endpoints::create),
+        )
+        .route(
+            "/apps/{app}/sni-endpoints/{endpoint}",
+            get(sni_endpoints::info)
+                .patch(sni_endpoints::update)
+                .delete(sni_endpoints::delete),
         )
         .route("/addon-services", get(addons::services))
         .route("/addon-services/{service}", get(addons::service))
@@ -338,7 +354,8 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
         Err(e) => e.into_response(),
         Ok(caller) => {
             req.extensions_mut().insert(caller);
-            json_errors(next.run(req).await).await
+            let tls = scheme::over_tls(&req);
+            json_errors(scheme::scope(tls, next.run(req)).await).await
         }
     };
     if let Ok(v) = HeaderValue::from_str(&rid) {
@@ -551,7 +568,8 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         | CommandOutput::Build(_)
         | CommandOutput::Dynos(_)
         | CommandOutput::Addon { .. }
-        | CommandOutput::Token(_) => Err(ApiError::internal("the command returned no app")),
+        | CommandOutput::Token(_)
+        | CommandOutput::SniEndpoint(_) => Err(ApiError::internal("the command returned no app")),
     }
 }
 

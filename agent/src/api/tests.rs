@@ -131,6 +131,8 @@ impl Harness {
             logs,
             sessions: Default::default(),
             peers,
+            http: reqwest::Client::new(),
+            ca_pem: String::new(),
         });
         Harness {
             app,

@@ -359,7 +359,12 @@ impl Builder {
             .raft
             .with_state(|s| s.cluster.as_ref().map(|c| c.app_domain.clone()))
             .unwrap_or_else(|| "localhost".into());
-        haven_api::web_url(app_name, &domain, self.inner.router_port)
+        haven_api::web_url(
+            app_name,
+            &domain,
+            self.inner.router_port,
+            self.inner.api_url.starts_with("https://"),
+        )
     }
 }
 

@@ -10,7 +10,7 @@ pub fn add_heroku_headers(h: &mut HeaderMap, req: &RequestInfo, port: u16) {
     if let Ok(v) = HeaderValue::from_str(&req.fwd) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    h.insert("x-forwarded-proto", HeaderValue::from_static(req.proto));
     if let Ok(v) = HeaderValue::from_str(&port.to_string()) {
         h.insert("x-forwarded-port", v);
     }
@@ -39,13 +39,17 @@ mod tests {
     use super::*;
 
     fn arrived(headers: &[(&str, &str)]) -> (Request<()>, RequestInfo) {
+        arrived_over(headers, false)
+    }
+
+    fn arrived_over(headers: &[(&str, &str)], tls: bool) -> (Request<()>, RequestInfo) {
         let mut b = Request::get("/").header("host", "app.localhost");
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
         let req = b.body(()).unwrap();
         let remote: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        let info = RequestInfo::read(&req, remote);
+        let info = RequestInfo::read(&req, remote, tls);
         (req, info)
     }
 
@@ -72,9 +76,17 @@ mod tests {
         add_heroku_headers(req.headers_mut(), &info, 80);
         let h = req.headers();
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.2.3");
-        // The router speaks plain HTTP: it says so whatever came before.
+        // The request reached the router over plain HTTP: it says so whatever came before.
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[header::VIA], "1.1 lb, 1.1 haven");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn tls_requests_are_forwarded_as_https() {
+        let (mut req, info) = arrived_over(&[], true);
+        add_heroku_headers(req.headers_mut(), &info, 443);
+        assert_eq!(req.headers()["x-forwarded-proto"], "https");
+        assert_eq!(req.headers()["x-forwarded-port"], "443");
     }
 }

@@ -15,6 +15,8 @@ pub struct LogFields<'a> {
     pub service_ms: u128,
     pub status: u16,
     pub bytes: u64,
+    /// `http` or `https`.
+    pub proto: &'a str,
 }
 
 impl<'a> LogFields<'a> {
@@ -37,6 +39,7 @@ impl<'a> LogFields<'a> {
             service_ms: req.started.elapsed().as_millis(),
             status,
             bytes,
+            proto: req.proto,
         }
     }
 }
@@ -49,7 +52,7 @@ pub fn log_line(code: Option<Code>, f: &LogFields) -> String {
         None => "at=info".to_string(),
     };
     format!(
-        "{head} method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={} bytes={} protocol=http",
+        "{head} method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={} bytes={} protocol={}",
         f.method,
         // Quoted: a `"` in the path would end the field.
         f.path.replace('"', "%22"),
@@ -60,7 +63,8 @@ pub fn log_line(code: Option<Code>, f: &LogFields) -> String {
         f.connect_ms,
         f.service_ms,
         f.status,
-        f.bytes
+        f.bytes,
+        f.proto
     )
 }
 
@@ -91,6 +95,7 @@ mod tests {
             service_ms: 18,
             status: 200,
             bytes: 13,
+            proto: "http",
         }
     }
 

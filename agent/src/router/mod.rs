@@ -31,6 +31,7 @@ pub mod registry;
 mod request;
 pub mod table;
 mod target;
+pub mod tls;
 mod websocket;
 
 use std::convert::Infallible;
@@ -51,6 +52,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::config::RouterTuning;
+use crate::https::Acceptor;
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 use body::Guarded;
@@ -112,6 +114,7 @@ impl Router {
     pub fn spawn_thread(
         self,
         listener: std::net::TcpListener,
+        acceptor: Acceptor,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         listener.set_nonblocking(true)?;
@@ -123,15 +126,20 @@ impl Router {
             .spawn(move || {
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => self.serve(l, shutdown).await,
+                        Ok(l) => self.serve(l, acceptor, shutdown).await,
                         Err(e) => warn!(error = %e, "router listener unusable"),
                     }
                 })
             })
     }
 
-    /// Accepts connections until shutdown.
-    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    /// Accepts connections, HTTP or HTTPS, until shutdown.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        acceptor: Acceptor,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             let (stream, remote) = tokio::select! {
                 a = listener.accept() => match a {
@@ -146,10 +154,15 @@ impl Router {
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let Some(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let tls = stream.is_tls();
                 let svc = hyper::service::service_fn(move |req| {
                     let this = this.clone();
-                    async move { Ok::<_, Infallible>(this.handle(req, remote).await) }
+                    async move { Ok::<_, Infallible>(this.handle(req, remote, tls).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
@@ -165,8 +178,13 @@ impl Router {
     /// One request: find the app, refuse it if nothing can answer, else forward it to a
     /// dyno and stream the answer back. While no dyno can take it but one is coming (the
     /// router is still syncing, a dyno is starting or moving), it waits, up to `hold_ms`.
-    async fn handle(&self, mut req: Request<Incoming>, remote: SocketAddr) -> Response<RBody> {
-        let info = RequestInfo::read(&req, remote);
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        remote: SocketAddr,
+        tls: bool,
+    ) -> Response<RBody> {
+        let info = RequestInfo::read(&req, remote, tls);
         let hold_until = info.started + Duration::from_millis(self.inner.tuning.hold_ms);
         let Some(mut t) = self.target(&info.host).await else {
             return self.no_such_app(&info);

@@ -22,10 +22,12 @@ pub struct RequestInfo {
     pub path: String,
     /// `X-Forwarded-For` with the client's address appended.
     pub fwd: String,
+    /// `https` when the request came over TLS, else `http`.
+    pub proto: &'static str,
 }
 
 impl RequestInfo {
-    pub fn read<B>(req: &Request<B>, remote: SocketAddr) -> RequestInfo {
+    pub fn read<B>(req: &Request<B>, remote: SocketAddr, tls: bool) -> RequestInfo {
         let started = Instant::now();
         let start_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -50,6 +52,7 @@ impl RequestInfo {
             method: req.method().to_string(),
             path,
             fwd: forwarded_for(req.headers(), remote),
+            proto: if tls { "https" } else { "http" },
         }
     }
 }
@@ -120,7 +123,7 @@ mod tests {
             .header("x-forwarded-for", "1.2.3.4")
             .body(())
             .unwrap();
-        let r = RequestInfo::read(&req, remote());
+        let r = RequestInfo::read(&req, remote(), false);
         assert_eq!(r.host, "my-app.localhost");
         assert_eq!(r.request_id, "abcdefghij0123456789");
         assert_eq!(r.method, "POST");
@@ -135,13 +138,13 @@ mod tests {
             .header("x-request-id", "too short")
             .body(())
             .unwrap();
-        let r = RequestInfo::read(&req, remote());
+        let r = RequestInfo::read(&req, remote(), false);
         assert_eq!(r.host, "other.localhost");
         assert_ne!(r.request_id, "too short");
         assert!(Uuid::parse_str(&r.request_id).is_ok(), "{}", r.request_id);
         assert_eq!(r.fwd, "10.1.2.3");
 
         let bare = Request::get("/").body(()).unwrap();
-        assert_eq!(RequestInfo::read(&bare, remote()).host, "");
+        assert_eq!(RequestInfo::read(&bare, remote(), false).host, "");
     }
 }

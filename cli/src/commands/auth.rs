@@ -15,14 +15,55 @@ pub enum Credentials {
     Password { email: String, password: String },
 }
 
+/// The cluster CA to trust for `url`: with a fingerprint, the CA in the server's chain
+/// that matches it (checked by one request, then saved); else the one saved by an
+/// earlier login to the same URL.
+fn login_ca(url: &str, fingerprint: Option<&str>) -> Result<Option<String>> {
+    let Some(fp) = fingerprint else {
+        let saved = Login::load()?;
+        return Ok(saved
+            .ca_pem
+            .filter(|_| saved.api.as_deref() == Some(url.trim_end_matches('/'))));
+    };
+    if !url.starts_with("https://") {
+        bail!("--ca-fingerprint pins the CA of an HTTPS API; use --api https://NODE:7400");
+    }
+    let (probe, verifier) = Api::pinned(url, "", fp)?;
+    // Any answer will do (401 included): what matters is the handshake.
+    let _ = probe.get::<serde_json::Value>("/account");
+    let der = verifier.matched_ca().ok_or_else(|| {
+        anyhow!("{url} did not present a certificate from the CA with fingerprint {fp}; check the fingerprint (havend init prints it) and the URL")
+    })?;
+    Ok(Some(pem_of(der.as_ref())))
+}
+
+/// A DER certificate as PEM.
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// `hctl login`: with a token, checks it; with an email and password, trades them for a
-/// new token (`POST /oauth/authorizations`, as `heroku login -i` does). Saves the URL and
-/// the token.
-pub fn login(api_flag: Option<&str>, token: Option<&str>, email: Option<&str>) -> Result<()> {
+/// new token (`POST /oauth/authorizations`, as `heroku login -i` does). Saves the URL,
+/// the token and, with `--ca-fingerprint`, the cluster CA it pinned.
+pub fn login(
+    api_flag: Option<&str>,
+    token: Option<&str>,
+    email: Option<&str>,
+    ca_fingerprint: Option<&str>,
+) -> Result<()> {
     let url = api_flag
         .map(str::to_string)
         .or_else(|| std::env::var("HAVEN_API").ok())
         .ok_or_else(|| anyhow!("pass --api http://NODE:7400 (the API of any node)"))?;
+    let ca_pem = login_ca(&url, ca_fingerprint)?;
     let creds = match (token, email) {
         (Some(t), _) => Credentials::Token(t.to_string()),
         (None, Some(e)) => Credentials::Password {
@@ -40,7 +81,7 @@ pub fn login(api_flag: Option<&str>, token: Option<&str>, email: Option<&str>) -
                 expires_in: None,
                 scope: None,
             };
-            let made: w::OAuthAuthorization = Api::new(&url, "")?
+            let made: w::OAuthAuthorization = Api::new(&url, "", ca_pem.as_deref())?
                 .post_with_password("/oauth/authorizations", &email, &password, &body)?
                 .value;
             made.access_token
@@ -48,11 +89,12 @@ pub fn login(api_flag: Option<&str>, token: Option<&str>, email: Option<&str>) -
                 .ok_or_else(|| anyhow!("{url} answered the login without a token"))?
         }
     };
-    let client = Api::new(&url, &token)?;
+    let client = Api::new(&url, &token, ca_pem.as_deref())?;
     let account: w::Account = client.get("/account")?.value;
     let path = Login {
         api: Some(client.url.clone()),
         token: Some(token),
+        ca_pem: ca_pem.clone(),
     }
     .save()?;
     println!(
@@ -61,6 +103,16 @@ pub fn login(api_flag: Option<&str>, token: Option<&str>, email: Option<&str>) -
         client.url,
         path.display()
     );
+    if let (Some(pem), Some(dir)) = (ca_pem, path.parent()) {
+        // git (and curl) read the CA from a file.
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, pem).with_context(|| format!("write {}", ca_file.display()))?;
+        println!(
+            "Pinned the cluster CA; for git push over HTTPS: git config --global http.{}/.sslCAInfo {}",
+            client.url,
+            ca_file.display()
+        );
+    }
     Ok(())
 }
 

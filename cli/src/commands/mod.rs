@@ -8,6 +8,7 @@ pub mod apps;
 pub mod auth;
 pub mod buildpacks;
 pub mod builds;
+pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod datastores;

@@ -98,6 +98,7 @@ pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {
     state.slugs.retain(|_, s| s.app != app);
     state.dynos.retain(|_, d| d.app != app);
     state.unplaced.retain(|u| u.app != app);
+    state.sni_endpoints.retain(|_, e| e.app != app);
     Ok(CommandOutput::App(Box::new(removed.summary())))
 }
 

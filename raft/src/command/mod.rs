@@ -8,7 +8,7 @@
 //! [`Command::apply`] only dispatches; each resource area applies its commands in its own
 //! module: `cluster` (bootstrap and nodes), `tokens`, `users`, `apps`, `collaborators`,
 //! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
-//! `domains`, `drains`, `addons` (add-ons and attachments).
+//! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -28,6 +28,7 @@ use crate::model::{
 mod addons;
 mod apps;
 mod builds;
+mod certs;
 mod cluster;
 mod collaborators;
 mod config;
@@ -272,6 +273,24 @@ pub enum Command {
         app: Uuid,
         user: Uuid,
     },
+    /// Adds a certificate to an app (parsed and checked by the proposer).
+    AddSniEndpoint {
+        endpoint: crate::model::SniEndpoint,
+    },
+    /// Replaces the certificate and key of an app's endpoint (named by name or id).
+    UpdateSniEndpoint {
+        app: Uuid,
+        key: String,
+        certificate_chain: String,
+        private_key: String,
+        cert: crate::model::CertInfo,
+        at: DateTime<Utc>,
+    },
+    /// Removes an app's endpoint (named by name or id).
+    RemoveSniEndpoint {
+        app: Uuid,
+        key: String,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -326,6 +345,8 @@ pub enum CommandOutput {
     },
     /// A token a command removed.
     Token(Box<Token>),
+    /// An SNI endpoint after the command (or the one it removed).
+    SniEndpoint(Box<crate::model::SniEndpoint>),
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -456,6 +477,16 @@ impl Command {
                 collaborators::add(state, *app, collaborator)
             }
             Command::RemoveCollaborator { app, user } => collaborators::remove(state, *app, *user),
+            Command::AddSniEndpoint { endpoint } => certs::add(state, endpoint),
+            Command::UpdateSniEndpoint {
+                app,
+                key,
+                certificate_chain,
+                private_key,
+                cert,
+                at,
+            } => certs::update(state, *app, key, certificate_chain, private_key, cert, *at),
+            Command::RemoveSniEndpoint { app, key } => certs::remove(state, *app, key),
         }
     }
 }

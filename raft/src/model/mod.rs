@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod addon_rules;
 mod addons;
+mod certs;
 mod rules;
 
 pub use addon_rules::{
@@ -23,6 +24,7 @@ pub use addon_rules::{
     COLOURS,
 };
 pub use addons::{Addon, AddonMember, AddonState, Attachment};
+pub use certs::{generated_endpoint_name, name_matches, CertInfo, SniEndpoint};
 
 pub use rules::{
     normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
@@ -493,6 +495,8 @@ pub struct State {
     pub addons: BTreeMap<Uuid, Addon>,
     /// Add-on attachments by id.
     pub attachments: BTreeMap<Uuid, Attachment>,
+    /// Apps' certificates (SNI endpoints) by id.
+    pub sni_endpoints: BTreeMap<Uuid, SniEndpoint>,
 }
 
 impl State {

@@ -21,3 +21,4 @@ mod logs;
 mod router;
 mod router_faults;
 mod runtime;
+mod tls;
