@@ -92,7 +92,8 @@ pub struct Api {
 }
 
 impl Api {
-    /// From flags, env (`HAVEN_API`, `HAVEN_TOKEN`) and the saved login, in that order.
+    /// From flags, env (`HAVEN_API`, `HAVEN_TOKEN`, and `HAVEN_CA_FILE`: a PEM CA to trust
+    /// for HTTPS) and the saved login, in that order.
     pub fn from_env(api_flag: Option<&str>) -> Result<Api> {
         let login = Login::load()?;
         let url = api_flag
@@ -107,7 +108,13 @@ impl Api {
             .filter(|v| !v.is_empty())
             .or(login.token)
             .ok_or_else(|| anyhow!("no API token; run hctl login or set HAVEN_TOKEN"))?;
-        Api::new(&url, &token, login.ca_pem.as_deref())
+        let ca = match std::env::var_os("HAVEN_CA_FILE").filter(|v| !v.is_empty()) {
+            Some(path) => Some(fs::read_to_string(&path).with_context(|| {
+                format!("read HAVEN_CA_FILE {}", PathBuf::from(&path).display())
+            })?),
+            None => login.ca_pem,
+        };
+        Api::new(&url, &token, ca.as_deref())
     }
 
     /// The token, for protocols that carry it themselves (the attach WebSocket).

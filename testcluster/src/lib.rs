@@ -63,6 +63,9 @@ pub struct Options {
     pub config_toml: Option<String>,
     /// Extra environment for every `havend` (kept in `cluster.json` for restarts).
     pub env: Vec<(String, String)>,
+    /// Reach the nodes' API and router over `https://` (trusting the cluster CA), as for
+    /// nodes whose config turns plain HTTP off.
+    pub https: bool,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             mode: Mode::Auto,
             config_toml: None,
             env: Vec::new(),
+            https: false,
         }
     }
 }
@@ -224,14 +228,35 @@ fn is_member(s: &Value) -> bool {
     !s["leader"].is_null() && (listed("voters") || listed("learners"))
 }
 
-fn http_clients() -> Result<(reqwest::blocking::Client, reqwest::blocking::Client)> {
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()?;
-    let quick = reqwest::blocking::Client::builder()
-        .timeout(STATUS_TIMEOUT)
-        .build()?;
-    Ok((http, quick))
+/// The clients of the nodes' APIs; they trust the cluster CA `ca` (a PEM file) if given.
+fn http_clients(
+    ca: Option<&Path>,
+) -> Result<(reqwest::blocking::Client, reqwest::blocking::Client)> {
+    let root = match ca {
+        Some(p) => Some(reqwest::Certificate::from_pem(
+            &fs::read(p).with_context(|| format!("read {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let build = |timeout: Duration| {
+        let mut b = reqwest::blocking::Client::builder().timeout(timeout);
+        if let Some(r) = &root {
+            b = b.add_root_certificate(r.clone());
+        }
+        b.build()
+    };
+    Ok((build(Duration::from_secs(15))?, build(STATUS_TIMEOUT)?))
+}
+
+impl ClusterFile {
+    /// The cluster CA's PEM file when the nodes are reached over HTTPS.
+    fn https_ca(&self) -> Option<PathBuf> {
+        let first = self.nodes.first()?;
+        first
+            .api
+            .starts_with("https://")
+            .then(|| first.data_dir.join("ca.pem"))
+    }
 }
 
 impl TestCluster {
@@ -257,7 +282,7 @@ impl TestCluster {
         }
         fs::create_dir_all(&opts.dir).with_context(|| format!("create {}", opts.dir.display()))?;
         let dir = fs::canonicalize(&opts.dir).unwrap_or(opts.dir.clone());
-        let (http, quick) = http_clients()?;
+        let (http, quick) = http_clients(None)?;
         let bridge = match mode {
             Mode::Netns => Some(netns::create_bridge()?),
             _ => None,
@@ -282,7 +307,11 @@ impl TestCluster {
         // From here on, an error drops `tc`, whose Drop tears down what was made.
         let mut ports = PortPool::new();
         for i in 0..opts.nodes {
-            let info = tc.plan_node(i, &mut ports)?;
+            let mut info = tc.plan_node(i, &mut ports)?;
+            if opts.https {
+                info.api = info.api.replacen("http://", "https://", 1);
+                info.router = info.router.replacen("http://", "https://", 1);
+            }
             tc.file.nodes.push(info);
         }
         // Written before anything runs so that `testcluster down --dir` can clean up after
@@ -290,6 +319,9 @@ impl TestCluster {
         tc.save()?;
         drop(ports);
         tc.init_first(&opts)?;
+        if let Some(ca) = tc.file.https_ca() {
+            (tc.http, tc.quick) = http_clients(Some(&ca))?;
+        }
         tc.spawn(0, &["run".into(), "--data-dir".into(), tc.data_dir_arg(0)])?;
         tc.save()?;
         tc.wait_member(0)?;
@@ -320,7 +352,7 @@ impl TestCluster {
     /// running when dropped (it did not start it); call [`TestCluster::down`] to stop it.
     pub fn load(dir: &Path) -> Result<TestCluster> {
         let file = ClusterFile::read(dir)?;
-        let (http, quick) = http_clients()?;
+        let (http, quick) = http_clients(file.https_ca().as_deref())?;
         Ok(TestCluster {
             dir: dir.to_path_buf(),
             file,

@@ -211,6 +211,10 @@ fn up(
                 .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Nodes that refuse plain HTTP are reached over HTTPS.
+    let https = config_toml
+        .as_deref()
+        .is_some_and(|t| t.lines().any(|l| l.replace(' ', "") == "plain_http=false"));
     let mut tc = TestCluster::start(Options {
         nodes,
         dir: dir.clone(),
@@ -218,6 +222,7 @@ fn up(
         mode,
         config_toml,
         env,
+        https,
     })?;
     tc.keep();
     println!(

@@ -96,6 +96,11 @@ pub fn hctl_command(env: &Env, node: usize, args: &[&str]) -> Command {
         .env("XDG_CONFIG_HOME", &home)
         .env("HAVEN_API", env.api(node))
         .env("HAVEN_TOKEN", env.token());
+    if env.api(node).starts_with("https://") {
+        if let Some(dir) = env.data_dir(0) {
+            c.env("HAVEN_CA_FILE", dir.join("ca.pem"));
+        }
+    }
     c
 }
 

@@ -3,8 +3,10 @@
 //! The app the name routes to (`APP.DOMAIN` or a custom domain, as for requests) picks
 //! first: its newest SNI endpoint that covers the name. Then the node's own certificate,
 //! when it covers the name (an operator's certificate, or the one issued from the cluster
-//! CA for the node's addresses). Names under the app domain otherwise get a wildcard
-//! certificate for `*.DOMAIN` issued from the cluster CA once and kept.
+//! CA for the node's addresses). Names under the app domain otherwise get a certificate
+//! issued from the cluster CA once and kept: `*.DOMAIN` when the domain has two labels or
+//! more, else (`localhost`: clients refuse a wildcard over a single label) one for the
+//! app's own host, for apps that exist.
 //!
 //! Endpoints' parsed keys are cached by id and update time, so a handshake parses no PEM
 //! unless an endpoint changed.
@@ -29,7 +31,8 @@ enum Pick {
         updated_at: DateTime<Utc>,
         pem: Option<(String, String)>,
     },
-    AppDomain(String),
+    /// Issue (or reuse) a certificate from the cluster CA for these names.
+    Issue(Vec<String>),
     Default,
 }
 
@@ -45,8 +48,8 @@ pub struct SniResolver {
 #[derive(Default)]
 struct Cache {
     endpoints: HashMap<Uuid, (DateTime<Utc>, Arc<CertifiedKey>)>,
-    /// The wildcard certificate of the app domain, by domain.
-    wildcard: Option<(String, Arc<CertifiedKey>)>,
+    /// Certificates issued from the cluster CA, by their first name.
+    issued: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -73,7 +76,8 @@ impl SniResolver {
 
     fn pick(&self, host: &str, cached: &Cache) -> Pick {
         self.raft.with_state(|s| {
-            if let Some(t) = Target::resolve(s, host) {
+            let target = Target::resolve(s, host);
+            if let Some(t) = &target {
                 if let Some(e) = s.serving_endpoint(t.app, host) {
                     let fresh = cached
                         .endpoints
@@ -89,7 +93,13 @@ impl SniResolver {
             let domain = s.cluster.as_ref().map(|c| c.app_domain.clone());
             match domain {
                 Some(d) if host.ends_with(&format!(".{d}")) && !self.covered_by_default(host) => {
-                    Pick::AppDomain(d)
+                    if d.contains('.') {
+                        Pick::Issue(vec![format!("*.{d}"), d])
+                    } else if target.is_some() {
+                        Pick::Issue(vec![host.to_string()])
+                    } else {
+                        Pick::Default
+                    }
                 }
                 _ => Pick::Default,
             }
@@ -129,24 +139,21 @@ impl ResolvesServerCert for SniResolver {
                 }
                 cache.endpoints.get(&id).map(|(_, k)| k.clone())
             }
-            Pick::AppDomain(domain) => {
-                if let Some((d, k)) = &cache.wildcard {
-                    if *d == domain {
-                        return Some(k.clone());
-                    }
+            Pick::Issue(names) => {
+                if let Some(k) = cache.issued.get(&names[0]) {
+                    return Some(k.clone());
                 }
-                let issued =
-                    tls::issue_server_cert(&self.ca, &[format!("*.{domain}"), domain.clone()])
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| {
-                            tls::certified_key(
-                                &format!("{}{}", c.cert_pem, self.ca.cert_pem),
-                                &c.key_pem,
-                            )
-                        });
+                let issued = tls::issue_server_cert(&self.ca, &names)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        tls::certified_key(
+                            &format!("{}{}", c.cert_pem, self.ca.cert_pem),
+                            &c.key_pem,
+                        )
+                    });
                 match issued {
                     Ok(k) => {
-                        cache.wildcard = Some((domain, k.clone()));
+                        cache.issued.insert(names[0].clone(), k.clone());
                         Some(k)
                     }
                     Err(e) => {

@@ -291,3 +291,85 @@ fn an_apps_certificate_is_served_by_sni_on_every_router() {
     let list = ok(hctl(&env, 0, &["certs", "-a", "tlsapp"]));
     assert!(list.contains("has no SSL certificates"), "{list}");
 }
+
+fn git(dir: &Path, args: &[&str], ca: &Path) -> std::process::Output {
+    Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_SSL_CAINFO", ca)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_cluster_without_plain_http_builds_and_serves_over_https() {
+    let env = haven_tests::cluster_opts(2, |o| {
+        o.config_toml = Some("[tls]\nplain_http = false\n".into());
+        o.https = true;
+    });
+    // Plain HTTP is answered with a pointer to https:// on both ports.
+    for url in [env.api(1), env.router(1)] {
+        let plain = url.replacen("https://", "http://", 1);
+        let r = reqwest::blocking::get(format!("{plain}/")).unwrap();
+        assert_eq!(r.status(), 400, "{plain}");
+        assert!(r.text().unwrap().contains("https://"));
+    }
+
+    // git push over HTTPS to the node that is not the first: its pre-receive hook reaches
+    // the API over HTTPS, and the build's slug travels to the other node.
+    env.post_json(0, "/apps", &serde_json::json!({"name": "secure"}))
+        .unwrap();
+    let ca = env.data_dir(0).unwrap().join("ca.pem");
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("Procfile"),
+        "web: python3 -m http.server $PORT\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path().join("index.html"), "hello over tls\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &["commit", "-qm", "first"],
+    ] {
+        assert!(git(repo.path(), args, &ca).status.success());
+    }
+    let host_port = env.api(1).trim_start_matches("https://").to_string();
+    let remote = format!("https://git:{}@{host_port}/secure.git", env.token());
+    let out = git(repo.path(), &["push", &remote, "main"], &ca);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("Released v2"), "{err}");
+
+    // The app's URLs are https://, and the routers serve it over TLS.
+    let info: Value =
+        serde_json::from_str(&ok(hctl(&env, 0, &["apps:info", "-a", "secure", "--json"]))).unwrap();
+    assert!(
+        info["web_url"].as_str().unwrap().starts_with("https://"),
+        "{info}"
+    );
+    assert!(
+        info["git_url"].as_str().unwrap().starts_with("https://"),
+        "{info}"
+    );
+    ok(hctl(&env, 0, &["ps:scale", "web=1", "-a", "secure"]));
+    let pem = std::fs::read_to_string(&ca).unwrap();
+    for node in 0..2 {
+        let addr = addr_of(env.router(node));
+        let client = client_for(&pem, "secure.localhost", addr);
+        let url = format!("https://secure.localhost:{}/", port_of(env.router(node)));
+        let body = eventually(
+            &format!("the app answers over HTTPS through router {node}"),
+            Duration::from_secs(60),
+            || {
+                let r = client.get(&url).send().ok()?;
+                (r.status() == 200).then(|| r.text().ok()).flatten()
+            },
+        );
+        assert!(body.contains("hello over tls"), "{body}");
+    }
+}
