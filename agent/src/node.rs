@@ -245,6 +245,13 @@ impl Agent {
             peers: connector.clone(),
             http: crate::tls::cluster_http_client(&ca.cert_pem)?,
             ca_pem: ca.cert_pem.clone(),
+            backups: crate::addons::backups::Backups::new(
+                raft.clone(),
+                cfg.node_id,
+                slugs.clone(),
+                connector.clone(),
+                data.root.join("backups-tmp"),
+            ),
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(

@@ -1,5 +1,5 @@
-//! The slug store: compressed slugs this node holds, named by their sha256, and their
-//! transfer between nodes over the peer QUIC connections.
+//! The slug store: compressed slugs (and other blobs: Postgres backups) this node holds,
+//! named by their sha256, and their transfer between nodes over the peer QUIC connections.
 //!
 //! Wire protocol on a bi-stream whose kind byte is [`StreamKind::SlugPut`]:
 //! `sha256 (64 hex bytes) | size (u64 BE) | bytes` → `status (1 byte: 0 ok) | message`.
@@ -15,7 +15,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use haven_raft::model::{NodeId, NodeStatus};
+
 use crate::peer::{QuicConnector, StreamKind};
+
+/// Attempts per peer when a blob is copied out.
+const PUSH_TRIES: usize = 3;
 
 /// Whether `sha` looks like a sha256 in lowercase hex (and so is safe as a file name).
 pub fn valid_sha256(sha: &str) -> bool {
@@ -220,6 +225,59 @@ impl SlugStore {
                 String::from_utf8_lossy(reply.get(1..).unwrap_or_default())
             )),
         }
+    }
+
+    /// Copies blob `sha` (held here) to other up nodes until `copies` nodes (this one
+    /// included, at most the nodes up) hold it; each peer gets [`PUSH_TRIES`] attempts,
+    /// all at once. Returns the holders; fails when too few took it.
+    pub async fn replicate(
+        &self,
+        raft: &haven_raft::HavenRaft,
+        me: NodeId,
+        peers: &QuicConnector,
+        sha: &str,
+        copies: usize,
+    ) -> Result<Vec<NodeId>, String> {
+        let others: Vec<(NodeId, String, String)> = raft.with_state(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.id != me && n.status != NodeStatus::Down)
+                .map(|n| (n.id, n.name.clone(), n.peer_addr.clone()))
+                .collect()
+        });
+        let want = copies.min(others.len() + 1);
+        let mut holders = vec![me];
+        let sends = others.iter().map(|(id, name, addr)| async move {
+            // A failure may come from a connection the peer's restart left behind: try
+            // again on a fresh one.
+            let mut r = Err(String::new());
+            for _ in 0..PUSH_TRIES {
+                r = tokio::time::timeout(
+                    std::time::Duration::from_secs(600),
+                    self.push_to(peers, addr, sha),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+                if r.is_ok() {
+                    break;
+                }
+                peers.forget(addr);
+            }
+            (*id, name.clone(), r)
+        });
+        for (id, name, r) in futures::future::join_all(sends).await {
+            match r {
+                Ok(()) => holders.push(id),
+                Err(e) => warn!(node = %name, error = %e, "could not copy a blob"),
+            }
+        }
+        if holders.len() < want {
+            return Err(format!(
+                "reached only {} of the {want} nodes it must be on",
+                holders.len()
+            ));
+        }
+        Ok(holders)
     }
 
     /// Fetches slug `sha` from the peer at `addr` into this store.

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod addons;
 pub mod attach;
+pub mod backups;
 pub mod certs;
 pub mod pin;
 pub mod request_id;
 pub mod urls;
 
+pub use backups::{PgBackup, PgBackupTarget};
 pub use certs::{SniEndpoint, SniEndpointCreate, SslCert};
 pub use request_id::valid_request_id;
 pub use urls::web_url;

@@ -1,4 +1,4 @@
-//! The add-on commands' arguments (`addons*`, `pg:*`, `redis:*`), flattened into `hctl`'s
+//! The add-on commands' arguments (`addons*`, `pg:*` with `pg:backups*`, `redis:*`), flattened into `hctl`'s
 //! command list by `main`, and their dispatch to [`crate::commands::addons`] and
 //! [`crate::commands::datastores`].
 
@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use crate::client::Api;
-use crate::commands::{addons, datastores};
+use crate::commands::{addons, datastores, pg_backups};
 use crate::{AppArg, JsonArg};
 
 #[derive(Subcommand)]
@@ -112,6 +112,63 @@ pub enum AddonCmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// List the app's Postgres backups.
+    #[command(name = "pg:backups")]
+    PgBackups {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Back up a Postgres database now (default DATABASE); waits until the dump is on 3 nodes.
+    #[command(name = "pg:backups:capture")]
+    PgBackupsCapture {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show a backup (default the newest completed).
+    #[command(name = "pg:backups:info")]
+    PgBackupsInfo {
+        id: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Download a backup's dump (pg_restore reads it).
+    #[command(name = "pg:backups:download")]
+    PgBackupsDownload {
+        id: Option<String>,
+        /// Where to write it (default latest.dump).
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Restore a backup into a database (default the newest into DATABASE).
+    #[command(name = "pg:backups:restore")]
+    PgBackupsRestore {
+        id: Option<String>,
+        database: Option<String>,
+        /// The app's name, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Delete a backup.
+    #[command(name = "pg:backups:delete")]
+    PgBackupsDelete {
+        id: String,
+        /// The app's name, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 impl AddonCmd {
@@ -170,6 +227,33 @@ impl AddonCmd {
                 app,
                 args,
             } => datastores::redis_cli_run(&api()?, app.name()?, database.as_deref(), args),
+            AddonCmd::PgBackups { app, json: j } => pg_backups::list(&api()?, app.name()?, j.json),
+            AddonCmd::PgBackupsCapture {
+                database,
+                app,
+                json: j,
+            } => pg_backups::capture(&api()?, app.name()?, database.as_deref(), j.json),
+            AddonCmd::PgBackupsInfo { id, app, json: j } => {
+                pg_backups::info(&api()?, app.name()?, id.as_deref(), j.json)
+            }
+            AddonCmd::PgBackupsDownload { id, output, app } => {
+                pg_backups::download(&api()?, app.name()?, id.as_deref(), output.as_deref())
+            }
+            AddonCmd::PgBackupsRestore {
+                id,
+                database,
+                confirm,
+                app,
+            } => pg_backups::restore(
+                &api()?,
+                app.name()?,
+                id.as_deref(),
+                database.as_deref(),
+                confirm.as_deref(),
+            ),
+            AddonCmd::PgBackupsDelete { id, confirm, app } => {
+                pg_backups::delete(&api()?, app.name()?, id, confirm.as_deref())
+            }
         }
     }
 }

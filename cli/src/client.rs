@@ -271,6 +271,35 @@ impl Api {
         self.call_json(self.request(method, path).json(body), path)
     }
 
+    /// Like [`Api::call_with`] for calls that answer when long work is done (a backup),
+    /// with no 30 s limit.
+    pub fn call_long<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Answer<T>> {
+        let req = self
+            .request(method, path)
+            .json(body)
+            .timeout(Duration::from_secs(6 * 3600));
+        self.call_json(req, path)
+    }
+
+    /// GETs `path` into the file `dest` (written whole, then renamed); returns its size.
+    pub fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64> {
+        let req = self
+            .request(Method::GET, path)
+            .timeout(Duration::from_secs(6 * 3600));
+        let mut resp = self.send(req)?;
+        let tmp = dest.with_extension("part");
+        let mut f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        let n = std::io::copy(&mut resp, &mut f).context("download")?;
+        f.sync_all()?;
+        fs::rename(&tmp, dest).with_context(|| format!("write {}", dest.display()))?;
+        Ok(n)
+    }
+
     /// PUTs a file's bytes to a full URL (a source's `put_url`), with no overall timeout.
     pub fn put_file(&self, url: &str, file: std::fs::File) -> Result<()> {
         let req = self

@@ -18,8 +18,10 @@
 //! servers are stopped, unless the agent stops for an upgrade.
 //!
 //! [`placement`] is the state as add-on placement sees it, for the API (creating) and
-//! the leader (dyno memory).
+//! the leader (dyno memory); [`backups`] captures and restores Postgres backups for the
+//! API.
 
+pub mod backups;
 pub mod placement;
 mod probe;
 mod server;

@@ -34,6 +34,7 @@ mod formation;
 mod log_drains;
 pub mod log_sessions;
 mod paging;
+mod pg_backups;
 mod releases;
 mod scheme;
 mod sni_endpoints;
@@ -79,6 +80,8 @@ pub struct ApiContext {
     pub http: reqwest::Client,
     /// The cluster CA certificate (PEM), for the git hook's client.
     pub ca_pem: String,
+    /// Captures and restores Postgres backups from this node.
+    pub backups: crate::addons::backups::Backups,
 }
 
 impl Caller {
@@ -193,6 +196,22 @@ pub fn router(ctx: ApiContext) -> Router {
         .route(
             "/apps/{app}/domains/{domain}",
             get(domains::info).delete(domains::delete),
+        )
+        .route(
+            "/apps/{app}/pg-backups",
+            get(pg_backups::list).post(pg_backups::capture),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}",
+            get(pg_backups::info).delete(pg_backups::delete),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}/blob",
+            get(pg_backups::download),
+        )
+        .route(
+            "/apps/{app}/pg-backups/{backup}/actions/restore",
+            post(pg_backups::restore),
         )
         .route(
             "/apps/{app}/sni-endpoints",
@@ -569,7 +588,8 @@ fn output_app(out: CommandOutput) -> Result<model::App, ApiError> {
         | CommandOutput::Dynos(_)
         | CommandOutput::Addon { .. }
         | CommandOutput::Token(_)
-        | CommandOutput::SniEndpoint(_) => Err(ApiError::internal("the command returned no app")),
+        | CommandOutput::SniEndpoint(_)
+        | CommandOutput::Backup(_) => Err(ApiError::internal("the command returned no app")),
     }
 }
 

@@ -130,9 +130,16 @@ impl Harness {
             node_name: "n1".into(),
             logs,
             sessions: Default::default(),
-            peers,
+            peers: peers.clone(),
             http: reqwest::Client::new(),
             ca_pem: String::new(),
+            backups: crate::addons::backups::Backups::new(
+                raft.clone(),
+                NODE,
+                crate::slugs::SlugStore::open(&dir.path().join("blobs"), 1 << 20).unwrap(),
+                peers.clone(),
+                dir.path().join("backups-tmp"),
+            ),
         });
         Harness {
             app,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use haven_raft::command::{BuildResult, Command, CommandOutput};
-use haven_raft::model::{self, Build, NodeId, NodeStatus};
+use haven_raft::model::{self, Build, NodeId};
 use haven_raft::HavenRaft;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -17,7 +17,6 @@ use uuid::Uuid;
 use super::{Builder, OutputSink, SLUG_COPIES};
 
 /// Attempts to copy a slug to one peer (each after a failure dials it anew).
-const SLUG_PUSH_TRIES: usize = 3;
 
 /// How long a build keeps trying to commit its result through leader changes.
 const RECORD_FOR: std::time::Duration = std::time::Duration::from_secs(60);
@@ -364,54 +363,13 @@ impl Job {
     }
 
     /// Writes the slug to this node and others until min(3, nodes up) hold it.
-    /// Each peer gets [`SLUG_PUSH_TRIES`] attempts.
     async fn replicate(&self, sha: &str) -> Result<Vec<NodeId>, String> {
         let inner = &self.builder.inner;
-        let others: Vec<(NodeId, String, String)> = inner.raft.with_state(|s| {
-            s.nodes
-                .values()
-                .filter(|n| n.id != inner.node_id && n.status != NodeStatus::Down)
-                .map(|n| (n.id, n.name.clone(), n.peer_addr.clone()))
-                .collect()
-        });
-        let want = SLUG_COPIES.min(others.len() + 1);
-        let mut holders = vec![inner.node_id];
-        let peers = &inner.peers;
-        // Send to the candidates concurrently; keep the first that succeed.
-        let sends = others.iter().map(|(id, name, addr)| {
-            let slugs = inner.slugs.clone();
-            async move {
-                // A failure may come from a connection the peer's restart left behind:
-                // try again on a fresh one.
-                let mut r = Err(String::new());
-                for _ in 0..SLUG_PUSH_TRIES {
-                    r = tokio::time::timeout(
-                        std::time::Duration::from_secs(600),
-                        slugs.push_to(peers, addr, sha),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()));
-                    if r.is_ok() {
-                        break;
-                    }
-                    peers.forget(addr);
-                }
-                (*id, name.clone(), r)
-            }
-        });
-        for (id, name, r) in futures::future::join_all(sends).await {
-            match r {
-                Ok(()) => holders.push(id),
-                Err(e) => warn!(node = %name, error = %e, "could not copy a slug"),
-            }
-        }
-        if holders.len() < want {
-            return Err(format!(
-                "the slug reached only {} of the {want} nodes it must be on before release",
-                holders.len()
-            ));
-        }
-        Ok(holders)
+        inner
+            .slugs
+            .replicate(&inner.raft, inner.node_id, &inner.peers, sha, SLUG_COPIES)
+            .await
+            .map_err(|e| format!("the slug {e}"))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod datastores;
 pub mod domains;
 pub mod drains;
 pub mod logs;
+pub mod pg_backups;
 pub mod ps;
 pub mod releases;
 

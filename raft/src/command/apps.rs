@@ -99,6 +99,7 @@ pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {
     state.dynos.retain(|_, d| d.app != app);
     state.unplaced.retain(|u| u.app != app);
     state.sni_endpoints.retain(|_, e| e.app != app);
+    state.backups.retain(|_, b| b.app != app);
     Ok(CommandOutput::App(Box::new(removed.summary())))
 }
 

@@ -8,7 +8,7 @@
 //! [`Command::apply`] only dispatches; each resource area applies its commands in its own
 //! module: `cluster` (bootstrap and nodes), `tokens`, `users`, `apps`, `collaborators`,
 //! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
-//! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints).
+//! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints), `backups` (Postgres backups).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -27,6 +27,7 @@ use crate::model::{
 
 mod addons;
 mod apps;
+mod backups;
 mod builds;
 mod certs;
 mod cluster;
@@ -291,6 +292,21 @@ pub enum Command {
         app: Uuid,
         key: String,
     },
+    /// Records a Postgres backup that starts now (numbered by apply).
+    StartBackup {
+        backup: crate::model::Backup,
+    },
+    /// Records how a backup ended.
+    FinishBackup {
+        id: Uuid,
+        result: crate::model::BackupResult,
+        at: DateTime<Utc>,
+    },
+    /// Deletes one of an app's backups.
+    DeleteBackup {
+        app: Uuid,
+        id: Uuid,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -347,6 +363,8 @@ pub enum CommandOutput {
     Token(Box<Token>),
     /// An SNI endpoint after the command (or the one it removed).
     SniEndpoint(Box<crate::model::SniEndpoint>),
+    /// A backup after the command (or the one it deleted).
+    Backup(Box<crate::model::Backup>),
 }
 
 /// The result of applying a command, as stored in the state machine's responses.
@@ -487,6 +505,9 @@ impl Command {
                 at,
             } => certs::update(state, *app, key, certificate_chain, private_key, cert, *at),
             Command::RemoveSniEndpoint { app, key } => certs::remove(state, *app, key),
+            Command::StartBackup { backup } => backups::start(state, backup),
+            Command::FinishBackup { id, result, at } => backups::finish(state, *id, result, *at),
+            Command::DeleteBackup { app, id } => backups::delete(state, *app, *id),
         }
     }
 }

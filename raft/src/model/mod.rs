@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod addon_rules;
 mod addons;
+mod backups;
 mod certs;
 mod rules;
 
@@ -24,6 +25,7 @@ pub use addon_rules::{
     COLOURS,
 };
 pub use addons::{Addon, AddonMember, AddonState, Attachment};
+pub use backups::{Backup, BackupResult, BackupStatus};
 pub use certs::{generated_endpoint_name, name_matches, CertInfo, SniEndpoint};
 
 pub use rules::{
@@ -497,6 +499,8 @@ pub struct State {
     pub attachments: BTreeMap<Uuid, Attachment>,
     /// Apps' certificates (SNI endpoints) by id.
     pub sni_endpoints: BTreeMap<Uuid, SniEndpoint>,
+    /// Postgres backups by id.
+    pub backups: BTreeMap<Uuid, Backup>,
 }
 
 impl State {
@@ -539,6 +543,34 @@ impl State {
             }
         }
         self.addons.values().find(|a| a.name == key)
+    }
+
+    /// The add-on `key` names for app `app`: an add-on it owns or has attached, by name or
+    /// id, or by attachment name (`DATABASE`, `HEROKU_POSTGRESQL_JADE`, with or without
+    /// `_URL`).
+    pub fn app_addon(&self, app: Uuid, key: &str) -> Option<&Addon> {
+        let att = key.strip_suffix("_URL").unwrap_or(key);
+        let attached = self
+            .attachments
+            .values()
+            .find(|t| t.app == app && t.name.eq_ignore_ascii_case(att))
+            .and_then(|t| self.addons.get(&t.addon));
+        attached.or_else(|| {
+            self.find_addon(key).filter(|a| {
+                a.app == app
+                    || self
+                        .attachments
+                        .values()
+                        .any(|t| t.app == app && t.addon == a.id)
+            })
+        })
+    }
+
+    /// An app's backups, oldest first.
+    pub fn app_backups(&self, app: Uuid) -> Vec<&Backup> {
+        let mut v: Vec<&Backup> = self.backups.values().filter(|b| b.app == app).collect();
+        v.sort_by_key(|b| b.number);
+        v
     }
 
     /// An app's attachments, by name.

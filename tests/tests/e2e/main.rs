@@ -11,6 +11,7 @@ mod access;
 mod addons;
 mod adopt;
 mod api;
+mod backups;
 mod builds;
 mod chaos;
 mod cluster;
