@@ -233,6 +233,19 @@ impl Agent {
             let builder = builder.clone();
             async move { builder.fail_lost_builds().await }
         });
+        let backups = crate::addons::backups::Backups::new(
+            raft.clone(),
+            cfg.node_id,
+            slugs.clone(),
+            connector.clone(),
+            data.root.join("backups-tmp"),
+        );
+        tasks.push(tokio::spawn(crate::addons::schedule::run(
+            cfg.node_id,
+            raft.clone(),
+            backups.clone(),
+            shutdown_rx.clone(),
+        )));
         let ctx = ApiContext {
             raft: raft.clone(),
             node_id: cfg.node_id,
@@ -245,13 +258,7 @@ impl Agent {
             peers: connector.clone(),
             http: crate::tls::cluster_http_client(&ca.cert_pem)?,
             ca_pem: ca.cert_pem.clone(),
-            backups: crate::addons::backups::Backups::new(
-                raft.clone(),
-                cfg.node_id,
-                slugs.clone(),
-                connector.clone(),
-                data.root.join("backups-tmp"),
-            ),
+            backups,
         };
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(

@@ -28,6 +28,29 @@ pub struct PgBackup {
     pub checksum: Option<String>,
     /// How many nodes hold the dump.
     pub copies: usize,
+    /// Taken by the daily schedule rather than by hand.
+    pub scheduled: bool,
+}
+
+/// A daily backup schedule of one database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PgBackupSchedule {
+    pub addon: NamedRef,
+    pub app: AppRef,
+    /// `02:00 UTC`.
+    pub at: String,
+    /// Scheduled backups kept.
+    pub retain: usize,
+    pub created_at: String,
+}
+
+/// `POST /apps/{app}/pg-backup-schedules` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PgBackupScheduleCreate {
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `HH:MM` in UTC, optionally followed by `UTC`.
+    pub at: String,
 }
 
 /// `POST /apps/{app}/pg-backups` and `.../actions/restore` body: the database, as an

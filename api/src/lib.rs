@@ -17,7 +17,7 @@ pub mod pin;
 pub mod request_id;
 pub mod urls;
 
-pub use backups::{PgBackup, PgBackupTarget};
+pub use backups::{PgBackup, PgBackupSchedule, PgBackupScheduleCreate, PgBackupTarget};
 pub use certs::{SniEndpoint, SniEndpointCreate, SslCert};
 pub use request_id::valid_request_id;
 pub use urls::web_url;

@@ -159,6 +159,31 @@ pub enum AddonCmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Back up a database every day at a UTC time (the last 7 scheduled backups are kept).
+    #[command(name = "pg:backups:schedule")]
+    PgBackupsSchedule {
+        database: Option<String>,
+        /// Time of day in UTC, such as '02:00 UTC'.
+        #[arg(long)]
+        at: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the app's backup schedules.
+    #[command(name = "pg:backups:schedules")]
+    PgBackupsSchedules {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Stop a database's daily backups.
+    #[command(name = "pg:backups:unschedule")]
+    PgBackupsUnschedule {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Delete a backup.
     #[command(name = "pg:backups:delete")]
     PgBackupsDelete {
@@ -251,6 +276,15 @@ impl AddonCmd {
                 database.as_deref(),
                 confirm.as_deref(),
             ),
+            AddonCmd::PgBackupsSchedule { database, at, app } => {
+                pg_backups::schedule(&api()?, app.name()?, database.as_deref(), at)
+            }
+            AddonCmd::PgBackupsSchedules { app, json: j } => {
+                pg_backups::schedules(&api()?, app.name()?, j.json)
+            }
+            AddonCmd::PgBackupsUnschedule { database, app } => {
+                pg_backups::unschedule(&api()?, app.name()?, database.as_deref())
+            }
             AddonCmd::PgBackupsDelete { id, confirm, app } => {
                 pg_backups::delete(&api()?, app.name()?, id, confirm.as_deref())
             }

@@ -132,8 +132,14 @@ impl Backups {
     }
 
     /// Captures a backup of `addon` for `app` and waits for it: the backup as recorded
-    /// at its end (completed, or failed with the reason).
-    pub async fn capture(&self, app: Uuid, addon: &Addon) -> Result<Backup, BackupError> {
+    /// at its end (completed, or failed with the reason). `scheduled`: the daily
+    /// schedule's (refused unless its slot is due and not yet taken).
+    pub async fn capture(
+        &self,
+        app: Uuid,
+        addon: &Addon,
+        scheduled: bool,
+    ) -> Result<Backup, BackupError> {
         let started = Backup {
             id: Uuid::new_v4(),
             number: 0,
@@ -147,6 +153,7 @@ impl Backups {
             size: 0,
             sha256: None,
             holders: Vec::new(),
+            scheduled,
         };
         let CommandOutput::Backup(b) = self.write(Command::StartBackup { backup: started }).await?
         else {

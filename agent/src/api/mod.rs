@@ -214,6 +214,14 @@ pub fn router(ctx: ApiContext) -> Router {
             post(pg_backups::restore),
         )
         .route(
+            "/apps/{app}/pg-backup-schedules",
+            get(pg_backups::schedules).post(pg_backups::schedule),
+        )
+        .route(
+            "/apps/{app}/pg-backup-schedules/{database}",
+            axum::routing::delete(pg_backups::unschedule),
+        )
+        .route(
             "/apps/{app}/sni-endpoints",
             get(sni_endpoints::list).post(sni_endpoints::create),
         )

@@ -12,7 +12,7 @@ use haven_raft::command::{Command, CommandError, CommandOutput};
 use haven_raft::model::{self, Backup, BackupStatus};
 
 use super::apps::time;
-use super::body::OptionalJsonBody;
+use super::body::{JsonBody, OptionalJsonBody};
 use super::{app_id, with_app, write, Action, ApiContext, ApiError, Caller};
 use crate::addons::backups::BackupError;
 
@@ -45,7 +45,103 @@ fn to_wire(s: &model::State, b: &Backup) -> w::PgBackup {
         size: b.size,
         checksum: b.sha256.as_ref().map(|s| format!("SHA256:{s}")),
         copies: b.holders.len(),
+        scheduled: b.scheduled,
     }
+}
+
+fn schedule_wire(s: &model::State, sch: &model::BackupSchedule) -> w::PgBackupSchedule {
+    w::PgBackupSchedule {
+        addon: w::NamedRef {
+            id: sch.addon.to_string(),
+            name: s
+                .addons
+                .get(&sch.addon)
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+        },
+        app: w::AppRef {
+            id: sch.app.to_string(),
+            name: s
+                .apps
+                .get(&sch.app)
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+        },
+        at: sch.at_text(),
+        retain: model::SCHEDULED_RETAINED,
+        created_at: time(sch.created_at),
+    }
+}
+
+/// `GET /apps/{app}/pg-backup-schedules`.
+pub async fn schedules(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let list = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
+        s.backup_schedules
+            .values()
+            .filter(|sch| sch.app == a.id && s.addons.contains_key(&sch.addon))
+            .map(|sch| schedule_wire(s, sch))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(Json(list).into_response())
+}
+
+/// `POST /apps/{app}/pg-backup-schedules {"database": "DATABASE", "at": "02:00 UTC"}` →
+/// 201; a second schedule of the same database moves it.
+pub async fn schedule(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<w::PgBackupScheduleCreate>,
+) -> Result<Response, ApiError> {
+    let (hour, minute) = model::parse_schedule_time(&body.at).map_err(ApiError::invalid)?;
+    let (app, addon) = target(&ctx, &caller, &key, body.database.as_deref()).await?;
+    let sch = model::BackupSchedule {
+        addon: addon.id,
+        app,
+        hour,
+        minute,
+        created_at: chrono::Utc::now(),
+    };
+    write(
+        &ctx,
+        Command::ScheduleBackups {
+            schedule: sch.clone(),
+        },
+    )
+    .await?;
+    let wire = ctx.raft.with_state(|s| schedule_wire(s, &sch));
+    Ok((StatusCode::CREATED, Json(wire)).into_response())
+}
+
+/// `DELETE /apps/{app}/pg-backup-schedules/{database}`.
+pub async fn unschedule(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path((key, database)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (app, addon) = target(&ctx, &caller, &key, Some(&database)).await?;
+    let wire = ctx
+        .raft
+        .with_state(|s| {
+            s.backup_schedules
+                .get(&addon.id)
+                .map(|sch| schedule_wire(s, sch))
+        })
+        .ok_or_else(|| ApiError::not_found(format!("{} has no backup schedule.", addon.name)))?;
+    write(
+        &ctx,
+        Command::UnscheduleBackups {
+            app,
+            addon: addon.id,
+        },
+    )
+    .await?;
+    Ok(Json(wire).into_response())
 }
 
 /// The backup `key` (`b001`, `1` or an id) of app `app`.
@@ -132,7 +228,7 @@ pub async fn capture(
     let (app, addon) = target(&ctx, &caller, &key, body.database.as_deref()).await?;
     let b = ctx
         .backups
-        .capture(app, &addon)
+        .capture(app, &addon, false)
         .await
         .map_err(backup_error)?;
     if let BackupStatus::Failed(why) = &b.status {

@@ -52,12 +52,16 @@ pub fn list(api: &Api, app: &str, json: bool) -> Result<()> {
                 status(b),
                 human(b.size),
                 b.addon.name.clone(),
+                if b.scheduled { "Scheduled" } else { "Manual" }.to_string(),
             ]
         })
         .collect();
     println!(
         "{}",
-        table(&["ID", "Created at", "Status", "Size", "Database"], &rows)
+        table(
+            &["ID", "Created at", "Status", "Size", "Database", "Type"],
+            &rows
+        )
     );
     Ok(())
 }
@@ -111,7 +115,10 @@ pub fn info(api: &Api, app: &str, id: Option<&str>, json: bool) -> Result<()> {
         ("Started at", b.created_at.clone()),
         ("Finished at", b.finished_at.clone().unwrap_or_default()),
         ("Status", b.status.clone()),
-        ("Type", "Manual".to_string()),
+        (
+            "Type",
+            if b.scheduled { "Scheduled" } else { "Manual" }.to_string(),
+        ),
         ("Backup Size", human(b.size)),
         ("Copies", b.copies.to_string()),
         ("Checksum", b.checksum.clone().unwrap_or_default()),
@@ -168,6 +175,61 @@ pub fn delete(api: &Api, app: &str, id: &str, confirm: Option<&str>) -> Result<(
     }
     api.call::<w::PgBackup>(Method::DELETE, &format!("{}/{id}", path(app)))?;
     println!("Deleting backup {id} of ⬢ {app}... done");
+    Ok(())
+}
+
+/// `hctl pg:backups:schedule [DATABASE] --at '02:00 UTC'`.
+pub fn schedule(api: &Api, app: &str, database: Option<&str>, at: &str) -> Result<()> {
+    let body = w::PgBackupScheduleCreate {
+        database: database.map(str::to_string),
+        at: at.to_string(),
+    };
+    let s: w::PgBackupSchedule = api
+        .call_with(
+            Method::POST,
+            &format!("{}/pg-backup-schedules", app_path(app)),
+            &body,
+        )?
+        .value;
+    println!(
+        "Scheduling automatic daily backups of {} at {}... done (the last {} are kept)",
+        s.addon.name, s.at, s.retain
+    );
+    Ok(())
+}
+
+/// `hctl pg:backups:schedules`.
+pub fn schedules(api: &Api, app: &str, json: bool) -> Result<()> {
+    let all =
+        api.get::<Vec<w::PgBackupSchedule>>(&format!("{}/pg-backup-schedules", app_path(app)))?;
+    if json {
+        return print_json(&all);
+    }
+    if all.value.is_empty() {
+        println!("No backup schedules found on ⬢ {app}");
+        println!("Use hctl pg:backups:schedule to set one up");
+        return Ok(());
+    }
+    println!("{}", header("Backup Schedules"));
+    for s in &all.value {
+        println!(
+            "{}: daily at {} (the last {} kept)",
+            s.addon.name, s.at, s.retain
+        );
+    }
+    Ok(())
+}
+
+/// `hctl pg:backups:unschedule [DATABASE]`.
+pub fn unschedule(api: &Api, app: &str, database: Option<&str>) -> Result<()> {
+    let db = database.unwrap_or("DATABASE");
+    let s: w::PgBackupSchedule = api
+        .call(
+            Method::DELETE,
+            &format!("{}/pg-backup-schedules/{db}", app_path(app)),
+        )?
+        .value;
+    println!("Stopping automatic backups of {}... done", s.addon.name);
     Ok(())
 }
 

@@ -429,6 +429,7 @@ pub(super) fn report(
     }
     for id in emptied {
         state.addons.remove(&id);
+        state.backup_schedules.remove(&id);
     }
     Ok(CommandOutput::Done)
 }

@@ -1,22 +1,22 @@
 //! Postgres backups: started (numbered per app), finished (with the dump's holders, or why
-//! it failed), deleted.
+//! it failed), deleted; daily schedules, whose backups are kept [`SCHEDULED_RETAINED`] per
+//! database.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::apps::app_mut;
 use super::{CommandError, CommandOutput, CommandResult};
-use crate::model::{Backup, BackupResult, BackupStatus, State};
+use crate::model::{
+    Addon, Backup, BackupResult, BackupSchedule, BackupStatus, State, SCHEDULED_RETAINED,
+};
 
-/// Records a running backup; its number is the app's next.
-pub(super) fn start(state: &mut State, backup: &Backup) -> CommandResult {
-    app_mut(state, &backup.app)?;
-    let Some(addon) = state.addons.get(&backup.addon) else {
-        return Err(CommandError::NotFound(format!(
-            "add-on {} not found",
-            backup.addon_name
-        )));
-    };
+/// The Postgres add-on `id`, for a backup command.
+fn postgres<'a>(state: &'a State, id: &Uuid, name: &str) -> Result<&'a Addon, CommandError> {
+    let addon = state
+        .addons
+        .get(id)
+        .ok_or_else(|| CommandError::NotFound(format!("add-on {name} not found")))?;
     if haven_catalog::addon_service(&addon.service).map(|s| s.engine)
         != Some(haven_catalog::Engine::Postgres)
     {
@@ -24,6 +24,30 @@ pub(super) fn start(state: &mut State, backup: &Backup) -> CommandResult {
             "{} is not a Postgres database; only heroku-postgresql add-ons have backups",
             addon.name
         )));
+    }
+    Ok(addon)
+}
+
+/// Records a running backup; its number is the app's next.
+pub(super) fn start(state: &mut State, backup: &Backup) -> CommandResult {
+    app_mut(state, &backup.app)?;
+    let addon = postgres(state, &backup.addon, &backup.addon_name)?;
+    if backup.scheduled {
+        // One scheduled backup per slot, whichever leader proposes it.
+        let slot = state
+            .backup_schedules
+            .get(&backup.addon)
+            .and_then(|s| s.due(backup.started_at))
+            .ok_or_else(|| CommandError::Conflict("no scheduled backup is due".into()))?;
+        if state
+            .backups
+            .values()
+            .any(|b| b.addon == backup.addon && b.scheduled && b.started_at >= slot)
+        {
+            return Err(CommandError::Conflict(
+                "this slot's scheduled backup exists".into(),
+            ));
+        }
     }
     if state.backups.contains_key(&backup.id) {
         return Err(CommandError::Conflict("backup id in use".into()));
@@ -81,7 +105,47 @@ pub(super) fn finish(
         BackupResult::Failed(why) => b.status = BackupStatus::Failed(why.clone()),
     }
     b.finished_at = Some(at);
-    Ok(CommandOutput::Backup(Box::new(b.clone())))
+    let done = b.clone();
+    if done.scheduled && done.status == BackupStatus::Completed {
+        // Retention: the newest completed scheduled backups of the database are kept.
+        let mut kept: Vec<(u32, Uuid)> = state
+            .backups
+            .values()
+            .filter(|o| o.addon == done.addon && o.scheduled && o.status == BackupStatus::Completed)
+            .map(|o| (o.number, o.id))
+            .collect();
+        kept.sort();
+        let excess = kept.len().saturating_sub(SCHEDULED_RETAINED);
+        for (_, old) in kept.into_iter().take(excess) {
+            state.backups.remove(&old);
+        }
+    }
+    Ok(CommandOutput::Backup(Box::new(done)))
+}
+
+/// Sets (or moves) the daily schedule of a Postgres add-on the app owns or has attached.
+pub(super) fn schedule(state: &mut State, schedule: &BackupSchedule) -> CommandResult {
+    app_mut(state, &schedule.app)?;
+    postgres(state, &schedule.addon, &schedule.addon.to_string())?;
+    state
+        .backup_schedules
+        .insert(schedule.addon, schedule.clone());
+    Ok(CommandOutput::Done)
+}
+
+/// Removes the daily schedule of an add-on of `app`.
+pub(super) fn unschedule(state: &mut State, app: Uuid, addon: Uuid) -> CommandResult {
+    app_mut(state, &app)?;
+    match state.backup_schedules.get(&addon) {
+        Some(s) if s.app == app => {}
+        _ => {
+            return Err(CommandError::NotFound(
+                "that database has no backup schedule".into(),
+            ))
+        }
+    }
+    state.backup_schedules.remove(&addon);
+    Ok(CommandOutput::Done)
 }
 
 /// Deletes a backup of `app` (its bytes stay on the holders until they collect them).
@@ -140,6 +204,7 @@ mod tests {
             size: 0,
             sha256: None,
             holders: Vec::new(),
+            scheduled: false,
         }
     }
 
@@ -220,5 +285,63 @@ mod tests {
         started(&mut s, &backup(app, db));
         Command::DeleteApp { app }.apply(&mut s).unwrap();
         assert!(s.backups.is_empty());
+    }
+
+    #[test]
+    fn one_scheduled_backup_per_slot_and_seven_are_kept() {
+        let mut s = State::default();
+        let app = create(&mut s, "shop");
+        let db = addon(&mut s, app, "heroku-postgresql");
+        let day = chrono::Duration::days(1);
+        Command::ScheduleBackups {
+            schedule: crate::model::BackupSchedule {
+                addon: db,
+                app,
+                hour: 2,
+                minute: 0,
+                created_at: actor(0).at - day,
+            },
+        }
+        .apply(&mut s)
+        .unwrap();
+        let mut first = None;
+        for d in 0..9 {
+            let mut b = backup(app, db);
+            b.scheduled = true;
+            b.started_at = actor(0).at + day * d;
+            let b = started(&mut s, &b);
+            // A second proposal for the same slot (another leader) is refused.
+            let mut again = backup(app, db);
+            again.scheduled = true;
+            again.started_at = b.started_at + chrono::Duration::minutes(1);
+            assert!(Command::StartBackup { backup: again }
+                .apply(&mut s)
+                .is_err());
+            Command::FinishBackup {
+                id: b.id,
+                result: BackupResult::Completed {
+                    sha256: "ab".repeat(32),
+                    size: 1,
+                    holders: vec![1],
+                },
+                at: b.started_at,
+            }
+            .apply(&mut s)
+            .unwrap();
+            first.get_or_insert(b.id);
+        }
+        let kept: Vec<u32> = s.app_backups(app).iter().map(|b| b.number).collect();
+        assert_eq!(kept, vec![3, 4, 5, 6, 7, 8, 9]);
+        // A manual backup is never dropped by retention.
+        let manual = started(&mut s, &backup(app, db));
+        assert!(s.backups.contains_key(&manual.id));
+        Command::UnscheduleBackups { app, addon: db }
+            .apply(&mut s)
+            .unwrap();
+        assert!(s.backup_schedules.is_empty());
+        let err = Command::UnscheduleBackups { app, addon: db }
+            .apply(&mut s)
+            .unwrap_err();
+        assert!(matches!(err, CommandError::NotFound(_)), "{err:?}");
     }
 }

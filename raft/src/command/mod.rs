@@ -307,6 +307,15 @@ pub enum Command {
         app: Uuid,
         id: Uuid,
     },
+    /// Sets the daily backup schedule of a Postgres add-on.
+    ScheduleBackups {
+        schedule: crate::model::BackupSchedule,
+    },
+    /// Removes an add-on's backup schedule.
+    UnscheduleBackups {
+        app: Uuid,
+        addon: Uuid,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -508,6 +517,8 @@ impl Command {
             Command::StartBackup { backup } => backups::start(state, backup),
             Command::FinishBackup { id, result, at } => backups::finish(state, *id, result, *at),
             Command::DeleteBackup { app, id } => backups::delete(state, *app, *id),
+            Command::ScheduleBackups { schedule } => backups::schedule(state, schedule),
+            Command::UnscheduleBackups { app, addon } => backups::unschedule(state, *app, *addon),
         }
     }
 }

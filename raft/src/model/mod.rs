@@ -25,7 +25,9 @@ pub use addon_rules::{
     COLOURS,
 };
 pub use addons::{Addon, AddonMember, AddonState, Attachment};
-pub use backups::{Backup, BackupResult, BackupStatus};
+pub use backups::{
+    parse_schedule_time, Backup, BackupResult, BackupSchedule, BackupStatus, SCHEDULED_RETAINED,
+};
 pub use certs::{generated_endpoint_name, name_matches, CertInfo, SniEndpoint};
 
 pub use rules::{
@@ -501,6 +503,8 @@ pub struct State {
     pub sni_endpoints: BTreeMap<Uuid, SniEndpoint>,
     /// Postgres backups by id.
     pub backups: BTreeMap<Uuid, Backup>,
+    /// Daily backup schedules by add-on id.
+    pub backup_schedules: BTreeMap<Uuid, BackupSchedule>,
 }
 
 impl State {

@@ -153,3 +153,67 @@ fn backups_capture_restore_and_download_from_any_node() {
     ));
     assert!(ok(hctl(&env, db_node, &["pg:backups", "-a", "ledger"])).contains("No backups"));
 }
+
+#[test]
+fn a_daily_schedule_takes_its_backup_when_the_time_comes() {
+    let env = cluster(1);
+    env.post_json(0, "/apps", &json!({"name": "nightly"}))
+        .unwrap();
+    ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql",
+            "-a",
+            "nightly",
+            "--wait",
+        ],
+    ));
+    let out = hctl(
+        &env,
+        0,
+        &[
+            "pg:backups:schedule",
+            "--at",
+            "02:00 Europe/Paris",
+            "-a",
+            "nightly",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UTC"));
+
+    // Scheduled for the current minute (again if the minute turned meanwhile): due now.
+    let mut tries = 0;
+    loop {
+        let now = chrono::Utc::now();
+        let at = now.format("%H:%M UTC").to_string();
+        let s = env
+            .post_json(0, "/apps/nightly/pg-backup-schedules", &json!({ "at": at }))
+            .unwrap();
+        let made = chrono::DateTime::parse_from_rfc3339(s["created_at"].as_str().unwrap()).unwrap();
+        if made.format("%H:%M UTC").to_string() == at {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 3, "the minute kept turning");
+    }
+    let list = ok(hctl(&env, 0, &["pg:backups:schedules", "-a", "nightly"]));
+    assert!(list.contains("daily at") && list.contains("UTC"), "{list}");
+
+    let b = eventually("the scheduled backup", Duration::from_secs(60), || {
+        let all = env.get_json(0, "/apps/nightly/pg-backups").ok()?;
+        all.as_array()?
+            .iter()
+            .find(|b| b["scheduled"] == true && b["status"] == "Completed")
+            .cloned()
+    });
+    assert_eq!(b["name"], "b001");
+    let table = ok(hctl(&env, 0, &["pg:backups", "-a", "nightly"]));
+    assert!(table.contains("Scheduled"), "{table}");
+
+    ok(hctl(&env, 0, &["pg:backups:unschedule", "-a", "nightly"]));
+    let list = ok(hctl(&env, 0, &["pg:backups:schedules", "-a", "nightly"]));
+    assert!(list.contains("No backup schedules"), "{list}");
+}
