@@ -133,6 +133,7 @@ impl Harness {
             peers,
             http: reqwest::Client::new(),
             ca_pem: String::new(),
+            rendezvous: Default::default(),
         });
         Harness {
             app,
