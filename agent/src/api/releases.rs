@@ -237,7 +237,8 @@ mod tests {
             [
                 // v1 has no slug: Heroku refuses to roll back to it.
                 (1, false, false, "succeeded"),
-                (2, true, false, "succeeded"),
+                // The current release is eligible too, as on Heroku.
+                (2, true, true, "succeeded"),
                 (3, false, false, "failed")
             ]
         );
