@@ -414,6 +414,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_divert_prefix_takes_tls_connections_and_others_get_their_bytes_back() {
+        use axum::serve::Listener as _;
+        let (a, ca) = acceptor(true);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (dtx, mut drx) = mpsc::channel(4);
+        let mut listener = HttpsListener::spawn(
+            l,
+            a,
+            Some(Divert {
+                prefix: b"rdv-",
+                tx: dtx,
+            }),
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let cfg = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        );
+        let connect = |first: &'static [u8]| {
+            let cfg = cfg.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let mut s = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                    .unwrap();
+                s.write_all(first).await.unwrap();
+                s.flush().await.unwrap();
+                s
+            }
+        };
+        let _r = connect(b"rdv-secret\r\n").await;
+        let (mut conn, info) = drx.recv().await.unwrap();
+        assert!(info.tls);
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"rdv-secret\r\n");
+
+        let _h = connect(b"GET / HTTP/1.1\r\n").await;
+        let (mut conn, _) = listener.accept().await;
+        let mut buf = [0u8; 16];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
     async fn plain_http_can_be_turned_off() {
         let (a, _) = acceptor(false);
         let (addr, task) = serve_one(a).await;

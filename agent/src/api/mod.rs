@@ -32,6 +32,8 @@ mod domains;
 mod dynos;
 mod error;
 mod formation;
+#[cfg(test)]
+mod heroku_cli_tests;
 mod log_drains;
 pub mod log_sessions;
 mod paging;
