@@ -4,7 +4,8 @@
 //! first: its newest SNI endpoint that covers the name. Then the node's own certificate,
 //! when it covers the name (an operator's certificate, or the one issued from the cluster
 //! CA for the node's addresses). Names under the app domain otherwise get a wildcard
-//! certificate for `*.DOMAIN` issued from the cluster CA once and kept.
+//! certificate for `*.DOMAIN` issued from the cluster CA once and kept (for a one-label
+//! domain such as `localhost`, whose wildcard TLS clients refuse, one per host).
 //!
 //! Endpoints' parsed keys are cached by id and update time, so a handshake parses no PEM
 //! unless an endpoint changed.
@@ -45,8 +46,10 @@ pub struct SniResolver {
 #[derive(Default)]
 struct Cache {
     endpoints: HashMap<Uuid, (DateTime<Utc>, Arc<CertifiedKey>)>,
-    /// The wildcard certificate of the app domain, by domain.
-    wildcard: Option<(String, Arc<CertifiedKey>)>,
+    /// The app domain's certificates, by what they were issued for: the domain (one
+    /// wildcard), or — for a one-label domain such as `localhost`, whose wildcard
+    /// verifiers refuse — each host.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -103,6 +106,22 @@ impl SniResolver {
     }
 }
 
+/// Most app-domain certificates kept (per-host ones of a one-label domain).
+const MAX_HOST_CERTS: usize = 1024;
+
+/// The cache key and names of the certificate for `host` under app domain `domain`:
+/// `*.DOMAIN` and `DOMAIN`, plus the host itself when `domain` is one label (TLS
+/// verifiers refuse a wildcard such as `*.localhost`).
+fn app_domain_names(host: &str, domain: &str) -> (String, Vec<String>) {
+    let mut names = vec![format!("*.{domain}"), domain.to_string()];
+    if domain.contains('.') {
+        (domain.to_string(), names)
+    } else {
+        names.insert(0, host.to_string());
+        (host.to_string(), names)
+    }
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let Some(host) = hello.server_name().map(str::to_ascii_lowercase) else {
@@ -130,23 +149,24 @@ impl ResolvesServerCert for SniResolver {
                 cache.endpoints.get(&id).map(|(_, k)| k.clone())
             }
             Pick::AppDomain(domain) => {
-                if let Some((d, k)) = &cache.wildcard {
-                    if *d == domain {
-                        return Some(k.clone());
-                    }
+                let (key, names) = app_domain_names(&host, &domain);
+                if let Some(k) = cache.wildcard.get(&key) {
+                    return Some(k.clone());
                 }
-                let issued =
-                    tls::issue_server_cert(&self.ca, &[format!("*.{domain}"), domain.clone()])
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| {
-                            tls::certified_key(
-                                &format!("{}{}", c.cert_pem, self.ca.cert_pem),
-                                &c.key_pem,
-                            )
-                        });
+                let issued = tls::issue_server_cert(&self.ca, &names)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| {
+                        tls::certified_key(
+                            &format!("{}{}", c.cert_pem, self.ca.cert_pem),
+                            &c.key_pem,
+                        )
+                    });
                 match issued {
                     Ok(k) => {
-                        cache.wildcard = Some((domain, k.clone()));
+                        if cache.wildcard.len() >= MAX_HOST_CERTS {
+                            cache.wildcard.clear();
+                        }
+                        cache.wildcard.insert(key, k.clone());
                         Some(k)
                     }
                     Err(e) => {
@@ -156,5 +176,20 @@ impl ResolvesServerCert for SniResolver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::app_domain_names;
+
+    #[test]
+    fn a_one_label_domain_gets_certificates_per_host() {
+        let (key, names) = app_domain_names("a.apps.example", "apps.example");
+        assert_eq!(key, "apps.example");
+        assert_eq!(names, ["*.apps.example", "apps.example"]);
+        let (key, names) = app_domain_names("a.localhost", "localhost");
+        assert_eq!(key, "a.localhost");
+        assert_eq!(names, ["a.localhost", "*.localhost", "localhost"]);
     }
 }
