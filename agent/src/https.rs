@@ -153,17 +153,115 @@ async fn refuse_plain(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// A connection whose first bytes were read to tell its protocol, and are given back to
+/// the next reader first.
+pub struct Replay {
+    prefix: Vec<u8>,
+    pos: usize,
+    conn: Conn,
+}
+
+impl Replay {
+    pub fn new(prefix: Vec<u8>, conn: Conn) -> Replay {
+        Replay {
+            prefix,
+            pos: 0,
+            conn,
+        }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.prefix.len() {
+            let n = (this.prefix.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
+    }
+}
+
+/// TLS connections whose first bytes are `prefix` go to `tx` instead of HTTP: the Heroku
+/// CLI's `heroku run` rendezvous, which speaks its own protocol on the API port.
+pub struct Divert {
+    pub prefix: &'static [u8],
+    pub tx: mpsc::Sender<(Replay, ConnInfo)>,
+}
+
+/// Reads from `conn` until its first bytes agree with `prefix` for its whole length, or
+/// disagree (at the first differing byte), or it ends: those bytes, and whether they are
+/// the prefix.
+async fn sniff(conn: &mut Conn, prefix: &[u8]) -> io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::with_capacity(prefix.len());
+    let mut buf = [0u8; 64];
+    while got.len() < prefix.len() {
+        let want = (prefix.len() - got.len()).min(buf.len());
+        let n = conn.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Ok((got, false));
+        }
+        got.extend_from_slice(&buf[..n]);
+        if !prefix.starts_with(&got) {
+            return Ok((got, false));
+        }
+    }
+    Ok((got, true))
+}
+
 /// A listener whose connections are already past [`Acceptor::accept`]: what `axum::serve`
 /// takes for the API.
 pub struct HttpsListener {
     local: SocketAddr,
-    rx: mpsc::Receiver<(Conn, ConnInfo)>,
+    rx: mpsc::Receiver<(Replay, ConnInfo)>,
 }
 
 impl HttpsListener {
     /// Accepts on `listener` in a task of its own; each connection's protocol is told in
-    /// a task too.
-    pub fn spawn(listener: TcpListener, acceptor: Acceptor) -> io::Result<HttpsListener> {
+    /// a task too (and, with `divert`, a TLS connection's first bytes are read for it).
+    pub fn spawn(
+        listener: TcpListener,
+        acceptor: Acceptor,
+        divert: Option<Divert>,
+    ) -> io::Result<HttpsListener> {
+        let divert = divert.map(Arc::new);
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -182,13 +280,30 @@ impl HttpsListener {
                 }
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let divert = divert.clone();
                 tokio::spawn(async move {
-                    if let Some(conn) = acceptor.accept(stream).await {
-                        let info = ConnInfo {
-                            remote,
-                            tls: conn.is_tls(),
-                        };
-                        let _ = tx.send((conn, info)).await;
+                    let Some(mut conn) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let info = ConnInfo {
+                        remote,
+                        tls: conn.is_tls(),
+                    };
+                    let divert = divert.filter(|_| conn.is_tls());
+                    let Some(divert) = divert else {
+                        let _ = tx.send((Replay::new(Vec::new(), conn), info)).await;
+                        return;
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, sniff(&mut conn, divert.prefix))
+                        .await
+                    {
+                        Ok(Ok((got, true))) => {
+                            let _ = divert.tx.send((Replay::new(got, conn), info)).await;
+                        }
+                        Ok(Ok((got, false))) => {
+                            let _ = tx.send((Replay::new(got, conn), info)).await;
+                        }
+                        Ok(Err(_)) | Err(_) => {}
                     }
                 });
             }
@@ -198,10 +313,10 @@ impl HttpsListener {
 }
 
 impl axum::serve::Listener for HttpsListener {
-    type Io = Conn;
+    type Io = Replay;
     type Addr = ConnInfo;
 
-    async fn accept(&mut self) -> (Conn, ConnInfo) {
+    async fn accept(&mut self) -> (Replay, ConnInfo) {
         match self.rx.recv().await {
             Some(x) => x,
             // The accept task ended (it never does before the server): wait for shutdown.
@@ -296,6 +411,62 @@ mod tests {
         s.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"tls!");
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_divert_prefix_takes_tls_connections_and_others_get_their_bytes_back() {
+        use axum::serve::Listener as _;
+        let (a, ca) = acceptor(true);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (dtx, mut drx) = mpsc::channel(4);
+        let mut listener = HttpsListener::spawn(
+            l,
+            a,
+            Some(Divert {
+                prefix: b"rdv-",
+                tx: dtx,
+            }),
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let cfg = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        );
+        let connect = |first: &'static [u8]| {
+            let cfg = cfg.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let mut s = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                    .unwrap();
+                s.write_all(first).await.unwrap();
+                s.flush().await.unwrap();
+                s
+            }
+        };
+        let _r = connect(b"rdv-secret\r\n").await;
+        let (mut conn, info) = drx.recv().await.unwrap();
+        assert!(info.tls);
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"rdv-secret\r\n");
+
+        let _h = connect(b"GET / HTTP/1.1\r\n").await;
+        let (mut conn, _) = listener.accept().await;
+        let mut buf = [0u8; 16];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"GET / HTTP/1.1\r\n");
     }
 
     #[tokio::test]

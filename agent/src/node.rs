@@ -137,8 +137,16 @@ impl Agent {
         let api_tls = crate::tls::https_server_config(Arc::new(
             rustls::sign::SingleCertAndKey::from(server_key.clone()),
         ))?;
-        let api_listener =
-            HttpsListener::spawn(api_listener, Acceptor::new(api_tls, cfg.tls.plain_http))?;
+        // `heroku run` rendezvous connections come on the API port too (TLS, then a secret).
+        let (rendezvous_tx, rendezvous_rx) = tokio::sync::mpsc::channel(64);
+        let api_listener = HttpsListener::spawn(
+            api_listener,
+            Acceptor::new(api_tls, cfg.tls.plain_http),
+            Some(crate::https::Divert {
+                prefix: api::rendezvous::PREFIX,
+                tx: rendezvous_tx,
+            }),
+        )?;
         // The dyno runtime (containers where the host allows) also sandboxes builds.
         let runtime = Arc::new(if cfg.dynos.containers {
             Runtime::new(
@@ -259,7 +267,12 @@ impl Agent {
             http: crate::tls::cluster_http_client(&ca.cert_pem)?,
             ca_pem: ca.cert_pem.clone(),
             backups,
+            rendezvous: Default::default(),
         };
+        tasks.push(tokio::spawn(api::rendezvous::serve(
+            ctx.clone(),
+            rendezvous_rx,
+        )));
         let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
         tasks.push(tokio::spawn(serve_http(
             "api",

@@ -139,7 +139,9 @@ impl PlanRef {
 /// `{name}` of an attachment in a create body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AttachmentName {
-    pub name: String,
+    /// Absent (the Heroku CLI sends `{"attachment":{}}` without `--as`): the default name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `{id, name, app}` of the add-on an attachment uses.

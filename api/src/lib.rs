@@ -291,11 +291,37 @@ pub struct OAuthAuthorization {
 pub struct AuthorizationCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Seconds until the token expires; absent: it lasts until revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds until the token expires; absent: it lasts until revoked. A number, or a
+    /// string holding one (the Heroku CLI sends `"3600"`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "number_or_numeric_string"
+    )]
     pub expires_in: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Vec<String>>,
+}
+
+/// An optional integer given as a JSON number or as a string of digits (`"3600"`, as
+/// the Heroku CLI sends `expires_in`); `null` is none.
+fn number_or_numeric_string<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<NumberOrText>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumberOrText::Number(n)) => Ok(Some(n)),
+        Some(NumberOrText::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{t:?} is not a whole number of seconds"))
+        }),
+    }
 }
 
 /// A user, as the admin's `GET /cluster/users` lists them: Haven-only.
@@ -773,6 +799,33 @@ mod tests {
         ] {
             assert!(RangeSpec::parse(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    #[test]
+    fn expires_in_accepts_numbers_and_strings() {
+        for (body, want) in [
+            (r#"{"expires_in":3600}"#, Some(3600)),
+            (r#"{"expires_in":"3600"}"#, Some(3600)),
+            (r#"{"expires_in":null}"#, None),
+            (r#"{}"#, None),
+        ] {
+            let c: AuthorizationCreate = serde_json::from_str(body).unwrap();
+            assert_eq!(c.expires_in, want, "{body}");
+        }
+        let err = serde_json::from_str::<AuthorizationCreate>(r#"{"expires_in":"soon"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn ranges_the_heroku_cli_sends_parse() {
+        let spec = RangeSpec::parse("version ..; order=desc,max=1").unwrap();
+        assert_eq!((spec.max, spec.descending), (1, true));
+        let spec = RangeSpec::parse("version ..; max=15, order=desc").unwrap();
+        assert_eq!((spec.max, spec.descending), (15, true));
+        let spec = RangeSpec::parse("id ..; max=1000;").unwrap();
+        assert_eq!((spec.field.as_str(), spec.max), ("id", 1000));
     }
 
     #[test]

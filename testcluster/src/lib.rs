@@ -620,6 +620,10 @@ impl TestCluster {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.file.nodes.iter().position(|n| n.id == id)
     }
+    /// Node `i`'s network namespace (netns mode), where `127.0.0.1` reaches its ports.
+    pub fn netns(&self, i: usize) -> Option<&str> {
+        self.file.nodes.get(i).and_then(|n| n.netns.as_deref())
+    }
     /// Node `i`'s data dir (`havend --data-dir`).
     pub fn data_dir(&self, i: usize) -> Option<&Path> {
         self.file.nodes.get(i).map(|n| n.data_dir.as_path())

@@ -344,7 +344,7 @@ pub async fn create(
             attachment: AttachmentSpec {
                 id: Uuid::new_v4(),
                 app,
-                name: body.attachment.as_ref().map(|a| a.name.clone()),
+                name: body.attachment.as_ref().and_then(|a| a.name.clone()),
             },
             release_id: Uuid::new_v4(),
             actor: caller.actor(),

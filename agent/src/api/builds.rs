@@ -527,3 +527,13 @@ pub async fn set_buildpacks(
     let app = output_app(out)?;
     Ok(Json(installations(&app)).into_response())
 }
+
+/// `GET /buildpacks/{name}` (no token): the Heroku CLI's buildpack registry lookup
+/// (`HEROKU_BUILDPACK_REGISTRY_URL` pointed at a node), so that `buildpacks:set
+/// heroku/python` stores the name itself, which the builder knows.
+pub async fn registry_lookup(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let name = name.trim();
+    validate_buildpack(name)
+        .map_err(|_| ApiError::not_found(format!("Couldn't find the buildpack {name:?}.")))?;
+    Ok(Json(serde_json::json!({ "blob_url": name, "name": name })).into_response())
+}

@@ -5,7 +5,7 @@
 
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
@@ -152,7 +152,17 @@ pub async fn restart_all(
     .await
 }
 
-/// `DELETE /apps/{app}/dynos/{dyno}`: restart one dyno (by name or id).
+/// What `/dynos/{dyno}` names: a dyno by name (`web.1`) or id, or — a bare process type
+/// (`web`), as `heroku ps:restart web` sends it — every dyno of that type.
+pub fn dyno_target(key: &str) -> DynoTarget {
+    if key.contains('.') || key.parse::<Uuid>().is_ok() {
+        DynoTarget::Dyno(key.to_string())
+    } else {
+        DynoTarget::Type(key.to_string())
+    }
+}
+
+/// `DELETE /apps/{app}/dynos/{dyno}`: restart one dyno (by name or id), or a type's.
 pub async fn restart_one(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
@@ -160,12 +170,13 @@ pub async fn restart_one(
 ) -> Result<Response, ApiError> {
     act(&ctx, &caller, &key, |app| Command::RestartDynos {
         app,
-        target: DynoTarget::Dyno(dyno),
+        target: dyno_target(&dyno),
     })
     .await
 }
 
-/// `DELETE /apps/{app}/formations/{type}/dynos`: restart one process type.
+/// `DELETE /apps/{app}/formations/{type}[/dynos]`: restart one process type (the Heroku
+/// CLI's `ps:restart -p TYPE` sends the short form).
 pub async fn restart_type(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
@@ -186,7 +197,7 @@ pub async fn stop_one(
 ) -> Result<Response, ApiError> {
     act(&ctx, &caller, &key, |app| Command::StopDynos {
         app,
-        target: DynoTarget::Dyno(dyno),
+        target: dyno_target(&dyno),
     })
     .await
 }
@@ -290,6 +301,7 @@ pub async fn create(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<w::DynoCreate>,
 ) -> Result<Response, ApiError> {
     if body.command.trim().is_empty() {
@@ -344,9 +356,43 @@ pub async fn create(
         .next()
         .ok_or_else(|| ApiError::internal("the command returned no dyno"))?;
     let api_url = ctx.builder.api_url().to_string();
-    let wire = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
+    let mut wire = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, a| {
         to_wire(s, a, &d, &api_url)
     })
     .await?;
+    if d.attach && is_heroku_cli(&headers) {
+        wire.attach_url = Some(rendezvous_url(&ctx, &headers, d.id));
+    }
     Ok((StatusCode::CREATED, Json(wire)).into_response())
+}
+
+/// Whether the request came from the Heroku CLI (`User-Agent: heroku-cli/...`), which
+/// attaches by rendezvous rather than by `hctl`'s WebSocket.
+fn is_heroku_cli(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("heroku-cli/"))
+}
+
+/// A rendezvous `attach_url` for one-off `dyno` (which runs on this node), at the host
+/// the client reached this node by (a tunnel's `127.0.0.1:PORT` included), else at the
+/// node's advertised API address.
+fn rendezvous_url(ctx: &ApiContext, headers: &HeaderMap, dyno: Uuid) -> String {
+    let api = ctx.builder.api_url();
+    let advertised = api
+        .split_once("://")
+        .map_or(api, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let port = advertised
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(443);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| super::rendezvous::valid_authority(h))
+        .unwrap_or(advertised);
+    let secret = ctx.rendezvous.issue(dyno);
+    super::rendezvous::attach_url(host, port, &secret)
 }

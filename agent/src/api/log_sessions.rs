@@ -78,6 +78,7 @@ pub async fn create(
         )));
     }
     let app = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| a.id).await?;
+    let (dyno, ptype) = dyno_filter(body.dyno, body.process_type);
     let id = Uuid::new_v4();
     if let Ok(mut m) = ctx.sessions.inner.lock() {
         m.retain(|_, s| s.created.elapsed() < SESSION_TTL);
@@ -86,8 +87,8 @@ pub async fn create(
             Spec {
                 app,
                 user: caller.user_id,
-                dyno: body.dyno.filter(|d| !d.is_empty()),
-                ptype: body.process_type.filter(|t| !t.is_empty()),
+                dyno,
+                ptype,
                 source: body.source,
                 lines,
                 tail: body.tail.unwrap_or(false),
@@ -111,24 +112,56 @@ pub async fn create(
         .into_response())
 }
 
-/// `GET /log-sessions/{id}`: the Server-Sent Events stream of a session.
+/// The (dyno, process type) filters of a session: a `dyno` without an index (`web`,
+/// `router`; the Heroku CLI sends `logs -p web` so) means every dyno of that type, as on
+/// Heroku. Empty strings are no filter.
+pub fn dyno_filter(
+    dyno: Option<String>,
+    ptype: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let dyno = dyno.filter(|d| !d.is_empty());
+    let ptype = ptype.filter(|t| !t.is_empty());
+    match (dyno, ptype) {
+        (Some(d), None) if !d.contains('.') => (None, Some(d)),
+        other => other,
+    }
+}
+
+/// `GET /log-sessions/{id}`: the Server-Sent Events stream of a session. With a token,
+/// only the session's maker may open it; without one (the Heroku CLI opens its
+/// `logplex_url` with no `Authorization`), the session's random, single-use id is the
+/// capability and the stream is read as its maker.
 pub async fn open(
     State(ctx): State<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    caller: Option<Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let no_session = || {
         ApiError::not_found("no such log session; create one with POST /apps/{app}/log-sessions")
     };
     let id = id.parse::<Uuid>().map_err(|_| no_session())?;
+    let caller = caller.map(|Extension(c)| c);
     let spec = {
         let mut sessions = ctx.sessions.inner.lock().map_err(|_| no_session())?;
         match sessions.get(&id) {
-            Some(s) if s.user == caller.user_id => sessions.remove(&id),
+            Some(s) if caller.as_ref().is_none_or(|c| s.user == c.user_id) => sessions.remove(&id),
             _ => None,
         }
     }
     .ok_or_else(no_session)?;
+    let caller = match caller {
+        Some(c) => c,
+        None => ctx
+            .raft
+            .with_state(|s| {
+                s.users.get(&spec.user).map(|u| Caller {
+                    email: u.email.clone(),
+                    user_id: u.id,
+                    admin: u.admin,
+                })
+            })
+            .ok_or_else(no_session)?,
+    };
     // Access is asked again: it may have been removed since the session was made. This
     // node's replica answers (no barrier), as for the rest of a log session.
     ctx.raft
@@ -147,6 +180,11 @@ pub async fn open(
             .collect()
     });
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    if !spec.tail {
+        // A client reconnects after the stream ends, by default 3 s later: the Heroku
+        // CLI's EventSource waits that long before it exits.
+        let _ = tx.try_send(Bytes::from_static(b"retry: 1\n\n"));
+    }
     tokio::spawn(run(spec, nodes, peers, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))

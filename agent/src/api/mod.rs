@@ -17,6 +17,7 @@
 
 pub mod access;
 mod account;
+mod addon_actions;
 mod addon_attachments;
 mod addons;
 mod apps;
@@ -31,11 +32,14 @@ mod domains;
 mod dynos;
 mod error;
 mod formation;
+#[cfg(test)]
+mod heroku_cli_tests;
 mod log_drains;
 pub mod log_sessions;
 mod paging;
 mod pg_backups;
 mod releases;
+pub mod rendezvous;
 mod scheme;
 mod sni_endpoints;
 #[cfg(test)]
@@ -82,6 +86,8 @@ pub struct ApiContext {
     pub ca_pem: String,
     /// Captures and restores Postgres backups from this node.
     pub backups: crate::addons::backups::Backups,
+    /// `heroku run` rendezvous secrets handed out by this node.
+    pub rendezvous: rendezvous::Rendezvous,
 }
 
 impl Caller {
@@ -185,6 +191,10 @@ pub fn router(ctx: ApiContext) -> Router {
             axum::routing::delete(dynos::restart_type),
         )
         .route(
+            "/apps/{app}/formations/{ptype}",
+            axum::routing::delete(dynos::restart_type),
+        )
+        .route(
             "/apps/{app}/formations/{ptype}/actions/stop",
             post(dynos::stop_type),
         )
@@ -273,6 +283,8 @@ pub fn router(ctx: ApiContext) -> Router {
             get(log_drains::info).delete(log_drains::delete),
         )
         .route("/log-sessions/{id}", get(log_sessions::open))
+        .route("/buildpacks/{name}", get(builds::registry_lookup))
+        .route("/actions/addons/resolve", post(addon_actions::resolve))
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
         .route(
@@ -373,14 +385,24 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
     // Heroku CLI's `login -i`): elsewhere a request would cost an argon2 hash.
     let password_login =
         req.method() == Method::POST && req.uri().path() == "/oauth/authorizations";
-    let checked = match check_accept(req.headers()) {
+    let public = public_call(
+        req.method(),
+        req.uri().path(),
+        req.headers().contains_key(header::AUTHORIZATION),
+    );
+    let checked = match check_accept(req.headers(), req.uri().path()) {
         Err(e) => Err(e),
-        Ok(()) => authenticate(&ctx, req.headers(), password_login).await,
+        Ok(()) if public => Ok(None),
+        Ok(()) => authenticate(&ctx, req.headers(), password_login)
+            .await
+            .map(Some),
     };
     let mut resp = match checked {
         Err(e) => e.into_response(),
         Ok(caller) => {
-            req.extensions_mut().insert(caller);
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
             let tls = scheme::over_tls(&req);
             json_errors(scheme::scope(tls, next.run(req)).await).await
         }
@@ -391,7 +413,24 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
     resp
 }
 
-fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Calls answered without a token, because the Heroku CLI sends them none: the buildpack
+/// registry stub (public names), and opening a log session without an `Authorization`
+/// header, whose unguessable, single-use id is then the capability (the stream is the
+/// session maker's, checked again when it is opened).
+pub fn public_call(method: &Method, path: &str, has_authorization: bool) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    };
+    *method == Method::GET
+        && (under("/buildpacks/") || (!has_authorization && under("/log-sessions/")))
+}
+
+fn check_accept(headers: &HeaderMap, path: &str) -> Result<(), ApiError> {
+    // A log session's stream is Server-Sent Events (`Accept: text/event-stream`).
+    if path.starts_with("/log-sessions/") {
+        return Ok(());
+    }
     if let Some(accept) = headers.get(header::ACCEPT) {
         // A header that is not even text allows nothing we answer.
         if !accept.to_str().is_ok_and(acceptable) {

@@ -40,9 +40,9 @@ pub fn to_wire(
         addon_plan_names: Vec::new(),
         artifacts: Vec::new(),
         output_stream_url: None,
-        eligible_for_rollback: r.status == ReleaseStatus::Succeeded
-            && !is_current
-            && r.slug.is_some(),
+        // As on Heroku, the current release counts too (the Heroku CLI's `rollback` takes
+        // the second eligible one of the newest first).
+        eligible_for_rollback: r.status == ReleaseStatus::Succeeded && r.slug.is_some(),
         created_at: time(r.created_at),
         updated_at: time(r.created_at),
     }
@@ -237,7 +237,8 @@ mod tests {
             [
                 // v1 has no slug: Heroku refuses to roll back to it.
                 (1, false, false, "succeeded"),
-                (2, true, false, "succeeded"),
+                // The current release is eligible too, as on Heroku.
+                (2, true, true, "succeeded"),
                 (3, false, false, "failed")
             ]
         );

@@ -140,6 +140,7 @@ impl Harness {
                 peers.clone(),
                 dir.path().join("backups-tmp"),
             ),
+            rendezvous: Default::default(),
         });
         Harness {
             app,

@@ -109,7 +109,7 @@ pub fn create(
         },
         name: name.map(str::to_string),
         attachment: as_name.map(|n| w::AttachmentName {
-            name: n.to_string(),
+            name: Some(n.to_string()),
         }),
         confirm: None,
         config: None,

@@ -17,6 +17,7 @@ mod chaos;
 mod cluster;
 mod dynos;
 mod hctl;
+mod heroku_cli;
 mod invariants;
 mod logs;
 mod router;
