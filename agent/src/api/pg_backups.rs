@@ -98,6 +98,7 @@ pub async fn schedule(
     Path(key): Path<String>,
     JsonBody(body): JsonBody<w::PgBackupScheduleCreate>,
 ) -> Result<Response, ApiError> {
+    app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
     let (hour, minute) = model::parse_schedule_time(&body.at).map_err(ApiError::invalid)?;
     let (app, addon) = target(&ctx, &caller, &key, body.database.as_deref()).await?;
     let sch = model::BackupSchedule {

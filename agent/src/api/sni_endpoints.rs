@@ -104,8 +104,8 @@ pub async fn create(
     Path(key): Path<String>,
     JsonBody(body): JsonBody<w::SniEndpointCreate>,
 ) -> Result<Response, ApiError> {
-    let cert = checked(&body)?;
     let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
+    let cert = checked(&body)?;
     let now = Utc::now();
     // A taken name (one in 100,000 per existing endpoint) is retried with another.
     let mut last = None;
@@ -136,8 +136,8 @@ pub async fn update(
     Path((key, endpoint)): Path<(String, String)>,
     JsonBody(body): JsonBody<w::SniEndpointCreate>,
 ) -> Result<Response, ApiError> {
-    let cert = checked(&body)?;
     let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
+    let cert = checked(&body)?;
     let out = write(
         &ctx,
         Command::UpdateSniEndpoint {

@@ -177,6 +177,43 @@ fn app_calls(app: &str, who: &str) -> Vec<(Method, String, Option<Value>)> {
             Some(json!({"user": who})),
         ),
         (Method::DELETE, p(&format!("/collaborators/{who}")), None),
+        (Method::GET, p("/addons"), None),
+        (
+            Method::POST,
+            p("/addons"),
+            Some(json!({"plan": "heroku-postgresql"})),
+        ),
+        (Method::GET, p("/addon-attachments"), None),
+        (Method::GET, p("/sni-endpoints"), None),
+        (
+            Method::POST,
+            p("/sni-endpoints"),
+            Some(json!({"certificate_chain": "x", "private_key": "y"})),
+        ),
+        (Method::GET, p("/sni-endpoints/curved-00001"), None),
+        (
+            Method::PATCH,
+            p("/sni-endpoints/curved-00001"),
+            Some(json!({"certificate_chain": "x", "private_key": "y"})),
+        ),
+        (Method::DELETE, p("/sni-endpoints/curved-00001"), None),
+        (Method::GET, p("/pg-backups"), None),
+        (Method::POST, p("/pg-backups"), Some(json!({}))),
+        (Method::GET, p("/pg-backups/b001"), None),
+        (Method::GET, p("/pg-backups/b001/blob"), None),
+        (
+            Method::POST,
+            p("/pg-backups/b001/actions/restore"),
+            Some(json!({})),
+        ),
+        (Method::DELETE, p("/pg-backups/b001"), None),
+        (Method::GET, p("/pg-backup-schedules"), None),
+        (
+            Method::POST,
+            p("/pg-backup-schedules"),
+            Some(json!({"at": "02:00 UTC"})),
+        ),
+        (Method::DELETE, p("/pg-backup-schedules/DATABASE"), None),
     ]
 }
 
@@ -214,6 +251,10 @@ fn owner_view(env: &Env, token: &str, app: &str) -> Vec<Value> {
         "/log-drains",
         "/collaborators",
         "/buildpack-installations",
+        "/addons",
+        "/sni-endpoints",
+        "/pg-backups",
+        "/pg-backup-schedules",
     ]
     .iter()
     .map(|p| {
