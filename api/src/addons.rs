@@ -180,3 +180,11 @@ pub struct AttachmentCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm: Option<String>,
 }
+
+/// One item of `GET /addons/{addon}/config`: what the add-on gives the apps it is
+/// attached to (`URL`, which attachments set as `NAME_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonConfigItem {
+    pub name: String,
+    pub value: Option<String>,
+}

@@ -2,8 +2,11 @@
 //! names, as the Heroku CLI asks before `addons:info` and `addons:destroy`. The answer is
 //! an array (Heroku's shape): an add-on by id or name, or, within `app`, by the name of
 //! one of the app's attachments (`DATABASE`, `REDIS`). Nothing matching is Heroku's 404.
+//! `POST /actions/addon-attachments/resolve {addon_attachment, app?, addon_service?}` does
+//! the same for attachments, and `GET /addons/{addon}/config` lists what an add-on gives
+//! its apps (Haven's add-ons are configured by Haven: `PATCH` is refused).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haven_api::addons as w;
@@ -87,4 +90,106 @@ pub async fn resolve(
         return Err(addon_not_found());
     }
     Ok(Json(found).into_response())
+}
+
+/// The body of `POST /actions/addon-attachments/resolve`.
+#[derive(Debug, Deserialize)]
+pub struct AttachmentResolveBody {
+    pub addon_attachment: String,
+    #[serde(default)]
+    pub app: Option<String>,
+    #[serde(default)]
+    pub addon_service: Option<String>,
+}
+
+fn attachment_not_found() -> ApiError {
+    ApiError::not_found("Couldn't find that add on attachment.")
+}
+
+/// `POST /actions/addon-attachments/resolve`: attachments by id or name (within `app`, by
+/// name such as `DATABASE`; without, those of the caller's apps), as an array.
+pub async fn resolve_attachment(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<AttachmentResolveBody>,
+) -> Result<Response, ApiError> {
+    let key = body.addon_attachment.trim().to_string();
+    let service = body.addon_service.clone().filter(|s| !s.is_empty());
+    let pick = move |s: &Model, t: &&haven_raft::model::Attachment| {
+        (t.name.eq_ignore_ascii_case(&key) || t.id.to_string() == key)
+            && service
+                .as_deref()
+                .is_none_or(|svc| s.addons.get(&t.addon).is_some_and(|a| a.service == svc))
+    };
+    let found: Vec<w::Attachment> = match body.app.as_deref().filter(|a| !a.is_empty()) {
+        Some(app) => {
+            with_app(&ctx, &caller, Action::ViewApp, app, |s, a| {
+                s.app_attachments(a.id)
+                    .into_iter()
+                    .filter(|t| pick(s, t))
+                    .map(|t| super::addon_attachments::attachment_wire(s, t))
+                    .collect()
+            })
+            .await?
+        }
+        None => {
+            read(&ctx, |s| {
+                s.attachments
+                    .values()
+                    .filter(|t| {
+                        s.apps.get(&t.app).is_some_and(|a| {
+                            super::access::authorize(&caller, Action::ViewApp, Some(a)).is_ok()
+                        })
+                    })
+                    .filter(|t| pick(s, t))
+                    .map(|t| super::addon_attachments::attachment_wire(s, t))
+                    .collect()
+            })
+            .await?
+        }
+    };
+    if found.is_empty() {
+        return Err(attachment_not_found());
+    }
+    Ok(Json(found).into_response())
+}
+
+/// `GET /addons/{addon}/config`: `URL`, the connection string attachments set (a secret:
+/// only for those who see the add-on).
+pub async fn config(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let items = read(&ctx, |s| {
+        s.find_addon(&key)
+            .filter(|a| visible(s, &caller, a))
+            .map(|a| {
+                vec![w::AddonConfigItem {
+                    name: "URL".into(),
+                    value: a.url(),
+                }]
+            })
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
+    Ok(Json(items).into_response())
+}
+
+/// `PATCH /addons/{addon}/config`: refused, Haven sets its add-ons' config itself.
+pub async fn update_config(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    read(&ctx, |s| {
+        s.find_addon(&key)
+            .filter(|a| visible(s, &caller, a))
+            .map(|_| ())
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
+    Err(ApiError::invalid(
+        "This add-on's config is managed by Haven and cannot be changed.",
+    ))
 }

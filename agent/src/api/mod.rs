@@ -285,6 +285,14 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/log-sessions/{id}", get(log_sessions::open))
         .route("/buildpacks/{name}", get(builds::registry_lookup))
         .route("/actions/addons/resolve", post(addon_actions::resolve))
+        .route(
+            "/actions/addon-attachments/resolve",
+            post(addon_actions::resolve_attachment),
+        )
+        .route(
+            "/addons/{addon}/config",
+            get(addon_actions::config).patch(addon_actions::update_config),
+        )
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
         .route(

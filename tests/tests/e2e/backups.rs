@@ -40,6 +40,33 @@ fn backups_capture_restore_and_download_from_any_node() {
         .index_of(a["members"][0]["node"]["id"].as_str().unwrap())
         .unwrap();
     let (capturer, restorer) = ((db_node + 1) % 3, (db_node + 2) % 3);
+
+    // The lookups the Heroku CLI makes: attachments resolve by name, the add-on's config
+    // is the URL the app got, and it cannot be changed by hand.
+    let found = env
+        .post_json(
+            restorer,
+            "/actions/addon-attachments/resolve",
+            &json!({"addon_attachment": "DATABASE", "app": "ledger"}),
+        )
+        .unwrap();
+    assert_eq!(found[0]["name"], "DATABASE", "{found}");
+    assert_eq!(found[0]["addon"]["name"], addon.as_str(), "{found}");
+    let cfg = env
+        .get_json(capturer, &format!("/addons/{addon}/config"))
+        .unwrap();
+    let vars = env.get_json(0, "/apps/ledger/config-vars").unwrap();
+    assert_eq!(cfg[0]["name"], "URL");
+    assert_eq!(cfg[0]["value"], vars["DATABASE_URL"], "{cfg}");
+    let (st, body) = env
+        .request(
+            0,
+            reqwest::Method::PATCH,
+            &format!("/addons/{addon}/config"),
+            Some(&json!({"config": [{"name": "URL", "value": "x"}]})),
+        )
+        .unwrap();
+    assert_eq!(st.as_u16(), 422, "{body}");
     psql(
         &env,
         db_node,
