@@ -257,6 +257,7 @@ impl AddonManager {
                     (local != m.up).then_some(MemberReport {
                         member: *id,
                         up: local,
+                        ..MemberReport::default()
                     })
                 })
                 .collect()

@@ -142,9 +142,13 @@ mod tests {
                 host: "10.0.0.1".into(),
                 port: 5432,
                 up: false,
+                streaming: false,
+                synced: false,
             }],
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            primary: None,
+            generation: 0,
         }
     }
 

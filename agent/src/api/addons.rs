@@ -338,6 +338,8 @@ pub async fn create(
             members,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            primary: None,
+            generation: 0,
         };
         let cmd = Command::CreateAddon {
             addon,

@@ -40,9 +40,13 @@ fn addon(app: Uuid, name: &str, service: &str, plan: &str, node: NodeId, port: u
             host: "10.0.0.1".into(),
             port,
             up: false,
+            streaming: false,
+            synced: false,
         }],
         created_at: DateTime::from_timestamp(0, 0).unwrap(),
         updated_at: DateTime::from_timestamp(0, 0).unwrap(),
+        primary: None,
+        generation: 0,
     }
 }
 
@@ -223,7 +227,11 @@ fn reports_provision_and_deprovisioning_removes_the_addon_when_data_is_gone() {
     let m = a.members[0].id;
     let report = |node, up, gone: Vec<Uuid>| Command::ReportAddonMembers {
         node,
-        reports: vec![MemberReport { member: m, up }],
+        reports: vec![MemberReport {
+            member: m,
+            up,
+            ..MemberReport::default()
+        }],
         gone,
         at: actor(9).at,
     };
