@@ -163,7 +163,9 @@ pub fn pg_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
                 }
                 .into(),
             ));
-            for m in &a.members {
+            let mut members: Vec<&w::AddonMember> = a.members.iter().collect();
+            members.sort_by_key(|m| m.role != "primary");
+            for m in members {
                 let place = format!("{} ({}:{})", m.node.name, m.host, m.port);
                 if m.role == "primary" {
                     rows.push(("Primary", place));
