@@ -8,7 +8,8 @@
 //!   leader simply resumes from the replicated state.
 //! - **Add-ons**: add-on members reserve memory on their nodes, taken off what the
 //!   scheduler may give dynos; members of a deprovisioned add-on whose node is down are
-//!   reported gone on its behalf.
+//!   reported gone on its behalf; an HA add-on whose primary's node is marked down fails
+//!   over to its synced standby (`FailoverAddon`, right after the node transition).
 //! - **Release phase**: a pending release whose slug has a `release` process type gets a
 //!   one-off `release` dyno; its exit status decides the release.
 
@@ -331,6 +332,14 @@ pub async fn control_loop(
                 {
                     warn!(error = %e, "could not record a node's status");
                 }
+            }
+        }
+        // HA add-ons whose primary's node is down: promote the synced standby.
+        for cmd in raft.with_state(crate::addons::failovers) {
+            match raft.write(cmd).await {
+                Ok(Ok(_)) => info!("failed an add-on over to its standby"),
+                Ok(Err(e)) => debug!(error = %e, "add-on failover refused"),
+                Err(e) => warn!(error = %e, "could not record an add-on failover"),
             }
         }
         let plan = raft.with_state(|s| {

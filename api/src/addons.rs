@@ -79,6 +79,15 @@ pub struct AddonMember {
     pub port: u16,
     /// Its server answers.
     pub up: bool,
+    /// `primary` or `standby`.
+    #[serde(default)]
+    pub role: String,
+    /// A standby streams from its primary.
+    #[serde(default)]
+    pub streaming: bool,
+    /// A standby has every commit the primary acknowledged (it may be promoted).
+    #[serde(default)]
+    pub synced: bool,
 }
 
 /// `GET /addons/{id-or-name}`.

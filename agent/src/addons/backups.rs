@@ -54,8 +54,7 @@ pub struct Backups {
 /// The connection of `pg_dump`/`pg_restore` to an add-on's primary.
 fn pg_tool(tool: &str, addon: &Addon) -> Result<tokio::process::Command, String> {
     let m = addon
-        .members
-        .first()
+        .primary_member()
         .ok_or_else(|| format!("{} has no server yet", addon.name))?;
     let mut cmd = tokio::process::Command::new(Path::new(PG_BIN).join(tool));
     cmd.env_clear()

@@ -24,6 +24,7 @@
 pub mod backups;
 pub mod placement;
 mod probe;
+mod replication;
 pub mod schedule;
 mod server;
 
@@ -35,8 +36,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use haven_raft::catalog::{self, Engine};
+use haven_raft::command::failover_target;
 use haven_raft::command::{Command, MemberReport};
-use haven_raft::model::{Addon, AddonMember, AddonState, NodeId, NodeStatus, State};
+use haven_raft::model::{Addon, AddonMember, AddonState, NodeId, NodeStatus, Role, State};
 use haven_raft::HavenRaft;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -56,7 +58,35 @@ enum Ctl {
 
 struct Supervisor {
     ctl: watch::Sender<Ctl>,
+    /// The member's add-on as the state has it now, and what its primary should wait for.
+    desired: watch::Sender<Desired>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a supervisor steers its server by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Desired {
+    addon: Addon,
+    /// A primary's `synchronous_standby_names`: its standbys on up nodes that stream or
+    /// are in sync (a standby whose node is down has left sync in the state first).
+    sync_names: String,
+}
+
+fn desired_of(s: &State, a: &Addon) -> Desired {
+    let names: Vec<String> = a
+        .standbys()
+        .filter(|m| {
+            (m.synced || m.streaming)
+                && s.nodes
+                    .get(&m.node)
+                    .is_some_and(|n| n.status == NodeStatus::Up)
+        })
+        .map(|m| Addon::application_name(m.id))
+        .collect();
+    Desired {
+        addon: a.clone(),
+        sync_names: names.join(","),
+    }
 }
 
 struct Inner {
@@ -66,8 +96,8 @@ struct Inner {
     data_dir: PathBuf,
     logs: Logs,
     supervisors: Mutex<HashMap<Uuid, Supervisor>>,
-    /// Whether each member's server answered its last probe.
-    up: Mutex<HashMap<Uuid, bool>>,
+    /// Each member's server as last seen (answers, replication).
+    up: Mutex<HashMap<Uuid, MemberReport>>,
     /// A read barrier succeeded since the start: unknown data dirs are orphans.
     synced: AtomicBool,
     keep: AtomicBool,
@@ -93,6 +123,25 @@ fn mine(s: &State, me: NodeId) -> Vec<(Addon, AddonMember)> {
                 .iter()
                 .filter(move |m| m.node == me)
                 .map(move |m| (a.clone(), m.clone()))
+        })
+        .collect()
+}
+
+/// For the leader: failovers of add-ons whose primary's node is down to a synced standby.
+pub fn failovers(s: &State) -> Vec<Command> {
+    s.addons
+        .values()
+        .filter_map(|a| {
+            let to = failover_target(s, a)?;
+            Some(Command::FailoverAddon {
+                addon: a.id,
+                to,
+                release_seed: Uuid::new_v4(),
+                actor: haven_raft::command::Actor {
+                    email: format!("{}@addons.haven", a.service),
+                    at: Utc::now(),
+                },
+            })
         })
         .collect()
 }
@@ -204,7 +253,14 @@ impl AddonManager {
 
     async fn tick(&self) {
         let inner = &self.inner;
-        let placed = inner.raft.with_state(|s| mine(s, inner.me));
+        let (placed, wants) = inner.raft.with_state(|s| {
+            let placed = mine(s, inner.me);
+            let wants: HashMap<Uuid, Desired> = placed
+                .iter()
+                .map(|(a, m)| (m.id, desired_of(s, a)))
+                .collect();
+            (placed, wants)
+        });
         let run: HashMap<Uuid, (Addon, AddonMember)> = placed
             .iter()
             .filter(|(a, _)| a.state != AddonState::Deprovisioning)
@@ -217,13 +273,23 @@ impl AddonManager {
             .collect();
         {
             let mut sups = lock(&inner.supervisors);
-            for (id, (a, m)) in &run {
-                if !sups.contains_key(id) {
+            for (id, (_, m)) in &run {
+                let Some(want) = wants.get(id) else { continue };
+                if let Some(sup) = sups.get(id) {
+                    sup.desired.send_if_modified(|d| {
+                        let changed = d != want;
+                        if changed {
+                            *d = want.clone();
+                        }
+                        changed
+                    });
+                } else {
                     let (ctl, rx) = watch::channel(Ctl::Run);
+                    let (desired, drx) = watch::channel(want.clone());
                     let this = self.clone();
-                    let (a, m) = (a.clone(), m.clone());
-                    let task = tokio::spawn(async move { this.supervise(a, m, rx).await });
-                    sups.insert(*id, Supervisor { ctl, task });
+                    let m = m.clone();
+                    let task = tokio::spawn(async move { this.supervise(m, drx, rx).await });
+                    sups.insert(*id, Supervisor { ctl, desired, task });
                 }
             }
             sups.retain(|id, s| {
@@ -253,12 +319,12 @@ impl AddonManager {
         let reports: Vec<MemberReport> = {
             let up = lock(&inner.up);
             run.iter()
-                .filter_map(|(id, (_, m))| {
-                    let local = up.get(id).copied().unwrap_or(false);
-                    (local != m.up).then_some(MemberReport {
+                .filter_map(|(id, (a, m))| {
+                    let local = up.get(id).cloned().unwrap_or_else(|| MemberReport {
                         member: *id,
-                        up: local,
-                    })
+                        ..MemberReport::default()
+                    });
+                    differs(a, m, &local).then_some(local)
                 })
                 .collect()
         };
@@ -305,12 +371,21 @@ impl AddonManager {
         }
     }
 
-    fn set_up(&self, id: Uuid, up: bool) {
-        lock(&self.inner.up).insert(id, up);
+    fn set_status(&self, r: MemberReport) {
+        lock(&self.inner.up).insert(r.member, r);
     }
 
-    /// One member's server on this node, until told to stop or detach.
-    async fn supervise(&self, addon: Addon, member: AddonMember, mut ctl: watch::Receiver<Ctl>) {
+    /// One member's server on this node, until told to stop or detach. An HA Postgres
+    /// member follows its role: a standby told it is the primary promotes its server; a
+    /// server started as anything but a standby of the current generation, when the
+    /// member is a standby, is stopped and started again as one (its data rebuilt from
+    /// the primary: an old primary never serves again).
+    async fn supervise(
+        &self,
+        member: AddonMember,
+        mut desired: watch::Receiver<Desired>,
+        mut ctl: watch::Receiver<Ctl>,
+    ) {
         let inner = &self.inner;
         let id = member.id;
         let container = inner.runtime.mode() == Mode::Container;
@@ -318,40 +393,60 @@ impl AddonManager {
         if let Err(e) = data_dir(&dir, container) {
             warn!(member = %id, error = %e, "cannot create an add-on member's data dir");
         }
-        let engine = catalog::addon_service(&addon.service).map_or(Engine::Postgres, |s| s.engine);
-        let user = addon.db_user();
-        let process = server::log_process(&addon);
+        let first = desired.borrow().addon.clone();
+        let engine = catalog::addon_service(&first.service).map_or(Engine::Postgres, |s| s.engine);
+        let ha = engine == Engine::Postgres && first.members.len() > 1;
+        let user = first.db_user();
+        let process = server::log_process(&first);
+        let max_backoff = Duration::from_secs(if ha { 5 } else { 30 });
         let mut backoff = Duration::from_secs(1);
         let mut adopt = true;
         loop {
             if *ctl.borrow() != Ctl::Run {
                 return;
             }
+            if ha {
+                // Start only on a current state: a returning old primary must know it
+                // was failed over before its server runs.
+                while !inner.synced.load(Ordering::SeqCst) {
+                    if wait_or_ctl(&mut ctl, Duration::from_millis(200)).await {
+                        return;
+                    }
+                }
+            }
+            let mut want = desired.borrow_and_update().clone();
+            if let Some(now) = inner
+                .raft
+                .with_state(|s| s.addons.get(&first.id).map(|a| desired_of(s, a)))
+            {
+                want = now;
+            }
+            let addon = want.addon.clone();
             let adopted = if adopt {
-                inner.runtime.adopt(&id.to_string()).map(|(p, _)| p)
+                inner.runtime.adopt(&id.to_string())
             } else {
                 None
             };
             adopt = false;
             let was_adopted = adopted.is_some();
-            let mut proc = match adopted {
-                Some(p) => p,
+            let (mut proc, mut started) = match adopted {
+                Some((p, note)) => (p, server::started_as(&note)),
                 None => match inner
                     .runtime
                     .spawn(&server::spec(&addon, &member, &dir, container))
                 {
-                    Ok(p) => p,
+                    Ok(p) => (p, (addon.role_of(id), addon.generation)),
                     Err(e) => {
                         warn!(addon = %addon.name, error = %e, "cannot start an add-on server");
                         if wait_or_ctl(&mut ctl, backoff).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        backoff = (backoff * 2).min(max_backoff);
                         continue;
                     }
                 },
             };
-            info!(addon = %addon.name, member = %id, pid = proc.pid(), adopted = was_adopted, "add-on server running");
+            info!(addon = %addon.name, member = %id, pid = proc.pid(), adopted = was_adopted, role = started.0.as_str(), generation = started.1, "add-on server running");
             if let Some(mut tail) = proc.output() {
                 let logs = inner.logs.clone();
                 let (app, process) = (addon.app, process.clone());
@@ -364,39 +459,71 @@ impl AddonManager {
                 });
             }
             let mut up = false;
+            // Standbys the primary has in sync: the primary's flush position when each
+            // was first seen in sync (it has every acknowledged commit once past it).
+            let mut sync_since: HashMap<String, u64> = HashMap::new();
             let outcome = loop {
-                let every = if up {
-                    Duration::from_secs(5)
-                } else {
+                let every = if !up {
                     Duration::from_millis(300)
+                } else if ha {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::from_secs(5)
                 };
                 tokio::select! {
-                    exit = proc.wait() => break Some(exit),
+                    exit = proc.wait() => break Outcome::Exited(exit),
                     changed = ctl.changed() => {
                         if changed.is_err() || *ctl.borrow() != Ctl::Run {
-                            break None;
+                            break Outcome::Told;
                         }
                     }
-                    _ = tokio::time::sleep(every) => {
-                        let now = probe::answers(engine, &member.host, member.port, &user, Duration::from_secs(2)).await;
-                        if now != up {
-                            info!(addon = %addon.name, member = %id, answers = now, "add-on server status changed");
-                            up = now;
-                            self.set_up(id, now);
-                            if now {
-                                backoff = Duration::from_secs(1);
-                            }
-                        }
+                    _ = desired.changed() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let want = desired.borrow().clone();
+                let role = want.addon.role_of(id);
+                if ha && role == Role::Standby && started != (Role::Standby, want.addon.generation)
+                {
+                    info!(addon = %want.addon.name, member = %id, generation = want.addon.generation, "this member is a standby now: stopping its server to rebuild it from the primary");
+                    break Outcome::Rebuild;
+                }
+                let now = probe::answers(
+                    engine,
+                    &member.host,
+                    member.port,
+                    &user,
+                    Duration::from_secs(2),
+                )
+                .await;
+                if now != up {
+                    info!(addon = %want.addon.name, member = %id, answers = now, "add-on server status changed");
+                    up = now;
+                    if now {
+                        backoff = Duration::from_secs(1);
                     }
                 }
+                let mut report = MemberReport {
+                    member: id,
+                    up: now,
+                    generation: started.1,
+                    ..MemberReport::default()
+                };
+                if ha && now {
+                    self.steer(&want, &member, &mut started, &mut sync_since, &mut report)
+                        .await;
+                }
+                self.set_status(report);
             };
-            self.set_up(id, false);
+            self.set_status(MemberReport {
+                member: id,
+                ..MemberReport::default()
+            });
             match outcome {
-                None if *ctl.borrow() == Ctl::Detach => {
+                Outcome::Told if *ctl.borrow() == Ctl::Detach => {
                     info!(addon = %addon.name, pid = proc.pid(), "left the add-on server running");
                     return;
                 }
-                None => {
+                Outcome::Told | Outcome::Rebuild => {
                     proc.terminate();
                     if tokio::time::timeout(Duration::from_secs(15), proc.wait())
                         .await
@@ -407,18 +534,106 @@ impl AddonManager {
                     }
                     proc.cleanup();
                     info!(addon = %addon.name, member = %id, "add-on server stopped");
-                    return;
+                    if matches!(outcome, Outcome::Told) {
+                        return;
+                    }
                 }
-                Some(exit) => {
+                Outcome::Exited(exit) => {
                     proc.cleanup();
                     warn!(addon = %addon.name, member = %id, code = ?exit.code, signal = ?exit.signal, "add-on server exited; restarting it");
                     if wait_or_ctl(&mut ctl, backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(max_backoff);
                 }
             }
         }
+    }
+
+    /// One look at an HA Postgres member's replication, acting on its role: a primary
+    /// (promoted first if its server is still a standby) gets the state's
+    /// `synchronous_standby_names` and reports the standbys in sync; a standby reports
+    /// whether it streams.
+    async fn steer(
+        &self,
+        want: &Desired,
+        member: &AddonMember,
+        started: &mut (Role, u64),
+        sync_since: &mut HashMap<String, u64>,
+        report: &mut MemberReport,
+    ) {
+        let a = &want.addon;
+        let st = match replication::status(a, member).await {
+            Ok(st) => st,
+            Err(e) => {
+                debug!(addon = %a.name, error = %e, "no replication status");
+                return;
+            }
+        };
+        if a.role_of(member.id) == Role::Standby {
+            report.streaming = st.in_recovery && st.receiver == "streaming";
+            return;
+        }
+        if st.in_recovery {
+            // Promoted by a failover: wait for no standby until one is back in sync.
+            if let Err(e) = replication::set_sync_names(a, member, &want.sync_names).await {
+                warn!(addon = %a.name, error = %e, "cannot set the synchronous standbys");
+            }
+            match replication::promote(a, member).await {
+                Ok(()) => {
+                    info!(addon = %a.name, member = %member.id, generation = a.generation, "promoted the standby to primary")
+                }
+                Err(e) => {
+                    warn!(addon = %a.name, error = %e, "cannot promote the standby");
+                    return;
+                }
+            }
+        } else if st.sync_names != want.sync_names {
+            info!(addon = %a.name, standbys = %want.sync_names, "setting the synchronous standbys");
+            if let Err(e) = replication::set_sync_names(a, member, &want.sync_names).await {
+                warn!(addon = %a.name, error = %e, "cannot set the synchronous standbys");
+            }
+        }
+        *started = (Role::Primary, a.generation);
+        report.generation = a.generation;
+        sync_since.retain(|n, _| st.sync.iter().any(|(s, _)| s == n));
+        for (name, flushed) in &st.sync {
+            let since = *sync_since.entry(name.clone()).or_insert(st.flush_lsn);
+            if *flushed >= since {
+                if let Some(m) = a
+                    .standbys()
+                    .find(|m| &Addon::application_name(m.id) == name)
+                {
+                    report.sync_standbys.push(m.id);
+                }
+            }
+        }
+    }
+}
+
+/// How a server's supervision ended.
+enum Outcome {
+    Exited(crate::runtime::ExitInfo),
+    /// Told to stop or detach.
+    Told,
+    /// Its role changed: start it again.
+    Rebuild,
+}
+
+/// Whether the node's view of a member differs from the state's, so that it is reported.
+fn differs(a: &Addon, m: &AddonMember, local: &MemberReport) -> bool {
+    if local.up != m.up {
+        return true;
+    }
+    if local.generation != a.generation {
+        return false;
+    }
+    match a.role_of(m.id) {
+        Role::Standby => (local.up && local.streaming) != m.streaming,
+        Role::Primary => local
+            .sync_standbys
+            .iter()
+            .any(|s| a.members.iter().any(|x| x.id == *s && !x.synced)),
     }
 }
 

@@ -98,6 +98,8 @@ pub fn place(
             host: p.host,
             port: p.port,
             up: false,
+            streaming: false,
+            synced: false,
         })
         .collect())
 }

@@ -11,33 +11,60 @@
 use std::path::Path;
 
 use haven_raft::catalog::{self, Engine};
-use haven_raft::model::{Addon, AddonMember};
+use haven_raft::model::{Addon, AddonMember, Role};
 
 use crate::runtime::{Bind, DynoSpec};
 
 /// Where Debian installs PostgreSQL 15's server programs.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// The start script of a Postgres member: `initdb` once (into a temp dir renamed when
-/// complete, so an interrupted first start starts over), the database created in
-/// single-user mode, password authentication from anywhere; then `postgres` on the
-/// member's address and port.
+/// The start script of a Postgres member. A primary: `initdb` once (into a temp dir
+/// renamed when complete, so an interrupted first start starts over; only in generation
+/// 0 — a primary promoted by a failover never starts from an empty dir), the database
+/// created in single-user mode, password authentication (SCRAM) from anywhere, for
+/// replication too. A standby: its data dir is a fresh `pg_basebackup` from the primary
+/// unless it already is a standby's of the current generation (an old primary fenced by
+/// a failover is rebuilt), with `standby.signal`, and it streams with `primary_conninfo`
+/// under its `application_name`. The password is only in `pgpass` (0600) for libpq.
 const POSTGRES_SCRIPT: &str = r#"set -eu
 umask 077
 D="$HAVEN_DATA/pgdata"
-if [ ! -s "$D/PG_VERSION" ]; then
-  rm -rf "$D.init"
-  initdb -D "$D.init" -U "$PGUSER" -E UTF8 --locale=C.UTF-8 --auth-local=trust \
-    --auth-host=scram-sha-256 --pwfile=<(printf '%s\n' "$HAVEN_PASSWORD") >/dev/null
-  printf 'host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' >> "$D.init/pg_hba.conf"
-  echo "CREATE DATABASE \"$PGDATABASE\" OWNER \"$PGUSER\"" | postgres --single -D "$D.init" postgres >/dev/null
-  mv "$D.init" "$D"
-  echo "initialized the database"
+printf '*:*:*:%s:%s\n' "$PGUSER" "$HAVEN_PASSWORD" > "$HAVEN_DATA/pgpass"
+export PGPASSFILE="$HAVEN_DATA/pgpass"
+if [ "$HAVEN_ROLE" = standby ]; then
+  unset HAVEN_PASSWORD
+  if [ ! -s "$D/PG_VERSION" ] || [ ! -f "$D/standby.signal" ] || \
+     [ "$(cat "$HAVEN_DATA/generation" 2>/dev/null)" != "$HAVEN_GENERATION" ]; then
+    rm -rf "$D" "$D.init" "$HAVEN_DATA/generation"
+    pg_basebackup -h "$HAVEN_PRIMARY_HOST" -p "$HAVEN_PRIMARY_PORT" -U "$PGUSER" -w \
+      -D "$D.init" -X stream -c fast
+    touch "$D.init/standby.signal"
+    mv "$D.init" "$D"
+    echo "$HAVEN_GENERATION" > "$HAVEN_DATA/generation"
+    echo "made the standby's data from the primary (generation $HAVEN_GENERATION)"
+  fi
+  set -- -c hot_standby=on -c primary_conninfo="host=$HAVEN_PRIMARY_HOST port=$HAVEN_PRIMARY_PORT user=$PGUSER passfile=$PGPASSFILE application_name=$HAVEN_APPNAME"
+else
+  if [ ! -s "$D/PG_VERSION" ]; then
+    if [ "$HAVEN_GENERATION" != 0 ]; then
+      echo "no data for the primary of generation $HAVEN_GENERATION: refusing to start empty"
+      exit 1
+    fi
+    rm -rf "$D.init"
+    initdb -D "$D.init" -U "$PGUSER" -E UTF8 --locale=C.UTF-8 --auth-local=trust \
+      --auth-host=scram-sha-256 --pwfile=<(printf '%s\n' "$HAVEN_PASSWORD") >/dev/null
+    printf 'host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\nhost replication all ::/0 scram-sha-256\n' >> "$D.init/pg_hba.conf"
+    echo "CREATE DATABASE \"$PGDATABASE\" OWNER \"$PGUSER\"" | postgres --single -D "$D.init" postgres >/dev/null
+    mv "$D.init" "$D"
+    echo "initialized the database"
+  fi
+  unset HAVEN_PASSWORD
+  set --
 fi
-unset HAVEN_PASSWORD
 exec postgres -D "$D" -c listen_addresses="$HAVEN_HOST" -p "$HAVEN_PORT" -k /tmp \
   -c shared_buffers="$HAVEN_SHARED_BUFFERS" -c max_connections=20 \
-  -c dynamic_shared_memory_type=mmap -c logging_collector=off
+  -c dynamic_shared_memory_type=mmap -c logging_collector=off \
+  -c synchronous_commit=on -c wal_keep_size=64MB "$@"
 "#;
 
 /// The start script of a Redis member: append-only persistence in `/data`, the password
@@ -78,6 +105,14 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
     ];
     let (command, hostname) = match engine {
         Engine::Postgres => {
+            let role = addon.role_of(member.id);
+            env.push(("HAVEN_ROLE".into(), role.as_str().into()));
+            env.push(("HAVEN_GENERATION".into(), addon.generation.to_string()));
+            env.push(("HAVEN_APPNAME".into(), Addon::application_name(member.id)));
+            if let Some(p) = addon.primary_member().filter(|_| role == Role::Standby) {
+                env.push(("HAVEN_PRIMARY_HOST".into(), p.host.clone()));
+                env.push(("HAVEN_PRIMARY_PORT".into(), p.port.to_string()));
+            }
             env.push(("PGUSER".into(), addon.db_user()));
             env.push(("PGDATABASE".into(), addon.db_name()));
             // A quarter of the member's memory, as PostgreSQL's tuning guides suggest.
@@ -111,8 +146,30 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
         pids_limit: 512,
         stdin: false,
         outlives_agent: true,
-        note: format!("addon {}", addon.id),
+        note: note(addon, member),
     }
+}
+
+/// The process record's note: the add-on, and the role and generation the server was
+/// started for (`addon ID primary 0`), read back by [`started_as`] when adopting.
+pub fn note(addon: &Addon, member: &AddonMember) -> String {
+    format!(
+        "addon {} {} {}",
+        addon.id,
+        addon.role_of(member.id).as_str(),
+        addon.generation
+    )
+}
+
+/// The role and generation a note says its server was started for; a note of an older
+/// agent (`addon ID`) means a primary of generation 0.
+pub fn started_as(note: &str) -> (Role, u64) {
+    let mut w = note.split_whitespace().skip(2);
+    let role = match w.next() {
+        Some("standby") => Role::Standby,
+        _ => Role::Primary,
+    };
+    (role, w.next().and_then(|g| g.parse().ok()).unwrap_or(0))
 }
 
 /// The process name its output lines carry in the app's log (`heroku-postgresql`).
@@ -142,9 +199,13 @@ mod tests {
                 host: "10.0.0.1".into(),
                 port: 5432,
                 up: false,
+                streaming: false,
+                synced: false,
             }],
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            primary: None,
+            generation: 0,
         }
     }
 
@@ -164,6 +225,27 @@ mod tests {
             assert!(s.outlives_agent && s.slug_dir.is_none());
             assert_eq!(s.binds[0].target, Path::new("/data"));
         }
+    }
+
+    #[test]
+    fn a_standby_copies_its_primary_and_the_note_says_its_role_and_generation() {
+        let mut a = addon("heroku-postgresql", "standard-0");
+        let mut sb = a.members[0].clone();
+        sb.id = Uuid::new_v4();
+        sb.host = "10.0.0.2".into();
+        a.members.push(sb.clone());
+        a.generation = 3;
+        let s = spec(&a, &sb, Path::new("/d/m"), true);
+        let env = |k: &str| s.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(env("HAVEN_ROLE").as_deref(), Some("standby"));
+        assert_eq!(env("HAVEN_PRIMARY_HOST").as_deref(), Some("10.0.0.1"));
+        assert_eq!(env("HAVEN_GENERATION").as_deref(), Some("3"));
+        assert!(s.command.contains("pg_basebackup") && !s.command.contains("secret"));
+        assert_eq!(started_as(&s.note), (Role::Standby, 3));
+        let p = spec(&a, &a.members[0], Path::new("/d/m"), true);
+        assert_eq!(started_as(&p.note), (Role::Primary, 3));
+        assert!(!p.env.iter().any(|(k, _)| k == "HAVEN_PRIMARY_HOST"));
+        assert_eq!(started_as(&format!("addon {}", a.id)), (Role::Primary, 0));
     }
 
     #[test]

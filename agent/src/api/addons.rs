@@ -120,6 +120,9 @@ pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
             host: m.host.clone(),
             port: m.port,
             up: m.up,
+            role: a.role_of(m.id).as_str().into(),
+            streaming: m.streaming,
+            synced: m.synced,
         })
         .collect();
     let provision_message = if a.state == AddonState::Provisioning {
@@ -338,6 +341,8 @@ pub async fn create(
             members,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            primary: None,
+            generation: 0,
         };
         let cmd = Command::CreateAddon {
             addon,

@@ -19,9 +19,13 @@ fn addons_and_attachments() {
             host: "127.0.0.1".into(),
             port: 5432,
             up: true,
+            streaming: false,
+            synced: false,
         }],
         created_at: at(6),
         updated_at: at(7),
+        primary: None,
+        generation: 0,
     };
     let att = model::Attachment {
         id: Uuid::from_u128(92),

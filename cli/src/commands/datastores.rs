@@ -150,15 +150,66 @@ pub fn pg_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
     if let Some(a) = &addon {
         rows.push(("Created", a.created_at.clone()));
         rows.push(("Add-on", a.name.clone()));
-        let nodes: Vec<&str> = a.members.iter().map(|m| m.node.name.as_str()).collect();
-        rows.push(("Node", nodes.join(", ")));
-        rows.push((
-            "HA",
-            "no (single node: the data is lost if its node is lost)".into(),
-        ));
+        if a.members.len() > 1 {
+            let lags = standby_lags(&u);
+            let standbys = a.members.iter().filter(|m| m.role == "standby");
+            let available = standbys.clone().all(|m| m.synced);
+            rows.push((
+                "HA Status",
+                if available {
+                    "Available"
+                } else {
+                    "Temporarily Unavailable"
+                }
+                .into(),
+            ));
+            let mut members: Vec<&w::AddonMember> = a.members.iter().collect();
+            members.sort_by_key(|m| m.role != "primary");
+            for m in members {
+                let place = format!("{} ({}:{})", m.node.name, m.host, m.port);
+                if m.role == "primary" {
+                    rows.push(("Primary", place));
+                } else {
+                    let lag = lags
+                        .iter()
+                        .find(|(n, _)| *n == format!("m{}", m.id.replace('-', "")))
+                        .map_or(String::new(), |(_, l)| format!(", lag {l} bytes"));
+                    let how = match (m.synced, m.streaming) {
+                        (true, _) => "synchronous",
+                        (false, true) => "streaming, catching up",
+                        (false, false) => "not replicating",
+                    };
+                    rows.push(("Standby", format!("{place}: {how}{lag}")));
+                }
+            }
+        } else {
+            let nodes: Vec<&str> = a.members.iter().map(|m| m.node.name.as_str()).collect();
+            rows.push(("Node", nodes.join(", ")));
+            rows.push((
+                "HA",
+                "no (single node: the data is lost if its node is lost)".into(),
+            ));
+        }
     }
     println!("{}", key_values(&rows));
     Ok(())
+}
+
+/// The primary's standbys and how many bytes of WAL each has yet to replay.
+fn standby_lags(u: &Url) -> Vec<(String, String)> {
+    let out = psql(u)
+        .args(["-XAtc", "SELECT application_name || '|' || coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0) FROM pg_stat_replication"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once('|')?;
+            Some((n.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 fn redis_cli(u: &Url) -> Command {

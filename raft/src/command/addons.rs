@@ -29,11 +29,18 @@ pub struct AttachmentSpec {
 }
 
 /// A member's state as its node reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct MemberReport {
     pub member: Uuid,
     /// The server answers.
     pub up: bool,
+    /// The add-on generation the server runs its role for; `streaming` and
+    /// `sync_standbys` count only when it is the current one.
+    pub generation: u64,
+    /// A standby: it streams from its primary.
+    pub streaming: bool,
+    /// A primary: the members it waits for at COMMIT and that are in sync.
+    pub sync_standbys: Vec<Uuid>,
 }
 
 /// Release ids of a command that makes several releases: one per attachment, derived
@@ -106,8 +113,12 @@ pub(super) fn create(
     let (name, vars) = naming(state, service, attachment)?;
     let mut new = addon.clone();
     new.state = AddonState::Provisioning;
+    new.primary = new.members.first().map(|m| m.id);
+    new.generation = 0;
     for m in &mut new.members {
         m.up = false;
+        m.streaming = false;
+        m.synced = false;
     }
     new.created_at = actor.at;
     new.updated_at = actor.at;
@@ -390,10 +401,11 @@ pub(super) fn detach(
     })
 }
 
-/// A node reports its members: which answer (all members up: `Provisioned`), and which
-/// of a deprovisioning add-on have their data removed (the last one removes the add-on).
-/// Members of other nodes, and `gone` members of add-ons not being deprovisioned, are
-/// ignored.
+/// A node reports its members: which answer (all members up, and every standby synced:
+/// `Provisioned`), which standbys stream and which the primary has in sync (counted only
+/// for the current generation), and which of a deprovisioning add-on have their data
+/// removed (the last one removes the add-on). Members of other nodes, and `gone` members
+/// of add-ons not being deprovisioned, are ignored.
 pub(super) fn report(
     state: &mut State,
     node: NodeId,
@@ -401,15 +413,37 @@ pub(super) fn report(
     gone: &[Uuid],
     at: DateTime<Utc>,
 ) -> CommandResult {
-    let by_member: BTreeMap<Uuid, bool> = reports.iter().map(|r| (r.member, r.up)).collect();
+    let by_member: BTreeMap<Uuid, &MemberReport> = reports.iter().map(|r| (r.member, r)).collect();
     let mut emptied = Vec::new();
     for a in state.addons.values_mut() {
         let mut changed = false;
+        let primary = a.primary_id();
+        let generation = a.generation;
+        let mut synced_now: Vec<Uuid> = Vec::new();
         for m in a.members.iter_mut().filter(|m| m.node == node) {
-            if let Some(&up) = by_member.get(&m.id) {
-                changed |= m.up != up;
-                m.up = up;
+            let Some(r) = by_member.get(&m.id) else {
+                continue;
+            };
+            changed |= m.up != r.up;
+            m.up = r.up;
+            if r.generation != generation {
+                continue;
             }
+            if Some(m.id) == primary {
+                synced_now.extend(r.sync_standbys.iter().copied());
+            } else {
+                let streaming = r.up && r.streaming;
+                changed |= m.streaming != streaming;
+                m.streaming = streaming;
+            }
+        }
+        for m in a
+            .members
+            .iter_mut()
+            .filter(|m| Some(m.id) != primary && synced_now.contains(&m.id))
+        {
+            changed |= !m.synced;
+            m.synced = true;
         }
         if a.state == AddonState::Deprovisioning {
             let before = a.members.len();
@@ -419,7 +453,10 @@ pub(super) fn report(
             if a.members.is_empty() {
                 emptied.push(a.id);
             }
-        } else if a.state == AddonState::Provisioning && a.members.iter().all(|m| m.up) {
+        } else if a.state == AddonState::Provisioning
+            && a.members.iter().all(|m| m.up)
+            && a.standbys().all(|m| m.synced)
+        {
             a.state = AddonState::Provisioned;
             changed = true;
         }
@@ -432,6 +469,106 @@ pub(super) fn report(
         state.backup_schedules.remove(&id);
     }
     Ok(CommandOutput::Done)
+}
+
+/// Part of marking `node` down: its standbys are no longer in sync (nor streaming), so
+/// that they cannot be promoted and their primaries may stop waiting for them.
+pub(super) fn on_node_down(state: &mut State, node: NodeId) {
+    for a in state.addons.values_mut() {
+        let primary = a.primary_id();
+        for m in a
+            .members
+            .iter_mut()
+            .filter(|m| m.node == node && Some(m.id) != primary)
+        {
+            m.streaming = false;
+            m.synced = false;
+        }
+    }
+}
+
+/// The standby a failover of `addon` would promote: the add-on has a primary whose node
+/// is down (or gone) and a synced standby on an up node. `None`: no failover (the primary
+/// is fine, or no standby has every acknowledged commit).
+pub fn failover_target(state: &State, addon: &Addon) -> Option<Uuid> {
+    if addon.state == AddonState::Deprovisioning || addon.members.len() < 2 {
+        return None;
+    }
+    let primary = addon.primary_member()?;
+    let primary_down = state
+        .nodes
+        .get(&primary.node)
+        .is_none_or(|n| n.status == NodeStatus::Down);
+    if !primary_down {
+        return None;
+    }
+    addon
+        .standbys()
+        .filter(|m| m.synced)
+        .find(|m| {
+            state
+                .nodes
+                .get(&m.node)
+                .is_some_and(|n| n.status == NodeStatus::Up)
+        })
+        .map(|m| m.id)
+}
+
+/// Fails `addon` over to its standby `to` (which must be [`failover_target`]): `to` is
+/// the primary of generation + 1; every other member is a standby to rebuild (not up,
+/// not in sync); each attachment's vars get the new URL in a release.
+pub(super) fn failover(
+    state: &mut State,
+    addon: Uuid,
+    to: Uuid,
+    release_seed: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?;
+    if failover_target(state, a) != Some(to) {
+        return Err(CommandError::Conflict(format!(
+            "{} cannot fail over to that member now",
+            a.name
+        )));
+    }
+    let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
+    a.primary = Some(to);
+    a.generation += 1;
+    for m in a.members.iter_mut().filter(|m| m.id != to) {
+        m.up = false;
+        m.streaming = false;
+        m.synced = false;
+    }
+    for m in a.members.iter_mut().filter(|m| m.id == to) {
+        m.streaming = false;
+        m.synced = false;
+    }
+    a.updated_at = actor.at;
+    let a = a.clone();
+    let url = a.url().unwrap_or_default();
+    let atts: Vec<Attachment> = state
+        .addon_attachments(addon)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut releases = Vec::new();
+    for t in &atts {
+        let v = set_vars(
+            state,
+            t,
+            Some(&url),
+            &a.name,
+            derived_id(release_seed, t.id),
+            actor,
+            "Failover",
+        )?;
+        releases.push((t.app, v));
+    }
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a),
+        attachments: atts,
+        releases,
+    })
 }
 
 /// Part of deleting an app: refused while an add-on it owns is attached to another app

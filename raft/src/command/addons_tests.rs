@@ -4,7 +4,7 @@ use uuid::Uuid;
 use super::*;
 use crate::command::fixtures::{actor, create as create_app};
 use crate::command::Command;
-use crate::model::{AddonMember, Node, NodeStatus};
+use crate::model::{AddonMember, Node, NodeStatus, Role};
 
 fn add_node(s: &mut State, id: NodeId, host: &str) {
     s.nodes.insert(
@@ -40,9 +40,13 @@ fn addon(app: Uuid, name: &str, service: &str, plan: &str, node: NodeId, port: u
             host: "10.0.0.1".into(),
             port,
             up: false,
+            streaming: false,
+            synced: false,
         }],
         created_at: DateTime::from_timestamp(0, 0).unwrap(),
         updated_at: DateTime::from_timestamp(0, 0).unwrap(),
+        primary: None,
+        generation: 0,
     }
 }
 
@@ -223,7 +227,11 @@ fn reports_provision_and_deprovisioning_removes_the_addon_when_data_is_gone() {
     let m = a.members[0].id;
     let report = |node, up, gone: Vec<Uuid>| Command::ReportAddonMembers {
         node,
-        reports: vec![MemberReport { member: m, up }],
+        reports: vec![MemberReport {
+            member: m,
+            up,
+            ..MemberReport::default()
+        }],
         gone,
         at: actor(9).at,
     };
@@ -328,4 +336,181 @@ fn sharing_attach_detach_and_app_deletion() {
     Command::DeleteApp { app }.apply(&mut s).unwrap();
     assert!(s.attachments.is_empty());
     assert_eq!(s.addons[&a.id].state, AddonState::Deprovisioning);
+}
+
+/// An HA add-on (two members, on nodes 1 and 2) created in `s`, attached to `app`.
+fn ha_addon(s: &mut State, app: Uuid) -> Addon {
+    add_node(s, 2, "10.0.0.2");
+    let mut a = addon(app, "db-ha", "heroku-postgresql", "essential-0", 1, 5432);
+    let mut standby = a.members[0].clone();
+    standby.id = Uuid::new_v4();
+    standby.node = 2;
+    standby.host = "10.0.0.2".into();
+    a.members.push(standby);
+    // The plan of two members, checked by create against the catalog.
+    a.plan = "standard-0".into();
+    a
+}
+
+fn member_report(member: Uuid, generation: u64, streaming: bool, sync: &[Uuid]) -> MemberReport {
+    MemberReport {
+        member,
+        up: true,
+        generation,
+        streaming,
+        sync_standbys: sync.to_vec(),
+    }
+}
+
+fn report_cmd(node: NodeId, r: MemberReport) -> Command {
+    Command::ReportAddonMembers {
+        node,
+        reports: vec![r],
+        gone: vec![],
+        at: actor(9).at,
+    }
+}
+
+fn down(s: &mut State, node: NodeId) {
+    Command::SetNodeStatus {
+        node_id: node,
+        status: NodeStatus::Down,
+    }
+    .apply(s)
+    .unwrap();
+}
+
+fn failover_cmd(a: Uuid, to: Uuid) -> Command {
+    Command::FailoverAddon {
+        addon: a,
+        to,
+        release_seed: Uuid::new_v4(),
+        actor: actor(20),
+    }
+}
+
+#[test]
+fn an_ha_addon_is_provisioned_once_its_standby_is_in_sync() {
+    let (mut s, app) = setup();
+    let a = ha_addon(&mut s, app);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let (p, sb) = (a.members[0].id, a.members[1].id);
+    let got = &s.addons[&a.id];
+    assert_eq!(got.primary_id(), Some(p));
+    assert_eq!(got.role_of(sb), Role::Standby);
+    assert!(got.url().unwrap().contains("@10.0.0.1:5432/"));
+    report_cmd(1, member_report(p, 0, false, &[]))
+        .apply(&mut s)
+        .unwrap();
+    report_cmd(2, member_report(sb, 0, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    // Both answer and the standby streams, but the primary does not wait for it yet.
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioning);
+    assert!(s.addons[&a.id].members[1].streaming && !s.addons[&a.id].ha_available());
+    // A report of another generation does not count.
+    report_cmd(1, member_report(p, 7, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioning);
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioned);
+    assert!(s.addons[&a.id].ha_available());
+}
+
+#[test]
+fn failover_promotes_only_a_synced_standby_of_a_down_primary_and_moves_the_url() {
+    let (mut s, app) = setup();
+    let a = ha_addon(&mut s, app);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let (p, sb) = (a.members[0].id, a.members[1].id);
+    report_cmd(2, member_report(sb, 0, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    // The primary is up: no failover, and the command is refused.
+    assert_eq!(failover_target(&s, &s.addons[&a.id]), None);
+    let before = s.clone();
+    assert!(matches!(
+        failover_cmd(a.id, sb).apply(&mut s),
+        Err(CommandError::Conflict(_))
+    ));
+    assert_eq!(s, before);
+    // The primary's node is down but the standby was never in sync: no failover.
+    let mut unsynced = s.clone();
+    down(&mut unsynced, 1);
+    assert_eq!(failover_target(&unsynced, &unsynced.addons[&a.id]), None);
+    // In sync, then the primary's node goes down: the standby is promoted.
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    down(&mut s, 1);
+    assert_eq!(failover_target(&s, &s.addons[&a.id]), Some(sb));
+    let out = failover_cmd(a.id, sb).apply(&mut s).unwrap();
+    let CommandOutput::Addon { releases, .. } = out else {
+        panic!()
+    };
+    assert_eq!(releases, vec![(app, 3)]);
+    let got = &s.addons[&a.id];
+    assert_eq!((got.primary_id(), got.generation), (Some(sb), 1));
+    assert_eq!(got.role_of(p), Role::Standby);
+    assert!(!got.ha_available());
+    let url = got.url().unwrap();
+    assert!(url.contains("@10.0.0.2:5432/"), "{url}");
+    let cfg = &s.apps[&app].config;
+    assert_eq!(cfg["DATABASE_URL"], url);
+    assert!(cfg
+        .iter()
+        .filter(|(k, _)| k.starts_with("HEROKU_POSTGRESQL_"))
+        .all(|(_, v)| *v == url));
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Failover DATABASE (@ref:db-ha)"
+    );
+    // Failing over again is refused: the new primary's node is up.
+    assert!(failover_cmd(a.id, p).apply(&mut s).is_err());
+}
+
+#[test]
+fn fencing_an_old_primary_counts_only_as_a_rebuilt_standby_of_the_new_generation() {
+    let (mut s, app) = setup();
+    let a = ha_addon(&mut s, app);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let (p, sb) = (a.members[0].id, a.members[1].id);
+    report_cmd(2, member_report(sb, 0, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    down(&mut s, 1);
+    failover_cmd(a.id, sb).apply(&mut s).unwrap();
+    // The old primary's node returns. What its old server says (generation 0, the
+    // primary's sync list) changes nothing.
+    Command::SetNodeStatus {
+        node_id: 1,
+        status: NodeStatus::Up,
+    }
+    .apply(&mut s)
+    .unwrap();
+    report_cmd(1, member_report(p, 0, true, &[p]))
+        .apply(&mut s)
+        .unwrap();
+    let got = &s.addons[&a.id];
+    assert!(!got.members[0].streaming && !got.members[0].synced);
+    assert_eq!(got.primary_id(), Some(sb));
+    // Rebuilt as a standby of generation 1, streaming, then in sync: HA again.
+    report_cmd(1, member_report(p, 1, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    report_cmd(2, member_report(sb, 1, false, &[p]))
+        .apply(&mut s)
+        .unwrap();
+    assert!(s.addons[&a.id].ha_available());
+    // Its node going down takes it out of sync at once: the primary may stop waiting,
+    // and it cannot be promoted.
+    down(&mut s, 1);
+    assert!(!s.addons[&a.id].ha_available());
+    assert!(!s.addons[&a.id].members[0].synced);
 }

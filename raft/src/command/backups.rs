@@ -185,6 +185,8 @@ mod tests {
                 members: Vec::new(),
                 created_at: actor(0).at,
                 updated_at: actor(0).at,
+                primary: None,
+                generation: 0,
             },
         );
         id

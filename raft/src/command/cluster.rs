@@ -56,6 +56,9 @@ pub(super) fn set_node_status(
     status: NodeStatus,
 ) -> CommandResult {
     node_mut(state, node_id)?.status = status;
+    if status == NodeStatus::Down {
+        super::addons::on_node_down(state, node_id);
+    }
     Ok(CommandOutput::Done)
 }
 

@@ -44,7 +44,7 @@ mod users;
 #[cfg(test)]
 mod fixtures;
 
-pub use addons::{AttachmentSpec, MemberReport};
+pub use addons::{failover_target, AttachmentSpec, MemberReport};
 pub use builds::BuildResult;
 pub use config::config_description;
 pub use dynos::{DynoReport, DynoTarget};
@@ -316,6 +316,15 @@ pub enum Command {
         app: Uuid,
         addon: Uuid,
     },
+    /// The leader's failover of an add-on whose primary's node is down: the synced
+    /// standby `to` becomes the primary, the generation is raised (fencing the old
+    /// primary), and every attachment's URL vars move to it, in one release per app.
+    FailoverAddon {
+        addon: Uuid,
+        to: Uuid,
+        release_seed: Uuid,
+        actor: Actor,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -519,6 +528,12 @@ impl Command {
             Command::DeleteBackup { app, id } => backups::delete(state, *app, *id),
             Command::ScheduleBackups { schedule } => backups::schedule(state, schedule),
             Command::UnscheduleBackups { app, addon } => backups::unschedule(state, *app, *addon),
+            Command::FailoverAddon {
+                addon,
+                to,
+                release_seed,
+                actor,
+            } => addons::failover(state, *addon, *to, *release_seed, actor),
         }
     }
 }

@@ -41,6 +41,14 @@ pub struct AddonMember {
     pub port: u16,
     /// The node reported that the server answers.
     pub up: bool,
+    /// A standby: its node reported it streaming from the primary of the current
+    /// generation (cleared when its node goes down or a failover happens).
+    pub streaming: bool,
+    /// A standby: the primary reported it a synchronous standby (every commit the primary
+    /// acknowledged is on its disk) in the current generation. Only a synced standby may be
+    /// promoted; cleared when its node goes down (before its primary may stop waiting for
+    /// it) and on failover.
+    pub synced: bool,
 }
 
 /// An add-on: one service plan instance, owned (billed) by one app.
@@ -61,9 +69,68 @@ pub struct Addon {
     pub members: Vec<AddonMember>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The member that serves writes (the URL points at it); `None`: the first member.
+    pub primary: Option<Uuid>,
+    /// Fencing number: raised by every failover. A member's server acts on its role only
+    /// for the current generation; an old primary rebuilds itself as a standby.
+    pub generation: u64,
+}
+
+/// What a member is in its add-on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
 }
 
 impl Addon {
+    /// The primary member's id (the first member unless a failover chose another).
+    pub fn primary_id(&self) -> Option<Uuid> {
+        self.primary.or_else(|| self.members.first().map(|m| m.id))
+    }
+
+    /// The primary member.
+    pub fn primary_member(&self) -> Option<&AddonMember> {
+        let id = self.primary_id()?;
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// `member`'s role.
+    pub fn role_of(&self, member: Uuid) -> Role {
+        if self.primary_id() == Some(member) {
+            Role::Primary
+        } else {
+            Role::Standby
+        }
+    }
+
+    /// The members other than the primary.
+    pub fn standbys(&self) -> impl Iterator<Item = &AddonMember> {
+        let p = self.primary_id();
+        self.members.iter().filter(move |m| Some(m.id) != p)
+    }
+
+    /// HA (more than one member) and every standby synchronous: a failover would lose
+    /// nothing.
+    pub fn ha_available(&self) -> bool {
+        self.members.len() > 1 && self.standbys().all(|m| m.synced)
+    }
+
+    /// The Postgres `application_name` a member's standby connects with (the primary's
+    /// `synchronous_standby_names` lists it): `m` + the member id without dashes.
+    pub fn application_name(member: Uuid) -> String {
+        format!("m{}", member.simple())
+    }
+
     /// The database user of a Postgres add-on (derived from the id).
     pub fn db_user(&self) -> String {
         format!("u{}", &self.id.simple().to_string()[..13])
@@ -75,9 +142,9 @@ impl Addon {
     }
 
     /// The URL apps get: `postgres://USER:PW@HOST:PORT/DB` or `redis://default:PW@HOST:PORT`, at
-    /// the first member (the only one of single-node plans). `None` without members.
+    /// the primary member (the only one of single-node plans). `None` without members.
     pub fn url(&self) -> Option<String> {
-        let m = self.members.first()?;
+        let m = self.primary_member()?;
         let host = if m.host.contains(':') {
             format!("[{}]", m.host)
         } else {

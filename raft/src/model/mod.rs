@@ -24,7 +24,7 @@ pub use addon_rules::{
     attachment_naming, generated_addon_name, normalize_attachment_name, validate_addon_name,
     COLOURS,
 };
-pub use addons::{Addon, AddonMember, AddonState, Attachment};
+pub use addons::{Addon, AddonMember, AddonState, Attachment, Role};
 pub use backups::{
     parse_schedule_time, Backup, BackupResult, BackupSchedule, BackupStatus, SCHEDULED_RETAINED,
 };

@@ -65,7 +65,7 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
     // Services and plans, with aliases.
     let plans = ok(hctl(&env, 1, &["addons:plans", "postgres"]));
     assert!(
-        plans.contains("heroku-postgresql:essential-0") && plans.contains("not yet"),
+        plans.contains("heroku-postgresql:essential-0") && plans.contains("standard-0"),
         "{plans}"
     );
     assert!(ok(hctl(&env, 2, &["addons:services"])).contains("heroku-redis"));
@@ -259,7 +259,7 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
             "Couldn't find either",
         ),
         (
-            json!({"plan": "heroku-postgresql:standard-0"}),
+            json!({"plan": "heroku-redis:premium-0"}),
             422,
             "invalid_params",
             "not yet available",

@@ -9,6 +9,7 @@
 
 mod access;
 mod addons;
+mod addons_ha;
 mod adopt;
 mod api;
 mod backups;

@@ -1,0 +1,188 @@
+//! HA Postgres (`heroku-postgresql:standard-0`) over a real 3-node cluster: a primary
+//! and a synchronous standby on another node; rows committed through DATABASE_URL
+//! survive a SIGKILL of the primary's node (a host's death) because the leader fails
+//! over to the synced standby, which promotes itself; the app's DATABASE_URL moves to
+//! it in a new release; the old primary's node returns and its member comes back as a
+//! standby rebuilt from the new primary, in sync again. Prints the failover time.
+
+use std::time::{Duration, Instant};
+
+use haven_tests::{cluster, eventually, hctl, hctl_command, hctl_ok as ok, Env};
+use serde_json::{json, Value};
+
+/// `hctl pg:psql -a APP -c SQL` through node `node` (libpq gives up on a dead host in
+/// 1 s): its trimmed output, or `None` if it failed.
+fn try_psql(env: &Env, node: usize, app: &str, sql: &str) -> Option<String> {
+    let out = hctl_command(env, node, &["pg:psql", "-a", app, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "1")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn addon(env: &Env, node: usize, name: &str) -> Value {
+    env.get_json(node, &format!("/addons/{name}")).unwrap()
+}
+
+/// The member of `role` in `a`: (node index, member JSON).
+fn role(env: &Env, a: &Value, role: &str) -> (usize, Value) {
+    let m = a["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} in {a}"))
+        .clone();
+    (env.index_of(m["node"]["id"].as_str().unwrap()).unwrap(), m)
+}
+
+fn in_sync(a: &Value) -> bool {
+    a["state"] == "provisioned"
+        && a["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["up"] == true && (m["role"] == "primary" || m["synced"] == true))
+}
+
+#[test]
+fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_standby() {
+    let mut env = cluster(3);
+    env.post_json(0, "/apps", &json!({"name": "ledger"}))
+        .unwrap();
+    let out = ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "-a",
+            "ledger",
+            "--wait",
+        ],
+    ));
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let a = eventually("standby in sync", Duration::from_secs(120), || {
+        let a = addon(&env, 0, &name);
+        in_sync(&a).then_some(a)
+    });
+    let (p_node, primary) = role(&env, &a, "primary");
+    let (s_node, standby) = role(&env, &a, "standby");
+    assert_ne!(p_node, s_node);
+    let other = (0..3).find(|i| *i != p_node && *i != s_node).unwrap();
+    let info = ok(hctl(&env, other, &["pg:info", "-a", "ledger"]));
+    assert!(
+        info.contains("HA Status") && info.contains("Available"),
+        "{info}"
+    );
+    assert!(info.contains("synchronous"), "{info}");
+    let url = |env: &Env| -> String {
+        env.get_json(other, "/apps/ledger/config-vars").unwrap()["DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let at = |m: &Value| format!("@{}:{}/", m["host"].as_str().unwrap(), m["port"]);
+    assert!(url(&env).contains(&at(&primary)), "{}", url(&env));
+
+    // Rows, each committed on its own (a COMMIT returns once the standby flushed it).
+    try_psql(&env, other, "ledger", "CREATE TABLE t (id int PRIMARY KEY)").unwrap();
+    let n = 40;
+    for i in 1..=n {
+        try_psql(
+            &env,
+            other,
+            "ledger",
+            &format!("INSERT INTO t VALUES ({i})"),
+        )
+        .unwrap_or_else(|| panic!("insert {i}"));
+    }
+
+    // The primary's host dies.
+    let killed = Instant::now();
+    env.kill(p_node).unwrap();
+    eventually(
+        "the new primary accepts writes",
+        Duration::from_secs(90),
+        || {
+            try_psql(
+                &env,
+                other,
+                "ledger",
+                &format!("INSERT INTO t VALUES ({})", n + 1),
+            )
+        },
+    );
+    let failover = killed.elapsed();
+    println!(
+        "failover: primary's node killed → the standby accepts writes through DATABASE_URL in {:.1} s",
+        failover.as_secs_f64()
+    );
+    let count = try_psql(
+        &env,
+        other,
+        "ledger",
+        "SELECT 'rows=' || count(*) || ',' || min(id) || ',' || max(id) FROM t",
+    )
+    .unwrap();
+    assert!(
+        count.contains(&format!("rows={},1,{}", n + 1, n + 1)),
+        "every committed row is there: {count}"
+    );
+    assert!(url(&env).contains(&at(&standby)), "{}", url(&env));
+    let a = addon(&env, other, &name);
+    assert_eq!(role(&env, &a, "primary").0, s_node);
+    let rels = env.get_json(other, "/apps/ledger/releases").unwrap();
+    let last = rels.as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Failover DATABASE (@ref:{name})")),
+        "{last}"
+    );
+    let info = ok(hctl(&env, other, &["pg:info", "-a", "ledger"]));
+    assert!(info.contains("Temporarily Unavailable"), "{info}");
+
+    // The old primary's node returns: its member is rebuilt as the new primary's standby.
+    env.restart(p_node).unwrap();
+    let a = eventually(
+        "the old primary back in sync as a standby",
+        Duration::from_secs(120),
+        || {
+            let a = addon(&env, other, &name);
+            in_sync(&a).then_some(a)
+        },
+    );
+    let (back, m) = role(&env, &a, "standby");
+    assert_eq!(back, p_node);
+    assert_eq!(m["id"], primary["id"]);
+    let gen_file = env
+        .data_dir(p_node)
+        .unwrap()
+        .join("addons/data")
+        .join(m["id"].as_str().unwrap())
+        .join("generation");
+    assert_eq!(std::fs::read_to_string(&gen_file).unwrap().trim(), "1");
+    // Synchronous again: a commit returns, and the rows are all on the rebuilt standby.
+    try_psql(
+        &env,
+        other,
+        "ledger",
+        &format!("INSERT INTO t VALUES ({})", n + 2),
+    )
+    .unwrap();
+    let info = ok(hctl(&env, other, &["pg:info", "-a", "ledger"]));
+    assert!(
+        info.contains("Available") && !info.contains("Temporarily"),
+        "{info}"
+    );
+    println!("{info}");
+}
