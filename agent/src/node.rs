@@ -219,6 +219,7 @@ impl Agent {
             addon_runtime,
             data.addons_data_dir(),
             logs.clone(),
+            ca.clone(),
         );
         let addon_task = tokio::spawn(addons.clone().run(shutdown_rx.clone()));
         tasks.push(tokio::spawn(liveness::heartbeats(

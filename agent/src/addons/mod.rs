@@ -95,6 +95,8 @@ struct Inner {
     runtime: Arc<Runtime>,
     data_dir: PathBuf,
     logs: Logs,
+    /// The cluster CA: Postgres members' TLS certificates are issued from it.
+    ca: crate::tls::CertKey,
     supervisors: Mutex<HashMap<Uuid, Supervisor>>,
     /// Each member's server as last seen (answers, replication).
     up: Mutex<HashMap<Uuid, MemberReport>>,
@@ -190,6 +192,7 @@ impl AddonManager {
         runtime: Arc<Runtime>,
         data_dir: PathBuf,
         logs: Logs,
+        ca: crate::tls::CertKey,
     ) -> AddonManager {
         AddonManager {
             inner: Arc::new(Inner {
@@ -198,6 +201,7 @@ impl AddonManager {
                 runtime,
                 data_dir,
                 logs,
+                ca,
                 supervisors: Mutex::new(HashMap::new()),
                 up: Mutex::new(HashMap::new()),
                 synced: AtomicBool::new(false),
@@ -429,23 +433,27 @@ impl AddonManager {
             };
             adopt = false;
             let was_adopted = adopted.is_some();
-            let (mut proc, mut started) = match adopted {
-                Some((p, note)) => (p, server::started_as(&note)),
-                None => match inner
-                    .runtime
-                    .spawn(&server::spec(&addon, &member, &dir, container))
-                {
-                    Ok(p) => (p, (addon.role_of(id), addon.generation)),
-                    Err(e) => {
-                        warn!(addon = %addon.name, error = %e, "cannot start an add-on server");
-                        if wait_or_ctl(&mut ctl, backoff).await {
-                            return;
+            let (mut proc, mut started) =
+                match adopted {
+                    Some((p, note)) => (p, server::started_as(&note)),
+                    None => match server::prepare(&addon, &member, &dir, &inner.ca, container)
+                        .and_then(|()| {
+                            inner
+                                .runtime
+                                .spawn(&server::spec(&addon, &member, &dir, container))
+                                .map_err(anyhow::Error::from)
+                        }) {
+                        Ok(p) => (p, (addon.role_of(id), addon.generation)),
+                        Err(e) => {
+                            warn!(addon = %addon.name, error = %e, "cannot start an add-on server");
+                            if wait_or_ctl(&mut ctl, backoff).await {
+                                return;
+                            }
+                            backoff = (backoff * 2).min(max_backoff);
+                            continue;
                         }
-                        backoff = (backoff * 2).min(max_backoff);
-                        continue;
-                    }
-                },
-            };
+                    },
+                };
             info!(addon = %addon.name, member = %id, pid = proc.pid(), adopted = was_adopted, role = started.0.as_str(), generation = started.1, "add-on server running");
             if let Some(mut tail) = proc.output() {
                 let logs = inner.logs.clone();

@@ -62,10 +62,62 @@ else
   set --
 fi
 exec postgres -D "$D" -c listen_addresses="$HAVEN_HOST" -p "$HAVEN_PORT" -k /tmp \
+  -c ssl=on -c ssl_cert_file="$HAVEN_DATA/server.crt" -c ssl_key_file="$HAVEN_DATA/server.key" \
   -c shared_buffers="$HAVEN_SHARED_BUFFERS" -c max_connections=20 \
   -c dynamic_shared_memory_type=mmap -c logging_collector=off \
   -c synchronous_commit=on -c wal_keep_size=64MB "$@"
 "#;
+
+/// Writes a Postgres member's TLS certificate (issued from the cluster CA for the address
+/// it listens on; leaf then CA) and key into its data dir, as the server's user, before
+/// each start: clients connect with `sslmode=require`, or `verify-full` with the CA.
+pub fn write_tls(
+    dir: &Path,
+    ca: &crate::tls::CertKey,
+    host: &str,
+    owner: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let issued = crate::tls::issue_server_cert(ca, &[host.to_string()])?;
+    for (name, body) in [
+        ("server.crt", format!("{}{}", issued.cert_pem, ca.cert_pem)),
+        ("server.key", issued.key_pem),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(body.as_bytes())?;
+        f.sync_all()?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+        }
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+/// What a member needs in its data dir before its server starts: a Postgres member's TLS
+/// files.
+pub fn prepare(
+    addon: &Addon,
+    member: &AddonMember,
+    dir: &Path,
+    ca: &crate::tls::CertKey,
+    container: bool,
+) -> anyhow::Result<()> {
+    let engine = catalog::addon_service(&addon.service).map_or(Engine::Postgres, |s| s.engine);
+    if engine != Engine::Postgres {
+        return Ok(());
+    }
+    let owner = container.then_some((crate::runtime::DYNO_UID, crate::runtime::DYNO_GID));
+    write_tls(dir, ca, &member.host, owner)
+}
 
 /// The start script of a Redis member: append-only persistence in `/data`, the password
 /// as `requirepass` on standard input.

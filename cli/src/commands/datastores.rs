@@ -95,8 +95,12 @@ fn psql(u: &Url) -> Command {
         .env("PGUSER", &u.user)
         .env("PGPASSWORD", &u.password)
         .env("PGDATABASE", &u.path)
-        .env("PGAPPNAME", "hctl pg:psql")
-        .env("PGSSLMODE", "prefer");
+        .env("PGAPPNAME", "hctl pg:psql");
+    // Haven's Postgres servers speak TLS: encrypted unless the user says otherwise (e.g.
+    // PGSSLMODE=verify-full with PGSSLROOTCERT naming the cluster CA).
+    if std::env::var_os("PGSSLMODE").is_none() {
+        c.env("PGSSLMODE", "require");
+    }
     c
 }
 

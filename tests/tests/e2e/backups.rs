@@ -41,6 +41,29 @@ fn backups_capture_restore_and_download_from_any_node() {
         .unwrap();
     let (capturer, restorer) = ((db_node + 1) % 3, (db_node + 2) % 3);
 
+    // The server speaks TLS with a certificate from the cluster CA for its address.
+    let ca = env.data_dir(0).unwrap().join("ca.pem");
+    let out = haven_tests::hctl_command(
+        &env,
+        restorer,
+        &[
+            "pg:psql",
+            "-a",
+            "ledger",
+            "-c",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();",
+        ],
+    )
+    .env("PGSSLMODE", "verify-full")
+    .env("PGSSLROOTCERT", &ca)
+    .output()
+    .unwrap();
+    let text = ok(out);
+    assert!(
+        text.lines().any(|l| l.trim() == "t"),
+        "not over TLS: {text}"
+    );
+
     // The lookups the Heroku CLI makes: attachments resolve by name, the add-on's config
     // is the URL the app got, and it cannot be changed by hand.
     let found = env
