@@ -6,6 +6,7 @@
 //! A section that cannot run (a peer not installed, not root) returns a row that says
 //! why instead of failing the table. Figures are printed, never asserted.
 
+pub mod addons;
 pub mod apps;
 pub mod chaos;
 pub mod deploy;
@@ -218,6 +219,7 @@ pub const SECTIONS: &[&str] = &[
     "logs",
     "rss",
     "chaos",
+    "addons",
 ];
 
 /// Runs section `name`; an error becomes a row that names it.
@@ -232,6 +234,7 @@ pub fn run_section(name: &str, opts: &Opts, progress: Progress<'_>) -> Vec<Row> 
         "logs" => logs::section(opts, progress),
         "rss" => rss::section(opts, progress),
         "chaos" => chaos::section(opts, progress),
+        "addons" => addons::section(opts, progress),
         other => Err(anyhow::anyhow!(
             "no section {other:?}; the sections are {}",
             SECTIONS.join(", ")
