@@ -186,3 +186,118 @@ fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_
     );
     println!("{info}");
 }
+
+/// `psql` straight to a member's address (not through the app's URL), as a client that
+/// still holds the old primary's address would.
+fn psql_at(env: &Env, app: &str, m: &Value, sql: &str) -> std::process::Child {
+    let url = env
+        .get_json(0, &format!("/apps/{app}/config-vars"))
+        .unwrap()["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (auth, rest) = rest.rsplit_once('@').unwrap();
+    let (user, pw) = auth.split_once(':').unwrap();
+    let db = rest.split_once('/').unwrap().1;
+    std::process::Command::new("psql")
+        .env("PGHOST", m["host"].as_str().unwrap())
+        .env("PGPORT", m["port"].to_string())
+        .env("PGUSER", user)
+        .env("PGPASSWORD", pw)
+        .env("PGDATABASE", db)
+        .env("PGCONNECT_TIMEOUT", "2")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_partitioned_primary_acknowledges_no_write_after_the_failover() {
+    let mut env = cluster(3);
+    if !env.is_netns() {
+        println!("skipped: partitions need netns mode (root)");
+        return;
+    }
+    env.post_json(0, "/apps", &json!({"name": "split"}))
+        .unwrap();
+    let out = ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "-a",
+            "split",
+            "--wait",
+        ],
+    ));
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let a = eventually("standby in sync", Duration::from_secs(120), || {
+        let a = addon(&env, 0, &name);
+        in_sync(&a).then_some(a)
+    });
+    let (p_node, primary) = role(&env, &a, "primary");
+    let (s_node, _) = role(&env, &a, "standby");
+    let other = (0..3).find(|i| *i != p_node && *i != s_node).unwrap();
+    try_psql(&env, other, "split", "CREATE TABLE t (id int PRIMARY KEY)").unwrap();
+    try_psql(&env, other, "split", "INSERT INTO t VALUES (1)").unwrap();
+
+    // The primary's node is cut off from the others (the host still reaches it). A
+    // client that keeps its address writes to it: that commit must never be
+    // acknowledged, since no synchronous standby follows the isolated primary.
+    env.partition(p_node).unwrap();
+    let mut stale = psql_at(&env, "split", &primary, "INSERT INTO t VALUES (666)");
+    eventually("the failover", Duration::from_secs(90), || {
+        let a = env.get_json(other, &format!("/addons/{name}")).ok()?;
+        (role(&env, &a, "primary").0 == s_node).then_some(())
+    });
+    eventually(
+        "the new primary accepts writes",
+        Duration::from_secs(60),
+        || try_psql(&env, other, "split", "INSERT INTO t VALUES (2)"),
+    );
+    // The isolated side has not acknowledged the write (it waits, or it failed).
+    match stale.try_wait().unwrap() {
+        None => {}
+        Some(status) => assert!(
+            !status.success(),
+            "the isolated primary acknowledged a write"
+        ),
+    }
+
+    // Healed: the old primary learns of the failover, is fenced and rebuilt as standby.
+    env.heal(p_node).unwrap();
+    let a = eventually(
+        "one primary, the old one a standby in sync",
+        Duration::from_secs(120),
+        || {
+            let a = addon(&env, other, &name);
+            in_sync(&a).then_some(a)
+        },
+    );
+    assert_eq!(role(&env, &a, "primary").0, s_node);
+    assert_eq!(role(&env, &a, "standby").0, p_node);
+    let status = eventually("the stale client ends", Duration::from_secs(30), || {
+        stale.try_wait().unwrap()
+    });
+    assert!(
+        !status.success(),
+        "the stale client's write was acknowledged"
+    );
+    let rows = try_psql(
+        &env,
+        other,
+        "split",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM t",
+    )
+    .unwrap();
+    assert!(rows.contains("1,2") && !rows.contains("666"), "{rows}");
+}
