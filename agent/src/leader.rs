@@ -287,6 +287,8 @@ pub async fn control_loop(
     // stream of writes, at most one plan per PLAN_GAP.
     let mut changes = raft.changes();
     let mut leading_since: Option<Instant> = None;
+    // Since when each synced standby has looked broken (leader's memory only).
+    let mut broken_standbys = std::collections::HashMap::new();
     let mut last_round: Option<Instant> = None;
     loop {
         if let Some(t) = last_round {
@@ -334,7 +336,17 @@ pub async fn control_loop(
                 }
             }
         }
-        // HA add-ons whose primary's node is down: promote the synced standby.
+        // Synced standbys whose server is broken on an up node leave sync (then their
+        // primary commits alone), and HA add-ons whose primary's node is down fail over.
+        let desyncs =
+            raft.with_state(|s| crate::addons::broken_standbys(s, &mut broken_standbys, now));
+        for cmd in desyncs {
+            match raft.write(cmd).await {
+                Ok(Ok(_)) => info!("took a broken standby out of sync"),
+                Ok(Err(e)) => debug!(error = %e, "standby desync refused"),
+                Err(e) => warn!(error = %e, "could not record a standby desync"),
+            }
+        }
         for cmd in raft.with_state(crate::addons::failovers) {
             match raft.write(cmd).await {
                 Ok(Ok(_)) => info!("failed an add-on over to its standby"),

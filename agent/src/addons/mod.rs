@@ -148,6 +148,48 @@ pub fn failovers(s: &State) -> Vec<Command> {
         .collect()
 }
 
+/// How long a synced standby on an up node may fail to answer or stream before the leader
+/// takes it out of sync (its primary's commits wait for it meanwhile).
+pub const STANDBY_GRACE: Duration = Duration::from_secs(10);
+
+/// For the leader: synced standbys on up nodes whose server has not answered or streamed
+/// for [`STANDBY_GRACE`] (`broken` keeps since when each was seen so): commands that take
+/// them out of sync.
+pub fn broken_standbys(
+    s: &State,
+    broken: &mut HashMap<Uuid, std::time::Instant>,
+    now: std::time::Instant,
+) -> Vec<Command> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for a in s.addons.values() {
+        let primary = a.primary_id();
+        for m in a
+            .members
+            .iter()
+            .filter(|m| Some(m.id) != primary && m.synced)
+        {
+            let node_up = s
+                .nodes
+                .get(&m.node)
+                .is_some_and(|n| n.status == NodeStatus::Up);
+            if !node_up || (m.up && m.streaming) {
+                continue;
+            }
+            seen.insert(m.id);
+            let since = *broken.entry(m.id).or_insert(now);
+            if now.duration_since(since) >= STANDBY_GRACE {
+                out.push(Command::DesyncStandby {
+                    addon: a.id,
+                    member: m.id,
+                });
+            }
+        }
+    }
+    broken.retain(|id, _| seen.contains(id));
+    out
+}
+
 /// For the leader: members of deprovisioning add-ons whose node is down or gone (their
 /// data goes when the node returns, as an orphan), reported gone on the node's behalf.
 pub fn lost_members(s: &State) -> Vec<Command> {
@@ -604,16 +646,27 @@ impl AddonManager {
         }
         *started = (Role::Primary, a.generation);
         report.generation = a.generation;
-        sync_since.retain(|n, _| st.sync.iter().any(|(s, _)| s == n));
+        // A standby the state has out of sync and not streaming (its server stopped
+        // answering: the leader took it out) counts again only once it streams, and
+        // from a fresh position: a frozen standby's last flush is no proof.
+        sync_since.retain(|n, _| {
+            st.sync.iter().any(|(s, _)| s == n)
+                && a.standbys()
+                    .any(|m| &Addon::application_name(m.id) == n && (m.synced || m.streaming))
+        });
         for (name, flushed) in &st.sync {
+            let Some(m) = a
+                .standbys()
+                .find(|m| &Addon::application_name(m.id) == name)
+            else {
+                continue;
+            };
+            if !(m.synced || m.streaming) {
+                continue;
+            }
             let since = *sync_since.entry(name.clone()).or_insert(st.flush_lsn);
             if *flushed >= since {
-                if let Some(m) = a
-                    .standbys()
-                    .find(|m| &Addon::application_name(m.id) == name)
-                {
-                    report.sync_standbys.push(m.id);
-                }
+                report.sync_standbys.push(m.id);
             }
         }
     }

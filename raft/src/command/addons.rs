@@ -437,10 +437,13 @@ pub(super) fn report(
                 m.streaming = streaming;
             }
         }
+        // Only a standby that itself reports streaming and answering enters sync: a
+        // primary's view of a frozen standby (connected, last flush long ago) is no proof,
+        // nor a primary's report made before the leader took the standby out of sync.
         for m in a
             .members
             .iter_mut()
-            .filter(|m| Some(m.id) != primary && synced_now.contains(&m.id))
+            .filter(|m| Some(m.id) != primary && synced_now.contains(&m.id) && m.up && m.streaming)
         {
             changed |= !m.synced;
             m.synced = true;
@@ -485,6 +488,24 @@ pub(super) fn on_node_down(state: &mut State, node: NodeId) {
             m.synced = false;
         }
     }
+}
+
+/// Takes a standby out of sync (its server stopped answering or streaming while its node
+/// stays up): it can no longer be promoted, and its primary may stop waiting for it.
+pub(super) fn desync_standby(state: &mut State, addon: Uuid, member: Uuid) -> CommandResult {
+    let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
+    let primary = a.primary_id();
+    let m = a
+        .members
+        .iter_mut()
+        .find(|m| m.id == member && Some(m.id) != primary)
+        .ok_or_else(|| CommandError::NotFound("no such standby".into()))?;
+    if !m.synced {
+        return Err(CommandError::Conflict("the standby is not in sync".into()));
+    }
+    m.synced = false;
+    m.streaming = false;
+    Ok(CommandOutput::Done)
 }
 
 /// The standby a failover of `addon` would promote: the add-on has a primary whose node

@@ -514,3 +514,52 @@ fn fencing_an_old_primary_counts_only_as_a_rebuilt_standby_of_the_new_generation
     assert!(!s.addons[&a.id].ha_available());
     assert!(!s.addons[&a.id].members[0].synced);
 }
+
+#[test]
+fn a_desynced_standby_comes_back_only_once_it_streams_again() {
+    let (mut s, app) = setup();
+    let a = ha_addon(&mut s, app);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let (p, sb) = (a.members[0].id, a.members[1].id);
+    report_cmd(2, member_report(sb, 0, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    assert!(s.addons[&a.id].members[1].synced);
+    // Its server froze: the leader takes it out of sync (once).
+    Command::DesyncStandby {
+        addon: a.id,
+        member: sb,
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert!(!s.addons[&a.id].members[1].synced);
+    assert!(Command::DesyncStandby {
+        addon: a.id,
+        member: sb,
+    }
+    .apply(&mut s)
+    .is_err());
+    // The primary is never desynced this way.
+    assert!(Command::DesyncStandby {
+        addon: a.id,
+        member: p,
+    }
+    .apply(&mut s)
+    .is_err());
+    // A primary's report that still lists it (stale, or the frozen standby's old flush)
+    // does not bring it back: it must stream first.
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    assert!(!s.addons[&a.id].members[1].synced);
+    report_cmd(2, member_report(sb, 0, true, &[]))
+        .apply(&mut s)
+        .unwrap();
+    report_cmd(1, member_report(p, 0, false, &[sb]))
+        .apply(&mut s)
+        .unwrap();
+    assert!(s.addons[&a.id].members[1].synced);
+}

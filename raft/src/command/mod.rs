@@ -325,6 +325,12 @@ pub enum Command {
         release_seed: Uuid,
         actor: Actor,
     },
+    /// The leader takes a synced standby out of sync after its server stopped answering
+    /// or streaming on an up node, so that its primary stops waiting for it.
+    DesyncStandby {
+        addon: Uuid,
+        member: Uuid,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -534,6 +540,9 @@ impl Command {
                 release_seed,
                 actor,
             } => addons::failover(state, *addon, *to, *release_seed, actor),
+            Command::DesyncStandby { addon, member } => {
+                addons::desync_standby(state, *addon, *member)
+            }
         }
     }
 }

@@ -301,3 +301,103 @@ fn a_partitioned_primary_acknowledges_no_write_after_the_failover() {
     .unwrap();
     assert!(rows.contains("1,2") && !rows.contains("666"), "{rows}");
 }
+
+/// The pids of the processes of add-on member `member` on node `node`: its runtime's
+/// init and every descendant.
+fn member_pids(env: &Env, node: usize, member: &str) -> Vec<i32> {
+    let Some((_, root)) = env.dyno_pids(node).into_iter().find(|(id, _)| id == member) else {
+        return Vec::new();
+    };
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for p in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), sig);
+    }
+}
+
+#[test]
+fn a_frozen_standby_leaves_sync_and_writes_go_on() {
+    let env = cluster(3);
+    env.post_json(0, "/apps", &json!({"name": "frozen"}))
+        .unwrap();
+    let out = ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "-a",
+            "frozen",
+            "--wait",
+        ],
+    ));
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let a = eventually("standby in sync", Duration::from_secs(120), || {
+        let a = addon(&env, 0, &name);
+        in_sync(&a).then_some(a)
+    });
+    let (p_node, _) = role(&env, &a, "primary");
+    let (s_node, standby) = role(&env, &a, "standby");
+    try_psql(&env, p_node, "frozen", "CREATE TABLE t (id int)").unwrap();
+
+    // The standby's server freezes (its node and agent stay up): a commit waits for it
+    // until the leader takes it out of sync, then returns.
+    let pids = member_pids(&env, s_node, standby["id"].as_str().unwrap());
+    assert!(!pids.is_empty(), "no processes of the standby");
+    signal_all(&pids, nix::sys::signal::Signal::SIGSTOP);
+    let frozen = Instant::now();
+    let mut insert = haven_tests::hctl_command(
+        &env,
+        p_node,
+        &["pg:psql", "-a", "frozen", "-c", "INSERT INTO t VALUES (1)"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let status = eventually(
+        "the waiting commit returns",
+        Duration::from_secs(60),
+        || insert.try_wait().unwrap(),
+    );
+    println!(
+        "a frozen standby: the commit returned {:.1} s after the freeze",
+        frozen.elapsed().as_secs_f64()
+    );
+    assert!(status.success());
+    let a = addon(&env, 0, &name);
+    let (_, m) = role(&env, &a, "standby");
+    assert_eq!(m["synced"], false, "{a}");
+
+    // Thawed: it streams again and is back in sync; commits wait for it again.
+    signal_all(&pids, nix::sys::signal::Signal::SIGCONT);
+    eventually("the standby back in sync", Duration::from_secs(90), || {
+        in_sync(&addon(&env, 0, &name)).then_some(())
+    });
+    try_psql(&env, p_node, "frozen", "INSERT INTO t VALUES (2)").unwrap();
+}
