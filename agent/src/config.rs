@@ -113,6 +113,9 @@ pub struct DynoTuning {
     pub max_restart_backoff_secs: u64,
     /// `false` runs dynos as plain child processes even where containers are possible.
     pub containers: bool,
+    /// An HA add-on's standby whose node has not been heard from this long is replaced by
+    /// a new one on another node.
+    pub standby_replace_after_secs: u64,
 }
 
 impl Default for DynoTuning {
@@ -128,6 +131,7 @@ impl Default for DynoTuning {
             memory_mb: None,
             max_restart_backoff_secs: 20 * 60,
             containers: true,
+            standby_replace_after_secs: 300,
         }
     }
 }

@@ -347,6 +347,19 @@ pub async fn control_loop(
                 Err(e) => warn!(error = %e, "could not record a standby desync"),
             }
         }
+        let replace_after = Duration::from_secs(tuning.standby_replace_after_secs);
+        let replacements = raft.with_state(|s| {
+            // A node this leader never heard from counts from when it began to lead.
+            let heard = |n| Some(liveness.last_seen(n).map_or(since, |t| t.max(since)));
+            crate::addons::replacements(s, heard, now, replace_after)
+        });
+        for cmd in replacements {
+            match raft.write(cmd).await {
+                Ok(Ok(_)) => info!("placed a new standby for one whose node stays down"),
+                Ok(Err(e)) => debug!(error = %e, "standby replacement refused"),
+                Err(e) => warn!(error = %e, "could not record a standby replacement"),
+            }
+        }
         for cmd in raft.with_state(crate::addons::failovers) {
             match raft.write(cmd).await {
                 Ok(Ok(_)) => info!("failed an add-on over to its standby"),

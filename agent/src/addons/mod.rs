@@ -190,6 +190,44 @@ pub fn broken_standbys(
     out
 }
 
+/// For the leader: standbys of HA add-ons whose node has not been heard from for
+/// `after` (`heard` tells when a node was last heard from), each replaced by a member
+/// placed on another up node. A standby that cannot be placed waits (and is logged).
+pub fn replacements(
+    s: &State,
+    heard: impl Fn(NodeId) -> Option<std::time::Instant>,
+    now: std::time::Instant,
+    after: Duration,
+) -> Vec<Command> {
+    let mut out = Vec::new();
+    for a in s
+        .addons
+        .values()
+        .filter(|a| a.state != AddonState::Deprovisioning && a.members.len() > 1)
+    {
+        let primary = a.primary_id();
+        for m in a.members.iter().filter(|m| Some(m.id) != primary) {
+            let down = s
+                .nodes
+                .get(&m.node)
+                .is_none_or(|n| n.status == NodeStatus::Down);
+            let long = heard(m.node).is_none_or(|t| now.duration_since(t) >= after);
+            if !(down && long) {
+                continue;
+            }
+            match placement::place_replacement(s, a) {
+                Ok(new) => out.push(Command::ReplaceStandby {
+                    addon: a.id,
+                    old: m.id,
+                    new,
+                }),
+                Err(e) => debug!(addon = %a.name, error = %e, "no node for a new standby"),
+            }
+        }
+    }
+    out
+}
+
 /// For the leader: members of deprovisioning add-ons whose node is down or gone (their
 /// data goes when the node returns, as an orphan), reported gone on the node's behalf.
 pub fn lost_members(s: &State) -> Vec<Command> {

@@ -73,6 +73,37 @@ pub fn ports_in_use(s: &State) -> BTreeMap<String, BTreeSet<u16>> {
     out
 }
 
+/// A new member for `addon` on an up node that runs none of its members (fresh id), or
+/// why there is none: the replacement of a standby whose node stays down.
+pub fn place_replacement(s: &State, addon: &Addon) -> Result<AddonMember, String> {
+    let service = haven_raft::catalog::addon_service(&addon.service).ok_or("unknown service")?;
+    let plan = haven_raft::catalog::service_plan(service, &addon.plan).ok_or("unknown plan")?;
+    let nodes: Vec<sched::AddonNodeView> = node_views(s)
+        .into_iter()
+        .filter(|n| addon.members.iter().all(|m| m.node != n.id))
+        .collect();
+    let req = sched::AddonRequest {
+        plan: plan.wire_name(service),
+        members: 1,
+        memory_mb: plan.memory_mb,
+        base_port: match service.engine {
+            haven_raft::catalog::Engine::Postgres => 5432,
+            haven_raft::catalog::Engine::Redis => 6379,
+        },
+    };
+    let placed = sched::place_addon(&nodes, &ports_in_use(s), &req)?;
+    let p = placed.into_iter().next().ok_or("nothing placed")?;
+    Ok(AddonMember {
+        id: Uuid::new_v4(),
+        node: p.node,
+        host: p.host,
+        port: p.port,
+        up: false,
+        streaming: false,
+        synced: false,
+    })
+}
+
 /// Members for a new add-on of `service:plan`, placed on the nodes of `s` (fresh ids),
 /// or why they cannot be.
 pub fn place(

@@ -16,8 +16,8 @@ use super::apps::app_mut;
 use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{
-    attachment_naming, normalize_attachment_name, validate_addon_name, Addon, AddonState,
-    Attachment, NodeId, NodeStatus, State,
+    attachment_naming, normalize_attachment_name, validate_addon_name, Addon, AddonMember,
+    AddonState, Attachment, NodeId, NodeStatus, State,
 };
 
 /// A new attachment: its id, the app, and the name asked for (`--as`), if any.
@@ -488,6 +488,67 @@ pub(super) fn on_node_down(state: &mut State, node: NodeId) {
             m.synced = false;
         }
     }
+}
+
+/// Replaces a standby whose node is down with a new member placed by the leader on an up
+/// node that runs no other member of the add-on; the new member starts as a standby
+/// copied from the primary. The old member's data is left to its node, which removes it
+/// as an orphan when it returns.
+pub(super) fn replace_standby(
+    state: &mut State,
+    addon: Uuid,
+    old: Uuid,
+    new: &AddonMember,
+) -> CommandResult {
+    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?;
+    if a.state == AddonState::Deprovisioning {
+        return Err(CommandError::Conflict(
+            "the add-on is being deprovisioned".into(),
+        ));
+    }
+    let primary = a.primary_id();
+    let gone = a
+        .members
+        .iter()
+        .find(|m| m.id == old && Some(m.id) != primary)
+        .ok_or_else(|| CommandError::NotFound("no such standby".into()))?;
+    let node_down = |id: NodeId| {
+        state
+            .nodes
+            .get(&id)
+            .is_none_or(|n| n.status == NodeStatus::Down)
+    };
+    if !node_down(gone.node) {
+        return Err(CommandError::Conflict("the standby's node is up".into()));
+    }
+    let target_up = state
+        .nodes
+        .get(&new.node)
+        .is_some_and(|n| n.status == NodeStatus::Up && !n.draining);
+    if !target_up || a.members.iter().any(|m| m.node == new.node) {
+        return Err(CommandError::Conflict(
+            "the new standby's node is not up or runs a member already".into(),
+        ));
+    }
+    let taken = state
+        .addons
+        .values()
+        .flat_map(|x| &x.members)
+        .any(|m| m.host == new.host && m.port == new.port);
+    if taken || a.members.iter().any(|m| m.id == new.id) {
+        return Err(CommandError::Conflict(
+            "that address and port are taken".into(),
+        ));
+    }
+    let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
+    a.members.retain(|m| m.id != old);
+    a.members.push(AddonMember {
+        up: false,
+        streaming: false,
+        synced: false,
+        ..new.clone()
+    });
+    Ok(CommandOutput::Done)
 }
 
 /// Takes a standby out of sync (its server stopped answering or streaming while its node

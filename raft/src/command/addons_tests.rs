@@ -563,3 +563,44 @@ fn a_desynced_standby_comes_back_only_once_it_streams_again() {
         .unwrap();
     assert!(s.addons[&a.id].members[1].synced);
 }
+
+#[test]
+fn a_standby_is_replaced_only_while_its_node_is_down_and_never_next_to_a_member() {
+    let (mut s, app) = setup();
+    let a = ha_addon(&mut s, app);
+    add_node(&mut s, 3, "10.0.0.3");
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    let old = a.members[1].id;
+    let mut new = a.members[1].clone();
+    new.id = Uuid::new_v4();
+    new.node = 3;
+    new.host = "10.0.0.3".into();
+    let replace = |new: &crate::model::AddonMember| Command::ReplaceStandby {
+        addon: a.id,
+        old,
+        new: new.clone(),
+    };
+    // Its node is up: refused, nothing changes.
+    let before = s.clone();
+    assert!(replace(&new).apply(&mut s).is_err());
+    assert_eq!(s, before);
+    down(&mut s, 2);
+    // Not onto the primary's node.
+    let mut beside = new.clone();
+    beside.node = 1;
+    beside.host = "10.0.0.1".into();
+    assert!(replace(&beside).apply(&mut s).is_err());
+    // The primary is never replaced this way.
+    let primary = Command::ReplaceStandby {
+        addon: a.id,
+        old: a.members[0].id,
+        new: new.clone(),
+    };
+    assert!(primary.apply(&mut s).is_err());
+    replace(&new).apply(&mut s).unwrap();
+    let got = &s.addons[&a.id];
+    assert_eq!(got.members.len(), 2);
+    let m = got.members.iter().find(|m| m.id == new.id).unwrap();
+    assert!(m.node == 3 && !m.up && !m.synced);
+    assert!(got.members.iter().all(|m| m.id != old));
+}

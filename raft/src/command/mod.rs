@@ -331,6 +331,13 @@ pub enum Command {
         addon: Uuid,
         member: Uuid,
     },
+    /// The leader replaces a standby whose node has been down too long with a member on
+    /// another node (placed by the leader).
+    ReplaceStandby {
+        addon: Uuid,
+        old: Uuid,
+        new: crate::model::AddonMember,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -542,6 +549,9 @@ impl Command {
             } => addons::failover(state, *addon, *to, *release_seed, actor),
             Command::DesyncStandby { addon, member } => {
                 addons::desync_standby(state, *addon, *member)
+            }
+            Command::ReplaceStandby { addon, old, new } => {
+                addons::replace_standby(state, *addon, *old, new)
             }
         }
     }

@@ -401,3 +401,68 @@ fn a_frozen_standby_leaves_sync_and_writes_go_on() {
     });
     try_psql(&env, p_node, "frozen", "INSERT INTO t VALUES (2)").unwrap();
 }
+
+#[test]
+fn a_standby_whose_node_stays_down_is_rebuilt_on_another_node() {
+    let mut env = haven_tests::cluster_with(3, Some("[dynos]\nstandby_replace_after_secs = 3\n"));
+    env.post_json(0, "/apps", &json!({"name": "moved"}))
+        .unwrap();
+    let out = ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql:standard-0",
+            "-a",
+            "moved",
+            "--wait",
+        ],
+    ));
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let a = eventually("standby in sync", Duration::from_secs(120), || {
+        let a = addon(&env, 0, &name);
+        in_sync(&a).then_some(a)
+    });
+    let (p_node, _) = role(&env, &a, "primary");
+    let (s_node, old) = role(&env, &a, "standby");
+    let third = (0..3).find(|i| *i != p_node && *i != s_node).unwrap();
+    try_psql(
+        &env,
+        p_node,
+        "moved",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+
+    // The standby's host dies and stays down: a new standby is copied from the primary
+    // onto the third node and gets in sync; commits wait for it again.
+    env.kill(s_node).unwrap();
+    let a = eventually(
+        "a new standby in sync on the third node",
+        Duration::from_secs(120),
+        || {
+            let a = addon(&env, p_node, &name);
+            let (n, m) = role(&env, &a, "standby");
+            (n == third && m["id"] != old["id"] && in_sync(&a)).then_some(a)
+        },
+    );
+    assert_eq!(a["members"].as_array().unwrap().len(), 2, "{a}");
+    try_psql(&env, p_node, "moved", "INSERT INTO t VALUES (2)").unwrap();
+    // The old node returns: its member's data is removed as an orphan.
+    let old_dir = env
+        .data_dir(s_node)
+        .unwrap()
+        .join("addons/data")
+        .join(old["id"].as_str().unwrap());
+    env.restart(s_node).unwrap();
+    eventually(
+        "the old standby's data removed",
+        Duration::from_secs(60),
+        || (!old_dir.exists()).then_some(()),
+    );
+}
