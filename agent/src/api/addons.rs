@@ -343,6 +343,8 @@ pub async fn create(
             updated_at: chrono::Utc::now(),
             primary: None,
             generation: 0,
+            provider_resource: None,
+            provider_config: Default::default(),
         };
         let cmd = Command::CreateAddon {
             addon,

@@ -26,6 +26,8 @@ fn addons_and_attachments() {
         updated_at: at(7),
         primary: None,
         generation: 0,
+        provider_resource: None,
+        provider_config: Default::default(),
     };
     let att = model::Attachment {
         id: Uuid::from_u128(92),
