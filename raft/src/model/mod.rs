@@ -23,7 +23,7 @@ mod rules;
 
 pub use addon_rules::{
     attachment_naming, generated_addon_name, normalize_attachment_name, validate_addon_name,
-    COLOURS,
+    ADJECTIVES, COLOURS,
 };
 pub use addons::{Addon, AddonMember, AddonState, Attachment, Role};
 pub use backups::{
