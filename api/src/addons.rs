@@ -197,3 +197,30 @@ pub struct AddonConfigItem {
     pub name: String,
     pub value: Option<String>,
 }
+
+/// A registered third-party add-on provider (`GET /cluster/addon-providers`); its
+/// password is never shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonProvider {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    /// The plans' own names, the default first.
+    pub plans: Vec<String>,
+    pub created_at: String,
+}
+
+/// `POST /cluster/addon-providers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonProviderCreate {
+    pub name: String,
+    pub url: String,
+    pub password: String,
+    pub plans: Vec<String>,
+}
+
+/// `PATCH /apps/{app}/addons/{addon}`: a new plan (`service:plan` or the plan's name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddonUpdate {
+    pub plan: PlanRef,
+}

@@ -79,6 +79,38 @@ pub enum AddonCmd {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Change a provider add-on's plan: ADDON PLAN, or SERVICE:PLAN alone for the app's only
+    /// add-on of that service.
+    #[command(name = "addons:upgrade")]
+    AddonsUpgrade {
+        addon: String,
+        plan: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the registered third-party add-on providers (admins).
+    #[command(name = "addons:providers")]
+    AddonsProviders(JsonArg),
+    /// Register a third-party add-on provider that speaks Heroku's add-on provider API
+    /// (admins).
+    #[command(name = "addons:providers:add")]
+    AddonsProvidersAdd {
+        name: String,
+        /// Its base URL (Haven calls URL/heroku/resources).
+        #[arg(long)]
+        url: String,
+        /// The shared secret (HTTP Basic auth NAME:PASSWORD); or set HAVEN_PROVIDER_PASSWORD.
+        #[arg(long, env = "HAVEN_PROVIDER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Its plans, comma-separated; the first is the default.
+        #[arg(long, value_delimiter = ',')]
+        plans: Vec<String>,
+    },
+    /// Remove a provider (once none of its add-ons is left) (admins).
+    #[command(name = "addons:providers:remove")]
+    AddonsProvidersRemove { name: String },
     /// Show a Postgres database (default DATABASE_URL).
     #[command(name = "pg:info")]
     PgInfo {
@@ -231,6 +263,20 @@ impl AddonCmd {
             }
             AddonCmd::AddonsServices(j) => addons::services(&api()?, j.json),
             AddonCmd::AddonsPlans { service, json: j } => addons::plans(&api()?, service, j.json),
+            AddonCmd::AddonsUpgrade {
+                addon,
+                plan,
+                app,
+                json: j,
+            } => addons::upgrade(&api()?, app.name()?, addon, plan.as_deref(), j.json),
+            AddonCmd::AddonsProviders(j) => addons::providers(&api()?, j.json),
+            AddonCmd::AddonsProvidersAdd {
+                name,
+                url,
+                password,
+                plans,
+            } => addons::provider_add(&api()?, name, url, password, plans),
+            AddonCmd::AddonsProvidersRemove { name } => addons::provider_remove(&api()?, name),
             AddonCmd::PgInfo { database, app } => {
                 datastores::pg_info(&api()?, app.name()?, database.as_deref())
             }

@@ -24,6 +24,7 @@
 pub mod backups;
 pub mod placement;
 mod probe;
+pub mod provider;
 mod replication;
 pub mod schedule;
 mod server;

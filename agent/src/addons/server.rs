@@ -258,6 +258,8 @@ mod tests {
             updated_at: chrono::Utc::now(),
             primary: None,
             generation: 0,
+            provider_resource: None,
+            provider_config: Default::default(),
         }
     }
 

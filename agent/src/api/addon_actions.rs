@@ -165,10 +165,22 @@ pub async fn config(
         s.find_addon(&key)
             .filter(|a| visible(s, &caller, a))
             .map(|a| {
-                vec![w::AddonConfigItem {
-                    name: "URL".into(),
-                    value: a.url(),
-                }]
+                if a.is_provider() {
+                    // A provider's config values are secrets: the attached apps' config
+                    // vars are the one place they are shown.
+                    a.provider_config
+                        .keys()
+                        .map(|k| w::AddonConfigItem {
+                            name: k.clone(),
+                            value: None,
+                        })
+                        .collect()
+                } else {
+                    vec![w::AddonConfigItem {
+                        name: "URL".into(),
+                        value: a.url(),
+                    }]
+                }
             })
     })
     .await?

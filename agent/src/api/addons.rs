@@ -14,7 +14,9 @@ use haven_api::addons as w;
 use haven_api::NamedRef;
 use haven_raft::catalog::{self, AddonPlan, AddonService};
 use haven_raft::command::{AttachmentSpec, Command, CommandError, CommandOutput};
-use haven_raft::model::{self, Addon, AddonState, State as Model};
+use haven_raft::model::{self, Addon, AddonProvider, AddonState, State as Model};
+
+use crate::addons::provider::{self as provider_api, ProviderError};
 use rand::Rng;
 use uuid::Uuid;
 
@@ -87,6 +89,62 @@ pub fn plan_wire(s: &AddonService, p: &AddonPlan) -> w::Plan {
     }
 }
 
+/// A registered provider as an add-on service.
+pub fn provider_service_wire(p: &AddonProvider) -> w::AddonService {
+    w::AddonService {
+        id: p.id.to_string(),
+        name: p.name.clone(),
+        human_name: p.name.clone(),
+        cli_plugin_name: None,
+        state: "ga".into(),
+        supports_multiple_installations: true,
+        supports_sharing: true,
+        supported_generations: Vec::new(),
+        created_at: time(p.created_at),
+        updated_at: time(p.created_at),
+    }
+}
+
+/// A provider's plan (`name:plan`); the first plan is the default. Haven runs nothing
+/// for it: no memory, no members.
+pub fn provider_plan_wire(p: &AddonProvider, plan: &str) -> w::Plan {
+    w::Plan {
+        id: p.plan_id(plan).unwrap_or(p.id).to_string(),
+        name: format!("{}:{plan}", p.name),
+        human_name: plan.to_string(),
+        description: format!("{plan}, from the add-on provider {}", p.name),
+        default: p.plans.first().is_some_and(|x| x == plan),
+        price: w::Price {
+            cents: 0,
+            contract: false,
+            unit: "month".into(),
+        },
+        state: "public".into(),
+        visible: true,
+        compliance: None,
+        installable_inside_private_network: false,
+        installable_outside_private_network: true,
+        space_default: false,
+        addon_service: NamedRef {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+        },
+        created_at: time(p.created_at),
+        updated_at: time(p.created_at),
+        available: true,
+        memory_mb: 0,
+        members: 0,
+    }
+}
+
+/// The service and plan of a provider add-on, as wire objects.
+fn provider_entry(state: &Model, a: &Addon) -> Option<(w::AddonService, w::Plan, w::Price)> {
+    let p = state.addon_providers.get(&a.service)?;
+    let plan = provider_plan_wire(p, &a.plan);
+    let price = plan.price.clone();
+    Some((provider_service_wire(p), plan, price))
+}
+
 fn catalog_entry(a: &Addon) -> Option<(&'static AddonService, &'static AddonPlan)> {
     let s = catalog::addon_service(&a.service)?;
     Some((s, catalog::service_plan(s, &a.plan)?))
@@ -94,7 +152,12 @@ fn catalog_entry(a: &Addon) -> Option<(&'static AddonService, &'static AddonPlan
 
 /// An add-on as the API shows it, with its service and plan expanded.
 pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
-    let (s, p) = catalog_entry(a)?;
+    let (service, plan, billed) = if a.is_provider() {
+        provider_entry(state, a)?
+    } else {
+        let (s, p) = catalog_entry(a)?;
+        (service_wire(s), plan_wire(s, p), price(p))
+    };
     let app_name = state
         .apps
         .get(&a.app)
@@ -136,8 +199,8 @@ pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
     Some(w::Addon {
         id: a.id.to_string(),
         name: a.name.clone(),
-        addon_service: service_wire(s),
-        plan: plan_wire(s, p),
+        addon_service: service,
+        plan,
         app: NamedRef {
             id: a.app.to_string(),
             name: app_name.clone(),
@@ -147,10 +210,13 @@ pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
             name: app_name,
             kind: "app".into(),
         },
-        billed_price: Some(price(p)),
+        billed_price: Some(billed),
         config_vars,
         actions: Vec::new(),
-        provider_id: a.id.to_string(),
+        provider_id: a
+            .provider_resource
+            .clone()
+            .unwrap_or_else(|| a.id.to_string()),
         provision_message,
         state: a.state.as_str().into(),
         web_url: None,
@@ -160,29 +226,95 @@ pub fn addon_wire(state: &Model, a: &Addon) -> Option<w::Addon> {
     })
 }
 
-/// `GET /addon-services`.
-pub async fn services() -> Json<Vec<w::AddonService>> {
-    Json(catalog::ADDON_SERVICES.iter().map(service_wire).collect())
+/// `GET /addon-services`: the catalog's services, then the registered providers.
+pub async fn services(State(ctx): State<ApiContext>) -> Result<Response, ApiError> {
+    let mut list: Vec<w::AddonService> = catalog::ADDON_SERVICES.iter().map(service_wire).collect();
+    list.extend(
+        read(&ctx, |s| {
+            s.addon_providers
+                .values()
+                .map(provider_service_wire)
+                .collect::<Vec<_>>()
+        })
+        .await?,
+    );
+    Ok(Json(list).into_response())
+}
+
+/// A registered provider by name or id.
+async fn find_provider(ctx: &ApiContext, key: &str) -> Result<Option<AddonProvider>, ApiError> {
+    let key = key.trim().to_string();
+    read(ctx, move |s| {
+        s.addon_providers
+            .values()
+            .find(|p| p.name == key || p.id.to_string() == key)
+            .cloned()
+    })
+    .await
 }
 
 /// `GET /addon-services/{id-or-name}`.
-pub async fn service(Path(key): Path<String>) -> Result<Response, ApiError> {
-    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
-    Ok(Json(service_wire(s)).into_response())
+pub async fn service(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(s) = catalog::addon_service(&key) {
+        return Ok(Json(service_wire(s)).into_response());
+    }
+    let p = find_provider(&ctx, &key)
+        .await?
+        .ok_or_else(service_not_found)?;
+    Ok(Json(provider_service_wire(&p)).into_response())
 }
 
 /// `GET /addon-services/{id-or-name}/plans`.
-pub async fn plans(Path(key): Path<String>) -> Result<Response, ApiError> {
-    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
-    let plans: Vec<w::Plan> = s.plans.iter().map(|p| plan_wire(s, p)).collect();
+pub async fn plans(
+    State(ctx): State<ApiContext>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(s) = catalog::addon_service(&key) {
+        let plans: Vec<w::Plan> = s.plans.iter().map(|p| plan_wire(s, p)).collect();
+        return Ok(Json(plans).into_response());
+    }
+    let p = find_provider(&ctx, &key)
+        .await?
+        .ok_or_else(service_not_found)?;
+    let plans: Vec<w::Plan> = p.plans.iter().map(|x| provider_plan_wire(&p, x)).collect();
     Ok(Json(plans).into_response())
 }
 
 /// `GET /addon-services/{id-or-name}/plans/{id-or-name}`.
-pub async fn plan(Path((key, plan)): Path<(String, String)>) -> Result<Response, ApiError> {
-    let s = catalog::addon_service(&key).ok_or_else(service_not_found)?;
-    let p = catalog::service_plan(s, &plan).ok_or_else(plan_not_found)?;
-    Ok(Json(plan_wire(s, p)).into_response())
+pub async fn plan(
+    State(ctx): State<ApiContext>,
+    Path((key, plan)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if let Some(s) = catalog::addon_service(&key) {
+        let p = catalog::service_plan(s, &plan).ok_or_else(plan_not_found)?;
+        return Ok(Json(plan_wire(s, p)).into_response());
+    }
+    let p = find_provider(&ctx, &key)
+        .await?
+        .ok_or_else(service_not_found)?;
+    let own = provider_plan_of(&p, &plan).ok_or_else(plan_not_found)?;
+    Ok(Json(provider_plan_wire(&p, &own)).into_response())
+}
+
+/// A provider's plan by its name, its wire name (`name:plan`) or id.
+fn provider_plan_of(p: &AddonProvider, plan: &str) -> Option<String> {
+    let plan = plan.trim();
+    let own = match plan.split_once(':') {
+        Some((svc, x)) if svc == p.name => x,
+        Some(_) => return None,
+        None => plan,
+    };
+    p.plan(own)
+        .or_else(|| {
+            p.plans
+                .iter()
+                .find(|x| p.plan_id(x).is_some_and(|id| id.to_string() == plan))
+                .map(String::as_str)
+        })
+        .map(str::to_string)
 }
 
 /// Whether `caller` may see add-on `a`: they may view its owning app or an app it is
@@ -290,12 +422,25 @@ pub async fn create(
     JsonBody(body): JsonBody<w::AddonCreate>,
 ) -> Result<Response, ApiError> {
     let spec = body.plan.name().to_string();
-    let (service, plan) = catalog::addon_plan(&spec).ok_or_else(|| {
+    let unknown = || {
         ApiError::not_found(format!(
             "Couldn't find either the add-on service or the add-on plan of \"{}\".",
             spec.trim()
         ))
-    })?;
+    };
+    let Some((service, plan)) = catalog::addon_plan(&spec) else {
+        let (svc, own) = match spec.trim().split_once(':') {
+            Some((svc, plan)) => (svc, Some(plan)),
+            None => (spec.trim(), None),
+        };
+        let provider = find_provider(&ctx, svc).await?.ok_or_else(unknown)?;
+        let plan = match own {
+            Some(x) => provider.plan(x).map(str::to_string),
+            None => provider.plans.first().cloned(),
+        }
+        .ok_or_else(unknown)?;
+        return create_provider_addon(ctx, caller, key, provider, plan, body).await;
+    };
     if body.config.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::invalid(format!(
             "{} takes no provisioning options.",
@@ -343,6 +488,8 @@ pub async fn create(
             updated_at: chrono::Utc::now(),
             primary: None,
             generation: 0,
+            provider_resource: None,
+            provider_config: Default::default(),
         };
         let cmd = Command::CreateAddon {
             addon,
@@ -454,13 +601,16 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path((key, addon)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, app| {
+    let (id, provider) = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, app| {
         s.find_addon(&addon)
             .filter(|a| a.app == app.id)
-            .map(|a| a.id)
+            .map(|a| (a.id, provider_of(s, a)))
     })
     .await?
     .ok_or_else(addon_not_found)?;
+    if let Some((p, resource)) = provider {
+        deprovision(&p, &resource).await?;
+    }
     let out = super::write(
         &ctx,
         Command::DestroyAddon {
@@ -479,15 +629,18 @@ pub(super) async fn destroy_owned(
     caller: &Caller,
     app: Uuid,
 ) -> Result<(), ApiError> {
-    let owned: Vec<Uuid> = read(ctx, |s| {
+    let owned: Vec<(Uuid, Option<(AddonProvider, String)>)> = read(ctx, |s| {
         s.addons
             .values()
             .filter(|a| a.app == app && a.state != AddonState::Deprovisioning)
-            .map(|a| a.id)
+            .map(|a| (a.id, provider_of(s, a)))
             .collect()
     })
     .await?;
-    for id in owned {
+    for (id, provider) in owned {
+        if let Some((p, resource)) = provider {
+            deprovision(&p, &resource).await?;
+        }
         let out = super::write(
             ctx,
             Command::DestroyAddon {
@@ -500,4 +653,206 @@ pub(super) async fn destroy_owned(
         answer(ctx, caller, out, "Detach")?;
     }
     Ok(())
+}
+
+/// A provider add-on's provider and resource id (`None` for Haven's own add-ons).
+fn provider_of(s: &Model, a: &Addon) -> Option<(AddonProvider, String)> {
+    let resource = a.provider_resource.clone()?;
+    Some((s.addon_providers.get(&a.service)?.clone(), resource))
+}
+
+/// A provider's failure as the API answers it: 422 for its refusal, 503 when it could not
+/// be reached (after the retries).
+fn provider_error(e: ProviderError, nothing: &str) -> ApiError {
+    match e {
+        ProviderError::Refused(m) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_params",
+            format!("{m} {nothing}"),
+        ),
+        ProviderError::Unavailable(m) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_unavailable",
+            format!("{m} {nothing} Try again later."),
+        ),
+    }
+}
+
+/// Deprovisions at the provider (before the command that removes the add-on).
+async fn deprovision(p: &AddonProvider, resource: &str) -> Result<(), ApiError> {
+    provider_api::deprovision(p, resource)
+        .await
+        .map_err(|e| provider_error(e, "The add-on was not destroyed."))
+}
+
+/// A Heroku-style generated name for a provider's add-on: `my-mail-curved-12345`.
+fn provider_addon_name(p: &AddonProvider) -> String {
+    let r: u64 = rand::thread_rng().gen();
+    let adj = model::ADJECTIVES[(r % model::ADJECTIVES.len() as u64) as usize];
+    format!("{}-{adj}-{:05}", p.name, (r / 64) % 100_000)
+}
+
+/// Creating a provider's add-on: the provider provisions it first (this handler is the
+/// proposer; retried with back-off), then one `CreateAddon` records its resource id and
+/// config and attaches it. If the provider never succeeds nothing is recorded; if the
+/// command is refused the resource is deprovisioned again.
+async fn create_provider_addon(
+    ctx: ApiContext,
+    caller: Caller,
+    key: String,
+    provider: AddonProvider,
+    plan: String,
+    body: w::AddonCreate,
+) -> Result<Response, ApiError> {
+    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
+    let app_name = with_app(
+        &ctx,
+        &caller,
+        Action::ChangeApp,
+        &app.to_string(),
+        |_, a| a.name.clone(),
+    )
+    .await?;
+    if let Some(c) = body.confirm.as_deref() {
+        if c != app_name {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "confirmation_required",
+                format!("Confirm with the app's name, {app_name}."),
+            ));
+        }
+    }
+    let name = match body.name.clone() {
+        Some(n) => n,
+        None => {
+            let mut n = provider_addon_name(&provider);
+            for _ in 0..8 {
+                let taken = read(&ctx, |s| s.addons.values().any(|a| a.name == n)).await?;
+                if !taken {
+                    break;
+                }
+                n = provider_addon_name(&provider);
+            }
+            n
+        }
+    };
+    model::validate_addon_name(&name).map_err(ApiError::invalid)?;
+    if read(&ctx, |s| s.addons.values().any(|a| a.name == name)).await? {
+        return Err(ApiError::invalid(format!(
+            "The name {name} is already taken by another add-on."
+        )));
+    }
+    let id = Uuid::new_v4();
+    let callback = super::scheme::public_url(&format!(
+        "{}/vendor/apps/{}",
+        ctx.builder.api_url(),
+        provider_api::heroku_id(app)
+    ));
+    let request = provider_api::Provision {
+        heroku_id: provider_api::heroku_id(app),
+        plan: plan.clone(),
+        region: "haven".into(),
+        callback_url: callback,
+        options: body.config.clone().unwrap_or_default(),
+        uuid: id.to_string(),
+        name: name.clone(),
+    };
+    let got = provider_api::provision(&provider, &request)
+        .await
+        .map_err(|e| provider_error(e, "No add-on was created."))?;
+    let now = chrono::Utc::now();
+    let addon = Addon {
+        id,
+        name,
+        service: provider.name.clone(),
+        plan,
+        app,
+        state: AddonState::Provisioned,
+        password: String::new(),
+        members: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        primary: None,
+        generation: 0,
+        provider_resource: Some(got.id.clone()),
+        provider_config: got.config.unwrap_or_default(),
+    };
+    let cmd = Command::CreateAddon {
+        addon,
+        attachment: AttachmentSpec {
+            id: Uuid::new_v4(),
+            app,
+            name: body.attachment.as_ref().and_then(|a| a.name.clone()),
+        },
+        release_id: Uuid::new_v4(),
+        actor: caller.actor(),
+    };
+    let refused = match ctx.raft.write(cmd).await? {
+        Ok(out) => {
+            let mut wire = answer(&ctx, &caller, out, "Attach")?;
+            if let Some(m) = got.message.filter(|m| !m.is_empty()) {
+                wire.provision_message = m.chars().take(500).collect();
+            }
+            return Ok((StatusCode::CREATED, Json(wire)).into_response());
+        }
+        Err(CommandError::AppNotFound(_)) => ApiError::app_not_found(),
+        Err(e) => conflict_as_invalid(e),
+    };
+    // Refused: the provider's resource would be orphaned; give it back.
+    if let Err(e) = provider_api::deprovision(&provider, &got.id).await {
+        tracing::warn!(provider = %provider.name, "could not deprovision a refused add-on: {e:?}");
+    }
+    Err(refused)
+}
+
+/// `PATCH /apps/{app}/addons/{id-or-name} {"plan": "service:plan"}`: a provider add-on's
+/// plan change (`PUT` at the provider, then `ChangeAddonPlan`; new config the provider
+/// returns reaches the attachments in a release). Haven's own add-ons change no plans yet.
+pub async fn update(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    Path((key, addon)): Path<(String, String)>,
+    JsonBody(body): JsonBody<w::AddonUpdate>,
+) -> Result<Response, ApiError> {
+    let found = with_app(&ctx, &caller, Action::ChangeApp, &key, |s, app| {
+        s.find_addon(&addon)
+            .filter(|a| a.app == app.id)
+            .map(|a| (a.clone(), provider_of(s, a)))
+    })
+    .await?
+    .ok_or_else(addon_not_found)?;
+    let (a, provider) = found;
+    let Some((p, resource)) = provider else {
+        return Err(ApiError::invalid(format!(
+            "{} cannot change plans on Haven yet; create a new add-on of the plan.",
+            a.service
+        )));
+    };
+    let spec = body.plan.name().to_string();
+    let plan = provider_plan_of(&p, &spec).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Couldn't find either the add-on service or the add-on plan of \"{}\".",
+            spec.trim()
+        ))
+    })?;
+    let config = if plan == a.plan {
+        None
+    } else {
+        provider_api::change_plan(&p, &resource, &plan, &provider_api::heroku_id(a.app))
+            .await
+            .map_err(|e| provider_error(e, "The plan was not changed."))?
+            .config
+    };
+    let out = super::write(
+        &ctx,
+        Command::ChangeAddonPlan {
+            addon: a.id,
+            plan,
+            config,
+            release_seed: Uuid::new_v4(),
+            actor: caller.actor(),
+        },
+    )
+    .await?;
+    Ok(Json(answer(&ctx, &caller, out, "Update")?).into_response())
 }

@@ -19,6 +19,7 @@ pub mod access;
 mod account;
 mod addon_actions;
 mod addon_attachments;
+mod addon_providers;
 mod addons;
 mod apps;
 mod authorizations;
@@ -119,6 +120,14 @@ pub fn router(ctx: ApiContext) -> Router {
             get(authorizations::info).delete(authorizations::delete),
         )
         .route("/cluster/users", get(users::list).post(users::create))
+        .route(
+            "/cluster/addon-providers",
+            get(addon_providers::list).post(addon_providers::create),
+        )
+        .route(
+            "/cluster/addon-providers/{name}",
+            axum::routing::delete(addon_providers::delete),
+        )
         .route(
             "/cluster/users/{user}",
             get(users::info).delete(users::delete),
@@ -254,7 +263,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/apps/{app}/addons", get(addons::list).post(addons::create))
         .route(
             "/apps/{app}/addons/{addon}",
-            get(addons::info).delete(addons::delete),
+            get(addons::info)
+                .delete(addons::delete)
+                .patch(addons::update),
         )
         .route(
             "/addon-attachments",

@@ -26,6 +26,8 @@ fn addons_and_attachments() {
         updated_at: at(7),
         primary: None,
         generation: 0,
+        provider_resource: None,
+        provider_config: Default::default(),
     };
     let att = model::Attachment {
         id: Uuid::from_u128(92),
@@ -125,4 +127,53 @@ fn addons_and_attachments() {
         (back.addon.app.name.as_str(), back.app.name.as_str()),
         ("my-app", "my-app")
     );
+}
+
+#[test]
+fn providers_and_their_addons() {
+    let mut s = state();
+    let p = model::AddonProvider {
+        id: Uuid::from_u128(95),
+        name: "my-mail".into(),
+        url: "http://10.0.0.9:8080".into(),
+        password: "never-on-the-wire-provider".into(),
+        plans: vec!["basic".into(), "pro".into()],
+        created_at: at(5),
+    };
+    s.addon_providers.insert(p.name.clone(), p.clone());
+    let wire = super::super::addon_providers::provider_wire(&p);
+    round_trip(&wire, &["created_at", "id", "name", "plans", "url"]);
+    assert!(!serde_json::to_string(&wire)
+        .unwrap()
+        .contains("never-on-the-wire"));
+    let addon = model::Addon {
+        id: Uuid::from_u128(96),
+        name: "my-mail-flat-00001".into(),
+        service: "my-mail".into(),
+        plan: "pro".into(),
+        app: app().id,
+        state: model::AddonState::Provisioned,
+        password: String::new(),
+        members: Vec::new(),
+        created_at: at(6),
+        updated_at: at(7),
+        primary: None,
+        generation: 0,
+        provider_resource: Some("res-9".into()),
+        provider_config: [(
+            "MY_MAIL_TOKEN".to_string(),
+            "never-on-the-wire-value".to_string(),
+        )]
+        .into(),
+    };
+    s.addons.insert(addon.id, addon.clone());
+    let wire = super::super::addons::addon_wire(&s, &addon).unwrap();
+    let json = serde_json::to_string(&wire).unwrap();
+    assert!(!json.contains("never-on-the-wire"), "{json}");
+    let back: w::addons::Addon = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.plan.name, "my-mail:pro");
+    assert!(!back.plan.default);
+    assert_eq!(back.addon_service.name, "my-mail");
+    assert_eq!(back.provider_id, "res-9");
+    assert!(back.members.is_empty());
 }

@@ -324,6 +324,101 @@ pub fn plans(api: &Api, service: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `hctl addons:upgrade ADDON PLAN` (or `SERVICE:PLAN` alone: the app's only add-on of
+/// that service).
+pub fn upgrade(api: &Api, app: &str, addon: &str, plan: Option<&str>, json: bool) -> Result<()> {
+    let (addon, plan) = match plan {
+        Some(p) => (addon.to_string(), p.to_string()),
+        None => {
+            let Some((service, _)) = addon.split_once(':') else {
+                bail!("give the add-on and the plan: hctl addons:upgrade ADDON SERVICE:PLAN");
+            };
+            let list = api.get::<Vec<w::Addon>>(&format!("{}/addons", app_path(app)))?;
+            let mine: Vec<&w::Addon> = list
+                .value
+                .iter()
+                .filter(|a| a.addon_service.name == service && a.app.name == app)
+                .collect();
+            match mine.as_slice() {
+                [one] => (one.name.clone(), addon.to_string()),
+                [] => bail!("⬢ {app} has no add-on of {service}"),
+                _ => bail!("⬢ {app} has several add-ons of {service}: name one"),
+            }
+        }
+    };
+    let full = if plan.contains(':') {
+        plan.clone()
+    } else {
+        let a = api.get::<w::Addon>(&format!("{}/addons/{addon}", app_path(app)))?;
+        format!("{}:{plan}", a.value.addon_service.name)
+    };
+    if !json {
+        progress(&format!("Changing {addon} on ⬢ {app} to {full}"));
+    }
+    let body = w::AddonUpdate {
+        plan: w::PlanRef::Name(full),
+    };
+    let answer = api.call_with::<w::Addon, _>(
+        Method::PATCH,
+        &format!("{}/addons/{addon}", app_path(app)),
+        &body,
+    )?;
+    if json {
+        return print_json(&answer);
+    }
+    println!("done, now {}", answer.value.plan.name);
+    Ok(())
+}
+
+/// `hctl addons:providers`.
+pub fn providers(api: &Api, json: bool) -> Result<()> {
+    let list = api.get::<Vec<w::AddonProvider>>("/cluster/addon-providers")?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .value
+        .iter()
+        .map(|p| vec![p.name.clone(), p.url.clone(), p.plans.join(", ")])
+        .collect();
+    println!("{}", table(&["Name", "URL", "Plans"], &rows));
+    Ok(())
+}
+
+/// `hctl addons:providers:add NAME --url URL --password SECRET --plans a,b`.
+pub fn provider_add(
+    api: &Api,
+    name: &str,
+    url: &str,
+    password: &str,
+    plans: &[String],
+) -> Result<()> {
+    progress(&format!("Registering the add-on provider {name}"));
+    let body = w::AddonProviderCreate {
+        name: name.to_string(),
+        url: url.to_string(),
+        password: password.to_string(),
+        plans: plans.to_vec(),
+    };
+    let p =
+        api.call_with::<w::AddonProvider, _>(Method::POST, "/cluster/addon-providers", &body)?;
+    println!("done");
+    println!(
+        "Create its add-ons with hctl addons:create {}:{} -a APP",
+        p.value.name,
+        p.value.plans.first().map_or("", String::as_str)
+    );
+    Ok(())
+}
+
+/// `hctl addons:providers:remove NAME`.
+pub fn provider_remove(api: &Api, name: &str) -> Result<()> {
+    progress(&format!("Removing the add-on provider {name}"));
+    api.call::<w::AddonProvider>(Method::DELETE, &format!("/cluster/addon-providers/{name}"))?;
+    println!("done");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,9 @@ use super::apps::app_mut;
 use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{
-    attachment_naming, normalize_attachment_name, validate_addon_name, Addon, AddonMember,
-    AddonState, Attachment, NodeId, NodeStatus, State,
+    attachment_naming, normalize_attachment_name, provider_attachment_name, provider_config_prefix,
+    provider_config_vars, validate_addon_name, validate_config_key, Addon, AddonMember, AddonState,
+    Attachment, NodeId, NodeStatus, State,
 };
 
 /// A new attachment: its id, the app, and the name asked for (`--as`), if any.
@@ -68,6 +69,9 @@ pub(super) fn create(
     release_id: Uuid,
     actor: &Actor,
 ) -> CommandResult {
+    if addon.is_provider() {
+        return create_provider(state, addon, attachment, release_id, actor);
+    }
     let (service, plan) = haven_catalog::addon_service(&addon.service)
         .and_then(|s| Some((s, haven_catalog::service_plan(s, &addon.plan)?)))
         .ok_or_else(|| {
@@ -122,7 +126,6 @@ pub(super) fn create(
     }
     new.created_at = actor.at;
     new.updated_at = actor.at;
-    let url = new.url().unwrap_or_default();
     let att = Attachment {
         id: attachment.id,
         addon: new.id,
@@ -131,10 +134,11 @@ pub(super) fn create(
         config_vars: vars,
         created_at: actor.at,
     };
+    let values = att_values(state, &new, &att);
     let version = set_vars(
         state,
         &att,
-        Some(&url),
+        Some(&values),
         &new.name,
         release_id,
         actor,
@@ -146,6 +150,235 @@ pub(super) fn create(
         addon: Box::new(new),
         attachments: vec![att.clone()],
         releases: vec![(att.app, version)],
+    })
+}
+
+/// Creates a provider add-on: the proposer provisioned it at the provider (its
+/// resource id and config are in `addon`); it has no members and is `Provisioned` at once.
+fn create_provider(
+    state: &mut State,
+    addon: &Addon,
+    attachment: &AttachmentSpec,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let provider = state.addon_providers.get(&addon.service).ok_or_else(|| {
+        CommandError::NotFound(format!(
+            "Couldn't find either the add-on service or the add-on plan of \"{}:{}\".",
+            addon.service, addon.plan
+        ))
+    })?;
+    if !provider.plans.contains(&addon.plan) {
+        return Err(CommandError::NotFound(format!(
+            "Couldn't find either the add-on service or the add-on plan of \"{}:{}\".",
+            addon.service, addon.plan
+        )));
+    }
+    validate_addon_name(&addon.name).map_err(CommandError::Invalid)?;
+    if state.addons.values().any(|a| a.name == addon.name) {
+        return Err(addon_conflict(&addon.name));
+    }
+    if state.addons.contains_key(&addon.id) || state.attachments.contains_key(&attachment.id) {
+        return Err(CommandError::Conflict(
+            "add-on or attachment id exists".into(),
+        ));
+    }
+    if addon.app != attachment.app {
+        return Err(CommandError::Invalid(
+            "the first attachment is the owner's".into(),
+        ));
+    }
+    if !addon.members.is_empty() {
+        return Err(CommandError::Invalid(
+            "a provider's add-on runs no members".into(),
+        ));
+    }
+    check_provider_config(&addon.provider_config)?;
+    if !state.apps.contains_key(&addon.app) {
+        return Err(super::apps::not_found_app(&addon.app));
+    }
+    let mut new = addon.clone();
+    new.state = AddonState::Provisioned;
+    new.primary = None;
+    new.generation = 0;
+    new.created_at = actor.at;
+    new.updated_at = actor.at;
+    let (name, vars) = provider_naming(state, &new, attachment)?;
+    let att = Attachment {
+        id: attachment.id,
+        addon: new.id,
+        app: attachment.app,
+        name,
+        config_vars: vars,
+        created_at: actor.at,
+    };
+    let values = att_values(state, &new, &att);
+    let version = set_vars(
+        state,
+        &att,
+        Some(&values),
+        &new.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
+    state.addons.insert(new.id, new.clone());
+    state.attachments.insert(att.id, att.clone());
+    Ok(CommandOutput::Addon {
+        addon: Box::new(new),
+        attachments: vec![att],
+        releases: vec![(attachment.app, version)],
+    })
+}
+
+/// A provider's config: keys that are config var names, at most 32 of them.
+fn check_provider_config(config: &BTreeMap<String, String>) -> Result<(), CommandError> {
+    if config.len() > 32 {
+        return Err(CommandError::Invalid(
+            "the provider returned more than 32 config vars".into(),
+        ));
+    }
+    for k in config.keys() {
+        validate_config_key(k)
+            .map_err(|e| CommandError::Invalid(format!("the provider's config: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The name and config vars of a new attachment of provider add-on `a` (see
+/// `model::providers` for the rule), refused like [`naming`]'s.
+fn provider_naming(
+    state: &State,
+    a: &Addon,
+    spec: &AttachmentSpec,
+) -> Result<(String, Vec<String>), CommandError> {
+    let as_name = spec
+        .name
+        .as_deref()
+        .map(normalize_attachment_name)
+        .transpose()
+        .map_err(CommandError::Invalid)?;
+    let existing = state.app_attachments(spec.app);
+    if let Some(n) = &as_name {
+        if existing.iter().any(|t| &t.name == n) {
+            return Err(CommandError::Conflict(format!(
+                "The attachment name {n} is already used by another add-on of this app."
+            )));
+        }
+    }
+    let taken: Vec<&str> = existing.iter().map(|t| t.name.as_str()).collect();
+    let prefix = state
+        .addon_providers
+        .get(&a.service)
+        .map_or_else(|| provider_config_prefix(&a.service), |p| p.config_prefix());
+    let name = provider_attachment_name(
+        &prefix,
+        &taken,
+        as_name.as_deref(),
+        spec.id.as_u128() as u64,
+    );
+    let vars: Vec<String> = provider_config_vars(&prefix, &name, &a.provider_config)
+        .into_keys()
+        .collect();
+    if let Some((t, v)) = existing.iter().find_map(|t| {
+        t.config_vars
+            .iter()
+            .find(|v| vars.contains(v))
+            .map(|v| (t, v))
+    }) {
+        return Err(CommandError::Conflict(format!(
+            "The config var {v} is already set by the attachment {}.",
+            t.name
+        )));
+    }
+    Ok((name, vars))
+}
+
+/// Changes a provider add-on's plan (the provider already did); with `config`, the
+/// provider's new config replaces the old and every attachment's vars follow, in one
+/// release per attachment ("Update NAME (@ref:ADDON)").
+pub(super) fn change_plan(
+    state: &mut State,
+    addon: Uuid,
+    plan: &str,
+    config: Option<&BTreeMap<String, String>>,
+    release_seed: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?;
+    if !a.is_provider() {
+        return Err(CommandError::Invalid(format!(
+            "{} cannot change plans on Haven yet; create a new add-on of the plan.",
+            a.service
+        )));
+    }
+    if a.state == AddonState::Deprovisioning {
+        return Err(CommandError::Conflict(format!(
+            "{} is being deprovisioned.",
+            a.name
+        )));
+    }
+    let known = state
+        .addon_providers
+        .get(&a.service)
+        .is_some_and(|p| p.plans.iter().any(|x| x == plan));
+    if !known {
+        return Err(CommandError::NotFound(format!(
+            "Couldn't find either the add-on service or the add-on plan of \"{}:{plan}\".",
+            a.service
+        )));
+    }
+    if let Some(c) = config {
+        check_provider_config(c)?;
+    }
+    let mut new = a.clone();
+    new.plan = plan.to_string();
+    new.updated_at = actor.at;
+    let mut releases = Vec::new();
+    let mut atts = Vec::new();
+    if let Some(c) = config.filter(|c| **c != new.provider_config) {
+        new.provider_config = c.clone();
+        let prefix = state.addon_providers.get(&new.service).map_or_else(
+            || provider_config_prefix(&new.service),
+            |p| p.config_prefix(),
+        );
+        let olds: Vec<Attachment> = state
+            .addon_attachments(addon)
+            .into_iter()
+            .cloned()
+            .collect();
+        for old in olds {
+            let values = provider_config_vars(&prefix, &old.name, c);
+            let mut t = old.clone();
+            // Unset the old vars, set the new ones: one list covers both.
+            t.config_vars = old
+                .config_vars
+                .iter()
+                .chain(values.keys())
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect();
+            let v = set_vars(
+                state,
+                &t,
+                Some(&values),
+                &new.name,
+                derived_id(release_seed, t.id),
+                actor,
+                "Update",
+            )?;
+            t.config_vars = values.into_keys().collect();
+            state.attachments.insert(t.id, t.clone());
+            releases.push((t.app, v));
+            atts.push(t);
+        }
+    }
+    state.addons.insert(addon, new.clone());
+    Ok(CommandOutput::Addon {
+        addon: Box::new(new),
+        attachments: atts,
+        releases,
     })
 }
 
@@ -237,12 +470,30 @@ fn naming(
     Ok((name, vars))
 }
 
-/// Sets (`url` given) or unsets the attachment's vars in its app, in one release
-/// `"{verb} NAME (@ref:ADDON)"`; returns its version.
+/// The config vars (with values) attachment `att` of add-on `a` sets: its vars to the
+/// add-on's URL, or for a provider add-on each provider key under the attachment's name.
+fn att_values(state: &State, a: &Addon, att: &Attachment) -> BTreeMap<String, String> {
+    if a.is_provider() {
+        let prefix = state
+            .addon_providers
+            .get(&a.service)
+            .map_or_else(|| provider_config_prefix(&a.service), |p| p.config_prefix());
+        provider_config_vars(&prefix, &att.name, &a.provider_config)
+    } else {
+        let url = a.url().unwrap_or_default();
+        att.config_vars
+            .iter()
+            .map(|v| (v.clone(), url.clone()))
+            .collect()
+    }
+}
+
+/// Sets (`values` given: var → value) or unsets the attachment's vars in its app, in one
+/// release `"{verb} NAME (@ref:ADDON)"`; returns its version.
 fn set_vars(
     state: &mut State,
     att: &Attachment,
-    url: Option<&str>,
+    values: Option<&BTreeMap<String, String>>,
     addon_name: &str,
     release_id: Uuid,
     actor: &Actor,
@@ -251,9 +502,9 @@ fn set_vars(
     let a = app_mut(state, &att.app)?;
     let mut config = a.config.clone();
     for v in &att.config_vars {
-        match url {
-            Some(u) => {
-                config.insert(v.clone(), u.to_string());
+        match values.and_then(|m| m.get(v)) {
+            Some(value) => {
+                config.insert(v.clone(), value.clone());
             }
             None => {
                 config.remove(v);
@@ -315,8 +566,13 @@ pub(super) fn destroy(
     let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
     a.state = AddonState::Deprovisioning;
     a.updated_at = actor.at;
+    let a = a.clone();
+    if a.is_provider() {
+        // No member holds data: the provider deprovisioned it before this command.
+        state.addons.remove(&addon);
+    }
     Ok(CommandOutput::Addon {
-        addon: Box::new(a.clone()),
+        addon: Box::new(a),
         attachments: atts,
         releases,
     })
@@ -347,9 +603,13 @@ pub(super) fn attach(
     if !state.apps.contains_key(&spec.app) {
         return Err(super::apps::not_found_app(&spec.app));
     }
-    let service = haven_catalog::addon_service(&a.service)
-        .ok_or_else(|| CommandError::Invalid(format!("unknown service {}", a.service)))?;
-    let (name, vars) = naming(state, service, spec)?;
+    let (name, vars) = if a.is_provider() {
+        provider_naming(state, &a, spec)?
+    } else {
+        let service = haven_catalog::addon_service(&a.service)
+            .ok_or_else(|| CommandError::Invalid(format!("unknown service {}", a.service)))?;
+        naming(state, service, spec)?
+    };
     let att = Attachment {
         id: spec.id,
         addon,
@@ -358,11 +618,11 @@ pub(super) fn attach(
         config_vars: vars,
         created_at: actor.at,
     };
-    let url = a.url().unwrap_or_default();
+    let values = att_values(state, &a, &att);
     let version = set_vars(
         state,
         &att,
-        Some(&url),
+        Some(&values),
         &a.name,
         release_id,
         actor,
@@ -627,7 +887,6 @@ pub(super) fn failover(
     }
     a.updated_at = actor.at;
     let a = a.clone();
-    let url = a.url().unwrap_or_default();
     let atts: Vec<Attachment> = state
         .addon_attachments(addon)
         .into_iter()
@@ -635,10 +894,11 @@ pub(super) fn failover(
         .collect();
     let mut releases = Vec::new();
     for t in &atts {
+        let values = att_values(state, &a, t);
         let v = set_vars(
             state,
             t,
-            Some(&url),
+            Some(&values),
             &a.name,
             derived_id(release_seed, t.id),
             actor,
@@ -674,6 +934,11 @@ pub(super) fn on_app_delete(state: &mut State, app: Uuid) -> Result<(), CommandE
         )));
     }
     state.attachments.retain(|_, t| t.app != app);
+    // A provider add-on has no member to report its data gone (the API deprovisions
+    // them at the provider before it deletes the app).
+    state
+        .addons
+        .retain(|_, a| !(a.app == app && a.is_provider()));
     for a in state.addons.values_mut().filter(|a| a.app == app) {
         a.state = AddonState::Deprovisioning;
     }

@@ -47,6 +47,8 @@ fn addon(app: Uuid, name: &str, service: &str, plan: &str, node: NodeId, port: u
         updated_at: DateTime::from_timestamp(0, 0).unwrap(),
         primary: None,
         generation: 0,
+        provider_resource: None,
+        provider_config: Default::default(),
     }
 }
 

@@ -187,6 +187,8 @@ mod tests {
                 updated_at: actor(0).at,
                 primary: None,
                 generation: 0,
+                provider_resource: None,
+                provider_config: Default::default(),
             },
         );
         id

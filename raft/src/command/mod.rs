@@ -8,7 +8,8 @@
 //! [`Command::apply`] only dispatches; each resource area applies its commands in its own
 //! module: `cluster` (bootstrap and nodes), `tokens`, `users`, `apps`, `collaborators`,
 //! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
-//! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints), `backups` (Postgres backups).
+//! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints), `backups` (Postgres backups),
+//! `providers` (third-party add-on providers).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -37,6 +38,7 @@ mod domains;
 mod drains;
 mod dynos;
 mod formation;
+mod providers;
 mod releases;
 mod tokens;
 mod users;
@@ -338,6 +340,24 @@ pub enum Command {
         old: Uuid,
         new: crate::model::AddonMember,
     },
+    /// Registers a third-party add-on provider (its password chosen by the operator).
+    AddAddonProvider {
+        provider: crate::model::AddonProvider,
+    },
+    /// Removes a provider that has no add-ons left.
+    RemoveAddonProvider {
+        name: String,
+    },
+    /// A provider add-on's new plan, after the provider changed it; `config`: the
+    /// provider's new config, if it returned one (the attachments' vars follow, one
+    /// release each, ids derived from `release_seed`).
+    ChangeAddonPlan {
+        addon: Uuid,
+        plan: String,
+        config: Option<BTreeMap<String, String>>,
+        release_seed: Uuid,
+        actor: Actor,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -553,6 +573,15 @@ impl Command {
             Command::ReplaceStandby { addon, old, new } => {
                 addons::replace_standby(state, *addon, *old, new)
             }
+            Command::AddAddonProvider { provider } => providers::add(state, provider),
+            Command::RemoveAddonProvider { name } => providers::remove(state, name),
+            Command::ChangeAddonPlan {
+                addon,
+                plan,
+                config,
+                release_seed,
+                actor,
+            } => addons::change_plan(state, *addon, plan, config.as_ref(), *release_seed, actor),
         }
     }
 }

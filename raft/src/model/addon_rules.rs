@@ -5,7 +5,7 @@
 use haven_catalog::AddonService;
 
 /// The adjectives of generated add-on names (Heroku's style).
-pub(crate) const ADJECTIVES: &[&str] = &[
+pub const ADJECTIVES: &[&str] = &[
     "aerodynamic",
     "amorphous",
     "angular",

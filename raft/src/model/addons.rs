@@ -1,6 +1,8 @@
 //! Add-ons (design §12): an add-on is a server Haven runs for an app (Postgres, Redis)
 //! on members placed on nodes; attachments give apps its URL as config vars.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -74,6 +76,13 @@ pub struct Addon {
     /// Fencing number: raised by every failover. A member's server acts on its role only
     /// for the current generation; an old primary rebuilds itself as a standby.
     pub generation: u64,
+    /// A provider add-on (an external service over Heroku's add-on provider API; then
+    /// `service` names the provider and `members` is empty): the id the provider gave
+    /// the resource. `None`: Haven runs the servers.
+    pub provider_resource: Option<String>,
+    /// A provider add-on's config as the provider returned it (its own keys). Secret: it
+    /// reaches only the attached apps' config vars.
+    pub provider_config: BTreeMap<String, String>,
 }
 
 /// What a member is in its add-on.
@@ -93,6 +102,11 @@ impl Role {
 }
 
 impl Addon {
+    /// An add-on of a registered provider (no members; config from the provider).
+    pub fn is_provider(&self) -> bool {
+        self.provider_resource.is_some()
+    }
+
     /// The primary member's id (the first member unless a failover chose another).
     pub fn primary_id(&self) -> Option<Uuid> {
         self.primary.or_else(|| self.members.first().map(|m| m.id))

@@ -18,17 +18,22 @@ mod addon_rules;
 mod addons;
 mod backups;
 mod certs;
+mod providers;
 mod rules;
 
 pub use addon_rules::{
     attachment_naming, generated_addon_name, normalize_attachment_name, validate_addon_name,
-    COLOURS,
+    ADJECTIVES, COLOURS,
 };
 pub use addons::{Addon, AddonMember, AddonState, Attachment, Role};
 pub use backups::{
     parse_schedule_time, Backup, BackupResult, BackupSchedule, BackupStatus, SCHEDULED_RETAINED,
 };
 pub use certs::{generated_endpoint_name, name_matches, CertInfo, SniEndpoint};
+pub use providers::{
+    provider_attachment_name, provider_config_prefix, provider_config_var, provider_config_vars,
+    validate_provider_name, validate_provider_plans, validate_provider_url, AddonProvider,
+};
 
 pub use rules::{
     normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
@@ -505,6 +510,8 @@ pub struct State {
     pub backups: BTreeMap<Uuid, Backup>,
     /// Daily backup schedules by add-on id.
     pub backup_schedules: BTreeMap<Uuid, BackupSchedule>,
+    /// Registered third-party add-on providers by name.
+    pub addon_providers: BTreeMap<String, AddonProvider>,
 }
 
 impl State {

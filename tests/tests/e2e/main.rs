@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod addon_providers;
 mod addons;
 mod addons_ha;
 mod adopt;
