@@ -548,6 +548,9 @@ impl AddonManager {
                 });
             }
             let mut up = false;
+            // A plan change to an HA plan makes the running primary steer replication
+            // from then on (and, after a change back, clear its synchronous standbys).
+            let mut steering = ha;
             // Standbys the primary has in sync: the primary's flush position when each
             // was first seen in sync (it has every acknowledged commit once past it).
             let mut sync_since: HashMap<String, u64> = HashMap::new();
@@ -570,6 +573,7 @@ impl AddonManager {
                     _ = tokio::time::sleep(every) => {}
                 }
                 let want = desired.borrow().clone();
+                steering |= engine == Engine::Postgres && want.addon.members.len() > 1;
                 let role = want.addon.role_of(id);
                 if ha && role == Role::Standby && started != (Role::Standby, want.addon.generation)
                 {
@@ -597,7 +601,7 @@ impl AddonManager {
                     generation: started.1,
                     ..MemberReport::default()
                 };
-                if ha && now {
+                if steering && now {
                     self.steer(&want, &member, &mut started, &mut sync_since, &mut report)
                         .await;
                 }

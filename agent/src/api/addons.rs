@@ -805,6 +805,61 @@ async fn create_provider_addon(
     Err(refused)
 }
 
+/// A Haven add-on's plan change: to an HA plan, a standby placed on a node that runs no
+/// member (it copies the primary, then gets in sync); back to one server, the standby
+/// goes. The primary, its data and the URL stay.
+async fn resize(
+    ctx: &ApiContext,
+    caller: &Caller,
+    a: &Addon,
+    spec: &str,
+) -> Result<Response, ApiError> {
+    let spec = spec.trim();
+    let (_, plan) = haven_raft::catalog::addon_plan(spec)
+        .filter(|(s, _)| s.name == a.service)
+        .or_else(|| {
+            let s = haven_raft::catalog::addon_service(&a.service)?;
+            haven_raft::catalog::service_plan(s, spec).map(|p| (s, p))
+        })
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Couldn't find either the add-on service or the add-on plan of \"{spec}\"."
+            ))
+        })?;
+    let (add, remove) = ctx.raft.with_state(|s| {
+        let have = a.members.len();
+        let want = plan.members as usize;
+        if want > have {
+            crate::addons::placement::place_replacement(s, a)
+                .map(|m| (Some(m), None))
+                .map_err(|e| ApiError::invalid(format!("No node can run the new standby: {e}")))
+        } else if want < have {
+            let primary = a.primary_id();
+            Ok((
+                None,
+                a.members
+                    .iter()
+                    .find(|m| Some(m.id) != primary)
+                    .map(|m| m.id),
+            ))
+        } else {
+            Ok((None, None))
+        }
+    })?;
+    let out = super::write(
+        ctx,
+        Command::ResizeAddon {
+            addon: a.id,
+            plan: plan.name.to_string(),
+            add,
+            remove,
+            at: chrono::Utc::now(),
+        },
+    )
+    .await?;
+    Ok(Json(answer(ctx, caller, out, "Update")?).into_response())
+}
+
 /// `PATCH /apps/{app}/addons/{id-or-name} {"plan": "service:plan"}`: a provider add-on's
 /// plan change (`PUT` at the provider, then `ChangeAddonPlan`; new config the provider
 /// returns reaches the attachments in a release). Haven's own add-ons change no plans yet.
@@ -823,10 +878,7 @@ pub async fn update(
     .ok_or_else(addon_not_found)?;
     let (a, provider) = found;
     let Some((p, resource)) = provider else {
-        return Err(ApiError::invalid(format!(
-            "{} cannot change plans on Haven yet; create a new add-on of the plan.",
-            a.service
-        )));
+        return resize(&ctx, &caller, &a, body.plan.name()).await;
     };
     let spec = body.plan.name().to_string();
     let plan = provider_plan_of(&p, &spec).ok_or_else(|| {

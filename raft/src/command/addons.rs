@@ -750,6 +750,92 @@ pub(super) fn on_node_down(state: &mut State, node: NodeId) {
     }
 }
 
+/// Changes a Haven add-on's plan, adding the standby placed by the proposer (to an HA
+/// plan) or removing a standby (back to a single-node plan); the primary and the data
+/// stay. Only available plans of the add-on's own service.
+pub(super) fn resize(
+    state: &mut State,
+    addon: Uuid,
+    plan: &str,
+    add: Option<&AddonMember>,
+    remove: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> CommandResult {
+    let a = state.addons.get(&addon).ok_or_else(addon_not_found)?;
+    if a.is_provider() {
+        return Err(CommandError::Invalid(
+            "a provider's add-on changes plans at the provider".into(),
+        ));
+    }
+    if a.state != AddonState::Provisioned {
+        return Err(CommandError::Conflict(format!(
+            "{} is {}; change its plan once it is provisioned",
+            a.name,
+            a.state.as_str()
+        )));
+    }
+    let service = haven_catalog::addon_service(&a.service)
+        .ok_or_else(|| CommandError::Invalid("unknown service".into()))?;
+    let p = haven_catalog::service_plan(service, plan)
+        .filter(|p| p.available)
+        .ok_or_else(|| {
+            CommandError::NotFound(format!(
+                "Couldn't find either the add-on service or the add-on plan of \"{}:{plan}\".",
+                service.name
+            ))
+        })?;
+    let (have, want) = (a.members.len(), p.members as usize);
+    let primary = a.primary_id();
+    let mut members = a.members.clone();
+    match (want.cmp(&have), add, remove) {
+        (std::cmp::Ordering::Equal, None, None) => {}
+        (std::cmp::Ordering::Greater, Some(new), None) if want == have + 1 => {
+            let up = state
+                .nodes
+                .get(&new.node)
+                .is_some_and(|n| n.status == NodeStatus::Up && !n.draining);
+            let taken = state
+                .addons
+                .values()
+                .flat_map(|x| &x.members)
+                .any(|m| m.host == new.host && m.port == new.port);
+            if !up || members.iter().any(|m| m.node == new.node) || taken {
+                return Err(CommandError::Conflict(
+                    "the new standby's placement went stale; try again".into(),
+                ));
+            }
+            members.push(AddonMember {
+                up: false,
+                streaming: false,
+                synced: false,
+                ..new.clone()
+            });
+        }
+        (std::cmp::Ordering::Less, None, Some(old)) if want + 1 == have && Some(old) != primary => {
+            if !members.iter().any(|m| m.id == old) {
+                return Err(CommandError::NotFound("no such standby".into()));
+            }
+            members.retain(|m| m.id != old);
+        }
+        _ => {
+            return Err(CommandError::Invalid(format!(
+                "{} runs {have} server(s); {} needs {want}: that change is not supported",
+                a.name,
+                p.wire_name(service)
+            )))
+        }
+    }
+    let a = state.addons.get_mut(&addon).ok_or_else(addon_not_found)?;
+    a.members = members;
+    a.plan = p.name.to_string();
+    a.updated_at = at;
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a.clone()),
+        attachments: Vec::new(),
+        releases: Vec::new(),
+    })
+}
+
 /// Replaces a standby whose node is down with a new member placed by the leader on an up
 /// node that runs no other member of the add-on; the new member starts as a standby
 /// copied from the primary. The old member's data is left to its node, which removes it

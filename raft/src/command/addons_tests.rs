@@ -606,3 +606,55 @@ fn a_standby_is_replaced_only_while_its_node_is_down_and_never_next_to_a_member(
     assert!(m.node == 3 && !m.up && !m.synced);
     assert!(got.members.iter().all(|m| m.id != old));
 }
+
+#[test]
+fn a_haven_addon_changes_plan_by_adding_or_removing_its_standby() {
+    let (mut s, app) = setup();
+    add_node(&mut s, 2, "10.0.0.2");
+    let a = addon(app, "db-one", "heroku-postgresql", "essential-0", 1, 5432);
+    create_cmd(&a, None).apply(&mut s).unwrap();
+    report_cmd(1, member_report(a.members[0].id, 0, false, &[]))
+        .apply(&mut s)
+        .unwrap();
+    assert_eq!(s.addons[&a.id].state, AddonState::Provisioned);
+    let mut standby = a.members[0].clone();
+    standby.id = Uuid::new_v4();
+    standby.node = 2;
+    standby.host = "10.0.0.2".into();
+    let resize = |plan: &str, add: Option<&crate::model::AddonMember>, remove: Option<Uuid>| {
+        Command::ResizeAddon {
+            addon: a.id,
+            plan: plan.into(),
+            add: add.cloned(),
+            remove,
+            at: chrono::Utc::now(),
+        }
+    };
+    // Up without a standby, or with one beside the primary: refused, nothing changes.
+    let before = s.clone();
+    assert!(resize("standard-0", None, None).apply(&mut s).is_err());
+    let mut beside = standby.clone();
+    beside.node = 1;
+    beside.host = "10.0.0.1".into();
+    beside.port = 5433;
+    assert!(resize("standard-0", Some(&beside), None)
+        .apply(&mut s)
+        .is_err());
+    assert!(resize("no-such-plan", None, None).apply(&mut s).is_err());
+    assert_eq!(s, before);
+    resize("standard-0", Some(&standby), None)
+        .apply(&mut s)
+        .unwrap();
+    let got = &s.addons[&a.id];
+    assert_eq!((got.plan.as_str(), got.members.len()), ("standard-0", 2));
+    assert_eq!(got.primary_id(), Some(a.members[0].id));
+    // Down: never the primary, only the standby.
+    assert!(resize("essential-0", None, Some(a.members[0].id))
+        .apply(&mut s)
+        .is_err());
+    resize("essential-0", None, Some(standby.id))
+        .apply(&mut s)
+        .unwrap();
+    let got = &s.addons[&a.id];
+    assert_eq!((got.plan.as_str(), got.members.len()), ("essential-0", 1));
+}

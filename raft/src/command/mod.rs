@@ -358,6 +358,15 @@ pub enum Command {
         release_seed: Uuid,
         actor: Actor,
     },
+    /// A Haven add-on's plan change: with the standby the proposer placed (to an HA
+    /// plan) or without the standby `remove` (back to one server).
+    ResizeAddon {
+        addon: Uuid,
+        plan: String,
+        add: Option<crate::model::AddonMember>,
+        remove: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -582,6 +591,13 @@ impl Command {
                 release_seed,
                 actor,
             } => addons::change_plan(state, *addon, plan, config.as_ref(), *release_seed, actor),
+            Command::ResizeAddon {
+                addon,
+                plan,
+                add,
+                remove,
+                at,
+            } => addons::resize(state, *addon, plan, add.as_ref(), *remove, *at),
         }
     }
 }

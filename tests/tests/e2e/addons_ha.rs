@@ -189,13 +189,7 @@ fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_
 
 /// `psql` straight to a member's address (not through the app's URL), as a client that
 /// still holds the old primary's address would.
-fn psql_at(env: &Env, app: &str, m: &Value, sql: &str) -> std::process::Child {
-    let url = env
-        .get_json(0, &format!("/apps/{app}/config-vars"))
-        .unwrap()["DATABASE_URL"]
-        .as_str()
-        .unwrap()
-        .to_string();
+fn psql_at(url: &str, m: &Value, sql: &str) -> std::process::Child {
     let rest = url.strip_prefix("postgres://").unwrap();
     let (auth, rest) = rest.rsplit_once('@').unwrap();
     let (user, pw) = auth.split_once(':').unwrap();
@@ -253,8 +247,12 @@ fn a_partitioned_primary_acknowledges_no_write_after_the_failover() {
     // The primary's node is cut off from the others (the host still reaches it). A
     // client that keeps its address writes to it: that commit must never be
     // acknowledged, since no synchronous standby follows the isolated primary.
+    let url = env.get_json(other, "/apps/split/config-vars").unwrap()["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.partition(p_node).unwrap();
-    let mut stale = psql_at(&env, "split", &primary, "INSERT INTO t VALUES (666)");
+    let mut stale = psql_at(&url, &primary, "INSERT INTO t VALUES (666)");
     eventually("the failover", Duration::from_secs(90), || {
         let a = env.get_json(other, &format!("/addons/{name}")).ok()?;
         (role(&env, &a, "primary").0 == s_node).then_some(())
@@ -464,5 +462,111 @@ fn a_standby_whose_node_stays_down_is_rebuilt_on_another_node() {
         "the old standby's data removed",
         Duration::from_secs(60),
         || (!old_dir.exists()).then_some(()),
+    );
+}
+
+#[test]
+fn a_database_upgrades_to_ha_and_back_keeping_its_data() {
+    let env = cluster(3);
+    env.post_json(0, "/apps", &json!({"name": "grows"}))
+        .unwrap();
+    let out = ok(hctl(
+        &env,
+        0,
+        &[
+            "addons:create",
+            "heroku-postgresql:essential-0",
+            "-a",
+            "grows",
+            "--wait",
+        ],
+    ));
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("Created "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    try_psql(
+        &env,
+        1,
+        "grows",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    let url_before = env.get_json(0, "/apps/grows/config-vars").unwrap()["DATABASE_URL"].clone();
+
+    // Up to standard-0: a standby on another node copies the primary and gets in sync.
+    ok(hctl(
+        &env,
+        2,
+        &[
+            "addons:upgrade",
+            &name,
+            "heroku-postgresql:standard-0",
+            "-a",
+            "grows",
+        ],
+    ));
+    let a = eventually("the new standby in sync", Duration::from_secs(120), || {
+        let a = addon(&env, 0, &name);
+        (a["members"].as_array()?.len() == 2 && in_sync(&a)).then_some(a)
+    });
+    assert_eq!(a["plan"]["name"], "heroku-postgresql:standard-0", "{a}");
+    let info = ok(hctl(&env, 0, &["pg:info", "-a", "grows"]));
+    assert!(
+        info.contains("Available") && !info.contains("Temporarily"),
+        "{info}"
+    );
+    try_psql(&env, 1, "grows", "INSERT INTO t VALUES (2)").unwrap();
+    // The primary and its URL did not move.
+    assert_eq!(
+        env.get_json(0, "/apps/grows/config-vars").unwrap()["DATABASE_URL"],
+        url_before
+    );
+
+    // Back to essential-0: the standby goes and commits no longer wait for one.
+    ok(hctl(
+        &env,
+        2,
+        &["addons:upgrade", &name, "essential-0", "-a", "grows"],
+    ));
+    eventually("one server left", Duration::from_secs(30), || {
+        (addon(&env, 0, &name)["members"].as_array()?.len() == 1).then_some(())
+    });
+    let mut insert = hctl_command(
+        &env,
+        1,
+        &["pg:psql", "-a", "grows", "-c", "INSERT INTO t VALUES (3)"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let status = eventually(
+        "the commit after the downgrade returns",
+        Duration::from_secs(30),
+        || insert.try_wait().unwrap(),
+    );
+    assert!(status.success());
+    let rows = try_psql(
+        &env,
+        1,
+        "grows",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM t",
+    )
+    .unwrap();
+    assert!(rows.contains("1,2,3"), "{rows}");
+    // Plans of another service, or unknown ones, are refused with Heroku's message.
+    let out = hctl(
+        &env,
+        0,
+        &["addons:upgrade", &name, "heroku-redis:mini", "-a", "grows"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Couldn't find"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
