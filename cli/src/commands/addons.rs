@@ -213,10 +213,15 @@ pub fn info(api: &Api, name: &str, json: bool) -> Result<()> {
         .iter()
         .map(|m| {
             format!(
-                "{} {}:{}{}",
+                "{} {}:{}{}{}",
                 m.node.name,
                 m.host,
                 m.port,
+                if m.role.is_empty() || a.members.len() < 2 {
+                    String::new()
+                } else {
+                    format!(" ({})", m.role)
+                },
                 if m.up { "" } else { " (starting)" }
             )
         })
@@ -232,9 +237,19 @@ pub fn info(api: &Api, name: &str, json: bool) -> Result<()> {
             ("Price", price(&a.plan.price)),
             ("State", state_word(&a.state).to_string()),
             ("Servers", members.join(", ")),
+            ("Protection", protection(a)),
         ])
     );
     Ok(())
+}
+
+/// What survives what, in one line: `addons:info` says it plainly for single-node plans.
+fn protection(a: &w::Addon) -> String {
+    match a.members.len() {
+        0 => "run by its provider, outside the cluster".into(),
+        1 => "one server: NOT protected against the loss of its node (its data is on that node only; take backups with pg:backups, or upgrade to an HA plan)".into(),
+        _ => "a standby on another node; fails over when the primary's node is lost".into(),
+    }
 }
 
 /// `hctl addons:attach NAME -a APP [--as NAME]`.

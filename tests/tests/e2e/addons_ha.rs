@@ -494,6 +494,12 @@ fn a_database_upgrades_to_ha_and_back_keeping_its_data() {
         "CREATE TABLE t (id int); INSERT INTO t VALUES (1)",
     )
     .unwrap();
+    // A single-node plan says plainly what it does not survive.
+    let info = ok(hctl(&env, 0, &["addons:info", &name]));
+    assert!(
+        info.contains("NOT protected against the loss of its node"),
+        "{info}"
+    );
     let url_before = env.get_json(0, "/apps/grows/config-vars").unwrap()["DATABASE_URL"].clone();
 
     // Up to standard-0: a standby on another node copies the primary and gets in sync.
@@ -516,6 +522,11 @@ fn a_database_upgrades_to_ha_and_back_keeping_its_data() {
     let info = ok(hctl(&env, 0, &["pg:info", "-a", "grows"]));
     assert!(
         info.contains("Available") && !info.contains("Temporarily"),
+        "{info}"
+    );
+    let info = ok(hctl(&env, 0, &["addons:info", &name]));
+    assert!(
+        info.contains("fails over") && info.contains("(standby)"),
         "{info}"
     );
     try_psql(&env, 1, "grows", "INSERT INTO t VALUES (2)").unwrap();
