@@ -47,19 +47,18 @@ fn in_sync(a: &Value) -> bool {
             .all(|m| m["up"] == true && (m["role"] == "primary" || m["synced"] == true))
 }
 
-#[test]
-fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_standby() {
-    let mut env = cluster(3);
-    env.post_json(0, "/apps", &json!({"name": "ledger"}))
-        .unwrap();
+/// Creates app `app` with a `standard-0` database (through node 0) and waits until its
+/// standby is in sync: the add-on's name and JSON.
+fn ha_database(env: &Env, app: &str) -> (String, Value) {
+    env.post_json(0, "/apps", &json!({ "name": app })).unwrap();
     let out = ok(hctl(
-        &env,
+        env,
         0,
         &[
             "addons:create",
             "heroku-postgresql:standard-0",
             "-a",
-            "ledger",
+            app,
             "--wait",
         ],
     ));
@@ -70,9 +69,16 @@ fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_
         .unwrap_or_else(|| panic!("{out}"))
         .to_string();
     let a = eventually("standby in sync", Duration::from_secs(120), || {
-        let a = addon(&env, 0, &name);
+        let a = addon(env, 0, &name);
         in_sync(&a).then_some(a)
     });
+    (name, a)
+}
+
+#[test]
+fn standard_0_fails_over_without_losing_a_commit_and_the_old_primary_rejoins_as_standby() {
+    let mut env = cluster(3);
+    let (name, a) = ha_database(&env, "ledger");
     let (p_node, primary) = role(&env, &a, "primary");
     let (s_node, standby) = role(&env, &a, "standby");
     assert_ne!(p_node, s_node);
@@ -215,29 +221,7 @@ fn a_partitioned_primary_acknowledges_no_write_after_the_failover() {
         println!("skipped: partitions need netns mode (root)");
         return;
     }
-    env.post_json(0, "/apps", &json!({"name": "split"}))
-        .unwrap();
-    let out = ok(hctl(
-        &env,
-        0,
-        &[
-            "addons:create",
-            "heroku-postgresql:standard-0",
-            "-a",
-            "split",
-            "--wait",
-        ],
-    ));
-    let name = out
-        .lines()
-        .find(|l| l.starts_with("Created "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
-    let a = eventually("standby in sync", Duration::from_secs(120), || {
-        let a = addon(&env, 0, &name);
-        in_sync(&a).then_some(a)
-    });
+    let (name, a) = ha_database(&env, "split");
     let (p_node, primary) = role(&env, &a, "primary");
     let (s_node, _) = role(&env, &a, "standby");
     let other = (0..3).find(|i| *i != p_node && *i != s_node).unwrap();
@@ -336,29 +320,7 @@ fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
 #[test]
 fn a_frozen_standby_leaves_sync_and_writes_go_on() {
     let env = cluster(3);
-    env.post_json(0, "/apps", &json!({"name": "frozen"}))
-        .unwrap();
-    let out = ok(hctl(
-        &env,
-        0,
-        &[
-            "addons:create",
-            "heroku-postgresql:standard-0",
-            "-a",
-            "frozen",
-            "--wait",
-        ],
-    ));
-    let name = out
-        .lines()
-        .find(|l| l.starts_with("Created "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
-    let a = eventually("standby in sync", Duration::from_secs(120), || {
-        let a = addon(&env, 0, &name);
-        in_sync(&a).then_some(a)
-    });
+    let (name, a) = ha_database(&env, "frozen");
     let (p_node, _) = role(&env, &a, "primary");
     let (s_node, standby) = role(&env, &a, "standby");
     try_psql(&env, p_node, "frozen", "CREATE TABLE t (id int)").unwrap();
@@ -403,29 +365,7 @@ fn a_frozen_standby_leaves_sync_and_writes_go_on() {
 #[test]
 fn a_standby_whose_node_stays_down_is_rebuilt_on_another_node() {
     let mut env = haven_tests::cluster_with(3, Some("[dynos]\nstandby_replace_after_secs = 3\n"));
-    env.post_json(0, "/apps", &json!({"name": "moved"}))
-        .unwrap();
-    let out = ok(hctl(
-        &env,
-        0,
-        &[
-            "addons:create",
-            "heroku-postgresql:standard-0",
-            "-a",
-            "moved",
-            "--wait",
-        ],
-    ));
-    let name = out
-        .lines()
-        .find(|l| l.starts_with("Created "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
-    let a = eventually("standby in sync", Duration::from_secs(120), || {
-        let a = addon(&env, 0, &name);
-        in_sync(&a).then_some(a)
-    });
+    let (name, a) = ha_database(&env, "moved");
     let (p_node, _) = role(&env, &a, "primary");
     let (s_node, old) = role(&env, &a, "standby");
     let third = (0..3).find(|i| *i != p_node && *i != s_node).unwrap();
