@@ -126,31 +126,7 @@ pub(super) fn create(
     }
     new.created_at = actor.at;
     new.updated_at = actor.at;
-    let att = Attachment {
-        id: attachment.id,
-        addon: new.id,
-        app: attachment.app,
-        name,
-        config_vars: vars,
-        created_at: actor.at,
-    };
-    let values = att_values(state, &new, &att);
-    let version = set_vars(
-        state,
-        &att,
-        Some(&values),
-        &new.name,
-        release_id,
-        actor,
-        "Attach",
-    )?;
-    state.addons.insert(new.id, new.clone());
-    state.attachments.insert(att.id, att.clone());
-    Ok(CommandOutput::Addon {
-        addon: Box::new(new),
-        attachments: vec![att.clone()],
-        releases: vec![(att.app, version)],
-    })
+    insert_attached(state, new, attachment, name, vars, release_id, actor)
 }
 
 /// Creates a provider add-on: the proposer provisioned it at the provider (its
@@ -204,31 +180,7 @@ fn create_provider(
     new.created_at = actor.at;
     new.updated_at = actor.at;
     let (name, vars) = provider_naming(state, &new, attachment)?;
-    let att = Attachment {
-        id: attachment.id,
-        addon: new.id,
-        app: attachment.app,
-        name,
-        config_vars: vars,
-        created_at: actor.at,
-    };
-    let values = att_values(state, &new, &att);
-    let version = set_vars(
-        state,
-        &att,
-        Some(&values),
-        &new.name,
-        release_id,
-        actor,
-        "Attach",
-    )?;
-    state.addons.insert(new.id, new.clone());
-    state.attachments.insert(att.id, att.clone());
-    Ok(CommandOutput::Addon {
-        addon: Box::new(new),
-        attachments: vec![att],
-        releases: vec![(attachment.app, version)],
-    })
+    insert_attached(state, new, attachment, name, vars, release_id, actor)
 }
 
 /// A provider's config: keys that are config var names, at most 32 of them.
@@ -379,6 +331,44 @@ pub(super) fn change_plan(
         addon: Box::new(new),
         attachments: atts,
         releases,
+    })
+}
+
+/// The last step of a create: the add-on goes into the state with its first attachment,
+/// whose vars are set in one `Attach` release.
+fn insert_attached(
+    state: &mut State,
+    new: Addon,
+    attachment: &AttachmentSpec,
+    name: String,
+    vars: Vec<String>,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let att = Attachment {
+        id: attachment.id,
+        addon: new.id,
+        app: attachment.app,
+        name,
+        config_vars: vars,
+        created_at: actor.at,
+    };
+    let values = att_values(state, &new, &att);
+    let version = set_vars(
+        state,
+        &att,
+        Some(&values),
+        &new.name,
+        release_id,
+        actor,
+        "Attach",
+    )?;
+    state.addons.insert(new.id, new.clone());
+    state.attachments.insert(att.id, att.clone());
+    Ok(CommandOutput::Addon {
+        addon: Box::new(new),
+        attachments: vec![att.clone()],
+        releases: vec![(att.app, version)],
     })
 }
 
