@@ -3,7 +3,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::command::fixtures::{actor, create as create_app};
-use crate::command::Command;
+use crate::command::{failover_target, Command};
 use crate::model::{AddonMember, Node, NodeStatus, Role};
 
 fn add_node(s: &mut State, id: NodeId, host: &str) {

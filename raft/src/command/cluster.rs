@@ -57,7 +57,7 @@ pub(super) fn set_node_status(
 ) -> CommandResult {
     node_mut(state, node_id)?.status = status;
     if status == NodeStatus::Down {
-        super::addons::on_node_down(state, node_id);
+        super::addon_ha::on_node_down(state, node_id);
     }
     Ok(CommandOutput::Done)
 }

@@ -26,6 +26,7 @@ use crate::model::{
     Unplaced, User,
 };
 
+mod addon_ha;
 mod addons;
 mod apps;
 mod backups;
@@ -46,7 +47,8 @@ mod users;
 #[cfg(test)]
 mod fixtures;
 
-pub use addons::{failover_target, AttachmentSpec, MemberReport};
+pub use addon_ha::failover_target;
+pub use addons::{AttachmentSpec, MemberReport};
 pub use builds::BuildResult;
 pub use config::config_description;
 pub use dynos::{DynoReport, DynoTarget};
@@ -575,12 +577,12 @@ impl Command {
                 to,
                 release_seed,
                 actor,
-            } => addons::failover(state, *addon, *to, *release_seed, actor),
+            } => addon_ha::failover(state, *addon, *to, *release_seed, actor),
             Command::DesyncStandby { addon, member } => {
-                addons::desync_standby(state, *addon, *member)
+                addon_ha::desync_standby(state, *addon, *member)
             }
             Command::ReplaceStandby { addon, old, new } => {
-                addons::replace_standby(state, *addon, *old, new)
+                addon_ha::replace_standby(state, *addon, *old, new)
             }
             Command::AddAddonProvider { provider } => providers::add(state, provider),
             Command::RemoveAddonProvider { name } => providers::remove(state, name),
@@ -597,7 +599,7 @@ impl Command {
                 add,
                 remove,
                 at,
-            } => addons::resize(state, *addon, plan, add.as_ref(), *remove, *at),
+            } => addon_ha::resize(state, *addon, plan, add.as_ref(), *remove, *at),
         }
     }
 }
