@@ -371,3 +371,18 @@ mod tests {
         assert!(store.path(&"A".repeat(64)).is_none());
     }
 }
+
+/// sha256 (hex) of a file's bytes, read in chunks.
+pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -15,8 +15,6 @@ use chrono::Utc;
 use haven_raft::command::{Command, CommandError, CommandOutput};
 use haven_raft::model::{Addon, Backup, BackupResult, BackupStatus, NodeId};
 use haven_raft::HavenRaft;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -87,22 +85,6 @@ async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<(), St
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
-}
-
-async fn sha256_of(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = tokio::fs::File::open(path).await?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((hex::encode(h.finalize()), size))
 }
 
 impl Backups {
@@ -198,9 +180,9 @@ impl Backups {
         let stored = match dumped {
             Ok(()) => {
                 async {
-                    let (sha, size) = sha256_of(&file)
-                        .await
-                        .map_err(|e| format!("read the dump: {e}"))?;
+                    let read = |e: std::io::Error| format!("read the dump: {e}");
+                    let sha = crate::slugs::sha256_file(&file).await.map_err(read)?;
+                    let size = tokio::fs::metadata(&file).await.map_err(read)?.len();
                     self.blobs
                         .add_file(&sha, &file)
                         .map_err(|e| format!("store the dump: {e}"))?;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::access::{self, Action};
 use super::apps::time;
 use super::body::JsonBody;
-use super::{app_id, read, with_app, ApiContext, ApiError, Caller};
+use super::{read, with_app, ApiContext, ApiError, Caller};
 
 /// The catalog's fixed creation time (services and plans have no history).
 const CATALOG_TIME: &str = "2026-01-01T00:00:00Z";
@@ -405,6 +405,28 @@ pub async fn info(
     Ok(Json(a).into_response())
 }
 
+/// The app an add-on is created for (one lookup), with Heroku's
+/// `confirmation_required` when a `confirm` was sent that is not its name.
+async fn confirmed_app(
+    ctx: &ApiContext,
+    caller: &Caller,
+    key: &str,
+    confirm: Option<&str>,
+) -> Result<Uuid, ApiError> {
+    let (app, name) = with_app(ctx, caller, Action::ChangeApp, key, |_, a| {
+        (a.id, a.name.clone())
+    })
+    .await?;
+    match confirm {
+        Some(c) if c != name => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirmation_required",
+            format!("Confirm with the app's name, {name}."),
+        )),
+        _ => Ok(app),
+    }
+}
+
 /// A random password of 32 letters and digits.
 fn password() -> String {
     rand::thread_rng()
@@ -447,24 +469,7 @@ pub async fn create(
             service.name
         )));
     }
-    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
-    let app_name = with_app(
-        &ctx,
-        &caller,
-        Action::ChangeApp,
-        &app.to_string(),
-        |_, a| a.name.clone(),
-    )
-    .await?;
-    if let Some(c) = body.confirm.as_deref() {
-        if c != app_name {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "confirmation_required",
-                format!("Confirm with the app's name, {app_name}."),
-            ));
-        }
-    }
+    let app = confirmed_app(&ctx, &caller, &key, body.confirm.as_deref()).await?;
     let password = password();
     let mut last = None;
     for _ in 0..4 {
@@ -704,24 +709,7 @@ async fn create_provider_addon(
     plan: String,
     body: w::AddonCreate,
 ) -> Result<Response, ApiError> {
-    let app = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
-    let app_name = with_app(
-        &ctx,
-        &caller,
-        Action::ChangeApp,
-        &app.to_string(),
-        |_, a| a.name.clone(),
-    )
-    .await?;
-    if let Some(c) = body.confirm.as_deref() {
-        if c != app_name {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "confirmation_required",
-                format!("Confirm with the app's name, {app_name}."),
-            ));
-        }
-    }
+    let app = confirmed_app(&ctx, &caller, &key, body.confirm.as_deref()).await?;
     let name = match body.name.clone() {
         Some(n) => n,
         None => {

@@ -9,8 +9,6 @@ use chrono::Utc;
 use haven_raft::command::{BuildResult, Command, CommandOutput};
 use haven_raft::model::{self, Build, NodeId};
 use haven_raft::HavenRaft;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -371,20 +369,6 @@ impl Job {
             .await
             .map_err(|e| format!("the slug {e}"))
     }
-}
-
-pub(super) async fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Extracts a tar or gzipped tar into `dest`. `tar`'s `unpack_in` refuses entries that

@@ -32,8 +32,9 @@ use crate::config::{BuildTuning, DataDir};
 use crate::peer::QuicConnector;
 use crate::slugs::SlugStore;
 
+use crate::slugs::sha256_file;
 pub use error::BuildError;
-use job::{sha256_file, Job};
+use job::Job;
 pub use sandbox::build_exec;
 
 /// How many nodes must hold a slug before its release is made.
