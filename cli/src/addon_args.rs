@@ -128,6 +128,24 @@ pub enum AddonCmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Make a Postgres database the app's DATABASE_URL (the old one keeps its colour var).
+    #[command(name = "pg:promote")]
+    PgPromote {
+        /// The database: an add-on name, attachment or colour var (HEROKU_POSTGRESQL_JADE).
+        database: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Give a Postgres database a new password (default DATABASE); apps attached restart.
+    #[command(name = "pg:credentials:rotate")]
+    PgCredentialsRotate {
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        /// The app's name, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
     /// Show a Redis database (default REDIS_URL).
     #[command(name = "redis:info")]
     RedisInfo {
@@ -289,6 +307,19 @@ impl AddonCmd {
                 app.name()?,
                 database.as_deref(),
                 command.as_deref(),
+            ),
+            AddonCmd::PgPromote { database, app } => {
+                datastores::pg_promote(&api()?, app.name()?, database)
+            }
+            AddonCmd::PgCredentialsRotate {
+                database,
+                app,
+                confirm,
+            } => datastores::pg_credentials_rotate(
+                &api()?,
+                app.name()?,
+                database.as_deref(),
+                confirm.as_deref(),
             ),
             AddonCmd::RedisInfo { database, app } => {
                 datastores::redis_info(&api()?, app.name()?, database.as_deref())

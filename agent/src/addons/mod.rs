@@ -25,6 +25,7 @@ pub mod backups;
 pub mod placement;
 mod probe;
 pub mod provider;
+mod redis_replication;
 mod replication;
 pub mod schedule;
 mod server;
@@ -480,7 +481,7 @@ impl AddonManager {
         }
         let first = desired.borrow().addon.clone();
         let engine = catalog::addon_service(&first.service).map_or(Engine::Postgres, |s| s.engine);
-        let ha = engine == Engine::Postgres && first.members.len() > 1;
+        let ha = first.members.len() > 1;
         let user = first.db_user();
         let process = server::log_process(&first);
         let max_backoff = Duration::from_secs(if ha { 5 } else { 30 });
@@ -548,6 +549,9 @@ impl AddonManager {
                 });
             }
             let mut up = false;
+            // The password this server (a primary) or its pgpass (a standby) has: set
+            // after each start, and again after a rotation.
+            let mut applied_password: Option<String> = None;
             // A plan change to an HA plan makes the running primary steer replication
             // from then on (and, after a change back, clear its synchronous standbys).
             let mut steering = ha;
@@ -573,7 +577,7 @@ impl AddonManager {
                     _ = tokio::time::sleep(every) => {}
                 }
                 let want = desired.borrow().clone();
-                steering |= engine == Engine::Postgres && want.addon.members.len() > 1;
+                steering |= want.addon.members.len() > 1;
                 let role = want.addon.role_of(id);
                 if ha && role == Role::Standby && started != (Role::Standby, want.addon.generation)
                 {
@@ -602,8 +606,43 @@ impl AddonManager {
                     ..MemberReport::default()
                 };
                 if steering && now {
-                    self.steer(&want, &member, &mut started, &mut sync_since, &mut report)
-                        .await;
+                    self.steer(
+                        engine,
+                        &want,
+                        &member,
+                        &mut started,
+                        &mut sync_since,
+                        &mut report,
+                    )
+                    .await;
+                }
+                if engine == Engine::Postgres
+                    && now
+                    && applied_password.as_deref() != Some(want.addon.password.as_str())
+                {
+                    let set = match (want.addon.role_of(id), started.0) {
+                        (Role::Primary, Role::Primary) => {
+                            replication::set_password(&want.addon, &member, &dir).await
+                        }
+                        (Role::Standby, _) => {
+                            let owner = container.then_some((DYNO_UID, DYNO_GID));
+                            replication::write_pgpass(&want.addon, &dir, owner)
+                                .map_err(|e| e.to_string())
+                        }
+                        // A standby being promoted: once it is the primary.
+                        (Role::Primary, Role::Standby) => Err("not promoted yet".into()),
+                    };
+                    match set {
+                        Ok(()) => {
+                            if applied_password.is_some() {
+                                info!(addon = %want.addon.name, member = %id, "the add-on's new password is in force");
+                            }
+                            applied_password = Some(want.addon.password.clone());
+                        }
+                        Err(e) => {
+                            debug!(addon = %want.addon.name, error = %e, "cannot set the add-on's password yet")
+                        }
+                    }
                 }
                 self.set_status(report);
             };
@@ -643,12 +682,13 @@ impl AddonManager {
         }
     }
 
-    /// One look at an HA Postgres member's replication, acting on its role: a primary
-    /// (promoted first if its server is still a standby) gets the state's
-    /// `synchronous_standby_names` and reports the standbys in sync; a standby reports
-    /// whether it streams.
+    /// One look at an HA member's replication, acting on its role: a primary (promoted
+    /// first if its server is still a standby) waits for the state's sync set (Postgres:
+    /// `synchronous_standby_names`; Redis: a replica that keeps up) and reports the
+    /// standbys in sync; a standby reports whether it streams.
     async fn steer(
         &self,
+        engine: Engine,
         want: &Desired,
         member: &AddonMember,
         started: &mut (Role, u64),
@@ -656,7 +696,7 @@ impl AddonManager {
         report: &mut MemberReport,
     ) {
         let a = &want.addon;
-        let st = match replication::status(a, member).await {
+        let st = match replication::status(engine, a, member).await {
             Ok(st) => st,
             Err(e) => {
                 debug!(addon = %a.name, error = %e, "no replication status");
@@ -669,10 +709,10 @@ impl AddonManager {
         }
         if st.in_recovery {
             // Promoted by a failover: wait for no standby until one is back in sync.
-            if let Err(e) = replication::set_sync_names(a, member, &want.sync_names).await {
+            if let Err(e) = replication::set_sync(engine, a, member, &want.sync_names).await {
                 warn!(addon = %a.name, error = %e, "cannot set the synchronous standbys");
             }
-            match replication::promote(a, member).await {
+            match replication::promote(engine, a, member).await {
                 Ok(()) => {
                     info!(addon = %a.name, member = %member.id, generation = a.generation, "promoted the standby to primary")
                 }
@@ -681,9 +721,9 @@ impl AddonManager {
                     return;
                 }
             }
-        } else if st.sync_names != want.sync_names {
+        } else if st.sync_names != replication::wanted(engine, &want.sync_names) {
             info!(addon = %a.name, standbys = %want.sync_names, "setting the synchronous standbys");
-            if let Err(e) = replication::set_sync_names(a, member, &want.sync_names).await {
+            if let Err(e) = replication::set_sync(engine, a, member, &want.sync_names).await {
                 warn!(addon = %a.name, error = %e, "cannot set the synchronous standbys");
             }
         }

@@ -25,7 +25,9 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// replication too. A standby: its data dir is a fresh `pg_basebackup` from the primary
 /// unless it already is a standby's of the current generation (an old primary fenced by
 /// a failover is rebuilt), with `standby.signal`, and it streams with `primary_conninfo`
-/// under its `application_name`. The password is only in `pgpass` (0600) for libpq.
+/// under its `application_name`. The password is only in `pgpass` (0600) for libpq. The
+/// Unix socket is in the data dir, with `trust`: the member's agent sets a rotated
+/// password through it ([`super::replication::set_password`]).
 const POSTGRES_SCRIPT: &str = r#"set -eu
 umask 077
 D="$HAVEN_DATA/pgdata"
@@ -61,7 +63,7 @@ else
   unset HAVEN_PASSWORD
   set --
 fi
-exec postgres -D "$D" -c listen_addresses="$HAVEN_HOST" -p "$HAVEN_PORT" -k /tmp \
+exec postgres -D "$D" -c listen_addresses="$HAVEN_HOST" -p "$HAVEN_PORT" -k "$HAVEN_DATA" \
   -c ssl=on -c ssl_cert_file="$HAVEN_DATA/server.crt" -c ssl_key_file="$HAVEN_DATA/server.key" \
   -c shared_buffers="$HAVEN_SHARED_BUFFERS" -c max_connections=20 \
   -c dynamic_shared_memory_type=mmap -c logging_collector=off \
@@ -120,14 +122,27 @@ pub fn prepare(
 }
 
 /// The start script of a Redis member: append-only persistence in `/data`, the password
-/// as `requirepass` on standard input.
+/// as `requirepass` on standard input. A standby (premium-0's replica) follows its
+/// primary (`replicaof`, `masterauth` on standard input too), which replaces its data
+/// with the primary's: an old primary fenced by a failover keeps nothing of its own. It
+/// announces its member address so that the primary's view names it.
 const REDIS_SCRIPT: &str = r#"set -eu
 umask 077
 pw="$HAVEN_PASSWORD"
 unset HAVEN_PASSWORD
+follow=""
+if [ "$HAVEN_ROLE" = standby ]; then
+  follow="replicaof $HAVEN_PRIMARY_HOST $HAVEN_PRIMARY_PORT
+masterauth $pw"
+fi
 exec redis-server - --bind "$HAVEN_HOST" --port "$HAVEN_PORT" --dir "$HAVEN_DATA" \
   --appendonly yes --appendfsync everysec --save '' --protected-mode no \
-  --maxmemory "$HAVEN_MAXMEMORY" --maxmemory-policy noeviction <<<"requirepass $pw"
+  --replica-announce-ip "$HAVEN_HOST" --replica-announce-port "$HAVEN_PORT" \
+  --min-replicas-max-lag "$HAVEN_MAX_LAG" \
+  --maxmemory "$HAVEN_MAXMEMORY" --maxmemory-policy noeviction <<EOF
+requirepass $pw
+$follow
+EOF
 "#;
 
 /// The runtime spec of `member` of `addon`, its data in `data_dir` (the host path).
@@ -155,16 +170,16 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
             format!("{PG_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
         ),
     ];
+    let role = addon.role_of(member.id);
+    env.push(("HAVEN_ROLE".into(), role.as_str().into()));
+    env.push(("HAVEN_GENERATION".into(), addon.generation.to_string()));
+    if let Some(p) = addon.primary_member().filter(|_| role == Role::Standby) {
+        env.push(("HAVEN_PRIMARY_HOST".into(), p.host.clone()));
+        env.push(("HAVEN_PRIMARY_PORT".into(), p.port.to_string()));
+    }
     let (command, hostname) = match engine {
         Engine::Postgres => {
-            let role = addon.role_of(member.id);
-            env.push(("HAVEN_ROLE".into(), role.as_str().into()));
-            env.push(("HAVEN_GENERATION".into(), addon.generation.to_string()));
             env.push(("HAVEN_APPNAME".into(), Addon::application_name(member.id)));
-            if let Some(p) = addon.primary_member().filter(|_| role == Role::Standby) {
-                env.push(("HAVEN_PRIMARY_HOST".into(), p.host.clone()));
-                env.push(("HAVEN_PRIMARY_PORT".into(), p.port.to_string()));
-            }
             env.push(("PGUSER".into(), addon.db_user()));
             env.push(("PGDATABASE".into(), addon.db_name()));
             // A quarter of the member's memory, as PostgreSQL's tuning guides suggest.
@@ -179,6 +194,10 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
             env.push((
                 "HAVEN_MAXMEMORY".into(),
                 format!("{}mb", (memory_mb / 2).max(8)),
+            ));
+            env.push((
+                "HAVEN_MAX_LAG".into(),
+                super::redis_replication::MAX_LAG_SECS.to_string(),
             ));
             (REDIS_SCRIPT, "redis")
         }
@@ -300,6 +319,24 @@ mod tests {
         assert_eq!(started_as(&p.note), (Role::Primary, 3));
         assert!(!p.env.iter().any(|(k, _)| k == "HAVEN_PRIMARY_HOST"));
         assert_eq!(started_as(&format!("addon {}", a.id)), (Role::Primary, 0));
+    }
+
+    #[test]
+    fn a_redis_replica_follows_its_primary_with_the_password_on_stdin() {
+        let mut a = addon("heroku-redis", "premium-0");
+        let mut sb = a.members[0].clone();
+        sb.id = Uuid::new_v4();
+        sb.host = "10.0.0.2".into();
+        a.members.push(sb.clone());
+        let s = spec(&a, &sb, Path::new("/d/m"), true);
+        let env = |k: &str| s.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(env("HAVEN_ROLE").as_deref(), Some("standby"));
+        assert_eq!(env("HAVEN_PRIMARY_HOST").as_deref(), Some("10.0.0.1"));
+        assert!(s.command.contains("replicaof") && s.command.contains("masterauth $pw"));
+        assert!(!s.command.contains("secret"));
+        let p = spec(&a, &a.members[0], Path::new("/d/m"), true);
+        assert!(!p.env.iter().any(|(k, _)| k == "HAVEN_PRIMARY_HOST"));
+        assert_eq!(started_as(&p.note), (Role::Primary, 0));
     }
 
     #[test]

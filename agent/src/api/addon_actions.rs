@@ -1,12 +1,14 @@
 //! `POST /actions/addons/resolve {addon, app?, addon_service?}`: what an add-on identifier
 //! names, as the Heroku CLI asks before `addons:info` and `addons:destroy`. The answer is
 //! an array (Heroku's shape): an add-on by id or name, or, within `app`, by the name of
-//! one of the app's attachments (`DATABASE`, `REDIS`). Nothing matching is Heroku's 404.
+//! one of the app's attachments (`DATABASE`, `REDIS`) or by service (`heroku-postgresql`).
+//! Nothing matching is Heroku's 404; more than one add-on is Heroku's `multiple_matches`.
 //! `POST /actions/addon-attachments/resolve {addon_attachment, app?, addon_service?}` does
 //! the same for attachments, and `GET /addons/{addon}/config` lists what an add-on gives
 //! its apps (Haven's add-ons are configured by Haven: `PATCH` is refused).
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use haven_api::addons as w;
@@ -49,6 +51,17 @@ fn matches<'a>(
             .values()
             .filter(|a| a.app == app && (a.name == key || a.id.to_string() == key));
         found.extend(by_attachment.chain(owned));
+        if found.is_empty() {
+            // A service name (`heroku-postgresql`, `redis`): the app's add-ons of it.
+            if let Some(svc) = haven_raft::catalog::addon_service(key) {
+                found.extend(
+                    s.app_attachments(app)
+                        .into_iter()
+                        .filter_map(|t| s.addons.get(&t.addon))
+                        .filter(|a| a.service == svc.name),
+                );
+            }
+        }
     }
     if found.is_empty() {
         found.extend(s.find_addon(key).filter(|a| visible(s, caller, a)));
@@ -88,6 +101,17 @@ pub async fn resolve(
     };
     if found.is_empty() {
         return Err(addon_not_found());
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "multiple_matches",
+            format!(
+                "Ambiguous identifier; multiple matching add-ons found: {}.",
+                names.join(", ")
+            ),
+        ));
     }
     Ok(Json(found).into_response())
 }

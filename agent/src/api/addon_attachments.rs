@@ -1,6 +1,8 @@
 //! Add-on attachments: `POST /addon-attachments`, `GET/DELETE /addon-attachments/{id}`,
 //! `GET /addon-attachments`, `GET /apps/{app}/addon-attachments[/{id-or-name}]`, `GET
 //! /addons/{id-or-name}/addon-attachments`. Attaching and detaching each make one release.
+//! Attaching under a name another add-on's attachment has (`pg:promote`: `DATABASE`)
+//! takes the name over, once confirmed with the app's name (`confirmation_required`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -205,15 +207,58 @@ pub async fn create(
     })
     .await?
     .ok_or_else(addon_not_found)?;
-    let cmd = Command::AttachAddon {
-        addon,
-        attachment: AttachmentSpec {
-            id: Uuid::new_v4(),
-            app,
-            name: body.name.clone(),
+    // A name another add-on's attachment has (`pg:promote` asks for DATABASE) is taken
+    // over only when confirmed with the app's name, as on Heroku.
+    let wanted = body
+        .name
+        .as_deref()
+        .map(|n| n.trim().to_ascii_uppercase().replace('-', "_"));
+    let holder = read(&ctx, |s| {
+        let app_name = s.apps.get(&app).map(|a| a.name.clone()).unwrap_or_default();
+        let held = wanted.as_deref().and_then(|n| {
+            s.app_attachments(app)
+                .into_iter()
+                .find(|t| t.name == n && t.addon != addon)
+                .map(|t| {
+                    s.addons
+                        .get(&t.addon)
+                        .map_or_else(String::new, |a| a.name.clone())
+                })
+        });
+        (app_name, held)
+    })
+    .await?;
+    let spec = AttachmentSpec {
+        id: Uuid::new_v4(),
+        app,
+        name: body.name.clone(),
+    };
+    let cmd = match holder {
+        (app_name, Some(held)) => {
+            if body.confirm.as_deref() != Some(app_name.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "confirmation_required",
+                    format!(
+                        "{} is the {} of {app_name} now: confirm with the app's name, {app_name}, to replace it.",
+                        held,
+                        wanted.unwrap_or_default()
+                    ),
+                ));
+            }
+            Command::PromoteAttachment {
+                addon,
+                attachment: spec,
+                release_id: Uuid::new_v4(),
+                actor: caller.actor(),
+            }
+        }
+        _ => Command::AttachAddon {
+            addon,
+            attachment: spec,
+            release_id: Uuid::new_v4(),
+            actor: caller.actor(),
         },
-        release_id: Uuid::new_v4(),
-        actor: caller.actor(),
     };
     match ctx.raft.write(cmd).await? {
         Ok(out) => answer(&ctx, &caller, out, "Attach"),

@@ -428,7 +428,7 @@ async fn confirmed_app(
 }
 
 /// A random password of 32 letters and digits.
-fn password() -> String {
+pub(super) fn password() -> String {
     rand::thread_rng()
         .sample_iter(&rand::distributions::Alphanumeric)
         .take(32)

@@ -39,6 +39,7 @@ mod log_drains;
 pub mod log_sessions;
 mod paging;
 mod pg_backups;
+mod pg_credentials;
 mod releases;
 pub mod rendezvous;
 mod scheme;
@@ -266,6 +267,10 @@ pub fn router(ctx: ApiContext) -> Router {
             get(addons::info)
                 .delete(addons::delete)
                 .patch(addons::update),
+        )
+        .route(
+            "/apps/{app}/addons/{addon}/actions/rotate-credentials",
+            post(pg_credentials::rotate),
         )
         .route(
             "/addon-attachments",

@@ -122,6 +122,72 @@ pub fn pg_psql(api: &Api, app: &str, db: Option<&str>, command: Option<&str>) ->
     Ok(())
 }
 
+/// `hctl pg:promote DATABASE`: attaches the database as `DATABASE` (confirmed: the user
+/// named it), which moves `DATABASE_URL` to it in one release.
+pub fn pg_promote(api: &Api, app: &str, db: &str) -> Result<()> {
+    let var = resolve_var(api, app, Some(db), "DATABASE_URL")?;
+    let addon = addon_of(api, app, &var)?.ok_or_else(|| {
+        anyhow!("{db} is not a database attached to {app}; hctl addons -a {app} lists them")
+    })?;
+    let atts: Vec<w::Attachment> = api
+        .get(&format!("{}/addon-attachments", app_path(app)))?
+        .value;
+    if atts
+        .iter()
+        .any(|t| t.addon.id == addon.id && t.config_vars.iter().any(|v| v == "DATABASE_URL"))
+    {
+        bail!("{} is already the DATABASE_URL of {app}", addon.name);
+    }
+    let body = w::AttachmentCreate {
+        addon: addon.id.clone(),
+        app: app.to_string(),
+        name: Some("DATABASE".into()),
+        confirm: Some(app.to_string()),
+    };
+    print!("Promoting {} to DATABASE_URL on ⬢ {app}... ", addon.name);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _: w::Attachment = api
+        .call_with(reqwest::Method::POST, "/addon-attachments", &body)?
+        .value;
+    println!("done");
+    Ok(())
+}
+
+/// `hctl pg:credentials:rotate [DATABASE] --confirm APP`.
+pub fn pg_credentials_rotate(
+    api: &Api,
+    app: &str,
+    db: Option<&str>,
+    confirm: Option<&str>,
+) -> Result<()> {
+    let var = resolve_var(api, app, db, "DATABASE_URL")?;
+    let addon = addon_of(api, app, &var)?
+        .ok_or_else(|| anyhow!("{var} of {app} is not a database attached to it"))?;
+    if confirm != Some(app) {
+        bail!(
+            "this breaks every connection to {} that uses its current password; to proceed, pass --confirm {app}",
+            addon.name
+        );
+    }
+    print!("Rotating the credentials of {} ({var})... ", addon.name);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let body = serde_json::json!({ "confirm": app });
+    let _: w::Addon = api
+        .call_with(
+            reqwest::Method::POST,
+            &format!(
+                "{}/addons/{}/actions/rotate-credentials",
+                app_path(app),
+                addon.id
+            ),
+            &body,
+        )?
+        .value;
+    println!("done");
+    println!("The apps attached restart with the new URL; connections with the old password fail.");
+    Ok(())
+}
+
 /// `hctl pg:info [DATABASE]`.
 pub fn pg_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
     let var = resolve_var(api, app, db, "DATABASE_URL")?;
@@ -273,7 +339,40 @@ pub fn redis_info(api: &Api, app: &str, db: Option<&str>) -> Result<()> {
         rows.push(("Created", a.created_at.clone()));
     }
     rows.push(("Version", version.unwrap_or_else(|| "?".into())));
-    rows.push(("HA Available", "false".into()));
+    match &addon {
+        Some(a) if a.members.len() > 1 => {
+            let available = a
+                .members
+                .iter()
+                .filter(|m| m.role == "standby")
+                .all(|m| m.synced);
+            rows.push((
+                "HA Status",
+                if available {
+                    "Available"
+                } else {
+                    "Temporarily Unavailable"
+                }
+                .into(),
+            ));
+            let mut members: Vec<&w::AddonMember> = a.members.iter().collect();
+            members.sort_by_key(|m| m.role != "primary");
+            for m in members {
+                let place = format!("{} ({}:{})", m.node.name, m.host, m.port);
+                if m.role == "primary" {
+                    rows.push(("Primary", place));
+                } else {
+                    let how = match (m.synced, m.streaming) {
+                        (true, _) => "replica, in sync (asynchronous)",
+                        (false, true) => "replica, catching up",
+                        (false, false) => "not replicating",
+                    };
+                    rows.push(("Replica", format!("{place}: {how}")));
+                }
+            }
+        }
+        _ => rows.push(("HA Available", "false".into())),
+    }
     println!("{}", key_values(&rows));
     Ok(())
 }

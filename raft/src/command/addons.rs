@@ -1,8 +1,9 @@
-//! Add-ons and attachments (design §12): create (members placed by the proposer, checked
-//! here), destroy, attach, detach, and the members' reports from their nodes.
+//! Add-ons (design §12): create (members placed by the proposer, checked here) with the
+//! first attachment, destroy, and the members' reports from their nodes; attaching more
+//! apps is in [`super::attachments`].
 //!
-//! Attaching sets the attachment's config vars to the add-on's URL and detaching unsets
-//! them, each in one release described like Heroku's ("Attach DATABASE
+//! An attachment's config vars are set to the add-on's URL and unset when it goes, each
+//! in one release described like Heroku's ("Attach DATABASE
 //! (@ref:postgresql-curved-12345)"). Destroying detaches everything and leaves the add-on
 //! `Deprovisioning` until its nodes report its members' data removed; then it is gone.
 
@@ -16,7 +17,7 @@ use super::apps::app_mut;
 use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{
-    attachment_naming, normalize_attachment_name, provider_attachment_name, provider_config_prefix,
+    normalize_attachment_name, provider_attachment_name, provider_config_prefix,
     provider_config_vars, validate_addon_name, validate_config_key, Addon, AddonState, Attachment,
     NodeId, NodeStatus, State,
 };
@@ -114,7 +115,7 @@ pub(super) fn create(
     if !state.apps.contains_key(&addon.app) {
         return Err(super::apps::not_found_app(&addon.app));
     }
-    let (name, vars) = naming(state, service, attachment)?;
+    let (name, vars) = super::attachments::naming(state, service, attachment)?;
     let mut new = addon.clone();
     new.state = AddonState::Provisioning;
     new.primary = new.members.first().map(|m| m.id);
@@ -199,7 +200,7 @@ fn check_provider_config(config: &BTreeMap<String, String>) -> Result<(), Comman
 
 /// The name and config vars of a new attachment of provider add-on `a` (see
 /// `model::providers` for the rule), refused like [`naming`]'s.
-fn provider_naming(
+pub(super) fn provider_naming(
     state: &State,
     a: &Addon,
     spec: &AttachmentSpec,
@@ -413,53 +414,6 @@ fn check_members(state: &State, addon: &Addon, want: u32) -> Result<(), CommandE
     Ok(())
 }
 
-/// The name and config vars of a new attachment, refused when the app already has an
-/// attachment of that name or another attachment sets one of its vars.
-fn naming(
-    state: &State,
-    service: &haven_catalog::AddonService,
-    spec: &AttachmentSpec,
-) -> Result<(String, Vec<String>), CommandError> {
-    let as_name = spec
-        .name
-        .as_deref()
-        .map(normalize_attachment_name)
-        .transpose()
-        .map_err(CommandError::Invalid)?;
-    let existing = state.app_attachments(spec.app);
-    // Names taken: attachments' names and the prefixes of the vars they set.
-    let taken: Vec<&str> = existing
-        .iter()
-        .flat_map(|t| {
-            std::iter::once(t.name.as_str())
-                .chain(t.config_vars.iter().filter_map(|v| v.strip_suffix("_URL")))
-        })
-        .collect();
-    if let Some(n) = &as_name {
-        if existing.iter().any(|t| &t.name == n) {
-            return Err(CommandError::Conflict(format!(
-                "The attachment name {n} is already used by another add-on of this app."
-            )));
-        }
-    }
-    let (name, vars) = attachment_naming(
-        service,
-        &taken,
-        as_name.as_deref(),
-        spec.id.as_u128() as u64,
-    );
-    if let Some(t) = existing
-        .iter()
-        .find(|t| t.config_vars.iter().any(|v| vars.contains(v)))
-    {
-        return Err(CommandError::Conflict(format!(
-            "The config var {}_URL is already set by the attachment {}.",
-            name, t.name
-        )));
-    }
-    Ok((name, vars))
-}
-
 /// The config vars (with values) attachment `att` of add-on `a` sets: its vars to the
 /// add-on's URL, or for a provider add-on each provider key under the attachment's name.
 pub(super) fn att_values(state: &State, a: &Addon, att: &Attachment) -> BTreeMap<String, String> {
@@ -565,89 +519,6 @@ pub(super) fn destroy(
         addon: Box::new(a),
         attachments: atts,
         releases,
-    })
-}
-
-/// Attaches an existing add-on to an app (`addons:attach`, sharing with another app).
-pub(super) fn attach(
-    state: &mut State,
-    addon: Uuid,
-    spec: &AttachmentSpec,
-    release_id: Uuid,
-    actor: &Actor,
-) -> CommandResult {
-    let a = state
-        .addons
-        .get(&addon)
-        .ok_or_else(addon_not_found)?
-        .clone();
-    if a.state == AddonState::Deprovisioning {
-        return Err(CommandError::Conflict(format!(
-            "{} is being deprovisioned and cannot be attached.",
-            a.name
-        )));
-    }
-    if state.attachments.contains_key(&spec.id) {
-        return Err(CommandError::Conflict("attachment id exists".into()));
-    }
-    if !state.apps.contains_key(&spec.app) {
-        return Err(super::apps::not_found_app(&spec.app));
-    }
-    let (name, vars) = if a.is_provider() {
-        provider_naming(state, &a, spec)?
-    } else {
-        let service = haven_catalog::addon_service(&a.service)
-            .ok_or_else(|| CommandError::Invalid(format!("unknown service {}", a.service)))?;
-        naming(state, service, spec)?
-    };
-    let att = Attachment {
-        id: spec.id,
-        addon,
-        app: spec.app,
-        name,
-        config_vars: vars,
-        created_at: actor.at,
-    };
-    let values = att_values(state, &a, &att);
-    let version = set_vars(
-        state,
-        &att,
-        Some(&values),
-        &a.name,
-        release_id,
-        actor,
-        "Attach",
-    )?;
-    state.attachments.insert(att.id, att.clone());
-    Ok(CommandOutput::Addon {
-        addon: Box::new(a),
-        attachments: vec![att.clone()],
-        releases: vec![(att.app, version)],
-    })
-}
-
-/// Detaches: unsets the attachment's vars in one release and removes it.
-pub(super) fn detach(
-    state: &mut State,
-    attachment: Uuid,
-    release_id: Uuid,
-    actor: &Actor,
-) -> CommandResult {
-    let att =
-        state.attachments.get(&attachment).cloned().ok_or_else(|| {
-            CommandError::NotFound("Couldn't find that add-on attachment.".into())
-        })?;
-    let a = state
-        .addons
-        .get(&att.addon)
-        .ok_or_else(addon_not_found)?
-        .clone();
-    let version = set_vars(state, &att, None, &a.name, release_id, actor, "Detach")?;
-    state.attachments.remove(&attachment);
-    Ok(CommandOutput::Addon {
-        addon: Box::new(a),
-        attachments: vec![att.clone()],
-        releases: vec![(att.app, version)],
     })
 }
 

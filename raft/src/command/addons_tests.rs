@@ -171,7 +171,7 @@ fn bad_creates_change_nothing() {
             None,
         ),
         (addon(app, "db-two", "mysql", "mini", 1, 5440), None),
-        // Listed but not available yet.
+        // Fewer members than the plan runs.
         (
             addon(app, "db-two", "heroku-redis", "premium-0", 1, 5440),
             None,
@@ -657,4 +657,161 @@ fn a_haven_addon_changes_plan_by_adding_or_removing_its_standby() {
         .unwrap();
     let got = &s.addons[&a.id];
     assert_eq!((got.plan.as_str(), got.members.len()), ("essential-0", 1));
+}
+
+#[test]
+fn promote_moves_database_url_and_the_old_database_keeps_its_colour() {
+    let (mut s, app) = setup();
+    let first = addon(
+        app,
+        "postgresql-a-00001",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5432,
+    );
+    let second = addon(
+        app,
+        "postgresql-b-00002",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5433,
+    );
+    create_cmd(&first, None).apply(&mut s).unwrap();
+    create_cmd(&second, None).apply(&mut s).unwrap();
+    let before = s.apps[&app].config.clone();
+    let old_colour = before
+        .iter()
+        .find(|(k, v)| k.starts_with("HEROKU_POSTGRESQL_") && **v == first.url().unwrap())
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    let promote = |s: &mut State, a: &Addon| {
+        Command::PromoteAttachment {
+            addon: a.id,
+            attachment: AttachmentSpec {
+                id: Uuid::new_v4(),
+                app,
+                name: Some("DATABASE".into()),
+            },
+            release_id: Uuid::new_v4(),
+            actor: actor(6),
+        }
+        .apply(s)
+    };
+    let out = promote(&mut s, &second).unwrap();
+    let CommandOutput::Addon { releases, .. } = out else {
+        panic!()
+    };
+    assert_eq!(releases.len(), 1);
+    let cfg = &s.apps[&app].config;
+    assert_eq!(cfg["DATABASE_URL"], second.url().unwrap());
+    assert_eq!(cfg[&old_colour], first.url().unwrap(), "{cfg:?}");
+    assert_eq!(
+        cfg.len(),
+        before.len(),
+        "no var appears or goes: {cfg:?} vs {before:?}"
+    );
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Attach DATABASE (@ref:postgresql-b-00002)"
+    );
+    let names: Vec<(String, String)> = s
+        .app_attachments(app)
+        .into_iter()
+        .map(|t| (s.addons[&t.addon].name.clone(), t.name.clone()))
+        .collect();
+    assert!(names.contains(&("postgresql-b-00002".into(), "DATABASE".into())));
+    assert!(names.contains(&(
+        "postgresql-a-00001".into(),
+        old_colour.trim_end_matches("_URL").to_string()
+    )));
+    assert!(!names.contains(&("postgresql-a-00001".into(), "DATABASE".into())));
+    // Promoting it again changes nothing; detaching the old one unsets only its colour.
+    let n = s.apps[&app].releases.len();
+    let CommandOutput::Addon { releases, .. } = promote(&mut s, &second).unwrap() else {
+        panic!()
+    };
+    assert!(releases.is_empty());
+    assert_eq!(s.apps[&app].releases.len(), n);
+    // A deprovisioning add-on is not promoted.
+    Command::DestroyAddon {
+        addon: first.id,
+        release_seed: Uuid::new_v4(),
+        actor: actor(7),
+    }
+    .apply(&mut s)
+    .unwrap();
+    assert!(matches!(
+        promote(&mut s, &first),
+        Err(CommandError::Conflict(_))
+    ));
+    assert_eq!(s.apps[&app].config["DATABASE_URL"], second.url().unwrap());
+    assert!(!s.apps[&app].config.contains_key(&old_colour));
+}
+
+#[test]
+fn rotating_credentials_changes_the_url_of_every_attached_app_once() {
+    let (mut s, app) = setup();
+    let other = create_app(&mut s, "other-app");
+    let pg = addon(
+        app,
+        "postgresql-a-00001",
+        "heroku-postgresql",
+        "essential-0",
+        1,
+        5432,
+    );
+    create_cmd(&pg, None).apply(&mut s).unwrap();
+    Command::AttachAddon {
+        addon: pg.id,
+        attachment: AttachmentSpec {
+            id: Uuid::new_v4(),
+            app: other,
+            name: None,
+        },
+        release_id: Uuid::new_v4(),
+        actor: actor(6),
+    }
+    .apply(&mut s)
+    .unwrap();
+    let rotate = |s: &mut State, id: Uuid, pw: &str| {
+        Command::RotateAddonCredentials {
+            addon: id,
+            password: pw.into(),
+            release_seed: Uuid::new_v4(),
+            actor: actor(7),
+        }
+        .apply(s)
+    };
+    let old_url = s.apps[&app].config["DATABASE_URL"].clone();
+    let out = rotate(&mut s, pg.id, "n3wpassw0rdn3wpassw0rd").unwrap();
+    let CommandOutput::Addon { releases, .. } = out else {
+        panic!()
+    };
+    assert_eq!(releases.len(), 2);
+    let new_url = s.addons[&pg.id].url().unwrap();
+    assert!(new_url.contains(":n3wpassw0rdn3wpassw0rd@") && new_url != old_url);
+    assert_eq!(s.apps[&app].config["DATABASE_URL"], new_url);
+    assert_eq!(s.apps[&other].config["DATABASE_URL"], new_url);
+    assert_eq!(
+        descriptions(&s, app).last().unwrap(),
+        "Rotate credentials of DATABASE (@ref:postgresql-a-00001)"
+    );
+    // Refused: the same password, a weak one, Redis, an unknown add-on; nothing changes.
+    let n = s.apps[&app].releases.len();
+    assert!(rotate(&mut s, pg.id, "n3wpassw0rdn3wpassw0rd").is_err());
+    assert!(rotate(&mut s, pg.id, "short").is_err());
+    assert!(rotate(&mut s, pg.id, "has spaces in it, sixteen+").is_err());
+    assert!(rotate(&mut s, Uuid::new_v4(), "n3wpassw0rdn3wpassw0rX").is_err());
+    let redis = addon(app, "redis-b-00002", "heroku-redis", "mini", 1, 6379);
+    create_cmd(&redis, None).apply(&mut s).unwrap();
+    let n2 = s.apps[&app].releases.len();
+    assert!(matches!(
+        rotate(&mut s, redis.id, "n3wpassw0rdn3wpassw0rX"),
+        Err(CommandError::Invalid(_))
+    ));
+    assert_eq!(s.apps[&app].releases.len(), n2);
+    assert_eq!(n2, n + 1);
+    assert_eq!(s.addons[&pg.id].url().unwrap(), new_url);
 }

@@ -29,12 +29,14 @@ use crate::model::{
 mod addon_ha;
 mod addons;
 mod apps;
+mod attachments;
 mod backups;
 mod builds;
 mod certs;
 mod cluster;
 mod collaborators;
 mod config;
+mod credentials;
 mod domains;
 mod drains;
 mod dynos;
@@ -369,6 +371,23 @@ pub enum Command {
         remove: Option<Uuid>,
         at: DateTime<Utc>,
     },
+    /// Makes an add-on the app's attachment of that name (`pg:promote`: `DATABASE`),
+    /// taking the name from the add-on that had it, in one release.
+    PromoteAttachment {
+        addon: Uuid,
+        attachment: AttachmentSpec,
+        release_id: Uuid,
+        actor: Actor,
+    },
+    /// A Postgres add-on's new password (`pg:credentials:rotate`), chosen by the
+    /// proposer; its attachments' vars follow, one release each (ids derived from
+    /// `release_seed`).
+    RotateAddonCredentials {
+        addon: Uuid,
+        password: String,
+        release_seed: Uuid,
+        actor: Actor,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -534,12 +553,12 @@ impl Command {
                 attachment,
                 release_id,
                 actor,
-            } => addons::attach(state, *addon, attachment, *release_id, actor),
+            } => attachments::attach(state, *addon, attachment, *release_id, actor),
             Command::DetachAddon {
                 attachment,
                 release_id,
                 actor,
-            } => addons::detach(state, *attachment, *release_id, actor),
+            } => attachments::detach(state, *attachment, *release_id, actor),
             Command::ReportAddonMembers {
                 node,
                 reports,
@@ -600,6 +619,18 @@ impl Command {
                 remove,
                 at,
             } => addon_ha::resize(state, *addon, plan, add.as_ref(), *remove, *at),
+            Command::PromoteAttachment {
+                addon,
+                attachment,
+                release_id,
+                actor,
+            } => attachments::promote(state, *addon, attachment, *release_id, actor),
+            Command::RotateAddonCredentials {
+                addon,
+                password,
+                release_seed,
+                actor,
+            } => credentials::rotate(state, *addon, password, *release_seed, actor),
         }
     }
 }

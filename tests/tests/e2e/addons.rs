@@ -259,12 +259,6 @@ fn addons_run_real_servers_attach_share_and_deprovision() {
             "Couldn't find either",
         ),
         (
-            json!({"plan": "heroku-redis:premium-0"}),
-            422,
-            "invalid_params",
-            "not yet available",
-        ),
-        (
             json!({"plan": "heroku-redis:mini", "name": pg}),
             422,
             "invalid_params",

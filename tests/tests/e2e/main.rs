@@ -22,6 +22,8 @@ mod hctl;
 mod heroku_cli;
 mod invariants;
 mod logs;
+mod pg_admin;
+mod redis_ha;
 mod router;
 mod router_faults;
 mod runtime;
