@@ -5,6 +5,7 @@ mod addons;
 mod api;
 mod builder;
 mod config;
+mod dashboard;
 mod drains;
 mod dynos;
 mod git;

@@ -274,7 +274,9 @@ impl Agent {
             ctx.clone(),
             rendezvous_rx,
         )));
-        let app = api::router(ctx.clone()).merge(crate::git::router(ctx));
+        let app = api::router(ctx.clone())
+            .merge(crate::git::router(ctx.clone()))
+            .merge(crate::dashboard::router(api::router(ctx)));
         tasks.push(tokio::spawn(serve_http(
             "api",
             api_listener,

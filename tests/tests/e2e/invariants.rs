@@ -310,3 +310,20 @@ fn the_agents_modules_have_no_cycles() {
         panic!("the agent's modules form a cycle: {}", cycle.join(" -> "));
     }
 }
+
+#[test]
+fn the_dashboard_reaches_state_only_through_the_api() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/dashboard");
+    let files = rust_files(&dir);
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let code = std::fs::read_to_string(&f).unwrap();
+        for banned in ["haven_raft", "HavenRaft", "ApiContext", "crate::api::"] {
+            assert!(
+                !code.contains(banned),
+                "{} names {banned}: the dashboard goes through the API router",
+                f.display()
+            );
+        }
+    }
+}

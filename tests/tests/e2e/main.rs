@@ -17,6 +17,7 @@ mod backups;
 mod builds;
 mod chaos;
 mod cluster;
+mod dashboard;
 mod dynos;
 mod hctl;
 mod heroku_cli;

@@ -1,0 +1,41 @@
+// Haven dashboard: confirmations for destructive forms, and the live log tail. Pages
+// work without it (forms are plain forms); only live logs need it.
+"use strict";
+document.addEventListener("submit", function (ev) {
+  var f = ev.target;
+  var q = f.getAttribute && f.getAttribute("data-confirm");
+  if (q && !window.confirm(q)) { ev.preventDefault(); }
+}, true);
+
+(function () {
+  var form = document.getElementById("log-filters");
+  var out = document.getElementById("log");
+  if (!form || !out) { return; }
+  var source = null;
+  function start() {
+    if (source) { source.close(); source = null; }
+    out.textContent = "";
+    var body = new URLSearchParams();
+    body.set("csrf", form.getAttribute("data-csrf"));
+    body.set("dyno", form.elements.dyno.value);
+    body.set("source", form.elements.source.value);
+    fetch("/dashboard/apps/" + encodeURIComponent(form.getAttribute("data-app")) + "/logs/session", {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" }
+    }).then(function (r) {
+      if (!r.ok) { return r.text().then(function (t) { throw new Error(t); }); }
+      return r.json();
+    }).then(function (j) {
+      source = new EventSource(j.stream);
+      source.onmessage = function (m) {
+        var atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+        out.appendChild(document.createTextNode(m.data + "\n"));
+        if (atEnd) { out.scrollTop = out.scrollHeight; }
+      };
+      // A log session is single-use: on a broken stream, open a new one.
+      source.onerror = function () { source.close(); source = null; setTimeout(start, 2000); };
+    }).catch(function (e) { out.textContent = "Cannot open the log stream: " + e.message; });
+  }
+  form.addEventListener("submit", function (ev) { ev.preventDefault(); start(); });
+  start();
+})();
