@@ -43,6 +43,54 @@ impl Inner {
     }
 }
 
+/// One app's router counters on one node, or summed over nodes.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AppSnapshot {
+    /// Requests by status class: index 1 is 1xx … 5 is 5xx (0: no status).
+    pub classes: Vec<u64>,
+    /// Requests per latency bucket of [`BUCKETS`] (a request over the last bound is in
+    /// `count` only).
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_secs: f64,
+}
+
+impl AppSnapshot {
+    /// Adds another node's counters.
+    pub fn add(&mut self, other: &AppSnapshot) {
+        for (v, n) in [
+            (&mut self.classes, &other.classes),
+            (&mut self.buckets, &other.buckets),
+        ] {
+            if v.len() < n.len() {
+                v.resize(n.len(), 0);
+            }
+            for (a, b) in v.iter_mut().zip(n) {
+                *a += b;
+            }
+        }
+        self.count += other.count;
+        self.sum_secs += other.sum_secs;
+    }
+
+    /// The upper bound (seconds) of the bucket holding the `q` quantile, if any request
+    /// was seen; `None` also when it lies beyond the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = (q * self.count as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return BUCKETS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
 /// Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Metrics {
@@ -89,6 +137,27 @@ impl Metrics {
             }
             h.sum += secs;
             h.count += 1;
+        }
+    }
+
+    /// This node's router counters of `app`: requests by status class and the latency
+    /// histogram (counts per bucket of [`BUCKETS`], not cumulative).
+    pub fn app_snapshot(&self, app: &str) -> AppSnapshot {
+        let Ok(m) = self.inner.lock() else {
+            return AppSnapshot::default();
+        };
+        match m.apps.get(app) {
+            Some(c) => AppSnapshot {
+                classes: c.classes.to_vec(),
+                buckets: if c.latency.counts.is_empty() {
+                    vec![0; BUCKETS.len()]
+                } else {
+                    c.latency.counts.clone()
+                },
+                count: c.latency.count,
+                sum_secs: c.latency.sum,
+            },
+            None => AppSnapshot::default(),
         }
     }
 
@@ -195,6 +264,24 @@ impl Metrics {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_snapshots_sum_over_nodes_and_give_quantiles() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        for ms in [2, 3, 4, 40] {
+            a.request(Some("x"), 200, Duration::from_millis(ms));
+        }
+        b.request(Some("x"), 503, Duration::from_millis(200));
+        b.request(Some("y"), 200, Duration::from_millis(1));
+        let mut sum = a.app_snapshot("x");
+        sum.add(&b.app_snapshot("x"));
+        assert_eq!(sum.classes[2], 4);
+        assert_eq!(sum.classes[5], 1);
+        assert_eq!(sum.count, 5);
+        assert_eq!(sum.quantile(0.5), Some(0.005));
+        assert_eq!(sum.quantile(0.95), Some(0.25));
+        assert_eq!(Metrics::default().app_snapshot("x").quantile(0.5), None);
+    }
 
     #[test]
     fn counters_and_histograms_render_as_prometheus_text() {

@@ -21,6 +21,7 @@ mod addon_actions;
 mod addon_attachments;
 mod addon_providers;
 mod addons;
+mod app_metrics;
 mod apps;
 mod authorizations;
 mod body;
@@ -289,6 +290,7 @@ pub fn router(ctx: ApiContext) -> Router {
             get(addon_attachments::info),
         )
         .route("/metrics", get(cluster::metrics))
+        .route("/apps/{app}/metrics", get(app_metrics::app_metrics))
         .route("/apps/{app}/log-sessions", post(log_sessions::create))
         .route(
             "/apps/{app}/log-drains",

@@ -503,6 +503,7 @@ pub async fn logs(
         (app_tabs(&app, "Logs"))
         form #log-filters.row data-app=(app) data-csrf=(session.csrf()) {
             label { "Dyno " input name="dyno" placeholder="web.1"; }
+            label { "Process type " input name="type" placeholder="web"; }
             label { "Source " select name="source" { option value="" { "all" } option value="app" { "app" } option value="heroku" { "heroku" } } }
             button type="submit" { "Tail" }
         }
@@ -518,6 +519,8 @@ pub struct LogSessionForm {
     csrf: String,
     #[serde(default)]
     dyno: Option<String>,
+    #[serde(default, rename = "type")]
+    process_type: Option<String>,
     #[serde(default)]
     source: Option<String>,
 }
@@ -536,6 +539,9 @@ pub async fn log_session(
     let mut body = json!({ "tail": true, "lines": 100 });
     if let Some(d) = f.dyno.filter(|d| !d.trim().is_empty()) {
         body["dyno"] = json!(d.trim());
+    }
+    if let Some(t) = f.process_type.filter(|d| !d.trim().is_empty()) {
+        body["type"] = json!(t.trim());
     }
     if let Some(src) = f.source.filter(|d| !d.trim().is_empty()) {
         body["source"] = json!(src.trim());

@@ -100,6 +100,7 @@ pub fn app_tabs(app: &str, current: &str) -> Markup {
         ("Deploy", "/deploy"),
         ("Activity", "/activity"),
         ("Logs", "/logs"),
+        ("Metrics", "/metrics"),
         ("Access", "/access"),
         ("Settings", "/settings"),
     ];

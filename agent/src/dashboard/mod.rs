@@ -19,6 +19,7 @@
 mod apps;
 mod cluster;
 mod layout;
+mod metrics;
 mod session;
 mod settings;
 
@@ -135,6 +136,7 @@ pub fn router(api: Router) -> Router {
         .route("/dashboard/apps/{app}/rollback", post(apps::rollback))
         .route("/dashboard/apps/{app}/deploy", get(apps::deploy))
         .route("/dashboard/apps/{app}/logs", get(apps::logs))
+        .route("/dashboard/apps/{app}/metrics", get(metrics::show))
         .route(
             "/dashboard/apps/{app}/logs/session",
             post(apps::log_session),
@@ -142,6 +144,10 @@ pub fn router(api: Router) -> Router {
         .route("/dashboard/apps/{app}/settings", get(settings::show))
         .route("/dashboard/apps/{app}/config", post(settings::config))
         .route("/dashboard/apps/{app}/domains", post(settings::domain))
+        .route(
+            "/dashboard/apps/{app}/buildpacks",
+            post(settings::buildpacks),
+        )
         .route(
             "/dashboard/apps/{app}/maintenance",
             post(settings::maintenance),

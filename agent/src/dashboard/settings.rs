@@ -58,6 +58,15 @@ async fn render(dash: Dash, session: Session, app: String, q: SettingsQuery) -> 
         )
         .await
         .unwrap_or_default();
+    let buildpacks = dash
+        .call(
+            &session,
+            Method::GET,
+            &format!("/apps/{}/buildpack-installations", seg(&app)),
+            None,
+        )
+        .await
+        .unwrap_or_default();
     let reveal = q.reveal.is_some();
     let vars: Vec<(&String, &Value)> = config
         .as_object()
@@ -106,6 +115,20 @@ async fn render(dash: Dash, session: Session, app: String, q: SettingsQuery) -> 
                 (csrf(&session))
                 label { "Hostname " input name="hostname" required aria-label="Hostname"; }
                 button type="submit" { "Add domain" }
+            }
+        }
+        section {
+            h2 { "Buildpacks" }
+            @if arr(&buildpacks).is_empty() { p { "Detected at each build." } }
+            ol #buildpacks { @for bp in arr(&buildpacks) { li { code { (s(&bp["buildpack"]["name"])) } } } }
+            form.row method="post" action={ (base) "/buildpacks" } {
+                (csrf(&session))
+                label { "Buildpacks (one per line, in order; empty: detect) "
+                    textarea name="buildpacks" rows="2" cols="50" aria-label="Buildpacks" {
+                        @for bp in arr(&buildpacks) { (s(&bp["buildpack"]["url"])) "\n" }
+                    }
+                }
+                button type="submit" { "Save buildpacks" }
             }
         }
         section {
@@ -356,7 +379,19 @@ pub async fn access(
         (app_tabs(&app, "Access"))
         p { "Owner: " (s(&a["owner"]["email"])) }
         h2 { "Collaborators" }
-        ul { @for c in arr(&collabs) { li { (s(&c["user"]["email"])) " — since " (when(&c["created_at"])) } } }
+        ul #collaborators {
+            @for c in arr(&collabs) {
+                li {
+                    (s(&c["user"]["email"])) " — since " (when(&c["created_at"])) " "
+                    form.inline method="post" action={ "/dashboard/apps/" (seg(&app)) "/access" } data-confirm={ "Remove " (s(&c["user"]["email"])) "?" } {
+                        (csrf(&session))
+                        input type="hidden" name="email" value=(s(&c["user"]["email"]));
+                        input type="hidden" name="remove" value="1";
+                        button type="submit" aria-label={ "Remove " (s(&c["user"]["email"])) } { "Remove" }
+                    }
+                }
+            }
+        }
         form.row method="post" action={ "/dashboard/apps/" (seg(&app)) "/access" } {
             (csrf(&session))
             label { "Email " input type="email" name="email" required aria-label="Collaborator's email"; }
@@ -371,6 +406,8 @@ pub struct CollaboratorForm {
     #[serde(default)]
     csrf: String,
     email: String,
+    #[serde(default)]
+    remove: Option<String>,
 }
 
 pub async fn collaborator(
@@ -383,14 +420,67 @@ pub async fn collaborator(
     if let Err(e) = session.check_csrf(&f.csrf) {
         return back(&to, Err(e));
     }
-    let out = dash
-        .call(
+    let email = f.email.trim();
+    let out = if f.remove.is_some() {
+        dash.call(
+            &session,
+            Method::DELETE,
+            &format!("/apps/{}/collaborators/{}", seg(&app), seg(email)),
+            None,
+        )
+        .await
+        .map(|_| format!("Removed {email}"))
+    } else {
+        dash.call(
             &session,
             Method::POST,
             &format!("/apps/{}/collaborators", seg(&app)),
-            Some(json!({ "user": f.email.trim() })),
+            Some(json!({ "user": email })),
         )
         .await
-        .map(|_| format!("Added {}", f.email.trim()));
+        .map(|_| format!("Added {email}"))
+    };
+    back(&to, out)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BuildpacksForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    buildpacks: String,
+}
+
+/// `POST .../buildpacks`: `PUT /apps/{app}/buildpack-installations` in the given order.
+pub async fn buildpacks(
+    State(dash): State<Dash>,
+    session: Session,
+    Path(app): Path<String>,
+    Form(f): Form<BuildpacksForm>,
+) -> Response {
+    let to = format!("/dashboard/apps/{}/settings", seg(&app));
+    if let Err(e) = session.check_csrf(&f.csrf) {
+        return back(&to, Err(e));
+    }
+    let updates: Vec<Value> = f
+        .buildpacks
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| json!({ "buildpack": l }))
+        .collect();
+    let n = updates.len();
+    let out = dash
+        .call(
+            &session,
+            Method::PUT,
+            &format!("/apps/{}/buildpack-installations", seg(&app)),
+            Some(json!({ "updates": updates })),
+        )
+        .await
+        .map(|_| match n {
+            0 => "Buildpacks are detected at the next build".to_string(),
+            n => format!("Set {n} buildpack(s) for the next build"),
+        });
     back(&to, out)
 }

@@ -372,10 +372,53 @@ fn the_dashboard_manages_an_app_in_a_real_browser() {
         sent.elapsed().as_secs_f64()
     );
     b.shot("06-logs");
+
+    // Metrics: the routers' counts, summed over the nodes.
+    b.goto(&format!("{}/dashboard/apps/dash-demo/metrics", env.api(0)));
+    let m = b.text("#metrics");
+    let requests: u64 = m
+        .lines()
+        .skip_while(|l| !l.contains("Requests"))
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(requests >= 1, "{m}");
+    assert!(b.source().contains("of 2 nodes"), "{}", b.source());
+    b.shot("07-metrics");
+
+    // Buildpacks, set in order for the next build.
+    b.goto(&format!("{}/dashboard/apps/dash-demo/settings", env.api(0)));
+    b.fill(
+        "textarea[name=buildpacks]",
+        "https://github.com/heroku/heroku-buildpack-python",
+    );
+    b.click("textarea[name=buildpacks] ~ button, form[action$='/buildpacks'] button");
+    assert!(b.said().contains("Set 1 buildpack"), "{}", b.said());
+    assert!(
+        b.text("#buildpacks").contains("python"),
+        "{}",
+        b.text("#buildpacks")
+    );
+
+    // At phone width nothing overflows the page (wide tables scroll inside).
+    b.rt.block_on(b.c.set_window_size(390, 844)).unwrap();
+    b.goto(&format!(
+        "{}/dashboard/apps/dash-demo/resources",
+        env.api(0)
+    ));
+    let width =
+        b.rt.block_on(b.c.execute("return document.documentElement.scrollWidth", vec![]))
+            .unwrap();
+    assert!(
+        width.as_u64().unwrap() <= 400,
+        "page width {width} at 390 px"
+    );
+    b.shot("08-phone-resources");
+    b.rt.block_on(b.c.set_window_size(1280, 1000)).unwrap();
     for (name, path) in [
-        ("07-deploy", "/dashboard/apps/dash-demo/deploy"),
-        ("08-access", "/dashboard/apps/dash-demo/access"),
-        ("09-apps", "/dashboard"),
+        ("09-deploy", "/dashboard/apps/dash-demo/deploy"),
+        ("10-access", "/dashboard/apps/dash-demo/access"),
+        ("11-apps", "/dashboard"),
     ] {
         b.goto(&format!("{}{path}", env.api(0)));
         b.shot(name);
@@ -423,5 +466,5 @@ fn the_dashboard_manages_an_app_in_a_real_browser() {
     let nodes = b.text("#nodes tbody");
     assert_eq!(nodes.matches("up").count(), 2, "{nodes}");
     assert!(nodes.contains("leader"), "{nodes}");
-    b.shot("10-cluster");
+    b.shot("12-cluster");
 }

@@ -18,6 +18,7 @@ document.addEventListener("submit", function (ev) {
     var body = new URLSearchParams();
     body.set("csrf", form.getAttribute("data-csrf"));
     body.set("dyno", form.elements.dyno.value);
+    body.set("type", form.elements.namedItem("type").value);
     body.set("source", form.elements.source.value);
     fetch("/dashboard/apps/" + encodeURIComponent(form.getAttribute("data-app")) + "/logs/session", {
       method: "POST", body: body, credentials: "same-origin",
