@@ -137,6 +137,7 @@ pub(super) fn app_calls(app: &str, who: &str) -> Vec<(Method, String, Option<Val
             Some(json!({"quantity": 1})),
         ),
         (Method::GET, p("/builds"), None),
+        (Method::GET, p("/metrics"), None),
         (
             Method::POST,
             p("/builds"),
