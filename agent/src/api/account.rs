@@ -41,11 +41,11 @@ pub async fn info(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     allow(&caller, Action::Own)?;
+    // The user may have been removed (with their tokens) after the token was checked:
+    // the token is no longer valid, as a request a moment later would be told.
     let user = read(&ctx, |s| s.users.get(&caller.user_id).map(to_wire))
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found("the user of this token no longer exists; run hctl login again")
-        })?;
+        .ok_or_else(ApiError::unauthorized)?;
     Ok(Json(user).into_response())
 }
 
