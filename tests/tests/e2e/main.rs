@@ -22,6 +22,7 @@ mod hctl;
 mod heroku_cli;
 mod invariants;
 mod logs;
+mod network;
 mod router;
 mod router_faults;
 mod runtime;
