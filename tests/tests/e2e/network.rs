@@ -315,3 +315,27 @@ fn an_addon_is_reachable_only_from_the_dynos_of_apps_it_is_attached_to() {
         assert!(has(&out, "redis=closed"), "after the detach: {out}");
     }
 }
+
+#[test]
+fn with_network_host_dynos_share_their_nodes_network() {
+    let env = haven_tests::cluster_with(1, Some("[dynos]\nnetwork = \"host\"\n"));
+    let Some(internet) = env.bridge_host() else {
+        println!("skipped: needs netns clusters (root)");
+        return;
+    };
+    env.post_json(0, "/apps", &json!({ "name": "hosted" }))
+        .unwrap();
+    deploy_procfile_only(&env, "hosted");
+    let (api_host, api_port) = host_port(env.api(0));
+    let out = probe(
+        &env,
+        0,
+        "hosted",
+        &[("api".to_string(), api_host.clone(), api_port)],
+    );
+    // The node's own address, and the agent's API is reachable: no isolation.
+    assert!(out.contains(&format!("addr={api_host}")), "{out}");
+    assert!(!out.contains("10.213."), "{out}");
+    assert!(has(&out, "api=open"), "{out}");
+    assert!(internet.starts_with("10.77."), "{internet}");
+}
