@@ -116,6 +116,20 @@ pub struct DynoTuning {
     /// An HA add-on's standby whose node has not been heard from this long is replaced by
     /// a new one on another node.
     pub standby_replace_after_secs: u64,
+    /// `isolated` (the default): every container dyno and build has a network namespace
+    /// of its own on the node's bridge; `host`: they share the host's network.
+    pub network: NetworkMode,
+    /// The addresses of this node's dynos (the bridge has the first one). Every node may
+    /// use the same subnet: dyno addresses never leave their node.
+    pub subnet: String,
+}
+
+/// Where dynos' network comes from (`[dynos] network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    Isolated,
+    Host,
 }
 
 impl Default for DynoTuning {
@@ -132,6 +146,8 @@ impl Default for DynoTuning {
             max_restart_backoff_secs: 20 * 60,
             containers: true,
             standby_replace_after_secs: 300,
+            network: NetworkMode::Isolated,
+            subnet: "10.213.0.0/16".into(),
         }
     }
 }

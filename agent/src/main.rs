@@ -15,6 +15,7 @@ mod leader;
 mod liveness;
 mod logs;
 mod metrics;
+mod network;
 mod node;
 mod peer;
 mod peer_server;
@@ -111,11 +112,14 @@ enum Cmd {
     #[command(hide = true)]
     DynoInit {
         /// The spec file written by the runtime (read, then deleted).
-        #[arg(long, required_unless_present = "probe")]
+        #[arg(long, required_unless_present_any = ["probe", "probe_net"])]
         spec: Option<PathBuf>,
         /// Only check that this host can run container dynos, using DIR as scratch.
         #[arg(long, value_name = "DIR")]
         probe: Option<PathBuf>,
+        /// Only check that a dyno can have a network namespace of its own.
+        #[arg(long)]
+        probe_net: bool,
     },
     /// Debug: run one dyno attached to this terminal and exit with its status.
     #[command(hide = true)]
@@ -445,8 +449,14 @@ fn main() -> ExitCode {
         return ExitCode::from(builder::build_exec(request).clamp(0, 255) as u8);
     }
     // Before logging or any thread: dyno-init forks, which needs a single thread.
-    if let Cmd::DynoInit { spec, probe } = &cli.command {
+    if let Cmd::DynoInit {
+        spec,
+        probe,
+        probe_net,
+    } = &cli.command
+    {
         return exit_code(match (probe, spec) {
+            _ if *probe_net => runtime::dyno_init_probe_net(),
             (Some(dir), _) => runtime::dyno_init_probe(dir),
             (None, Some(spec)) => runtime::dyno_init(spec),
             (None, None) => 2,

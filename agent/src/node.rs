@@ -156,6 +156,14 @@ impl Agent {
         } else {
             Runtime::process_only(data.dynos_dir())
         });
+        // Dynos' and builds' own network namespaces, and the node's firewall.
+        let network = crate::network::Network::start(
+            &cfg.dynos,
+            &runtime,
+            &std::env::current_exe().context("find the havend binary")?,
+            raft.clone(),
+        )
+        .await;
         let builder = Builder::new(
             raft.clone(),
             cfg.node_id,
@@ -166,6 +174,7 @@ impl Agent {
             connector.clone(),
             cfg.builds.clone(),
             runtime.clone(),
+            network.clone(),
             logs.clone(),
         )
         .context("set up the builder")?;
@@ -202,7 +211,9 @@ impl Agent {
             cfg.dynos.clone(),
             registrar,
             cfg.advertise_host.clone(),
+            network.clone(),
         );
+        tasks.push(tokio::spawn(network.run(shutdown_rx.clone())));
         let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
         // Add-on servers: the same runtime, with process records of their own.
         let addon_runtime = Arc::new(if cfg.dynos.containers {

@@ -632,6 +632,11 @@ impl TestCluster {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The host's own address on the cluster's bridge (netns mode): outside every node,
+    /// as the internet is.
+    pub fn bridge_host(&self) -> Option<String> {
+        self.file.bridge.map(netns::host_addr)
+    }
     /// Whether nodes run in network namespaces (so partitions work).
     pub fn is_netns(&self) -> bool {
         self.file.bridge.is_some()

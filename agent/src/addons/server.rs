@@ -218,6 +218,8 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
         stdin: false,
         outlives_agent: true,
         note: note(addon, member),
+        // Add-on servers listen on the node's own address at their member port.
+        net: None,
     }
 }
 

@@ -92,6 +92,7 @@ impl Harness {
             peers.clone(),
             Default::default(),
             runtime.clone(),
+            crate::network::Network::host(raft.clone()),
             logs.clone(),
         )
         .unwrap();
@@ -120,6 +121,7 @@ impl Harness {
             Default::default(),
             registrar,
             "127.0.0.1".into(),
+            crate::network::Network::host(raft.clone()),
         );
         let app = router(ApiContext {
             raft: raft.clone(),

@@ -66,6 +66,8 @@ struct Inner {
     live: Mutex<HashMap<Uuid, watch::Sender<OutputState>>>,
     /// The dyno runtime: builds run in its sandbox when it runs containers.
     runtime: Arc<crate::runtime::Runtime>,
+    /// Sandboxed builds get a network namespace of their own (the outside world only).
+    network: crate::network::Network,
     /// Build events go to the app's log (`app[api]: Build started by …`).
     logs: crate::logs::Logs,
 }
@@ -97,6 +99,7 @@ impl Builder {
         peers: QuicConnector,
         tuning: BuildTuning,
         runtime: Arc<crate::runtime::Runtime>,
+        network: crate::network::Network,
         logs: crate::logs::Logs,
     ) -> std::io::Result<Builder> {
         let builtin_dir = data.root.join("buildpacks");
@@ -117,6 +120,7 @@ impl Builder {
                 builtin_dir,
                 live: Mutex::new(HashMap::new()),
                 runtime,
+                network,
                 logs,
             }),
         })

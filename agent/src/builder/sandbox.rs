@@ -164,8 +164,14 @@ impl Job {
         .map_err(|e| Failure::new(e.to_string()))?
         .map_err(|e| Failure::new(format!("prepare the build sandbox: {e}")))?;
         let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
+        let sandbox_id = format!("build-{}", self.build.id);
+        let net = inner
+            .network
+            .attach(&sandbox_id, None)
+            .await
+            .map_err(|e| Failure::new(format!("start the build sandbox: {e}")))?;
         let spec = DynoSpec {
-            id: format!("build-{}", self.build.id),
+            id: sandbox_id.clone(),
             hostname: "build".into(),
             slug_dir: None,
             binds: vec![
@@ -214,10 +220,12 @@ impl Job {
             // A build ends with the agent that runs it.
             outlives_agent: false,
             note: String::new(),
+            net,
         };
-        let mut proc = runtime
-            .spawn(&spec)
-            .map_err(|e| Failure::new(format!("start the build sandbox: {e}")))?;
+        let mut proc = runtime.spawn(&spec).map_err(|e| {
+            inner.network.release(&sandbox_id);
+            Failure::new(format!("start the build sandbox: {e}"))
+        })?;
         let mut pipes = Vec::new();
         for reader in [
             proc.take_stdout()
@@ -252,6 +260,7 @@ impl Job {
             let _ = p.await;
         }
         proc.cleanup();
+        inner.network.release(&sandbox_id);
         let _ = tokio::fs::remove_file(&req_path).await;
         let outcome: Option<SandboxOutcome> = tokio::fs::read(&outcome_path)
             .await

@@ -70,7 +70,21 @@ impl DynoManager {
                 return;
             }
         };
-        let spec = spec_of(id, &launch, &lease, None, true, String::new());
+        let net = match self
+            .inner
+            .network
+            .attach(&id.to_string(), Some(launch.app))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = output
+                    .send(fail(format!("cannot start the dyno: {e}")))
+                    .await;
+                return;
+            }
+        };
+        let spec = spec_of(id, &launch, &lease, None, true, String::new(), net);
         let logs = self.inner.logs.clone();
         logs.platform(
             launch.app,
@@ -80,6 +94,7 @@ impl DynoManager {
         let mut proc = match self.inner.runtime.spawn(&spec) {
             Ok(p) => p,
             Err(e) => {
+                self.inner.network.release(&id.to_string());
                 let _ = output
                     .send(fail(format!("cannot start the dyno: {e}")))
                     .await;
@@ -171,6 +186,7 @@ impl DynoManager {
         };
         let _ = output.send(AttachOutput::Exit(code)).await;
         proc.cleanup();
+        self.inner.network.release(&id.to_string());
         drop(lease);
         logs.platform(
             launch.app,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use haven_raft::model::{NodeId, State};
 use uuid::Uuid;
 
-use crate::runtime::DynoSpec;
+use crate::runtime::{DynoNet, DynoSpec};
 use crate::slugcache::Lease;
 
 /// Everything needed to start one dyno, read from the replicated state.
@@ -106,6 +106,7 @@ pub(super) fn spec_of(
     port: Option<u16>,
     stdin: bool,
     note: String,
+    net: Option<DynoNet>,
 ) -> DynoSpec {
     let quota = quota_mb(&l.size) * 1024 * 1024;
     DynoSpec {
@@ -123,6 +124,7 @@ pub(super) fn spec_of(
         // caller is gone with the agent anyway.
         outlives_agent: !stdin,
         note,
+        net,
     }
 }
 

@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use crate::config::DynoTuning;
 use crate::logs::Logs;
+use crate::network::Network;
 use crate::router::registry::Registrar;
 use crate::runtime::Runtime;
 use crate::slugcache::SlugCache;
@@ -93,6 +94,8 @@ struct Inner {
     registrar: Registrar,
     /// This node's address as other nodes reach it (routers dial dynos there).
     advertise_host: String,
+    /// Dynos' own network namespaces and what they may reach.
+    network: Network,
     /// Dynos a previous agent left (process records), not yet adopted or stopped.
     leftovers: Mutex<HashSet<Uuid>>,
     /// A read barrier succeeded since the start: the state knows every dyno of this node.
@@ -117,6 +120,7 @@ impl DynoManager {
         tuning: DynoTuning,
         registrar: Registrar,
         advertise_host: String,
+        network: Network,
     ) -> DynoManager {
         let leftovers = runtime
             .recorded_dynos()
@@ -137,6 +141,7 @@ impl DynoManager {
                 attached: Mutex::new(HashSet::new()),
                 registrar,
                 advertise_host,
+                network,
                 leftovers: Mutex::new(leftovers),
                 synced: AtomicBool::new(false),
                 keep_dynos: AtomicBool::new(false),
@@ -230,10 +235,12 @@ impl DynoManager {
         drop(left);
         for id in stop {
             let runtime = self.inner.runtime.clone();
+            let network = self.inner.network.clone();
             let limit = Duration::from_secs(self.inner.tuning.stop_timeout_secs);
             tokio::spawn(async move {
                 let Some((mut proc, _)) = runtime.adopt(&id.to_string()) else {
                     runtime.discard(&id.to_string());
+                    network.release(&id.to_string());
                     return;
                 };
                 info!(dyno = %id, pid = proc.pid(), "stopping a dyno this node no longer runs");
@@ -243,6 +250,7 @@ impl DynoManager {
                     let _ = proc.wait().await;
                 }
                 proc.cleanup();
+                network.release(&id.to_string());
             });
         }
     }

@@ -7,6 +7,7 @@
 //! same process, supervised and routed as if this agent had started it, with no restart
 //! and no lifecycle log lines.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use haven_raft::model::DynoState;
@@ -79,26 +80,28 @@ impl DynoManager {
 
     /// The process a previous agent left running for dyno `id`, if it runs what `l` and
     /// `restart_seq` ask for; one that runs something older is stopped. Returns it with
-    /// its port.
+    /// its port and its address (in its own network namespace).
     async fn adopt(
         &self,
         id: Uuid,
         l: &Launch,
         restart_seq: u32,
-    ) -> Option<(DynoProcess, Option<u16>)> {
+    ) -> Option<(DynoProcess, Option<u16>, Option<Ipv4Addr>)> {
         let (mut proc, note) = self.inner.runtime.adopt(&id.to_string())?;
         let note: Option<Note> = serde_json::from_str(&note).ok();
         match note {
             Some(n) if n.release == l.release && n.restart_seq == restart_seq => {
                 self.claim_port(n.port);
+                let address = self.inner.network.adopt(&id.to_string(), l.app);
                 info!(dyno = %id, pid = proc.pid(), "adopted a running dyno");
-                Some((proc, n.port))
+                Some((proc, n.port, address))
             }
             _ => {
                 info!(dyno = %id, "a running dyno is out of date; restarting it");
                 self.tail_output(l.app, &l.name, proc.output());
                 self.stop_process(id, l, &mut proc).await;
                 proc.cleanup();
+                self.inner.network.release(&id.to_string());
                 None
             }
         }
@@ -164,8 +167,8 @@ impl DynoManager {
                 None
             };
             let was_adopted = adopted.is_some();
-            let (mut proc, port) = match adopted {
-                Some((proc, port)) => {
+            let (mut proc, port, address) = match adopted {
+                Some((proc, port, address)) => {
                     let up = self
                         .inner
                         .raft
@@ -179,7 +182,7 @@ impl DynoManager {
                         st.port = port;
                         st.restarts = restarts;
                     });
-                    (proc, port)
+                    (proc, port, address)
                 }
                 None => {
                     let web = launch.process_type == "web";
@@ -200,10 +203,20 @@ impl DynoManager {
                         port,
                     };
                     let note = serde_json::to_string(&note).unwrap_or_default();
-                    let spec = spec_of(id, &launch, &lease, port, false, note);
-                    match self.inner.runtime.spawn(&spec) {
-                        Ok(p) => (p, port),
+                    let net = self
+                        .inner
+                        .network
+                        .attach(&id.to_string(), Some(launch.app))
+                        .await;
+                    let spawned = net.map_err(std::io::Error::other).and_then(|net| {
+                        let address = net.as_ref().map(|n| n.address);
+                        let spec = spec_of(id, &launch, &lease, port, false, note, net);
+                        self.inner.runtime.spawn(&spec).map(|p| (p, address))
+                    });
+                    match spawned {
+                        Ok((p, address)) => (p, port, address),
                         Err(e) => {
+                            self.inner.network.release(&id.to_string());
                             logs.platform(
                                 launch.app,
                                 &launch.name,
@@ -225,7 +238,14 @@ impl DynoManager {
             self.pipe_output(launch.app, &launch.name, proc.take_stderr());
             self.tail_output(launch.app, &launch.name, proc.output());
             let outcome = self
-                .live(id, &launch, &mut proc, port, was_adopted, &mut signal)
+                .live(
+                    id,
+                    &launch,
+                    &mut proc,
+                    (port, address),
+                    was_adopted,
+                    &mut signal,
+                )
                 .await;
             if let Outcome::Detached = outcome {
                 // The agent stops for an upgrade: the dyno runs on for the next one.
@@ -233,6 +253,7 @@ impl DynoManager {
                 return;
             }
             proc.cleanup();
+            self.inner.network.release(&id.to_string());
             self.free_port(port);
             drop(lease);
             match outcome {
@@ -305,7 +326,7 @@ impl DynoManager {
         id: Uuid,
         l: &Launch,
         proc: &mut DynoProcess,
-        port: Option<u16>,
+        (port, address): (Option<u16>, Option<Ipv4Addr>),
         adopted: bool,
         signal: &mut watch::Receiver<Signal>,
     ) -> Outcome {
@@ -354,9 +375,10 @@ impl DynoManager {
                 _ = ticker.tick() => {
                     if !booted {
                         if let Some(p) = port {
-                            if tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok() {
+                            let at = address.unwrap_or(Ipv4Addr::LOCALHOST);
+                            if tokio::net::TcpStream::connect((at, p)).await.is_ok() {
                                 booted = true;
-                                self.route(id, l, p);
+                                self.route(id, l, p).await;
                                 let was_up = adopted && self.lock_status_is(id, DynoState::Up);
                                 self.set_status(id, |st| st.state = DynoState::Up);
                                 if !was_up {
@@ -389,21 +411,33 @@ impl DynoManager {
         }
     }
 
-    /// Makes an `up` web dyno reachable through every router.
-    fn route(&self, id: Uuid, l: &Launch, port: u16) {
+    /// Makes an `up` web dyno reachable through every router: other nodes' routers dial
+    /// this node's address and its port (forwarded to the dyno's own namespace), this
+    /// node's router the dyno's own address.
+    async fn route(&self, id: Uuid, l: &Launch, port: u16) {
         let host = &self.inner.advertise_host;
         let addr = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
-        self.inner.registrar.register(RouteEntry {
-            app: l.app,
-            dyno: id,
-            name: l.name.clone(),
-            release: l.release,
-            addr,
-        });
+        let local = match self.inner.network.expose(&id.to_string(), port).await {
+            Ok(a) => a.map(|a| format!("{a}:{port}")),
+            Err(e) => {
+                warn!(dyno = %id, error = %e, "cannot expose a web dyno to the other nodes");
+                None
+            }
+        };
+        self.inner.registrar.register(
+            RouteEntry {
+                app: l.app,
+                dyno: id,
+                name: l.name.clone(),
+                release: l.release,
+                addr,
+            },
+            local,
+        );
     }
 
     /// Takes a dyno out of every router, waiting for their confirmation (bounded).

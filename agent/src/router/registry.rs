@@ -215,12 +215,18 @@ impl Registrar {
         self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Makes `route` reachable through every router.
-    pub fn register(&self, route: RouteEntry) {
+    /// Makes `route` reachable through every router; this node's own router dials
+    /// `local_addr` instead of the route's address when it is given (a dyno in its own
+    /// network namespace, whose address only this node reaches).
+    pub fn register(&self, route: RouteEntry, local_addr: Option<String>) {
         if let Ok(mut r) = self.inner.routes.lock() {
             r.insert(route.dyno, route.clone());
         }
-        self.inner.local.add(self.inner.me, route.clone());
+        let mut local = route.clone();
+        if let Some(a) = local_addr {
+            local.addr = a;
+        }
+        self.inner.local.add(self.inner.me, local);
         let seq = self.next_seq();
         let _ = self.inner.tx.send(RouteMsg::Add { seq, route });
     }

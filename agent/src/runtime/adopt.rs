@@ -27,6 +27,19 @@ impl Runtime {
             .collect()
     }
 
+    /// The addresses of the recorded dynos that have a network namespace of their own
+    /// (whether or not they still run), by dyno id: the network manager keeps them
+    /// reserved until those dynos are adopted and stopped, or discarded.
+    pub fn recorded_addresses(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        self.recorded_dynos()
+            .into_iter()
+            .filter_map(|id| {
+                let rec = record::read(&plan::DynoDirs::new(&self.state_dir, &id).root)?;
+                Some((id, rec.address?))
+            })
+            .collect()
+    }
+
     /// Removes what is left of dyno `id` (a dyno dir whose process no longer runs):
     /// kills whatever its record or cgroup still holds, removes both.
     pub fn discard(&self, id: &str) {

@@ -6,7 +6,9 @@
 //! from the mount plan, `pivot_root`s into it, sets the hostname, forks the main process
 //! (which drops to the dyno uid with `no_new_privs` and execs bash), then reaps zombies and
 //! forwards signals until the main process exits; it exits with it, which makes the kernel
-//! kill whatever else is left in the namespace. The outer process forwards signals to PID 1,
+//! kill whatever else is left in the namespace. With a [`super::net::DynoNet`] in the spec,
+//! the outer process also unshares the network namespace and plumbs it (veth to the
+//! node's bridge, address, routes) before the fork. The outer process forwards signals to PID 1,
 //! and relays the main process's status as its own (exit code, or the same signal), so the
 //! runtime's `wait` sees the command's status.
 
@@ -118,8 +120,20 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // Neither this process nor PID 1 should be the OOM killer's pick; the main process
     // resets its own score.
     let _ = fs::write("/proc/self/oom_score_adj", "-1000");
+    // The host end of the dyno's network is reached through a socket opened here, in
+    // the host's network namespace, before leaving it.
+    let host_net = match &spec.net {
+        Some(net) => Some(super::net::HostSide::open(net).context("open netlink")?),
+        None => None,
+    };
     ensure_single_threaded()?;
-    unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
+    if let (Some(net), Some(host)) = (&spec.net, host_net) {
+        unshare(NAMESPACES | CloneFlags::CLONE_NEWNET)
+            .context("unshare the mount, UTS, IPC, PID and network namespaces")?;
+        super::net::join(net, host).context("set up the dyno's network")?;
+    } else {
+        unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
+    }
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("create the status pipe")?;
     let signals = handled_signals();

@@ -4,7 +4,8 @@
 //! **Container mode** (root, namespaces, overlayfs, cgroups): `spawn` writes the per-dyno
 //! dir and a spec file, creates the dyno's cgroup with its limits, and starts
 //! `havend dyno-init --spec FILE` (see [`init`]): PID 1 of new PID, mount, UTS and IPC
-//! namespaces (the network is the host's, so the router reaches `$PORT`), rooted by
+//! namespaces (plus a network namespace of its own when the spec has a [`DynoNet`], see
+//! [`net`]; else the host's network), rooted by
 //! `pivot_root` in a tmpfs holding the host stack bound read-only, `/app` as an overlay
 //! (slug below, per-dyno upper dir above), a private `/tmp`, fresh `/proc` and a minimal
 //! `/dev`. The command runs as uid/gid [`plan::DYNO_UID`] with `no_new_privs`. Every mount
@@ -24,6 +25,8 @@ mod adopt;
 mod cgroup;
 mod files;
 mod init;
+mod net;
+mod netlink;
 mod output;
 mod plan;
 mod probe;
@@ -47,6 +50,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 pub use files::chown_tree;
 use files::{create_private_dir, remove_tree};
 pub use init::{probe as dyno_init_probe, run as dyno_init};
+pub use net::{probe as probe_network, probe_child as dyno_init_probe_net, setup_bridge, DynoNet};
 pub use output::OutputTail;
 pub use plan::{DYNO_GID, DYNO_UID};
 pub use run::{dyno_run, DynoRunArgs};
@@ -100,6 +104,9 @@ pub struct DynoSpec {
     /// Kept with the running process and given back by [`Runtime::adopt`] (the
     /// supervisor keeps the port and restart sequence there). Not secret-safe: no config.
     pub note: String,
+    /// Container mode: the dyno's own network namespace, linked to the node's bridge.
+    /// `None` (and always in Process mode): the host's network.
+    pub net: Option<DynoNet>,
 }
 
 /// How a dyno ended.
@@ -204,12 +211,9 @@ impl Runtime {
         };
         match started {
             Ok(p) if spec.outlives_agent => {
-                if let Err(e) = record::write(
-                    &dirs.root,
-                    p.pid(),
-                    self.mode == Mode::Container,
-                    &spec.note,
-                ) {
+                let container = self.mode == Mode::Container;
+                let address = spec.net.as_ref().filter(|_| container).map(|n| n.address);
+                if let Err(e) = record::write(&dirs.root, p.pid(), container, &spec.note, address) {
                     // Still a working dyno; only the next agent will not adopt it.
                     tracing::warn!(dyno = %spec.id, error = %e, "cannot write the dyno's process record");
                 }
@@ -278,6 +282,7 @@ impl Runtime {
             exit_status_file: spec
                 .outlives_agent
                 .then(|| dirs.root.join(EXIT_STATUS_FILE)),
+            net: spec.net.clone(),
         };
         let written = serde_json::to_vec(&init_spec)
             .map_err(io::Error::other)

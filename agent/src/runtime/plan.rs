@@ -88,6 +88,9 @@ pub struct InitSpec {
     /// for an agent that adopted it (and so cannot `wait` for it).
     #[serde(default)]
     pub exit_status_file: Option<PathBuf>,
+    /// The dyno's own network namespace; `None`: the host's network.
+    #[serde(default)]
+    pub net: Option<super::net::DynoNet>,
 }
 
 /// The per-dyno directory `STATE_DIR/ID` and what lives in it.
@@ -466,6 +469,7 @@ mod tests {
             stdin: false,
             outlives_agent: false,
             note: String::new(),
+            net: None,
         }
     }
 

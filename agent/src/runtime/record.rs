@@ -25,6 +25,9 @@ pub struct Record {
     pub container: bool,
     /// What the caller asked to keep with the process ([`super::DynoSpec::note`]).
     pub note: String,
+    /// The dyno's address in its own network namespace, if it has one.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 pub fn path(dir: &Path) -> PathBuf {
@@ -32,7 +35,13 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// Writes the record of `pid` (temp file, then rename: a reader never sees half of it).
-pub fn write(dir: &Path, pid: i32, container: bool, note: &str) -> io::Result<()> {
+pub fn write(
+    dir: &Path,
+    pid: i32,
+    container: bool,
+    note: &str,
+    address: Option<std::net::Ipv4Addr>,
+) -> io::Result<()> {
     let start_time =
         start_time(pid).ok_or_else(|| io::Error::other(format!("process {pid} is gone")))?;
     let rec = Record {
@@ -40,6 +49,7 @@ pub fn write(dir: &Path, pid: i32, container: bool, note: &str) -> io::Result<()
         start_time,
         container,
         note: note.to_string(),
+        address,
     };
     let tmp = dir.join(".process.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(&rec).map_err(io::Error::other)?)?;
@@ -125,7 +135,7 @@ mod tests {
     fn this_process_is_running_and_a_wrong_start_time_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id() as i32;
-        write(dir.path(), me, false, "n").unwrap();
+        write(dir.path(), me, false, "n", None).unwrap();
         let rec = read(dir.path()).unwrap();
         assert_eq!(rec.note, "n");
         assert!(running(&rec));

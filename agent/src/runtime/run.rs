@@ -135,6 +135,7 @@ pub fn dyno_run(args: DynoRunArgs) -> Result<i32> {
         stdin: true,
         outlives_agent: false,
         note: String::new(),
+        net: None,
     };
     let tokio_rt = tokio::runtime::Runtime::new()?;
     let stop = Duration::from_secs(args.stop_timeout);

@@ -23,6 +23,7 @@ mod hctl;
 mod heroku_cli;
 mod invariants;
 mod logs;
+mod network;
 mod pg_admin;
 mod redis_ha;
 mod router;
