@@ -190,21 +190,8 @@ pub async fn set_password(addon: &Addon, member: &AddonMember, dir: &Path) -> Re
 /// Writes the password a Postgres standby replicates with into its `pgpass` (0600, the
 /// server's user's), which libpq reads at each connection to the primary.
 pub fn write_pgpass(addon: &Addon, dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(".pgpass.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "*:*:*:{}:{}", addon.db_user(), addon.password)?;
-    f.sync_all()?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-    }
-    std::fs::rename(&tmp, dir.join("pgpass"))
+    let line = format!("*:*:*:{}:{}\n", addon.db_user(), addon.password);
+    super::server::write_private(dir, "pgpass", &line, owner)
 }
 
 async fn pg_status(addon: &Addon, member: &AddonMember) -> Result<ReplStatus, String> {

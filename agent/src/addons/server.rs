@@ -79,29 +79,40 @@ pub fn write_tls(
     host: &str,
     owner: Option<(u32, u32)>,
 ) -> anyhow::Result<()> {
+    let issued = crate::tls::issue_server_cert(ca, &[host.to_string()])?;
+    write_private(
+        dir,
+        "server.crt",
+        &format!("{}{}", issued.cert_pem, ca.cert_pem),
+        owner,
+    )?;
+    write_private(dir, "server.key", &issued.key_pem, owner)?;
+    Ok(())
+}
+
+/// Writes `body` to `dir/name` whole (a temp file renamed, synced), readable only by its
+/// owner: the server's user when `owner` is given.
+pub fn write_private(
+    dir: &Path,
+    name: &str,
+    body: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let issued = crate::tls::issue_server_cert(ca, &[host.to_string()])?;
-    for (name, body) in [
-        ("server.crt", format!("{}{}", issued.cert_pem, ca.cert_pem)),
-        ("server.key", issued.key_pem),
-    ] {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(body.as_bytes())?;
-        f.sync_all()?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
-        }
-        std::fs::rename(&tmp, &path)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(body.as_bytes())?;
+    f.sync_all()?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
     }
-    Ok(())
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// What a member needs in its data dir before its server starts: a Postgres member's TLS

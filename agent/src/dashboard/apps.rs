@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::layout::{app_tabs, csrf, page, when, Notice};
 use super::session::Session;
-use super::{back, html as page_html, seg, ApiFailure, Dash};
+use super::{arr, back, html as page_html, s, seg, ApiFailure, Dash};
 
 /// `?notice=` / `?error=` after a form.
 #[derive(Debug, Default, Deserialize)]
@@ -34,14 +34,6 @@ pub fn failed(session: &Session, title: &str, e: ApiFailure) -> Response {
         e.status,
         page(session, title, &Notice::error(&e.message), html! {}),
     )
-}
-
-fn arr(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
 }
 
 /// A count of dynos by state, `web: 2 up, 1 starting`.

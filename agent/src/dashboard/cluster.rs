@@ -7,16 +7,12 @@ use axum::response::Response;
 use axum::Form;
 use maud::html;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::apps::{failed, NoticeQuery};
 use super::layout::{bars, csrf, page, when};
 use super::session::Session;
-use super::{back, html as page_html, seg, Dash};
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
+use super::{back, html as page_html, s, seg, Dash};
 
 async fn render(dash: Dash, session: Session, q: NoticeQuery) -> Response {
     let nodes = match dash

@@ -223,6 +223,16 @@ fn back(to: &str, outcome: Result<String, ApiFailure>) -> Response {
     Redirect::to(&url).into_response()
 }
 
+/// An API answer's array (empty when it is not one).
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// An API answer's string (empty when it is not one).
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
 /// Percent-encodes a query value.
 fn urlencode(s: &str) -> String {
     let mut out = String::new();

@@ -13,15 +13,7 @@ use serde_json::{json, Value};
 use super::apps::{failed, NoticeQuery};
 use super::layout::{app_tabs, csrf, page, when};
 use super::session::Session;
-use super::{back, html as page_html, seg, ApiFailure, Dash};
-
-fn arr(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
+use super::{arr, back, html as page_html, s, seg, ApiFailure, Dash};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SettingsQuery {

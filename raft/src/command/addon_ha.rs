@@ -7,9 +7,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::addons::{addon_not_found, att_values, derived_id, set_vars};
+use super::addons::addon_not_found;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
-use crate::model::{Addon, AddonMember, AddonState, Attachment, NodeId, NodeStatus, State};
+use crate::model::{Addon, AddonMember, AddonState, NodeId, NodeStatus, State};
 
 /// Part of marking `node` down: its standbys are no longer in sync (nor streaming), so
 /// that they cannot be promoted and their primaries may stop waiting for them.
@@ -250,28 +250,5 @@ pub(super) fn failover(
     }
     a.updated_at = actor.at;
     let a = a.clone();
-    let atts: Vec<Attachment> = state
-        .addon_attachments(addon)
-        .into_iter()
-        .cloned()
-        .collect();
-    let mut releases = Vec::new();
-    for t in &atts {
-        let values = att_values(state, &a, t);
-        let v = set_vars(
-            state,
-            t,
-            Some(&values),
-            &a.name,
-            derived_id(release_seed, t.id),
-            actor,
-            "Failover",
-        )?;
-        releases.push((t.app, v));
-    }
-    Ok(CommandOutput::Addon {
-        addon: Box::new(a),
-        attachments: atts,
-        releases,
-    })
+    super::addons::reset_all_vars(state, a, release_seed, actor, "Failover")
 }

@@ -467,6 +467,38 @@ pub(super) fn set_vars(
     ))
 }
 
+/// Sets the vars of every attachment of add-on `a` again (its URL or password changed),
+/// one release per attachment described `"{verb} NAME (@ref:ADDON)"`, ids derived from
+/// `release_seed`: the command's output.
+pub(super) fn reset_all_vars(
+    state: &mut State,
+    a: Addon,
+    release_seed: Uuid,
+    actor: &Actor,
+    verb: &str,
+) -> CommandResult {
+    let atts: Vec<Attachment> = state.addon_attachments(a.id).into_iter().cloned().collect();
+    let mut releases = Vec::new();
+    for t in &atts {
+        let values = att_values(state, &a, t);
+        let v = set_vars(
+            state,
+            t,
+            Some(&values),
+            &a.name,
+            derived_id(release_seed, t.id),
+            actor,
+            verb,
+        )?;
+        releases.push((t.app, v));
+    }
+    Ok(CommandOutput::Addon {
+        addon: Box::new(a),
+        attachments: atts,
+        releases,
+    })
+}
+
 /// Destroys an add-on: detaches every attachment (a release in each app) and marks it
 /// `Deprovisioning`. Destroying one already deprovisioning changes nothing.
 pub(super) fn destroy(

@@ -7,9 +7,9 @@
 
 use uuid::Uuid;
 
-use super::addons::{addon_not_found, att_values, derived_id, set_vars};
-use super::{Actor, CommandError, CommandOutput, CommandResult};
-use crate::model::{AddonState, Attachment, State};
+use super::addons::{addon_not_found, reset_all_vars};
+use super::{Actor, CommandError, CommandResult};
+use crate::model::{AddonState, State};
 
 pub(super) fn rotate(
     state: &mut State,
@@ -47,28 +47,5 @@ pub(super) fn rotate(
     a.password = password.to_string();
     a.updated_at = actor.at;
     let a = a.clone();
-    let atts: Vec<Attachment> = state
-        .addon_attachments(addon)
-        .into_iter()
-        .cloned()
-        .collect();
-    let mut releases = Vec::new();
-    for t in &atts {
-        let values = att_values(state, &a, t);
-        let v = set_vars(
-            state,
-            t,
-            Some(&values),
-            &a.name,
-            derived_id(release_seed, t.id),
-            actor,
-            "Rotate credentials of",
-        )?;
-        releases.push((t.app, v));
-    }
-    Ok(CommandOutput::Addon {
-        addon: Box::new(a),
-        attachments: atts,
-        releases,
-    })
+    reset_all_vars(state, a, release_seed, actor, "Rotate credentials of")
 }

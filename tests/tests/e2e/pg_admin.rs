@@ -63,7 +63,7 @@ fn promote_moves_database_url_and_rotation_replaces_the_password() {
     let env = cluster(1);
     env.post_json(0, "/apps", &json!({ "name": "shop" }))
         .unwrap();
-    let first = create(&env, "shop");
+    create(&env, "shop");
     let second = create(&env, "shop");
     let before = config(&env, "shop");
     let first_url = before["DATABASE_URL"].as_str().unwrap().to_string();
@@ -184,5 +184,4 @@ fn promote_moves_database_url_and_rotation_replaces_the_password() {
     );
     // The other database's credentials did not change.
     assert_eq!(psql_url(&first_url, "SELECT 1").unwrap(), "1");
-    let _ = first;
 }
