@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::config::DynoTuning;
+use crate::events::Events;
 use crate::liveness::Liveness;
 
 /// The scheduler's view of the replicated state.
@@ -269,6 +270,79 @@ fn release_phase(s: &State, now: chrono::DateTime<Utc>) -> Vec<Command> {
     out
 }
 
+/// What a command of the leader's loop does, in words, for the platform events (one
+/// line per event).
+fn describe(s: &State, cmd: &Command) -> String {
+    let addon = |id: &Uuid| {
+        s.addons
+            .get(id)
+            .map_or_else(|| id.to_string(), |a| a.name.clone())
+    };
+    let node = |id: &NodeId| {
+        s.nodes
+            .get(id)
+            .map_or_else(|| id.to_string(), |n| n.name.clone())
+    };
+    let app = |id: &Uuid| {
+        s.apps
+            .get(id)
+            .map_or_else(|| id.to_string(), |a| a.name.clone())
+    };
+    match cmd {
+        Command::DesyncStandby { addon: a, .. } => format!(
+            "took a standby of {} out of sync: its server stopped answering or streaming",
+            addon(a)
+        ),
+        Command::ReplaceStandby { addon: a, new, .. } => format!(
+            "placed a new standby of {} on {}: the old one's node stayed down",
+            addon(a),
+            node(&new.node)
+        ),
+        Command::FailoverAddon { addon: a, to, .. } => {
+            let on = s
+                .addons
+                .get(a)
+                .and_then(|x| x.members.iter().find(|m| m.id == *to))
+                .map_or_else(String::new, |m| format!(" on {}", node(&m.node)));
+            format!(
+                "failed {} over to its standby{on}: the primary's node is down",
+                addon(a)
+            )
+        }
+        Command::ApplyPlan {
+            starts,
+            stops,
+            unplaced,
+        } => {
+            let mut lines = Vec::new();
+            if !starts.is_empty() || !stops.is_empty() {
+                let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+                for d in starts {
+                    *placed.entry(node(&d.node)).or_default() += 1;
+                }
+                let onto: Vec<String> = placed.iter().map(|(n, c)| format!("{c} on {n}")).collect();
+                lines.push(format!(
+                    "placed {} dynos ({}) and stopped {}",
+                    starts.len(),
+                    onto.join(", "),
+                    stops.len()
+                ));
+            }
+            for u in unplaced.iter().filter(|u| !s.unplaced.contains(u)) {
+                lines.push(format!(
+                    "could not place {}.{} of {}: {}",
+                    u.process_type,
+                    u.index,
+                    app(&u.app),
+                    u.reason
+                ));
+            }
+            lines.join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Least time between two rounds of the leader's loop when applied writes wake it.
 const PLAN_GAP: Duration = Duration::from_millis(50);
 
@@ -278,6 +352,7 @@ pub async fn control_loop(
     raft: HavenRaft,
     liveness: Liveness,
     tuning: DynoTuning,
+    events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let timeout = Duration::from_millis(tuning.node_timeout_ms.max(100));
@@ -304,6 +379,12 @@ pub async fn control_loop(
             leading_since = None;
             continue;
         }
+        if leading_since.is_none() {
+            events.record(
+                "raft",
+                format!("became the Raft leader (term {})", raft.status().term),
+            );
+        }
         let since = *leading_since.get_or_insert_with(Instant::now);
         let now = Instant::now();
         // Liveness transitions. A node counts as heard from at least when this node
@@ -325,14 +406,25 @@ pub async fn control_loop(
             };
             if let Some(next) = next {
                 info!(node = %name, status = next.as_str(), "node status changed");
-                if let Err(e) = raft
+                match raft
                     .write(Command::SetNodeStatus {
                         node_id: id,
                         status: next,
                     })
                     .await
                 {
-                    warn!(error = %e, "could not record a node's status");
+                    Ok(Ok(_)) => events.record(
+                        "node",
+                        match next {
+                            NodeStatus::Down => format!(
+                                "marked {name} down: not heard from for {} ms",
+                                timeout.as_millis()
+                            ),
+                            NodeStatus::Up => format!("marked {name} up: heard from again"),
+                        },
+                    ),
+                    Ok(Err(e)) => debug!(error = %e, "node status refused"),
+                    Err(e) => warn!(error = %e, "could not record a node's status"),
                 }
             }
         }
@@ -341,8 +433,9 @@ pub async fn control_loop(
         let desyncs =
             raft.with_state(|s| crate::addons::broken_standbys(s, &mut broken_standbys, now));
         for cmd in desyncs {
+            let what = raft.with_state(|s| describe(s, &cmd));
             match raft.write(cmd).await {
-                Ok(Ok(_)) => info!("took a broken standby out of sync"),
+                Ok(Ok(_)) => events.record("addon", what),
                 Ok(Err(e)) => debug!(error = %e, "standby desync refused"),
                 Err(e) => warn!(error = %e, "could not record a standby desync"),
             }
@@ -354,15 +447,17 @@ pub async fn control_loop(
             crate::addons::replacements(s, heard, now, replace_after)
         });
         for cmd in replacements {
+            let what = raft.with_state(|s| describe(s, &cmd));
             match raft.write(cmd).await {
-                Ok(Ok(_)) => info!("placed a new standby for one whose node stays down"),
+                Ok(Ok(_)) => events.record("addon", what),
                 Ok(Err(e)) => debug!(error = %e, "standby replacement refused"),
                 Err(e) => warn!(error = %e, "could not record a standby replacement"),
             }
         }
         for cmd in raft.with_state(crate::addons::failovers) {
+            let what = raft.with_state(|s| describe(s, &cmd));
             match raft.write(cmd).await {
-                Ok(Ok(_)) => info!("failed an add-on over to its standby"),
+                Ok(Ok(_)) => events.record("addon", what),
                 Ok(Err(e)) => debug!(error = %e, "add-on failover refused"),
                 Err(e) => warn!(error = %e, "could not record an add-on failover"),
             }
@@ -372,8 +467,13 @@ pub async fn control_loop(
             plan_command(s, &p)
         });
         if let Some(cmd) = plan {
+            let what = raft.with_state(|s| describe(s, &cmd));
             match raft.write(cmd).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    for line in what.lines() {
+                        events.record("scheduler", line);
+                    }
+                }
                 Ok(Err(e)) => warn!(error = %e, "the scheduler's plan was refused"),
                 Err(e) => debug!(error = %e, "could not record the scheduler's plan"),
             }

@@ -8,6 +8,7 @@ mod config;
 mod dashboard;
 mod drains;
 mod dynos;
+mod events;
 mod git;
 mod https;
 mod join;

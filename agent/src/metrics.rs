@@ -53,6 +53,17 @@ pub struct AppSnapshot {
     pub buckets: Vec<u64>,
     pub count: u64,
     pub sum_secs: f64,
+    /// Memory in use by the app's dynos running on the node, by dyno name: bytes and the
+    /// dyno size's quota (bytes). Filled by the API, not by the router.
+    #[serde(default)]
+    pub memory: BTreeMap<String, DynoMemory>,
+}
+
+/// One dyno's memory use beside its quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DynoMemory {
+    pub bytes: u64,
+    pub quota_bytes: u64,
 }
 
 impl AppSnapshot {
@@ -71,6 +82,8 @@ impl AppSnapshot {
         }
         self.count += other.count;
         self.sum_secs += other.sum_secs;
+        self.memory
+            .extend(other.memory.iter().map(|(k, v)| (k.clone(), *v)));
     }
 
     /// The upper bound (seconds) of the bucket holding the `q` quantile, if any request
@@ -156,6 +169,7 @@ impl Metrics {
                 },
                 count: c.latency.count,
                 sum_secs: c.latency.sum,
+                memory: BTreeMap::new(),
             },
             None => AppSnapshot::default(),
         }

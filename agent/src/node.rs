@@ -114,6 +114,11 @@ impl Agent {
         let liveness = Liveness::default();
         let table = Arc::new(Table::default());
         let logs = Logs::default();
+        let events = crate::events::Events::new(&cfg.name);
+        events.record(
+            "node",
+            format!("havend {} started", env!("CARGO_PKG_VERSION")),
+        );
         let metrics = Metrics::default();
         let services = Services {
             peer: raft.peer_server(),
@@ -212,6 +217,7 @@ impl Agent {
             registrar,
             cfg.advertise_host.clone(),
             network.clone(),
+            events.clone(),
         );
         tasks.push(tokio::spawn(network.run(shutdown_rx.clone())));
         let dyno_task = tokio::spawn(dynos.clone().run(shutdown_rx.clone()));
@@ -246,6 +252,7 @@ impl Agent {
             raft.clone(),
             liveness.clone(),
             cfg.dynos.clone(),
+            events.clone(),
             shutdown_rx.clone(),
         )));
         // Detached: it ends by itself once the cluster answered, and holds up no shutdown.
@@ -280,6 +287,7 @@ impl Agent {
             ca_pem: ca.cert_pem.clone(),
             backups,
             rendezvous: Default::default(),
+            events,
         };
         tasks.push(tokio::spawn(api::rendezvous::serve(
             ctx.clone(),

@@ -1,13 +1,12 @@
 //! `GET /apps/{app}/metrics` (Haven-only): the app's router counters over the cluster —
-//! requests by status class and latency quantiles — for the dashboard's Metrics tab and
-//! scripts. Every node counts the requests its own router served; the node asked sums
-//! its own and those of every other up node (`?scope=node` on each, with the caller's
-//! credentials; a node that does not answer within 2 s is counted as missing).
-
-use std::time::Duration;
+//! requests by status class and latency quantiles — and each running dyno's memory
+//! beside its quota, for the dashboard's Metrics tab and scripts. Every node counts the
+//! requests its own router served and reads its own dynos' memory; the node asked adds
+//! those of every other up node (`?scope=node` on each, with the caller's credentials; a
+//! node that does not answer within 2 s is counted as missing).
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -15,8 +14,8 @@ use serde_json::json;
 
 use super::access::Action;
 use super::{with_app, ApiContext, ApiError, Caller};
-use crate::metrics::AppSnapshot;
-use haven_raft::model::NodeStatus;
+use crate::metrics::{AppSnapshot, DynoMemory};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct MetricsQuery {
@@ -32,43 +31,43 @@ pub async fn app_metrics(
     Query(q): Query<MetricsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (name, others) = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
-        let others: Vec<String> = s
-            .nodes
-            .values()
-            .filter(|n| n.id != ctx.node_id && n.status == NodeStatus::Up)
-            .map(|n| n.api_url.clone())
+    let used = ctx.dynos.memory_usage();
+    let (name, memory) = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
+        let memory: BTreeMap<String, DynoMemory> = s
+            .app_dynos(a.id)
+            .into_iter()
+            .filter(|d| d.node == ctx.node_id)
+            .filter_map(|d| {
+                let bytes = *used.get(&d.id)?;
+                let quota_mb = haven_raft::catalog::dyno_size(&d.size).map_or(512, |z| z.memory_mb);
+                Some((
+                    d.name(),
+                    DynoMemory {
+                        bytes,
+                        quota_bytes: quota_mb * 1024 * 1024,
+                    },
+                ))
+            })
             .collect();
-        (a.name.clone(), others)
+        (a.name.clone(), memory)
     })
     .await?;
-    let mine = ctx.metrics.app_snapshot(&name);
+    let mut mine = ctx.metrics.app_snapshot(&name);
+    mine.memory = memory;
     if q.scope.as_deref() == Some("node") {
         return Ok(Json(mine).into_response());
     }
     let mut sum = mine;
-    let mut answered = 1;
-    let total = others.len() + 1;
-    let asks = others.iter().map(|url| {
-        let mut req = ctx
-            .http
-            .get(format!("{url}/apps/{name}/metrics?scope=node"))
-            .header(header::ACCEPT, "application/vnd.heroku+json; version=3")
-            .timeout(Duration::from_secs(2));
-        if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            req = req.header(header::AUTHORIZATION, auth.clone());
-        }
-        async move {
-            let resp = req.send().await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            resp.json::<AppSnapshot>().await.ok()
-        }
-    });
-    for snap in futures::future::join_all(asks).await.into_iter().flatten() {
-        sum.add(&snap);
-        answered += 1;
+    let (theirs, asked) = super::fanout::ask_others::<AppSnapshot>(
+        &ctx,
+        &headers,
+        &format!("/apps/{name}/metrics?scope=node"),
+    )
+    .await;
+    let answered = 1 + theirs.len();
+    let total = 1 + asked;
+    for snap in &theirs {
+        sum.add(snap);
     }
     let classes: serde_json::Map<String, serde_json::Value> = (1..=5)
         .map(|c| {
@@ -85,6 +84,11 @@ pub async fn app_metrics(
         "requests_by_status": classes,
         "response_time_p50_ms": ms(0.5),
         "response_time_p95_ms": ms(0.95),
+        "memory": sum.memory.iter().map(|(dyno, m)| json!({
+            "dyno": dyno,
+            "bytes": m.bytes,
+            "quota_bytes": m.quota_bytes,
+        })).collect::<Vec<_>>(),
         "nodes_counted": answered,
         "nodes": total,
     }))

@@ -1,5 +1,5 @@
-//! Haven-only calls: `GET /cluster/status`, `GET /cluster/nodes` and `PATCH
-//! /cluster/nodes/{node}` (drain).
+//! Haven-only calls: `GET /cluster/status`, `GET /cluster/nodes`, `PATCH
+//! /cluster/nodes/{node}` (drain) and `GET /cluster/events` (platform events).
 //!
 //! They read this node's replica and Raft status without a read barrier on purpose: they
 //! are how an operator finds out why a cluster has no leader, so they must answer then too.
@@ -234,12 +234,57 @@ pub async fn update_node(
         },
     )
     .await?;
+    let name = ctx
+        .raft
+        .with_state(|s| s.nodes.get(&id).map(|n| n.name.clone()))
+        .unwrap_or_default();
+    ctx.events.record(
+        "node",
+        if draining {
+            format!("{} drained {name}: its dynos move away", caller.email)
+        } else {
+            format!("{} undrained {name}", caller.email)
+        },
+    );
     let st = ctx.raft.status();
     let body = ctx
         .raft
         .with_state(|s| s.nodes.get(&id).map(|n| node_to_wire(s, n, &st)))
         .ok_or_else(|| ApiError::not_found("the node is gone"))?;
     Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventsQuery {
+    /// `node`: this node's events only.
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// `GET /cluster/events`: the newest platform events of every up node, newest first
+/// (`?scope=node`: this node's own, oldest first).
+pub async fn events(
+    State(ctx): State<ApiContext>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    allow(&caller, Action::Cluster)?;
+    let mine = ctx.events.list();
+    if q.scope.as_deref() == Some("node") {
+        return Ok(Json(mine).into_response());
+    }
+    let (theirs, _) = super::fanout::ask_others::<Vec<crate::events::Event>>(
+        &ctx,
+        &headers,
+        "/cluster/events?scope=node",
+    )
+    .await;
+    let all = mine
+        .into_iter()
+        .chain(theirs.into_iter().flatten())
+        .collect();
+    Ok(Json(crate::events::merge(all, crate::events::CAPACITY)).into_response())
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub mod credentials;
 mod domains;
 mod dynos;
 mod error;
+mod fanout;
 mod formation;
 #[cfg(test)]
 mod heroku_cli_tests;
@@ -91,6 +92,8 @@ pub struct ApiContext {
     pub backups: crate::addons::backups::Backups,
     /// `heroku run` rendezvous secrets handed out by this node.
     pub rendezvous: rendezvous::Rendezvous,
+    /// This node's platform events (`GET /cluster/events`).
+    pub events: crate::events::Events,
 }
 
 impl Caller {
@@ -313,6 +316,7 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
+        .route("/cluster/events", get(cluster::events))
         .route(
             "/cluster/nodes/{node}",
             axum::routing::patch(cluster::update_node),

@@ -122,6 +122,7 @@ impl Harness {
             registrar,
             "127.0.0.1".into(),
             crate::network::Network::host(raft.clone()),
+            Default::default(),
         );
         let app = router(ApiContext {
             raft: raft.clone(),
@@ -143,6 +144,7 @@ impl Harness {
                 dir.path().join("backups-tmp"),
             ),
             rendezvous: Default::default(),
+            events: Default::default(),
         });
         Harness {
             app,

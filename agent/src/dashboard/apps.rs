@@ -1,4 +1,4 @@
-//! The apps list and an app's Overview, Resources, Deploy, Activity and Logs pages, with
+//! The apps list and an app's Overview, Resources, Activity and Logs pages, with
 //! their forms (create, scale, restart, roll back, open a live log session).
 
 use axum::extract::{Path, Query, State};
@@ -142,7 +142,12 @@ pub async fn create(
 }
 
 /// Loads the pieces of an app page: the app itself, or the API's error.
-async fn load(dash: &Dash, session: &Session, app: &str, what: &str) -> Result<Value, ApiFailure> {
+pub(super) async fn load(
+    dash: &Dash,
+    session: &Session,
+    app: &str,
+    what: &str,
+) -> Result<Value, ApiFailure> {
     dash.call(
         session,
         Method::GET,
@@ -437,48 +442,6 @@ pub async fn rollback(
         .await
         .map(|r| format!("Rolled back: v{} {}", r["version"], s(&r["description"])));
     back(&to, out)
-}
-
-/// `GET .../deploy`: how to deploy, and the builds.
-pub async fn deploy(
-    State(dash): State<Dash>,
-    session: Session,
-    Path(app): Path<String>,
-    Query(q): Query<NoticeQuery>,
-) -> Response {
-    let a = match load(&dash, &session, &app, "").await {
-        Ok(a) => a,
-        Err(e) => return failed(&session, &app, e),
-    };
-    let builds = load(&dash, &session, &app, "/builds")
-        .await
-        .unwrap_or_default();
-    let body = html! {
-        (app_tabs(&app, "Deploy"))
-        section {
-            h2 { "Deploy with git" }
-            pre { "git remote add haven " (s(&a["git_url"])) "\ngit push haven main" }
-            h2 { "Deploy a directory" }
-            pre { "hctl deploy -a " (app) " ." }
-        }
-        section {
-            h2 { "Builds" }
-            table #builds {
-                thead { tr { th scope="col" { "Build" } th scope="col" { "Status" } th scope="col" { "Started" } th scope="col" { "Output" } } }
-                tbody {
-                    @for b in arr(&builds).iter().rev() {
-                        tr {
-                            td { code { (s(&b["id"]).get(..8).unwrap_or("")) } }
-                            td { (s(&b["status"])) }
-                            td { (when(&b["created_at"])) }
-                            td { a href=(s(&b["output_stream_url"])) { "output" } }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    page_html(StatusCode::OK, page(&session, &app, &q.notice(), body))
 }
 
 /// `GET .../logs`: the live tail (the script opens a log session and reads its stream).

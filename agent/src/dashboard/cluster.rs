@@ -1,5 +1,6 @@
 //! The cluster page (admins; others get the API's refusal): nodes with status, role,
-//! memory and dynos, drain/undrain, and the Raft status of the node answering.
+//! memory and dynos, drain/undrain, the Raft status of the node answering, and the recent
+//! platform events of every up node.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::apps::{failed, NoticeQuery};
 use super::layout::{bars, csrf, page, when};
 use super::session::Session;
-use super::{back, html as page_html, s, seg, Dash};
+use super::{arr, back, html as page_html, s, seg, Dash};
 
 async fn render(dash: Dash, session: Session, q: NoticeQuery) -> Response {
     let nodes = match dash
@@ -24,6 +25,10 @@ async fn render(dash: Dash, session: Session, q: NoticeQuery) -> Response {
     };
     let status = dash
         .call(&session, Method::GET, "/cluster/status", None)
+        .await
+        .unwrap_or_default();
+    let events = dash
+        .call(&session, Method::GET, "/cluster/events", None)
         .await
         .unwrap_or_default();
     let list = nodes.as_array().cloned().unwrap_or_default();
@@ -75,6 +80,23 @@ async fn render(dash: Dash, session: Session, q: NoticeQuery) -> Response {
                 }
             }
             (bars("Memory used per node (MB)", &used, ""))
+        }
+        section {
+            h2 { "Recent platform events" }
+            @if arr(&events).is_empty() { p { "None since the nodes started." } }
+            table #events {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Node" } th scope="col" { "Kind" } th scope="col" { "Event" } } }
+                tbody {
+                    @for e in arr(&events).iter().take(50) {
+                        tr {
+                            td { (when(&e["at"])) }
+                            td { (s(&e["node"])) }
+                            td { (s(&e["kind"])) }
+                            td { (s(&e["message"])) }
+                        }
+                    }
+                }
+            }
         }
     };
     page_html(StatusCode::OK, page(&session, "Cluster", &q.notice(), body))

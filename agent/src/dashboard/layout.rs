@@ -136,12 +136,12 @@ pub fn bars(title: &str, data: &[(String, f64)], unit: &str) -> Markup {
     html! {
         figure {
             figcaption { (title) }
-            svg role="img" aria-label=(title) width=(w) height="140" viewBox={ "0 0 " (w) " 140" } {
+            svg role="img" aria-label=(title) width=(w) height="150" viewBox={ "0 0 " (w) " 150" } {
                 @for (i, (label, v)) in data.iter().enumerate() {
                     @let h = (v / max * 100.0).round();
-                    rect x=(i * 60 + 10) y=(110.0 - h) width="40" height=(h) class="bar" {}
-                    text x=(i * 60 + 30) y="125" text-anchor="middle" { (label) }
-                    text x=(i * 60 + 30) y=(105.0 - h) text-anchor="middle" { (format!("{v:.0}{unit}")) }
+                    rect x=(i * 60 + 10) y=(120.0 - h) width="40" height=(h) class="bar" {}
+                    text x=(i * 60 + 30) y="135" text-anchor="middle" { (label) }
+                    text x=(i * 60 + 30) y=(115.0 - h) text-anchor="middle" { (format!("{v:.0}{unit}")) }
                 }
             }
         }

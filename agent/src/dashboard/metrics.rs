@@ -1,5 +1,6 @@
 //! An app's Metrics page: requests by status class and response time quantiles, from
-//! the routers of every node (`GET /apps/{app}/metrics`), drawn as inline SVG.
+//! the routers of every node, and memory per running dyno beside its quota
+//! (`GET /apps/{app}/metrics`), drawn as inline SVG.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -9,7 +10,7 @@ use maud::html;
 use super::apps::{failed, NoticeQuery};
 use super::layout::{app_tabs, bars, page};
 use super::session::Session;
-use super::{html as page_html, seg, Dash};
+use super::{arr, html as page_html, s, seg, Dash};
 
 pub async fn show(
     State(dash): State<Dash>,
@@ -38,6 +39,17 @@ pub async fn show(
             )
         })
         .collect();
+    let mb = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    let memory: Vec<(String, f64, f64)> = arr(&m["memory"])
+        .iter()
+        .map(|d| {
+            (
+                s(&d["dyno"]).to_string(),
+                mb(&d["bytes"]),
+                mb(&d["quota_bytes"]),
+            )
+        })
+        .collect();
     let ms = |k: &str| {
         m[k].as_f64()
             .map_or_else(|| "—".to_string(), |v| format!("≤ {v:.1} ms"))
@@ -52,6 +64,25 @@ pub async fn show(
             dt { "Response time p95" } dd { (ms("response_time_p95_ms")) }
         }
         (bars("Requests by status class", &classes, ""))
+        h2 { "Memory" }
+        @if memory.is_empty() {
+            p { "No dyno is running." }
+        } @else {
+            table #memory {
+                thead { tr { th scope="col" { "Dyno" } th scope="col" { "Memory used" } th scope="col" { "Quota" } th scope="col" { "Of quota" } } }
+                tbody {
+                    @for (name, used, quota) in &memory {
+                        tr {
+                            td { (name) }
+                            td { (format!("{used:.1} MB")) }
+                            td { (format!("{quota:.0} MB")) }
+                            td { (format!("{:.0} %", if *quota > 0.0 { used / quota * 100.0 } else { 0.0 })) }
+                        }
+                    }
+                }
+            }
+            (bars("Memory used per dyno (MB)", &memory.iter().map(|(n, u, _)| (n.clone(), *u)).collect::<Vec<_>>(), ""))
+        }
     };
     page_html(StatusCode::OK, page(&session, &app, &q.notice(), body))
 }

@@ -18,6 +18,7 @@
 
 mod apps;
 mod cluster;
+mod deploy;
 mod layout;
 mod metrics;
 mod session;
@@ -61,14 +62,24 @@ impl Dash {
         self.raw_call(method, path, body, &auth, session.tls).await
     }
 
-    async fn raw_call(
+    /// Calls the API as the session's user and hands back its answer as it is (a
+    /// streamed body, such as a build's output, stays streamed).
+    pub async fn stream(&self, session: &Session, path: &str) -> Response {
+        let auth = format!("Bearer {}", session.token);
+        match self.request(Method::GET, path, None, &auth, session.tls) {
+            Ok(req) => self.send(req).await,
+            Err(e) => (e.status, e.message).into_response(),
+        }
+    }
+
+    fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
         authorization: &str,
         tls: bool,
-    ) -> Result<Value, ApiFailure> {
+    ) -> Result<Request, ApiFailure> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -90,12 +101,27 @@ impl Dash {
                 remote: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 tls,
             }));
-        let resp = self
-            .api
+        Ok(req)
+    }
+
+    async fn send(&self, req: Request) -> Response {
+        self.api
             .clone()
             .oneshot(req)
             .await
-            .unwrap_or_else(|e| match e {});
+            .unwrap_or_else(|e| match e {})
+    }
+
+    async fn raw_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        authorization: &str,
+        tls: bool,
+    ) -> Result<Value, ApiFailure> {
+        let req = self.request(method, path, body, authorization, tls)?;
+        let resp = self.send(req).await;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -134,7 +160,12 @@ pub fn router(api: Router) -> Router {
         .route("/dashboard/apps/{app}/restart", post(apps::restart))
         .route("/dashboard/apps/{app}/activity", get(apps::activity))
         .route("/dashboard/apps/{app}/rollback", post(apps::rollback))
-        .route("/dashboard/apps/{app}/deploy", get(apps::deploy))
+        .route("/dashboard/apps/{app}/deploy", get(deploy::show))
+        .route("/dashboard/apps/{app}/builds/{build}", get(deploy::build))
+        .route(
+            "/dashboard/apps/{app}/builds/{build}/output",
+            get(deploy::output),
+        )
         .route("/dashboard/apps/{app}/logs", get(apps::logs))
         .route("/dashboard/apps/{app}/metrics", get(metrics::show))
         .route(

@@ -1,7 +1,8 @@
 //! Signing in and out, the session cookie and the CSRF token.
 //!
 //! A session is an API token of the user (`POST /oauth/authorizations` with Basic
-//! email:password, 12 h), in the `haven_session` cookie: HttpOnly (no script reads
+//! email:password, or with an API token the user pastes — `hctl auth:token` — as Bearer;
+//! 12 h), in the `haven_session` cookie: HttpOnly (no script reads
 //! it), SameSite=Strict (no other site's page sends it), Secure when the page came over
 //! HTTPS. The CSRF token every form carries is derived from it (sha256 of a label and
 //! the token): a page of this dashboard knows it, another site cannot. Signing out
@@ -166,6 +167,13 @@ fn login_form(next: &str, notice: &Notice) -> maud::Markup {
                 input #password type="password" name="password" autocomplete="current-password" required;
                 button type="submit" { "Sign in" }
             }
+            form.card method="post" action="/dashboard/login" {
+                h2 { "Or sign in with an API token" }
+                input type="hidden" name="next" value=(next);
+                label for="token" { "API token " small { "(" code { "hctl auth:token" } ")" } }
+                input #token type="password" name="token" autocomplete="off" required;
+                button type="submit" { "Sign in with token" }
+            }
         },
     )
 }
@@ -180,8 +188,14 @@ pub async fn login_page(Query(q): Query<LoginQuery>) -> Response {
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
     email: String,
+    #[serde(default)]
     password: String,
+    /// An API token instead of email and password: the session gets a token of its own
+    /// (made with this one), so signing out does not revoke the pasted one.
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default)]
     next: Option<String>,
 }
@@ -193,20 +207,24 @@ pub async fn login(
 ) -> Response {
     let tls = over_tls(&parts);
     let next = safe_next(f.next.as_deref());
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            f.email.trim(),
-            f.password
-        ))
-    );
+    let pasted = f.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let authorization = match pasted {
+        Some(t) => format!("Bearer {t}"),
+        None => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                f.email.trim(),
+                f.password
+            ))
+        ),
+    };
     let made = dash
         .raw_call(
             Method::POST,
             "/oauth/authorizations",
             Some(json!({"description": "dashboard session", "expires_in": SESSION_SECS})),
-            &basic,
+            &authorization,
             tls,
         )
         .await;
@@ -229,7 +247,9 @@ pub async fn login(
             resp
         }
         Err(e) => {
-            let msg = if e.status == StatusCode::UNAUTHORIZED {
+            let msg = if e.status == StatusCode::UNAUTHORIZED && pasted.is_some() {
+                "That is not a valid API token (it may have expired or been revoked).".to_string()
+            } else if e.status == StatusCode::UNAUTHORIZED {
                 "Those are not the email and password of a Haven user.".to_string()
             } else {
                 e.message

@@ -102,6 +102,10 @@ struct Inner {
     synced: AtomicBool,
     /// At shutdown, leave dynos running (an upgrade) instead of stopping them.
     keep_dynos: AtomicBool,
+    /// Each running dyno's memory use as its supervisor last read it (bytes, when).
+    memory: Mutex<HashMap<Uuid, (u64, std::time::Instant)>>,
+    /// This node's platform events (crashes).
+    events: crate::events::Events,
 }
 
 /// Cheap to clone.
@@ -121,6 +125,7 @@ impl DynoManager {
         registrar: Registrar,
         advertise_host: String,
         network: Network,
+        events: crate::events::Events,
     ) -> DynoManager {
         let leftovers = runtime
             .recorded_dynos()
@@ -145,6 +150,8 @@ impl DynoManager {
                 leftovers: Mutex::new(leftovers),
                 synced: AtomicBool::new(false),
                 keep_dynos: AtomicBool::new(false),
+                memory: Mutex::new(HashMap::new()),
+                events,
             }),
         }
     }
@@ -296,12 +303,37 @@ impl DynoManager {
                 }
                 Action::Reap(id) => {
                     self.lock_sups().remove(&id);
+                    if let Ok(mut m) = self.inner.memory.lock() {
+                        m.remove(&id);
+                    }
                 }
                 Action::Forget(id) => gone.push(id),
             }
         }
         self.sweep_leftovers(&desired);
         self.report(gone).await;
+    }
+
+    /// The memory in use by this node's running dynos (bytes), as their supervisors read
+    /// it within the last 5 s (a dyno that stopped has no figure).
+    pub fn memory_usage(&self) -> HashMap<Uuid, u64> {
+        let fresh = std::time::Duration::from_secs(5);
+        self.inner
+            .memory
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, (_, at))| at.elapsed() < fresh)
+                    .map(|(id, (b, _))| (*id, *b))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record_memory(&self, id: Uuid, bytes: u64) {
+        if let Ok(mut m) = self.inner.memory.lock() {
+            m.insert(id, (bytes, std::time::Instant::now()));
+        }
     }
 
     /// Whether the local status of `id` is `state`.

@@ -292,6 +292,15 @@ impl DynoManager {
                         break;
                     }
                     logs.platform(launch.app, &launch.name, "State changed from up to crashed");
+                    let app_name = self
+                        .inner
+                        .raft
+                        .with_state(|s| s.apps.get(&launch.app).map(|a| a.name.clone()))
+                        .unwrap_or_default();
+                    self.inner.events.record(
+                        "dyno",
+                        format!("{} of {app_name} crashed (exit status {code})", launch.name),
+                    );
                     crashes += 1;
                     restarts += 1;
                     self.set_status(id, |st| {
@@ -397,6 +406,7 @@ impl DynoManager {
                         }
                     }
                     if let Some(used) = proc.memory_usage_bytes() {
+                        self.record_memory(id, used);
                         if used > quota && last_r14.is_none_or(|t| t.elapsed() > Duration::from_secs(20)) {
                             last_r14 = Some(Instant::now());
                             logs.platform(l.app, &l.name, &format!(

@@ -468,3 +468,160 @@ fn the_dashboard_manages_an_app_in_a_real_browser() {
     assert!(nodes.contains("leader"), "{nodes}");
     b.shot("12-cluster");
 }
+
+/// A buildpack that prints a line every 0.3 s for about 9 s: a build long enough to be
+/// watched while it runs.
+fn ticker_buildpack() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("detect", "#!/bin/sh\necho ticker\n"),
+        (
+            "compile",
+            "#!/bin/sh\ni=1\nwhile [ $i -le 30 ]; do echo \"-----> tick $i\"; sleep 0.3; i=$((i+1)); done\n",
+        ),
+    ] {
+        let p = bin.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for d in [dir.path(), bin.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_dashboard_follows_a_build_live_and_shows_memory_and_platform_events() {
+    let env = haven_tests::cluster(2);
+    let d = driver();
+    let b = Browser::new(&d);
+
+    // Sign in with an API token: the session gets a token of its own.
+    b.goto(&format!("{}/dashboard/login", env.api(1)));
+    b.fill("#token", "not-a-token");
+    b.click("#token ~ button");
+    assert!(b.source().contains("not a valid API token"), "{}", b.said());
+    b.fill("#token", env.token());
+    b.click("#token ~ button");
+    assert!(b.url().ends_with("/dashboard"), "{}", b.url());
+
+    // A build whose output the page shows while it runs, then its final status.
+    env.post_json(0, "/apps", &json!({"name": "dash-live"}))
+        .unwrap();
+    let ticker = ticker_buildpack();
+    let (st, v) = env
+        .request(
+            0,
+            reqwest::Method::PUT,
+            "/apps/dash-live/buildpack-installations",
+            Some(&json!({"updates": [
+                {"buildpack": ticker.path().to_string_lossy()},
+                {"buildpack": "python"},
+            ]})),
+        )
+        .unwrap();
+    assert!(st.is_success(), "{v}");
+    let fixture = repo_path("tests/fixtures/router-app");
+    let deploy = {
+        let cmd = haven_tests::hctl_command(
+            &env,
+            0,
+            &["deploy", &fixture.to_string_lossy(), "-a", "dash-live"],
+        );
+        std::thread::spawn(move || {
+            let mut cmd = cmd;
+            cmd.output().unwrap()
+        })
+    };
+    let build = eventually("the build to start", Duration::from_secs(60), || {
+        let builds = env.get_json(0, "/apps/dash-live/builds").ok()?;
+        builds.as_array()?.last()?["id"]
+            .as_str()
+            .map(str::to_string)
+    });
+    b.goto(&format!(
+        "{}/dashboard/apps/dash-live/builds/{build}",
+        env.api(1)
+    ));
+    b.rt.block_on(b.c.execute("window.__samePage = 1", vec![]))
+        .unwrap();
+    eventually(
+        "the first lines in the browser",
+        Duration::from_secs(60),
+        || b.text("pre.build-output").contains("tick 2").then_some(()),
+    );
+    let status = env
+        .get_json(0, &format!("/apps/dash-live/builds/{build}"))
+        .unwrap()["status"]
+        .clone();
+    assert_eq!(
+        status, "pending",
+        "the output was shown live, not after the build"
+    );
+    assert_eq!(b.text("#build-status"), "pending");
+    b.shot("13-build-live");
+    eventually(
+        "the build's end and status in the same page",
+        Duration::from_secs(180),
+        || (b.text("#build-status") == "succeeded").then_some(()),
+    );
+    let out = b.text("pre.build-output");
+    assert!(out.contains("tick 30"), "{out}");
+    let same =
+        b.rt.block_on(b.c.execute("return window.__samePage", vec![]))
+            .unwrap();
+    assert_eq!(same, 1, "the page was reloaded");
+    let deployed = deploy.join().unwrap();
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    b.goto(&format!("{}/dashboard/apps/dash-live/deploy", env.api(1)));
+    assert!(
+        b.text("#builds").contains("succeeded"),
+        "{}",
+        b.text("#builds")
+    );
+
+    // Memory per dyno, read on the dyno's node, shown by either node.
+    eventually(
+        "web.1's memory on the Metrics page",
+        Duration::from_secs(60),
+        || {
+            b.goto(&format!("{}/dashboard/apps/dash-live/metrics", env.api(1)));
+            let m = b.text("#memory");
+            let row = m.lines().find(|l| l.contains("web.1"))?.to_string();
+            let mb: f64 = row.split_whitespace().nth(1)?.parse().ok()?;
+            (mb > 0.0 && row.contains("512 MB")).then_some(())
+        },
+    );
+    b.shot("14-metrics-memory");
+
+    // Platform events: what the nodes did, with a drain made here.
+    b.goto(&format!("{}/dashboard/cluster", env.api(1)));
+    let events = b.text("#events");
+    assert!(events.contains("became the Raft leader"), "{events}");
+    assert!(events.matches("started").count() >= 2, "{events}");
+    b.click("#nodes tbody tr:nth-child(2) button");
+    assert!(
+        b.text("#events").contains("drained"),
+        "{}",
+        b.text("#events")
+    );
+    b.click("#nodes tbody tr:nth-child(2) button");
+    assert!(
+        b.text("#events").contains("undrained"),
+        "{}",
+        b.text("#events")
+    );
+    b.shot("15-cluster-events");
+
+    // Signing out revokes the session's own token, not the one pasted.
+    b.click("header form.inline button[type=submit]");
+    assert!(b.url().contains("/dashboard/login"));
+    assert!(env.get_json(1, "/account").is_ok());
+}
