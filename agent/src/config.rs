@@ -79,6 +79,9 @@ pub struct BuildTuning {
     pub max_slug_mb: u64,
     /// Longest compile phase, seconds (Heroku: 25 minutes).
     pub compile_timeout_secs: u64,
+    /// How often the leader asks each connected repository for its branch's newest
+    /// commit, ms (a webhook call asks at once).
+    pub repo_poll_ms: u64,
 }
 
 impl Default for BuildTuning {
@@ -86,6 +89,7 @@ impl Default for BuildTuning {
         BuildTuning {
             max_slug_mb: 1024,
             compile_timeout_secs: 25 * 60,
+            repo_poll_ms: 60_000,
         }
     }
 }

@@ -20,6 +20,7 @@ mod network;
 mod node;
 mod peer;
 mod peer_server;
+mod repos;
 mod router;
 mod runtime;
 mod slugcache;

@@ -260,6 +260,15 @@ impl Agent {
             let builder = builder.clone();
             async move { builder.fail_lost_builds().await }
         });
+        let repos = crate::repos::Repos::new(
+            cfg.node_id,
+            raft.clone(),
+            builder.clone(),
+            logs.clone(),
+            Duration::from_millis(cfg.builds.repo_poll_ms),
+            data.root.join("repos-tmp"),
+        );
+        tasks.push(tokio::spawn(repos.clone().run(shutdown_rx.clone())));
         let backups = crate::addons::backups::Backups::new(
             raft.clone(),
             cfg.node_id,
@@ -288,6 +297,7 @@ impl Agent {
             backups,
             rendezvous: Default::default(),
             events,
+            repos,
         };
         tasks.push(tokio::spawn(api::rendezvous::serve(
             ctx.clone(),

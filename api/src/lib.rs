@@ -14,11 +14,13 @@ pub mod attach;
 pub mod backups;
 pub mod certs;
 pub mod pin;
+pub mod repos;
 pub mod request_id;
 pub mod urls;
 
 pub use backups::{PgBackup, PgBackupSchedule, PgBackupScheduleCreate, PgBackupTarget};
 pub use certs::{SniEndpoint, SniEndpointCreate, SslCert};
+pub use repos::{Repo, RepoBuild, RepoConnect};
 pub use request_id::valid_request_id;
 pub use urls::web_url;
 

@@ -20,6 +20,7 @@ use client::Api;
 use commands::config::parse_pair;
 use commands::{
     access, apps, auth, buildpacks, builds, cluster, config, domains, drains, logs, ps, releases,
+    repos,
 };
 
 #[derive(Parser)]
@@ -332,6 +333,34 @@ enum Cmd {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Deploy every new commit of a branch of a git repository (https://, ssh://, git://,
+    /// or file:// on the nodes), like Heroku's GitHub integration.
+    #[command(name = "repo:connect")]
+    RepoConnect {
+        /// The repository URL (credentials in it are kept, never shown).
+        url: String,
+        /// The branch to follow.
+        #[arg(short = 'b', long, default_value = "main")]
+        branch: String,
+        #[command(flatten)]
+        json: JsonArg,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show the app's connected repository and its last automatic deploy.
+    #[command(name = "repo:info")]
+    RepoInfo {
+        #[command(flatten)]
+        json: JsonArg,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Stop automatic deploys from the connected repository.
+    #[command(name = "repo:disconnect")]
+    RepoDisconnect {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Show maintenance mode.
     Maintenance {
         #[command(flatten)]
@@ -600,6 +629,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             logs::logs(&api()?, app.name()?, req)
         }
+        Cmd::RepoConnect {
+            url,
+            branch,
+            json: j,
+            app,
+        } => repos::connect(&api()?, app.name()?, url, branch, j.json),
+        Cmd::RepoInfo { json: j, app } => repos::info(&api()?, app.name()?, j.json),
+        Cmd::RepoDisconnect { app } => repos::disconnect(&api()?, app.name()?),
         Cmd::Maintenance { app } => apps::maintenance(&api()?, app.name()?),
         Cmd::MaintenanceOn { app } => apps::set_maintenance(&api()?, app.name()?, true),
         Cmd::MaintenanceOff { app } => apps::set_maintenance(&api()?, app.name()?, false),

@@ -44,6 +44,7 @@ mod pg_backups;
 mod pg_credentials;
 mod releases;
 pub mod rendezvous;
+mod repos;
 mod scheme;
 mod sni_endpoints;
 #[cfg(test)]
@@ -94,6 +95,8 @@ pub struct ApiContext {
     pub rendezvous: rendezvous::Rendezvous,
     /// This node's platform events (`GET /cluster/events`).
     pub events: crate::events::Events,
+    /// Follows connected repositories (a webhook call wakes it).
+    pub repos: crate::repos::Repos,
 }
 
 impl Caller {
@@ -318,6 +321,13 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/cluster/nodes", get(cluster::nodes))
         .route("/cluster/events", get(cluster::events))
         .route(
+            "/apps/{app}/repo",
+            get(repos::info)
+                .put(repos::connect)
+                .delete(repos::disconnect),
+        )
+        .route("/apps/{app}/repo/hook", post(repos::hook))
+        .route(
             "/cluster/nodes/{node}",
             axum::routing::patch(cluster::update_node),
         )
@@ -446,14 +456,20 @@ async fn guard(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> R
 /// Calls answered without a token, because the Heroku CLI sends them none: the buildpack
 /// registry stub (public names), and opening a log session without an `Authorization`
 /// header, whose unguessable, single-use id is then the capability (the stream is the
-/// session maker's, checked again when it is opened).
+/// session maker's, checked again when it is opened); and a connected repository's
+/// webhook, which a git host signs with the link's secret (checked by its handler).
 pub fn public_call(method: &Method, path: &str, has_authorization: bool) -> bool {
     let under = |prefix: &str| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
     };
-    *method == Method::GET
-        && (under("/buildpacks/") || (!has_authorization && under("/log-sessions/")))
+    let repo_hook = path
+        .strip_prefix("/apps/")
+        .and_then(|rest| rest.strip_suffix("/repo/hook"))
+        .is_some_and(|app| !app.is_empty() && !app.contains('/'));
+    (*method == Method::GET
+        && (under("/buildpacks/") || (!has_authorization && under("/log-sessions/"))))
+        || (*method == Method::POST && repo_hook)
 }
 
 fn check_accept(headers: &HeaderMap, path: &str) -> Result<(), ApiError> {

@@ -96,6 +96,7 @@ impl Harness {
             logs.clone(),
         )
         .unwrap();
+        let builder_for_repos = builder.clone();
         let cache = crate::slugcache::SlugCache::open(
             &data.slug_cache_dir(),
             slugs,
@@ -145,6 +146,14 @@ impl Harness {
             ),
             rendezvous: Default::default(),
             events: Default::default(),
+            repos: crate::repos::Repos::new(
+                NODE,
+                raft.clone(),
+                builder_for_repos,
+                Default::default(),
+                Duration::from_secs(3600),
+                data.root.join("repos-tmp"),
+            ),
         });
         Harness {
             app,

@@ -160,6 +160,21 @@ impl Builder {
         buildpacks: Vec<String>,
         who: Requester,
     ) -> Result<Build, BuildError> {
+        self.start_claiming(app, source, buildpacks, who, None)
+            .await
+    }
+
+    /// [`Builder::start`], and with `commit` an automatic deploy of a connected
+    /// repository: the build is recorded only if it is the first to take that commit
+    /// (`StartRepoBuild`).
+    pub async fn start_claiming(
+        &self,
+        app: &model::App,
+        source: BuildSource,
+        buildpacks: Vec<String>,
+        who: Requester,
+        commit: Option<String>,
+    ) -> Result<Build, BuildError> {
         let sha = sha256_file(&source.file)
             .await
             .map_err(|e| BuildError::SourceUnreadable(e.to_string()))?;
@@ -213,14 +228,16 @@ impl Builder {
             .map_err(|e| BuildError::Internal(format!("build output: {e}")))?;
         let (tx, _) = watch::channel(OutputState::default());
         self.live().insert(id, tx.clone());
-        let recorded = match self
-            .inner
-            .raft
-            .write(Command::StartBuild {
+        let cmd = match commit {
+            Some(commit) => Command::StartRepoBuild {
                 build: build.clone(),
-            })
-            .await
-        {
+                commit,
+            },
+            None => Command::StartBuild {
+                build: build.clone(),
+            },
+        };
+        let recorded = match self.inner.raft.write(cmd).await {
             Ok(Ok(CommandOutput::Build(b))) => Ok(*b),
             Ok(Ok(_)) => Err(BuildError::Internal("StartBuild returned no build".into())),
             Ok(Err(e)) => Err(BuildError::Refused(e)),
@@ -298,7 +315,10 @@ impl Builder {
                 .write(Command::FinishBuild {
                     build: id,
                     result: BuildResult::Failed {
-                        reason: "the build was lost: its node restarted during the build".into(),
+                        reason: format!(
+                            "{}: its node restarted during the build",
+                            haven_raft::model::LOST_BUILD
+                        ),
                     },
                     at: Utc::now(),
                 })

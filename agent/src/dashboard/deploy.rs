@@ -1,5 +1,5 @@
-//! An app's Deploy tab (how to deploy, the builds) and a build's page with its output
-//! live: the script reads the output stream through [`output`], which passes the API's
+//! An app's Deploy tab (how to deploy, the connected repository with connect and
+//! disconnect, the builds) and a build's page with its output live: the script reads the output stream through [`output`], which passes the API's
 //! `GET /apps/{app}/builds/{id}/output` through as it streams (from whichever node ran
 //! the build).
 
@@ -10,9 +10,9 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use super::apps::{failed, load, NoticeQuery};
-use super::layout::{app_tabs, page, when};
+use super::layout::{app_tabs, csrf, page, when, Notice};
 use super::session::Session;
-use super::{arr, html as page_html, s, seg, Dash};
+use super::{arr, back, html as page_html, s, seg, Dash};
 
 /// The live output of a build: filled by the script from `src`, with a link to the raw
 /// stream for pages without scripts.
@@ -36,6 +36,10 @@ pub async fn show(
     Path(app): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> Response {
+    render(&dash, &session, &app, &q.notice()).await
+}
+
+async fn render(dash: &Dash, session: &Session, app: &str, notice: &Notice) -> Response {
     let a = match load(&dash, &session, &app, "").await {
         Ok(a) => a,
         Err(e) => return failed(&session, &app, e),
@@ -43,6 +47,7 @@ pub async fn show(
     let builds = load(&dash, &session, &app, "/builds")
         .await
         .unwrap_or_default();
+    let repo = load(&dash, &session, &app, "/repo").await.ok();
     let running: Option<&Value> = arr(&builds)
         .iter()
         .rev()
@@ -54,6 +59,35 @@ pub async fn show(
             pre { "git remote add haven " (s(&a["git_url"])) "\ngit push haven main" }
             h2 { "Deploy a directory" }
             pre { "hctl deploy -a " (app) " ." }
+        }
+        section #repo {
+            h2 { "Connected repository" }
+            @if let Some(r) = &repo {
+                dl.kv {
+                    dt { "Repository" } dd { code { (s(&r["url"])) } }
+                    dt { "Branch" } dd { (s(&r["branch"])) }
+                    dt { "Connected by" } dd { (s(&r["connected_by"])) }
+                    dt { "Last commit" } dd { code { (r["last_commit"].as_str().unwrap_or("none yet")) } }
+                    dt { "Last build" } dd { (r["last_build"]["status"].as_str().unwrap_or("none yet")) }
+                    dt { "Webhook URL" } dd { code { (s(&r["webhook_url"])) } }
+                }
+                p { "Every new commit on " (s(&r["branch"])) " is built and released." }
+                form.inline method="post" action={ "/dashboard/apps/" (seg(&app)) "/repo/disconnect" }
+                    data-confirm="Stop automatic deploys?" {
+                    (csrf(&session))
+                    button type="submit" { "Disconnect" }
+                }
+            } @else {
+                form.card method="post" action={ "/dashboard/apps/" (seg(&app)) "/repo" } {
+                    p { "Deploy every new commit of a branch of a git repository." }
+                    (csrf(&session))
+                    label for="repo-url" { "Repository URL" }
+                    input #repo-url name="url" required placeholder="https://git.example.com/team/app.git";
+                    label for="repo-branch" { "Branch" }
+                    input #repo-branch name="branch" value="main" required;
+                    button type="submit" { "Connect" }
+                }
+            }
         }
         @if let Some(b) = running {
             section #running-build {
@@ -80,7 +114,7 @@ pub async fn show(
             }
         }
     };
-    page_html(StatusCode::OK, page(&session, &app, &q.notice(), body))
+    page_html(StatusCode::OK, page(&session, &app, notice, body))
 }
 
 /// `GET .../builds/{build}`: a build's status and its output, live while it runs.
@@ -136,4 +170,77 @@ pub async fn output(
         .await;
     super::page_headers(resp.headers_mut());
     resp
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct RepoForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    branch: String,
+}
+
+/// `POST .../repo`: `PUT /apps/{app}/repo`. The webhook secret is shown once, here.
+pub async fn connect(
+    State(dash): State<Dash>,
+    session: Session,
+    Path(app): Path<String>,
+    axum::Form(f): axum::Form<RepoForm>,
+) -> Response {
+    let to = format!("/dashboard/apps/{}/deploy", seg(&app));
+    if let Err(e) = session.check_csrf(&f.csrf) {
+        return back(&to, Err(e));
+    }
+    let made = dash
+        .call(
+            &session,
+            axum::http::Method::PUT,
+            &format!("/apps/{}/repo", seg(&app)),
+            Some(serde_json::json!({ "url": f.url.trim(), "branch": f.branch.trim() })),
+        )
+        .await;
+    match made {
+        // Shown in this answer, not through a redirect: the secret stays out of URLs.
+        Ok(r) => {
+            let text = format!(
+                "Connected to {} of {}. Webhook secret (shown once): {}",
+                s(&r["branch"]),
+                s(&r["url"]),
+                s(&r["webhook_secret"])
+            );
+            render(
+                &dash,
+                &session,
+                &app,
+                &Notice::from_query(Some(&text), None),
+            )
+            .await
+        }
+        Err(e) => back(&to, Err(e)),
+    }
+}
+
+/// `POST .../repo/disconnect`: `DELETE /apps/{app}/repo`.
+pub async fn disconnect(
+    State(dash): State<Dash>,
+    session: Session,
+    Path(app): Path<String>,
+    axum::Form(f): axum::Form<super::session::CsrfForm>,
+) -> Response {
+    let to = format!("/dashboard/apps/{}/deploy", seg(&app));
+    if let Err(e) = session.check_csrf(&f.csrf) {
+        return back(&to, Err(e));
+    }
+    let out = dash
+        .call(
+            &session,
+            axum::http::Method::DELETE,
+            &format!("/apps/{}/repo", seg(&app)),
+            None,
+        )
+        .await
+        .map(|_| "Disconnected: automatic deploys stopped".to_string());
+    back(&to, out)
 }

@@ -162,6 +162,11 @@ pub fn router(api: Router) -> Router {
         .route("/dashboard/apps/{app}/rollback", post(apps::rollback))
         .route("/dashboard/apps/{app}/deploy", get(deploy::show))
         .route("/dashboard/apps/{app}/builds/{build}", get(deploy::build))
+        .route("/dashboard/apps/{app}/repo", post(deploy::connect))
+        .route(
+            "/dashboard/apps/{app}/repo/disconnect",
+            post(deploy::disconnect),
+        )
         .route(
             "/dashboard/apps/{app}/builds/{build}/output",
             get(deploy::output),

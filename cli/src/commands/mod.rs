@@ -18,6 +18,7 @@ pub mod logs;
 pub mod pg_backups;
 pub mod ps;
 pub mod releases;
+pub mod repos;
 
 /// The API path of an app.
 fn app_path(app: &str) -> String {

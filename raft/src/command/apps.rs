@@ -101,6 +101,7 @@ pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {
     state.sni_endpoints.retain(|_, e| e.app != app);
     state.backups.retain(|_, b| b.app != app);
     state.backup_schedules.retain(|_, b| b.app != app);
+    state.repos.remove(&app);
     Ok(CommandOutput::App(Box::new(removed.summary())))
 }
 

@@ -11,7 +11,7 @@ use super::releases::push_release_with;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{
     validate_buildpack, validate_process_type, Build, BuildStatus, NodeId, NodeStatus,
-    ReleaseStatus, Slug, State, BUILD_STALE_SECS,
+    ReleaseStatus, Slug, State, BUILD_STALE_SECS, LOST_BUILD,
 };
 
 /// How a build ended.
@@ -66,7 +66,9 @@ pub(super) fn start(state: &mut State, build: &Build) -> CommandResult {
     for id in stale {
         if let Some(b) = state.builds.get_mut(&id) {
             b.status = BuildStatus::Failed;
-            b.failure = Some("the build was lost: its node went down or stopped answering".into());
+            b.failure = Some(format!(
+                "{LOST_BUILD}: its node went down or stopped answering"
+            ));
             b.updated_at = build.created_at;
         }
     }

@@ -43,6 +43,7 @@ mod dynos;
 mod formation;
 mod providers;
 mod releases;
+mod repos;
 mod tokens;
 mod users;
 
@@ -56,6 +57,7 @@ pub use config::config_description;
 pub use dynos::{DynoReport, DynoTarget};
 pub use formation::{FormationChange, QuantityChange};
 pub use releases::NO_SLUG_ROLLBACK;
+pub use repos::lost as build_lost;
 
 /// Who asked for a change and when; recorded in releases.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -388,6 +390,20 @@ pub enum Command {
         release_seed: Uuid,
         actor: Actor,
     },
+    /// `repo:connect`: the app follows a branch of a repository (replaces a link).
+    ConnectRepo {
+        link: crate::model::RepoLink,
+    },
+    /// `repo:disconnect`.
+    DisconnectRepo {
+        app: Uuid,
+    },
+    /// An automatic deploy: takes `commit` of the connected branch and records `build`,
+    /// refused if the commit was taken already (each commit is built once).
+    StartRepoBuild {
+        build: Build,
+        commit: String,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -631,6 +647,9 @@ impl Command {
                 release_seed,
                 actor,
             } => credentials::rotate(state, *addon, password, *release_seed, actor),
+            Command::ConnectRepo { link } => repos::connect(state, link),
+            Command::DisconnectRepo { app } => repos::disconnect(state, *app),
+            Command::StartRepoBuild { build, commit } => repos::start_build(state, build, commit),
         }
     }
 }

@@ -19,6 +19,7 @@ mod addons;
 mod backups;
 mod certs;
 mod providers;
+mod repos;
 mod rules;
 
 pub use addon_rules::{
@@ -34,6 +35,7 @@ pub use providers::{
     provider_attachment_name, provider_config_prefix, provider_config_var, provider_config_vars,
     validate_provider_name, validate_provider_plans, validate_provider_url, AddonProvider,
 };
+pub use repos::{redact_url, validate_branch, validate_commit, validate_repo_url, RepoLink};
 
 pub use rules::{
     normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
@@ -478,6 +480,9 @@ pub struct Unplaced {
     pub reason: String,
 }
 
+/// How the failure of a build lost with its node begins.
+pub const LOST_BUILD: &str = "the build was lost";
+
 /// A pending build older than this is considered lost (its node died or restarted) and
 /// does not block the next build of its app.
 pub const BUILD_STALE_SECS: i64 = 30 * 60;
@@ -512,6 +517,8 @@ pub struct State {
     pub backup_schedules: BTreeMap<Uuid, BackupSchedule>,
     /// Registered third-party add-on providers by name.
     pub addon_providers: BTreeMap<String, AddonProvider>,
+    /// Connected repositories by app id.
+    pub repos: BTreeMap<Uuid, RepoLink>,
 }
 
 impl State {

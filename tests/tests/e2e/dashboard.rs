@@ -620,6 +620,44 @@ fn the_dashboard_follows_a_build_live_and_shows_memory_and_platform_events() {
     );
     b.shot("15-cluster-events");
 
+    // A repository connected from the Deploy tab: its secret shown once, never in a URL.
+    let src = tempfile::tempdir().unwrap();
+    for f in ["Procfile", "app.py", "requirements.txt"] {
+        std::fs::copy(fixture.join(f), src.path().join(f)).unwrap();
+    }
+    for args in [
+        &["init", "--quiet", "-b", "main"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.email=d@example.com",
+            "-c",
+            "user.name=D",
+            "commit",
+            "--quiet",
+            "-m",
+            "one",
+        ],
+    ] {
+        let st = Command::new("git")
+            .args(args)
+            .current_dir(src.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    b.goto(&format!("{}/dashboard/apps/dash-live/deploy", env.api(1)));
+    b.fill("#repo-url", &format!("file://{}", src.path().display()));
+    b.click("#repo form button[type=submit]");
+    assert!(b.said().contains("Webhook secret"), "{}", b.said());
+    assert!(!b.url().contains("secret"), "{}", b.url());
+    b.goto(&format!("{}/dashboard/apps/dash-live/deploy", env.api(1)));
+    assert!(b.text("#repo").contains("main"), "{}", b.text("#repo"));
+    assert!(!b.source().contains("Webhook secret"));
+    b.shot("16-deploy-repo");
+    b.click_confirmed("#repo form.inline button[type=submit]");
+    assert!(b.said().contains("Disconnected"), "{}", b.said());
+
     // Signing out revokes the session's own token, not the one pasted.
     b.click("header form.inline button[type=submit]");
     assert!(b.url().contains("/dashboard/login"));

@@ -26,6 +26,7 @@ mod logs;
 mod network;
 mod pg_admin;
 mod redis_ha;
+mod repos;
 mod router;
 mod router_faults;
 mod runtime;
