@@ -120,6 +120,9 @@ pub struct DynoTuning {
     /// An HA add-on's standby whose node has not been heard from this long is replaced by
     /// a new one on another node.
     pub standby_replace_after_secs: u64,
+    /// How long a Raft voter may be down before the leader gives its seat to a live
+    /// learner and removes it (the voter autopilot), seconds.
+    pub voter_replace_after_secs: u64,
     /// `isolated` (the default): every container dyno and build has a network namespace
     /// of its own on the node's bridge; `host`: they share the host's network.
     pub network: NetworkMode,
@@ -150,6 +153,7 @@ impl Default for DynoTuning {
             max_restart_backoff_secs: 20 * 60,
             containers: true,
             standby_replace_after_secs: 300,
+            voter_replace_after_secs: 300,
             network: NetworkMode::Isolated,
             subnet: "10.213.0.0/16".into(),
         }

@@ -364,6 +364,10 @@ pub async fn control_loop(
     let mut leading_since: Option<Instant> = None;
     // Since when each synced standby has looked broken (leader's memory only).
     let mut broken_standbys = std::collections::HashMap::new();
+    // Since when each node marked down has been down, and since when each up node outside
+    // the Raft membership has been seen so (this leader's memory only).
+    let mut down_since: std::collections::HashMap<NodeId, Instant> = Default::default();
+    let mut outside_since: std::collections::HashMap<NodeId, Instant> = Default::default();
     let mut last_round: Option<Instant> = None;
     loop {
         if let Some(t) = last_round {
@@ -428,6 +432,15 @@ pub async fn control_loop(
                 }
             }
         }
+        crate::autopilot::round(
+            &raft,
+            me,
+            &events,
+            Duration::from_secs(tuning.voter_replace_after_secs),
+            &mut down_since,
+            &mut outside_since,
+        )
+        .await;
         // Synced standbys whose server is broken on an up node leave sync (then their
         // primary commits alone), and HA add-ons whose primary's node is down fail over.
         let desyncs =

@@ -3,6 +3,7 @@
 
 mod addons;
 mod api;
+mod autopilot;
 mod builder;
 mod config;
 mod dashboard;

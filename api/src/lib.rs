@@ -381,6 +381,17 @@ pub struct ClusterStatus {
     pub purged_index: Option<u64>,
 }
 
+/// One entry of `GET /cluster/events` (Haven-only): something the platform did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlatformEvent {
+    pub at: String,
+    /// The node that made it.
+    pub node: String,
+    /// `raft`, `node`, `autopilot`, `scheduler`, `addon`, `dyno`.
+    pub kind: String,
+    pub message: String,
+}
+
 /// One entry of `GET /cluster/nodes`: Haven-only.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterNode {

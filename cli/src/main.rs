@@ -503,6 +503,9 @@ enum Cmd {
     /// Show the Raft status of the node you talk to.
     #[command(name = "cluster:status")]
     ClusterStatus(JsonArg),
+    /// Recent platform events of every up node, newest first (admins).
+    #[command(name = "cluster:events")]
+    ClusterEvents(JsonArg),
     #[command(flatten)]
     Addon(addon_args::AddonCmd),
     #[command(flatten)]
@@ -677,6 +680,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::NodesDrain { node } => cluster::set_draining(&api()?, node, true),
         Cmd::NodesUndrain { node } => cluster::set_draining(&api()?, node, false),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
+        Cmd::ClusterEvents(j) => cluster::events(&api()?, j.json),
         Cmd::Addon(c) => c.run(api),
         Cmd::Cert(c) => c.run(api),
     }

@@ -209,6 +209,16 @@ impl HavenRaft {
         self.inner.add_node(node).await
     }
 
+    /// On the leader: `voters` become the voter set (voters left out stay learners), then
+    /// `remove` leave the membership (the voter autopilot's change).
+    pub async fn change_voters(
+        &self,
+        voters: std::collections::BTreeSet<NodeId>,
+        remove: std::collections::BTreeSet<NodeId>,
+    ) -> Result<(), ClusterError> {
+        self.inner.change_voters(voters, remove).await
+    }
+
     /// Waits until some node is leader, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ClusterError> {
         self.inner.wait_for_leader(timeout).await

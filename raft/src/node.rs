@@ -342,6 +342,40 @@ impl Inner {
         Ok(registered)
     }
 
+    /// On the leader: makes `voters` the voter set (each already a member; voters left
+    /// out stay as learners), then removes `remove` from the membership altogether.
+    /// `NoLeader` when this node is not the leader.
+    pub(crate) async fn change_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        remove: BTreeSet<NodeId>,
+    ) -> Result<(), ClusterError> {
+        if self.leader().map(|(id, _)| id) != Some(self.node_id) {
+            return Err(ClusterError::NoLeader);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            ClusterError::Unavailable(format!("changing the voters failed: {e}; retry"))
+        };
+        let current: BTreeSet<NodeId> = self.membership().voter_ids().collect();
+        if current != voters {
+            info!(?voters, "replacing the voters");
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        let members: BTreeSet<NodeId> = self.membership().nodes().map(|(id, _)| *id).collect();
+        let remove: BTreeSet<NodeId> = remove.intersection(&members).copied().collect();
+        if !remove.is_empty() {
+            info!(?remove, "removing nodes from the membership");
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(remove), false)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    }
+
     fn membership(&self) -> openraft::Membership<NodeId, BasicNode> {
         self.raft
             .metrics()

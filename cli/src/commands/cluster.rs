@@ -96,5 +96,47 @@ pub fn status(api: &Api, json: bool) -> Result<()> {
             ),
         ])
     );
+    // What the voter autopilot did lately (events are kept in memory by each node).
+    if let Ok(events) = api.get::<Vec<w::PlatformEvent>>("/cluster/events") {
+        let mine: Vec<&w::PlatformEvent> = events
+            .value
+            .iter()
+            .filter(|e| e.kind == "autopilot")
+            .take(5)
+            .collect();
+        if !mine.is_empty() {
+            println!();
+            println!("{}", header("Autopilot"));
+            for e in mine {
+                println!("{}  {}", e.at, e.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `hctl cluster:events`: what the platform did lately, newest first.
+pub fn events(api: &Api, json: bool) -> Result<()> {
+    let events = api.get::<Vec<w::PlatformEvent>>("/cluster/events")?;
+    if json {
+        return print_json(&events);
+    }
+    let rows: Vec<Vec<String>> = events
+        .value
+        .iter()
+        .map(|e| {
+            vec![
+                e.at.clone(),
+                e.node.clone(),
+                e.kind.clone(),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("No platform events since the nodes started.");
+    } else {
+        println!("{}", table(&["When", "Node", "Kind", "Event"], &rows));
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod addons;
 mod addons_ha;
 mod adopt;
 mod api;
+mod autopilot;
 mod backups;
 mod builds;
 mod chaos;
