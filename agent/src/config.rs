@@ -82,6 +82,9 @@ pub struct BuildTuning {
     /// How often the leader asks each connected repository for its branch's newest
     /// commit, ms (a webhook call asks at once).
     pub repo_poll_ms: u64,
+    /// A blob of the slug store that the state no longer names (a deleted app's slug, a
+    /// deleted backup) is removed once this old, seconds.
+    pub slug_gc_grace_secs: u64,
 }
 
 impl Default for BuildTuning {
@@ -90,6 +93,7 @@ impl Default for BuildTuning {
             max_slug_mb: 1024,
             compile_timeout_secs: 25 * 60,
             repo_poll_ms: 60_000,
+            slug_gc_grace_secs: 3600,
         }
     }
 }

@@ -353,6 +353,7 @@ pub async fn control_loop(
     liveness: Liveness,
     tuning: DynoTuning,
     events: Events,
+    keeper: crate::slugkeeper::Keeper,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let timeout = Duration::from_millis(tuning.node_timeout_ms.max(100));
@@ -441,6 +442,11 @@ pub async fn control_loop(
             &mut outside_since,
         )
         .await;
+        // Slugs whose holders died are copied again.
+        keeper.round(
+            &down_since,
+            Duration::from_secs(tuning.voter_replace_after_secs),
+        );
         // Synced standbys whose server is broken on an up node leave sync (then their
         // primary commits alone), and HA add-ons whose primary's node is down fail over.
         let desyncs =

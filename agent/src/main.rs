@@ -25,6 +25,7 @@ mod repos;
 mod router;
 mod runtime;
 mod slugcache;
+mod slugkeeper;
 mod slugs;
 #[cfg(test)]
 mod testkit;

@@ -253,6 +253,19 @@ impl Agent {
             liveness.clone(),
             cfg.dynos.clone(),
             events.clone(),
+            crate::slugkeeper::Keeper::new(
+                cfg.node_id,
+                raft.clone(),
+                slugs.clone(),
+                connector.clone(),
+                events.clone(),
+            ),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::slugkeeper::collect(
+            raft.clone(),
+            slugs.clone(),
+            Duration::from_secs(cfg.builds.slug_gc_grace_secs),
             shutdown_rx.clone(),
         )));
         // Detached: it ends by itself once the cluster answered, and holds up no shutdown.

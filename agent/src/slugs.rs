@@ -62,6 +62,29 @@ impl SlugStore {
         self.path(sha).is_some_and(|p| p.is_file())
     }
 
+    /// The blobs held here, with their last modification time.
+    pub fn list(&self) -> Vec<(String, std::time::SystemTime)> {
+        let Ok(dir) = std::fs::read_dir(&self.inner.dir) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let sha = name.strip_suffix(".tar.zst")?.to_string();
+                let modified = e.metadata().ok()?.modified().ok()?;
+                valid_sha256(&sha).then_some((sha, modified))
+            })
+            .collect()
+    }
+
+    /// Removes blob `sha` from this node.
+    pub fn remove(&self, sha: &str) -> std::io::Result<()> {
+        match self.path(sha) {
+            Some(p) => std::fs::remove_file(p),
+            None => Ok(()),
+        }
+    }
+
     /// Adds a slug from a local file (a build's output), moving it in.
     pub fn add_file(&self, sha: &str, file: &Path) -> std::io::Result<PathBuf> {
         let dest = self

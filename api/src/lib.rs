@@ -589,6 +589,9 @@ pub struct Slug {
     pub stack: NamedRef,
     pub created_at: String,
     pub updated_at: String,
+    /// Haven-only: the ids of the nodes that hold the compressed slug.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

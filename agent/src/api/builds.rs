@@ -431,6 +431,7 @@ pub async fn slug_info(
             },
             created_at: time(s.created_at),
             updated_at: time(s.created_at),
+            holders: s.holders.iter().map(|h| h.to_string()).collect(),
         })
     })
     .await?

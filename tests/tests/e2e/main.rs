@@ -31,4 +31,5 @@ mod repos;
 mod router;
 mod router_faults;
 mod runtime;
+mod slug_upkeep;
 mod tls;
