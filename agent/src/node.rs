@@ -130,6 +130,7 @@ impl Agent {
             liveness: liveness.clone(),
             routes: Arc::new(Receiver::new(table.clone(), raft.clone())),
             logs: logs.clone(),
+            raft: raft.clone(),
         };
         let mut tasks = vec![tokio::spawn(peer_server::serve(endpoint.clone(), services))];
         info!(node_id = cfg.node_id, name = %cfg.name, peer = %peer_listen, "peer endpoint listening");

@@ -27,6 +27,15 @@ pub struct Services {
     pub liveness: crate::liveness::Liveness,
     pub routes: Arc<crate::router::registry::Receiver>,
     pub logs: crate::logs::Logs,
+    /// The replicated state: a removed node's identity is refused.
+    pub raft: haven_raft::HavenRaft,
+}
+
+impl Services {
+    /// Whether the node `id` (from a peer's certificate) was removed from the cluster.
+    fn removed(&self, id: Option<NodeId>) -> bool {
+        id.is_some_and(|id| self.raft.with_state(|s| s.removed_nodes.contains(&id)))
+    }
 }
 
 /// Accepts connections until the endpoint closes.
@@ -96,20 +105,27 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
                 conn.close(1u32.into(), b"a cluster certificate is required");
                 return;
             }
+            let peer = peer_node_id(&conn);
             loop {
-                let (send, recv) = match conn.accept_bi().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        debug!(%remote, error = %e, "peer connection closed");
-                        return;
+                let accepted = if services.removed(peer) {
+                    None
+                } else {
+                    match conn.accept_bi().await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            debug!(%remote, error = %e, "peer connection closed");
+                            return;
+                        }
                     }
                 };
-                tokio::spawn(serve_stream(
-                    send,
-                    recv,
-                    services.clone(),
-                    peer_node_id(&conn),
-                ));
+                // Checked on every stream: a connection opened before its node was
+                // removed ends at its next stream.
+                let Some((send, recv)) = accepted.filter(|_| !services.removed(peer)) else {
+                    warn!(%remote, node = ?peer, "refused a removed node's connection");
+                    conn.close(3u32.into(), b"this node was removed from the cluster");
+                    return;
+                };
+                tokio::spawn(serve_stream(send, recv, services.clone(), peer));
             }
         }
         Some(p) if p == ALPN_JOIN => {

@@ -500,6 +500,10 @@ enum Cmd {
     /// Let a drained node take dynos again.
     #[command(name = "nodes:undrain")]
     NodesUndrain { node: String },
+    /// Remove a node for good: drain it (its dynos move), take it out of Raft, and
+    /// refuse its identity from then on; a wiped host joins again as a new node.
+    #[command(name = "nodes:remove")]
+    NodesRemove { node: String },
     /// Show the Raft status of the node you talk to.
     #[command(name = "cluster:status")]
     ClusterStatus(JsonArg),
@@ -679,6 +683,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Nodes(j) => cluster::nodes(&api()?, j.json),
         Cmd::NodesDrain { node } => cluster::set_draining(&api()?, node, true),
         Cmd::NodesUndrain { node } => cluster::set_draining(&api()?, node, false),
+        Cmd::NodesRemove { node } => cluster::remove(&api()?, node),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
         Cmd::ClusterEvents(j) => cluster::events(&api()?, j.json),
         Cmd::Addon(c) => c.run(api),

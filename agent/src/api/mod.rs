@@ -39,6 +39,7 @@ mod formation;
 mod heroku_cli_tests;
 mod log_drains;
 pub mod log_sessions;
+mod node_removal;
 mod paging;
 mod pg_backups;
 mod pg_credentials;
@@ -329,7 +330,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/apps/{app}/repo/hook", post(repos::hook))
         .route(
             "/cluster/nodes/{node}",
-            axum::routing::patch(cluster::update_node),
+            axum::routing::patch(cluster::update_node).delete(node_removal::remove),
         )
         .fallback(|| async {
             ApiError::not_found("no such resource; see the API reference in README.md")

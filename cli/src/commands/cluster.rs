@@ -140,3 +140,21 @@ pub fn events(api: &Api, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `hctl nodes:remove NODE`: waits while its dynos move.
+pub fn remove(api: &Api, node: &str) -> Result<()> {
+    eprint!("Removing {node}: draining its dynos, then taking it out of the cluster... ");
+    let r = api
+        .call_long::<w::ClusterNode, _>(
+            Method::DELETE,
+            &format!("/cluster/nodes/{node}"),
+            &serde_json::json!({}),
+        )
+        .inspect_err(|_| eprintln!("failed"))?;
+    eprintln!("done");
+    println!(
+        "Removed {} ({}): its certificate is refused from now on; to use the host again, wipe its data dir and join it as a new node",
+        r.value.name, r.value.id
+    );
+    Ok(())
+}

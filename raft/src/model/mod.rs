@@ -519,6 +519,9 @@ pub struct State {
     pub addon_providers: BTreeMap<String, AddonProvider>,
     /// Connected repositories by app id.
     pub repos: BTreeMap<Uuid, RepoLink>,
+    /// Nodes removed from the cluster (`nodes:remove`): their identity — the node id
+    /// their certificate names — is refused from then on.
+    pub removed_nodes: BTreeSet<NodeId>,
 }
 
 impl State {

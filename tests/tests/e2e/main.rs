@@ -25,6 +25,7 @@ mod heroku_cli;
 mod invariants;
 mod logs;
 mod network;
+mod node_removal;
 mod pg_admin;
 mod redis_ha;
 mod repos;
