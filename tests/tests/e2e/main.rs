@@ -25,6 +25,7 @@ mod heroku_cli;
 mod invariants;
 mod logs;
 mod network;
+mod package;
 mod node_removal;
 mod pg_admin;
 mod redis_ha;
