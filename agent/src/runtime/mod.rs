@@ -3,7 +3,7 @@
 //!
 //! **Container mode** (root, namespaces, overlayfs, cgroups): `spawn` writes the per-dyno
 //! dir and a spec file, creates the dyno's cgroup with its limits, and starts
-//! `havend dyno-init --spec FILE` (see [`init`]): PID 1 of new PID, mount, UTS and IPC
+//! `haven-init --spec FILE` (crate `init/`; [`InitExe`] finds it): PID 1 of new PID, mount, UTS and IPC
 //! namespaces (plus a network namespace of its own when the spec has a [`DynoNet`], see
 //! [`net`]; else the host's network), rooted by
 //! `pivot_root` in a tmpfs holding the host stack bound read-only, `/app` as an overlay
@@ -24,9 +24,7 @@
 mod adopt;
 mod cgroup;
 mod files;
-mod init;
 mod net;
-mod netlink;
 mod output;
 mod plan;
 mod probe;
@@ -49,8 +47,10 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 pub use files::chown_tree;
 use files::{create_private_dir, remove_tree};
-pub use init::{probe as dyno_init_probe, run as dyno_init};
-pub use net::{probe as probe_network, probe_child as dyno_init_probe_net, setup_bridge, DynoNet};
+pub use haven_init::{
+    probe as dyno_init_probe, probe_net as dyno_init_probe_net, run as dyno_init,
+};
+pub use net::{setup_bridge, DynoNet};
 pub use output::OutputTail;
 pub use plan::{DYNO_GID, DYNO_UID};
 pub use run::{dyno_run, DynoRunArgs};
@@ -123,22 +123,24 @@ pub struct ExitInfo {
 pub struct Runtime {
     mode: Mode,
     state_dir: PathBuf,
-    init_exe: PathBuf,
+    init: InitExe,
     cgroups: Option<cgroup::Layout>,
     reason: Option<String>,
 }
 
 impl Runtime {
-    /// Probes root, the namespaces and overlayfs (by running `init_exe dyno-init --probe`
-    /// in the state dir), and cgroups; on failure logs one warning saying why and runs
-    /// dynos in Process mode. `state_dir` holds the per-dyno dirs. Blocks for the probe
-    /// (a few milliseconds): call it at startup.
-    pub fn new(state_dir: PathBuf, init_exe: PathBuf) -> Runtime {
-        match probe::probe_container(&state_dir, &init_exe) {
+    /// Probes root, the namespaces and overlayfs (by running the init's `--probe` in the
+    /// state dir), and cgroups; on failure logs one warning saying why and runs dynos in
+    /// Process mode. `state_dir` holds the per-dyno dirs; `agent_exe` is the `havend`
+    /// binary, next to which the init is looked for ([`InitExe::find`]). Blocks for the
+    /// probe (a few milliseconds): call it at startup.
+    pub fn new(state_dir: PathBuf, agent_exe: PathBuf) -> Runtime {
+        let init = InitExe::find(&agent_exe);
+        match probe::probe_container(&state_dir, &init) {
             Ok(layout) => Runtime {
                 mode: Mode::Container,
                 state_dir,
-                init_exe,
+                init,
                 cgroups: Some(layout),
                 reason: None,
             },
@@ -148,7 +150,7 @@ impl Runtime {
                     "container dynos are unavailable on this host; dynos run as plain processes"
                 );
                 let mut rt = Runtime::process_only(state_dir);
-                rt.init_exe = init_exe;
+                rt.init = init;
                 rt.reason = Some(why);
                 rt
             }
@@ -160,7 +162,7 @@ impl Runtime {
         Runtime {
             mode: Mode::Process,
             state_dir,
-            init_exe: PathBuf::new(),
+            init: InitExe::agent(PathBuf::new()),
             cgroups: None,
             reason: Some("Process mode was asked for".into()),
         }
@@ -168,6 +170,12 @@ impl Runtime {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Can this host give a dyno its own network namespace? (Runs the init's
+    /// `--probe-net`.)
+    pub fn probe_network(&self) -> Result<(), String> {
+        net::probe(&self.init)
     }
 
     /// Why container mode is unavailable (Process mode only).
@@ -295,9 +303,8 @@ impl Runtime {
                 io::Write::write_all(&mut f, &bytes)
             });
         let child = written.and_then(|()| {
-            let mut cmd = Command::new(&self.init_exe);
-            cmd.arg("dyno-init").arg("--spec").arg(dirs.spec_file());
-            cmd.env_clear().current_dir("/");
+            let mut cmd = Command::from(self.init.command(&["--spec"]));
+            cmd.arg(dirs.spec_file()).env_clear().current_dir("/");
             stdio(&mut cmd, spec, &dirs.root)?;
             cmd.spawn()
         });
@@ -357,6 +364,55 @@ impl Runtime {
             Kind::Process,
             spec.outlives_agent,
         ))
+    }
+}
+
+/// The program a container dyno's init runs as: `haven-init` beside the agent's binary,
+/// a small one whose exec costs a fraction of `havend`'s (no C++ to load, few
+/// relocations), else `havend dyno-init` (a `havend` copied alone somewhere, as an
+/// upgrade test does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitExe {
+    path: PathBuf,
+    /// `havend`: the init is its `dyno-init` subcommand.
+    agent: bool,
+}
+
+impl InitExe {
+    /// The binary of the init.
+    pub const NAME: &'static str = "haven-init";
+
+    /// `haven-init` in the directory of `agent_exe` if there is one, else `agent_exe`.
+    pub fn find(agent_exe: &Path) -> InitExe {
+        match agent_exe.parent().map(|d| d.join(Self::NAME)) {
+            Some(p) if p.is_file() => InitExe {
+                path: p,
+                agent: false,
+            },
+            _ => InitExe::agent(agent_exe.to_path_buf()),
+        }
+    }
+
+    fn agent(path: PathBuf) -> InitExe {
+        InitExe { path, agent: true }
+    }
+
+    /// The init with `args` (`--spec`, `--probe DIR`, `--probe-net`).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.path);
+        if self.agent {
+            c.arg("dyno-init");
+        }
+        c.args(args);
+        c
+    }
+
+    /// How it is run, for error messages.
+    pub fn display(&self) -> String {
+        match self.agent {
+            true => format!("{} dyno-init", self.path.display()),
+            false => self.path.display().to_string(),
+        }
     }
 }
 
@@ -539,10 +595,10 @@ impl DynoProcess {
                 let _ = pidfd.readable().await;
                 let status = std::fs::read_to_string(self.handle.shared.dir.join(EXIT_STATUS_FILE))
                     .ok()
-                    .and_then(|s| init::Status::decode(&s));
+                    .and_then(|s| haven_init::Status::decode(&s));
                 match status {
-                    Some(init::Status::Exit(c)) => (Some(c), None),
-                    Some(init::Status::Signal(s)) => (None, Some(s)),
+                    Some(haven_init::Status::Exit(c)) => (Some(c), None),
+                    Some(haven_init::Status::Signal(s)) => (None, Some(s)),
                     None => (None, None),
                 }
             }
@@ -639,5 +695,32 @@ impl DynoHandle {
             cgroup.remove();
         }
         remove_tree(&s.dir);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_the_init_is_haven_init_beside_the_agent_else_havend_dyno_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("havend");
+        std::fs::write(&agent, "").unwrap();
+        let alone = InitExe::find(&agent);
+        assert_eq!(alone, InitExe::agent(agent.clone()));
+        let c = alone.command(&["--probe-net"]);
+        assert_eq!(c.get_program(), agent.as_os_str());
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["dyno-init", "--probe-net"]);
+
+        std::fs::write(dir.path().join(InitExe::NAME), "").unwrap();
+        let small = InitExe::find(&agent);
+        let c = small.command(&["--spec"]);
+        assert_eq!(c.get_program(), dir.path().join("haven-init").as_os_str());
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["--spec"]);
+        assert!(!small.display().contains("dyno-init"));
     }
 }

@@ -1,16 +1,17 @@
-//! `havend dyno-init`: the container's init, run by the runtime as a fresh (so
-//! single-threaded) process.
+//! The container's init, run by the runtime as a fresh (so single-threaded) process:
+//! `haven-init --spec FILE`, or `havend dyno-init --spec FILE` where no `haven-init`
+//! sits next to `havend`.
 //!
 //! The outer process joins the dyno's cgroups, unshares the mount, UTS, IPC and PID
 //! namespaces and forks. The child is PID 1 of the new PID namespace: it builds the root
 //! from the mount plan, `pivot_root`s into it, sets the hostname, forks the main process
 //! (which drops to the dyno uid with `no_new_privs` and execs bash), then reaps zombies and
 //! forwards signals until the main process exits; it exits with it, which makes the kernel
-//! kill whatever else is left in the namespace. With a [`super::net::DynoNet`] in the spec,
+//! kill whatever else is left in the namespace. With a [`crate::DynoNet`] in the spec,
 //! the outer process also unshares the network namespace and plumbs it (veth to the
-//! node's bridge, address, routes) before the fork. The outer process forwards signals to PID 1,
-//! and relays the main process's status as its own (exit code, or the same signal), so the
-//! runtime's `wait` sees the command's status.
+//! node's bridge, address, routes; [`crate::net`]) before the fork. The outer process
+//! forwards signals to PID 1, and relays the main process's status as its own (exit
+//! code, or the same signal), so the runtime's `wait` sees the command's status.
 
 use std::ffi::CString;
 use std::fs;
@@ -31,9 +32,9 @@ use nix::unistd::{
     setsid, setuid, ForkResult, Gid, Pid, Uid,
 };
 
-use super::plan::{parse_mountinfo, InitSpec, MountStep};
+use crate::spec::{parse_mountinfo, InitSpec, MountStep};
 
-/// Exit code of `dyno-init` when the container could not be set up (as `docker run`).
+/// Exit code of the init when the container could not be set up (as `docker run`).
 pub const SETUP_FAILED: i32 = 125;
 /// Exit code when the command could not be executed.
 const EXEC_FAILED: i32 = 127;
@@ -67,18 +68,18 @@ fn ensure_single_threaded() -> Result<()> {
         .context("read /proc/self/task")?
         .count();
     if n != 1 {
-        bail!("dyno-init must be single-threaded, found {n} threads");
+        bail!("the dyno init must be single-threaded, found {n} threads");
     }
     Ok(())
 }
 
-/// `havend dyno-init --spec FILE`. Returns an exit code only on failure or on the relayed
+/// `haven-init --spec FILE`. Returns an exit code only on failure or on the relayed
 /// status; may also end the process with the relayed signal.
 pub fn run(spec_path: &Path) -> i32 {
     match outer(spec_path) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("havend dyno-init: {e:#}");
+            eprintln!("haven-init: {e:#}");
             SETUP_FAILED
         }
     }
@@ -123,14 +124,14 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // The host end of the dyno's network is reached through a socket opened here, in
     // the host's network namespace, before leaving it.
     let host_net = match &spec.net {
-        Some(net) => Some(super::net::HostSide::open(net).context("open netlink")?),
+        Some(net) => Some(crate::net::HostSide::open(net).context("open netlink")?),
         None => None,
     };
     ensure_single_threaded()?;
     if let (Some(net), Some(host)) = (&spec.net, host_net) {
         unshare(NAMESPACES | CloneFlags::CLONE_NEWNET)
             .context("unshare the mount, UTS, IPC, PID and network namespaces")?;
-        super::net::join(net, host).context("set up the dyno's network")?;
+        crate::net::join(net, host).context("set up the dyno's network")?;
     } else {
         unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
     }
@@ -146,7 +147,7 @@ fn outer(spec_path: &Path) -> Result<i32> {
             let code = match container_init(&spec, &status_w, &signals) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("havend dyno-init: {e:#}");
+                    eprintln!("haven-init: {e:#}");
                     SETUP_FAILED
                 }
             };
@@ -261,7 +262,7 @@ fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Resu
     let main = match unsafe { fork() }.context("fork the main process")? {
         ForkResult::Child => {
             let e = exec_main(spec, &program, &argv, &envp);
-            eprintln!("havend dyno-init: cannot run the command: {e:#}");
+            eprintln!("haven-init: cannot run the command: {e:#}");
             std::process::exit(EXEC_FAILED)
         }
         ForkResult::Parent { child } => child,
@@ -285,7 +286,7 @@ fn exec_main(
         // The stdio pipes belong to the agent (root): hand them to the dyno user so that
         // programs that reopen /dev/stdout or /dev/stderr by path (nginx, many loggers)
         // may. Only pipes, and the dyno's own output file: /dev/null or a terminal is a
-        // host device, and a file `dyno-run` was redirected to is the caller's.
+        // host device, and a file `havend dyno-run` was redirected to is the caller's.
         let own_files = spec.exit_status_file.is_some();
         for fd in 0..=2 {
             let ours = nix::sys::stat::fstat(fd).is_ok_and(|st| {
@@ -502,7 +503,7 @@ fn enter_root(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `havend dyno-init --probe DIR`: can this host run container dynos? Tries, in a child,
+/// `haven-init --probe DIR`: can this host run container dynos? Tries, in a child,
 /// the namespaces, private mounts, an overlay with its upper dir in `DIR` (the state
 /// dir's filesystem), a fresh procfs, the hostname and `pivot_root`. Exit 0 if all work.
 pub fn probe(dir: &Path) -> i32 {
