@@ -137,6 +137,12 @@ fn outer(spec_path: &Path) -> Result<i32> {
     }
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("create the status pipe")?;
+    // Opened now: PID 1's `pivot_root` moves this process's root too (it shares the
+    // mount namespace), after which the dyno dir is out of reach by path.
+    let exit_status = spec
+        .exit_status_file
+        .as_ref()
+        .and_then(|path| fs::File::create(path).ok());
     let signals = handled_signals();
     signals.thread_block().context("block signals")?;
     // SAFETY: this process is single-threaded (checked above), so the child may allocate
@@ -144,6 +150,7 @@ fn outer(spec_path: &Path) -> Result<i32> {
     match unsafe { fork() }.context("fork the container init")? {
         ForkResult::Child => {
             drop(status_r);
+            drop(exit_status);
             let code = match container_init(&spec, &status_w, &signals) {
                 Ok(code) => code,
                 Err(e) => {
@@ -156,9 +163,9 @@ fn outer(spec_path: &Path) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(status_w);
             let status = relay(child, status_r, &signals)?;
-            if let Some(path) = &spec.exit_status_file {
-                // Read by an agent that adopted this dyno; the dyno dir may be gone.
-                let _ = fs::write(path, status.encode());
+            if let Some(mut f) = exit_status {
+                // Read by an agent that adopted this dyno (the dyno dir may be gone).
+                let _ = std::io::Write::write_all(&mut f, status.encode().as_bytes());
             }
             Ok(finish(status))
         }
