@@ -460,9 +460,54 @@ fn apply(step: &MountStep) -> Result<()> {
     Ok(())
 }
 
-/// Remounts the bind at `target` and every mount below it read-only, nosuid, nodev
-/// (keeping noexec where it was set).
+/// Makes the bind at `target` and every mount below it read-only, nosuid and nodev
+/// (keeping their other flags, noexec included): one `mount_setattr(2)` (Linux 5.12+),
+/// else a remount of each mount found in mountinfo.
 fn remount_readonly(target: &Path) -> Result<()> {
+    if set_readonly_recursive(target).is_ok() {
+        return Ok(());
+    }
+    remount_readonly_each(target)
+}
+
+/// `mount_setattr(target, AT_RECURSIVE, +rdonly +nosuid +nodev)`.
+fn set_readonly_recursive(target: &Path) -> nix::Result<()> {
+    /// `struct mount_attr` of `<linux/mount.h>`.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a NUL-terminated path and a `mount_attr` of the size passed, both alive for
+    // the call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::Error::result(r).map(drop)
+}
+
+/// [`remount_readonly`] without `mount_setattr`: each mount at or below `target`,
+/// remounted read-only, nosuid, nodev (keeping noexec where it was set).
+fn remount_readonly_each(target: &Path) -> Result<()> {
     let info = fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
     for m in parse_mountinfo(&info) {
         if !m.mount_point.starts_with(target) {
