@@ -16,7 +16,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -128,15 +128,25 @@ fn outer(spec_path: &Path) -> Result<i32> {
         None => None,
     };
     ensure_single_threaded()?;
-    if let (Some(net), Some(host)) = (&spec.net, host_net) {
+    if host_net.is_some() {
         unshare(NAMESPACES | CloneFlags::CLONE_NEWNET)
             .context("unshare the mount, UTS, IPC, PID and network namespaces")?;
-        crate::net::join(net, host).context("set up the dyno's network")?;
+        crate::net::disable_ipv6();
     } else {
         unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
     }
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("create the status pipe")?;
+    // PID 1 builds the root while this process plumbs the network (both are in the new
+    // network namespace): PID 1 waits for one byte on this pipe before it starts the
+    // command, and exits if the pipe closes without it.
+    let (net_r, net_w) = match host_net {
+        Some(_) => {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC).context("create the network pipe")?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
     // Opened now: PID 1's `pivot_root` moves this process's root too (it shares the
     // mount namespace), after which the dyno dir is out of reach by path.
     let exit_status = spec
@@ -150,8 +160,9 @@ fn outer(spec_path: &Path) -> Result<i32> {
     match unsafe { fork() }.context("fork the container init")? {
         ForkResult::Child => {
             drop(status_r);
+            drop(net_w);
             drop(exit_status);
-            let code = match container_init(&spec, &status_w, &signals) {
+            let code = match container_init(&spec, &status_w, net_r, &signals) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("haven-init: {e:#}");
@@ -162,6 +173,18 @@ fn outer(spec_path: &Path) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(status_w);
+            drop(net_r);
+            if let (Some(net), Some(host), Some(ready)) = (&spec.net, host_net, net_w) {
+                if let Err(e) = crate::net::join(net, host) {
+                    // PID 1 sees the pipe close without its byte and exits; so does
+                    // everything in its namespace.
+                    drop(ready);
+                    let _ = waitpid(child, None);
+                    return Err(anyhow!(e).context("set up the dyno's network"));
+                }
+                // PID 1 may already be gone (its setup failed): `relay` reports that.
+                let _ = nix::unistd::write(&ready, b"1");
+            }
             let status = relay(child, status_r, &signals)?;
             if let Some(mut f) = exit_status {
                 // Read by an agent that adopted this dyno (the dyno dir may be gone).
@@ -234,8 +257,14 @@ fn finish(status: Status) -> i32 {
     }
 }
 
-/// PID 1 of the dyno's namespaces.
-fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Result<i32> {
+/// PID 1 of the dyno's namespaces. With `net_ready`, the outer process is plumbing the
+/// network meanwhile: the command starts only once it has.
+fn container_init(
+    spec: &InitSpec,
+    status_w: &OwnedFd,
+    net_ready: Option<OwnedFd>,
+    signals: &SigSet,
+) -> Result<i32> {
     // If the outer process dies, so does the dyno (and with PID 1, its whole namespace).
     prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
     mount(
@@ -265,6 +294,13 @@ fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Resu
         .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
         .collect::<Result<Vec<_>>>()?;
 
+    if let Some(ready) = net_ready {
+        let mut byte = [0u8; 1];
+        if !matches!(nix::unistd::read(ready.as_raw_fd(), &mut byte), Ok(1)) {
+            // The outer process says why.
+            std::process::exit(SETUP_FAILED);
+        }
+    }
     // SAFETY: this process is single-threaded (a fork of the single-threaded outer process).
     let main = match unsafe { fork() }.context("fork the main process")? {
         ForkResult::Child => {

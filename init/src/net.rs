@@ -28,12 +28,19 @@ impl HostSide {
     }
 }
 
-/// Called by the init once it is in its new network namespace: the veth pair (host end
-/// on the bridge, `eth0` here), the address, the routes, `lo`. IPv6 is off inside.
-pub fn join(net: &DynoNet, mut host: HostSide) -> io::Result<()> {
+/// IPv6 off in the calling process's (new) network namespace: called by the init right
+/// after the unshare, before it forks PID 1 (which then changes the mount namespace's
+/// root, and with it this process's `/proc`).
+pub fn disable_ipv6() {
     for f in ["all", "default"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
     }
+}
+
+/// Called by the init once it is in its new network namespace (and after
+/// [`disable_ipv6`]): the veth pair (host end on the bridge, `eth0` here), the address,
+/// the routes, `lo`. Uses no path, so it may run while PID 1 changes the root.
+pub fn join(net: &DynoNet, mut host: HostSide) -> io::Result<()> {
     let me = std::process::id() as i32;
     match host.nl.add_veth(&net.veth, "eth0", me, host.bridge) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
