@@ -8,10 +8,15 @@
 //! (which drops to the dyno uid with `no_new_privs` and execs bash), then reaps zombies and
 //! forwards signals until the main process exits; it exits with it, which makes the kernel
 //! kill whatever else is left in the namespace. With a [`crate::DynoNet`] in the spec,
-//! the outer process also unshares the network namespace and plumbs it (veth to the
-//! node's bridge, address, routes; [`crate::net`]) before the fork. The outer process
+//! the outer process also unshares the network namespace, and plumbs it (veth to the
+//! node's bridge, address, routes; [`crate::net`]) after the fork while PID 1 builds the
+//! root; PID 1 starts the command only once the network is ready. The outer process
 //! forwards signals to PID 1, and relays the main process's status as its own (exit
 //! code, or the same signal), so the runtime's `wait` sees the command's status.
+//!
+//! A standby init ([`standby`], `--standby`) is started by the runtime before its dyno
+//! is known: it has exec'd, and made its network namespace and veth pair, by the time
+//! the spec's path comes on its stdin, so a dyno start skips both.
 
 use std::ffi::CString;
 use std::fs;
@@ -76,7 +81,7 @@ fn ensure_single_threaded() -> Result<()> {
 /// `haven-init --spec FILE`. Returns an exit code only on failure or on the relayed
 /// status; may also end the process with the relayed signal.
 pub fn run(spec_path: &Path) -> i32 {
-    match outer(spec_path) {
+    match outer(spec_path, None) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("haven-init: {e:#}");
@@ -101,18 +106,93 @@ fn close_inherited_fds() {
     }
 }
 
-fn outer(spec_path: &Path) -> Result<i32> {
-    close_inherited_fds();
+/// `haven-init --standby [--bridge NAME]`: an init started before its dyno is known, so
+/// that a dyno start skips this binary's exec and (with a bridge) the creation of its
+/// network namespace and veth pair: it does both now, then waits for one line on stdin,
+/// the path of the spec, and goes on as `--spec PATH` would. EOF instead: it exits.
+/// Until then it dies with the agent (parent-death signal). Its errors before the spec
+/// go to the agent's stderr.
+pub fn standby(bridge: Option<&str>) -> i32 {
+    let r = (|| -> Result<i32> {
+        close_inherited_fds();
+        prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+        let net = match bridge {
+            Some(bridge) => {
+                let host = crate::net::HostSide::open_bridge(bridge).context("open netlink")?;
+                ensure_single_threaded()?;
+                unshare(CloneFlags::CLONE_NEWNET).context("unshare the network namespace")?;
+                crate::net::disable_ipv6();
+                // Named after this process: unique while it (later the dyno) lives.
+                let veth = format!("hs{}", std::process::id());
+                crate::net::add_veth(&veth, host).context("create the veth pair")?;
+                true
+            }
+            None => false,
+        };
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("read the spec path")?;
+        let path = line.trim_end_matches('\n');
+        if path.is_empty() {
+            return Ok(0);
+        }
+        outer(Path::new(path), Some(Standby { net }))
+    })();
+    r.unwrap_or_else(|e| {
+        eprintln!("haven-init: {e:#}");
+        SETUP_FAILED
+    })
+}
+
+/// What a standby init prepared before its spec came.
+#[derive(Debug, Clone, Copy)]
+struct Standby {
+    /// In a network namespace of its own, with `eth0` the peer of a veth on the bridge.
+    net: bool,
+}
+
+/// A standby's stdio becomes the dyno's: `/dev/null` in, the spec's output file out.
+fn take_output(spec: &InitSpec) -> Result<()> {
+    let out = spec
+        .output
+        .as_ref()
+        .ok_or_else(|| anyhow!("a standby init needs the spec's output file"))?;
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .with_context(|| format!("open {}", out.display()))?;
+    let null = fs::File::open("/dev/null").context("open /dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).context("dup2 stdin")?;
+    nix::unistd::dup2(f.as_raw_fd(), 1).context("dup2 stdout")?;
+    nix::unistd::dup2(f.as_raw_fd(), 2).context("dup2 stderr")?;
+    Ok(())
+}
+
+fn outer(spec_path: &Path, standby: Option<Standby>) -> Result<i32> {
+    if standby.is_none() {
+        close_inherited_fds();
+    }
     let bytes = fs::read(spec_path).with_context(|| format!("read {}", spec_path.display()))?;
     // The spec holds the environment (config vars): gone from disk as soon as read.
     let _ = fs::remove_file(spec_path);
     let spec: InitSpec = serde_json::from_slice(&bytes).context("parse the dyno spec")?;
+    if standby.is_some() {
+        take_output(&spec)?;
+    }
     if spec.exit_status_file.is_none() {
         // The dyno dies with the agent (as a plain child would with its process group).
         prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
         if getppid().as_raw() != spec.parent_pid {
             bail!("the agent exited before the dyno started");
         }
+    } else if standby.is_some() {
+        // It outlives the agent from now on.
+        prctl::set_pdeathsig(None).context("clear the parent-death signal")?;
+    }
+    let net_ready = standby.is_some_and(|s| s.net);
+    if net_ready != (standby.is_some() && spec.net.is_some()) {
+        bail!("a standby init's network does not match the spec's");
     }
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
@@ -122,10 +202,10 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // resets its own score.
     let _ = fs::write("/proc/self/oom_score_adj", "-1000");
     // The host end of the dyno's network is reached through a socket opened here, in
-    // the host's network namespace, before leaving it.
+    // the host's network namespace, before leaving it (a standby has done all that).
     let host_net = match &spec.net {
-        Some(net) => Some(crate::net::HostSide::open(net).context("open netlink")?),
-        None => None,
+        Some(net) if !net_ready => Some(crate::net::HostSide::open(net).context("open netlink")?),
+        _ => None,
     };
     ensure_single_threaded()?;
     if host_net.is_some() {
@@ -140,7 +220,7 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // PID 1 builds the root while this process plumbs the network (both are in the new
     // network namespace): PID 1 waits for one byte on this pipe before it starts the
     // command, and exits if the pipe closes without it.
-    let (net_r, net_w) = match host_net {
+    let (net_r, net_w) = match &spec.net {
         Some(_) => {
             let (r, w) = pipe2(OFlag::O_CLOEXEC).context("create the network pipe")?;
             (Some(r), Some(w))
@@ -174,8 +254,12 @@ fn outer(spec_path: &Path) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(status_w);
             drop(net_r);
-            if let (Some(net), Some(host), Some(ready)) = (&spec.net, host_net, net_w) {
-                if let Err(e) = crate::net::join(net, host) {
+            if let (Some(net), Some(ready)) = (&spec.net, net_w) {
+                let plumbed = match host_net {
+                    Some(host) => crate::net::join(net, host),
+                    None => crate::net::configure(net),
+                };
+                if let Err(e) = plumbed {
                     // PID 1 sees the pipe close without its byte and exits; so does
                     // everything in its namespace.
                     drop(ready);

@@ -16,6 +16,6 @@ pub mod net;
 pub mod netlink;
 mod spec;
 
-pub use init::{probe, run, Status, SETUP_FAILED};
+pub use init::{probe, run, standby, Status, SETUP_FAILED};
 pub use net::probe_net;
 pub use spec::{parse_mountinfo, unescape_mount, DynoNet, InitSpec, MountEntry, MountStep};

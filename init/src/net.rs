@@ -19,11 +19,16 @@ pub struct HostSide {
 
 impl HostSide {
     pub fn open(net: &DynoNet) -> io::Result<HostSide> {
-        let bridge = link_index(&net.bridge)
-            .ok_or_else(|| io::Error::other(format!("the bridge {} does not exist", net.bridge)))?;
+        HostSide::open_bridge(&net.bridge)
+    }
+
+    /// The host side for a dyno on bridge `bridge`.
+    pub fn open_bridge(bridge: &str) -> io::Result<HostSide> {
+        let index = link_index(bridge)
+            .ok_or_else(|| io::Error::other(format!("the bridge {bridge} does not exist")))?;
         Ok(HostSide {
             nl: Netlink::open()?,
-            bridge,
+            bridge: index,
         })
     }
 }
@@ -40,17 +45,29 @@ pub fn disable_ipv6() {
 /// Called by the init once it is in its new network namespace (and after
 /// [`disable_ipv6`]): the veth pair (host end on the bridge, `eth0` here), the address,
 /// the routes, `lo`. Uses no path, so it may run while PID 1 changes the root.
-pub fn join(net: &DynoNet, mut host: HostSide) -> io::Result<()> {
+pub fn join(net: &DynoNet, host: HostSide) -> io::Result<()> {
+    add_veth(&net.veth, host)?;
+    configure(net)
+}
+
+/// The veth pair: `veth` on the bridge in the host's namespace, `eth0` (down, no
+/// address yet) in the calling process's.
+pub fn add_veth(veth: &str, mut host: HostSide) -> io::Result<()> {
     let me = std::process::id() as i32;
-    match host.nl.add_veth(&net.veth, "eth0", me, host.bridge) {
+    match host.nl.add_veth(veth, "eth0", me, host.bridge) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             // Left by a dyno whose namespace the kernel has not torn down yet.
-            let _ = host.nl.del_link(&net.veth);
-            host.nl.add_veth(&net.veth, "eth0", me, host.bridge)
+            let _ = host.nl.del_link(veth);
+            host.nl.add_veth(veth, "eth0", me, host.bridge)
         }
         other => other,
     }
-    .map_err(|e| io::Error::new(e.kind(), format!("create the veth pair {}: {e}", net.veth)))?;
+    .map_err(|e| io::Error::new(e.kind(), format!("create the veth pair {veth}: {e}")))
+}
+
+/// Inside the dyno's namespace, `eth0` already there: `lo` and `eth0` up, the dyno's
+/// address, the route to the gateway and the default route through it.
+pub fn configure(net: &DynoNet) -> io::Result<()> {
     let mut nl = Netlink::open()?;
     if let Some(lo) = link_index("lo") {
         nl.set_up(lo)?;

@@ -68,6 +68,10 @@ pub struct InitSpec {
     /// The dyno's own network namespace; `None`: the host's network.
     #[serde(default)]
     pub net: Option<DynoNet>,
+    /// The dyno's output file, for a standby init (`haven-init --standby`), whose
+    /// stdout and stderr were not the dyno's when it started; else unused.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
 }
 
 /// What the runtime needs to give a dyno its network: chosen by the agent's network

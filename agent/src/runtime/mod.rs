@@ -126,6 +126,9 @@ pub struct Runtime {
     init: InitExe,
     cgroups: Option<cgroup::Layout>,
     reason: Option<String>,
+    /// An init started ahead of the next container dyno that outlives the agent
+    /// ([`Standby`]).
+    standby: Arc<std::sync::Mutex<Option<Standby>>>,
 }
 
 impl Runtime {
@@ -143,6 +146,7 @@ impl Runtime {
                 init,
                 cgroups: Some(layout),
                 reason: None,
+                standby: Arc::default(),
             },
             Err(why) => {
                 tracing::warn!(
@@ -165,6 +169,7 @@ impl Runtime {
             init: InitExe::agent(PathBuf::new()),
             cgroups: None,
             reason: Some("Process mode was asked for".into()),
+            standby: Arc::default(),
         }
     }
 
@@ -273,7 +278,7 @@ impl Runtime {
         .map_err(invalid)?;
         let cg = layout.dyno(&spec.id);
         cg.create(spec.memory_limit_bytes, spec.pids_limit)?;
-        let init_spec = plan::InitSpec {
+        let mut init_spec = plan::InitSpec {
             hostname: spec.hostname.clone(),
             rootfs: dirs.rootfs(),
             steps,
@@ -291,7 +296,12 @@ impl Runtime {
                 .outlives_agent
                 .then(|| dirs.root.join(EXIT_STATUS_FILE)),
             net: spec.net.clone(),
+            output: None,
         };
+        let standby = self.take_standby(spec);
+        if standby.is_some() {
+            init_spec.output = Some(dirs.root.join(output::LOG_FILE));
+        }
         let written = serde_json::to_vec(&init_spec)
             .map_err(io::Error::other)
             .and_then(|bytes| {
@@ -303,6 +313,20 @@ impl Runtime {
                 io::Write::write_all(&mut f, &bytes)
             });
         let child = written.and_then(|()| {
+            if spec.outlives_agent {
+                self.refill_standby(spec);
+            }
+            if let Some(sb) = standby {
+                // Its stdout and stderr become the output file, which it opens itself.
+                drop(output::create(&dirs.root)?);
+                match sb.start(&dirs.spec_file()) {
+                    Ok(child) => return Ok(child),
+                    Err(e) => {
+                        tracing::info!(error = %e, "the standby dyno init is gone; starting one");
+                        let _ = std::fs::remove_file(dirs.root.join(output::LOG_FILE));
+                    }
+                }
+            }
             let mut cmd = Command::from(self.init.command(&["--spec"]));
             cmd.arg(dirs.spec_file()).env_clear().current_dir("/");
             stdio(&mut cmd, spec, &dirs.root)?;
@@ -321,6 +345,44 @@ impl Runtime {
             Kind::Container { cgroup: cg },
             spec.outlives_agent,
         ))
+    }
+
+    /// The standby init for `spec`, if one waits and fits (a dyno that outlives the agent,
+    /// with no stdin, on the same bridge or the host's network); one that does not fit is
+    /// stopped.
+    fn take_standby(&self, spec: &DynoSpec) -> Option<Standby> {
+        if !spec.outlives_agent || spec.stdin {
+            return None;
+        }
+        let mut sb = lock(&self.standby).take()?;
+        let bridge = spec.net.as_ref().map(|n| n.bridge.as_str());
+        (sb.alive() && sb.bridge.as_deref() == bridge).then_some(sb)
+    }
+
+    /// Starts the standby init for the next dyno like `spec`, soon, from a task of the
+    /// agent's runtime (so not on the critical path of the dyno just started, and from a
+    /// thread that lives as long as the runtime: the standby's parent-death signal
+    /// follows the thread that spawned it).
+    fn refill_standby(&self, spec: &DynoSpec) {
+        if !self.init.standby_capable() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot = self.standby.clone();
+        let init = self.init.clone();
+        let bridge = spec.net.as_ref().map(|n| n.bridge.clone());
+        rt.spawn(async move {
+            tokio::time::sleep(STANDBY_DELAY).await;
+            if lock(&slot).is_some() {
+                return;
+            }
+            match Standby::spawn(&init, bridge) {
+                Ok(sb) => *lock(&slot) = Some(sb),
+                Err(e) => tracing::warn!(error = %e, "cannot start a standby dyno init"),
+            }
+        });
     }
 
     fn spawn_process(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
@@ -407,6 +469,11 @@ impl InitExe {
         c
     }
 
+    /// Whether it can wait as a standby (`haven-init` can; `havend dyno-init` not).
+    fn standby_capable(&self) -> bool {
+        !self.agent
+    }
+
     /// How it is run, for error messages.
     pub fn display(&self) -> String {
         match self.agent {
@@ -418,6 +485,83 @@ impl InitExe {
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+/// How long after a dyno start its standby init's successor is started.
+const STANDBY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An init (`haven-init --standby`) started before its dyno is known: it has exec'd and,
+/// for a dyno with a network of its own, made its network namespace and veth pair
+/// already; the dyno's spec path on its stdin sets it going. Until then it dies with
+/// the agent; dropped unused, it is killed.
+#[derive(Debug)]
+struct Standby {
+    /// `None` once handed a spec.
+    child: Option<Child>,
+    /// The bridge its veth is on; `None`: the host's network.
+    bridge: Option<String>,
+}
+
+impl Standby {
+    fn spawn(init: &InitExe, bridge: Option<String>) -> io::Result<Standby> {
+        let mut args = vec!["--standby"];
+        if let Some(b) = &bridge {
+            args.extend(["--bridge", b.as_str()]);
+        }
+        let mut cmd = Command::from(init.command(&args));
+        cmd.env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // Its errors before a spec comes: into the agent's log.
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(false);
+        Ok(Standby {
+            child: Some(cmd.spawn()?),
+            bridge,
+        })
+    }
+
+    /// Hands it the spec at `spec_path`: from here on it is the dyno's init.
+    fn start(mut self, spec_path: &Path) -> io::Result<Child> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| io::Error::other("the standby init was used"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("the standby init has no stdin"))?;
+        let mut line = spec_path.as_os_str().as_encoded_bytes().to_vec();
+        line.push(b'\n');
+        // A short line into an empty pipe: written at once, or the standby is gone.
+        let n = nix::unistd::write(&stdin, &line).map_err(io::Error::from)?;
+        if n != line.len() {
+            return Err(io::Error::other("short write to the standby init"));
+        }
+        drop(stdin);
+        Ok(child)
+    }
+
+    /// Whether it still waits for a spec.
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
 }
 
 /// Where the main process's status is left for an agent that adopted the dyno.
