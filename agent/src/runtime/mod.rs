@@ -375,11 +375,13 @@ impl Runtime {
         let bridge = spec.net.as_ref().map(|n| n.bridge.clone());
         rt.spawn(async move {
             tokio::time::sleep(STANDBY_DELAY).await;
-            if lock(&slot).is_some() {
+            // Under the lock: of several starts in a row, one refill makes a standby.
+            let mut slot = lock(&slot);
+            if slot.is_some() {
                 return;
             }
             match Standby::spawn(&init, bridge) {
-                Ok(sb) => *lock(&slot) = Some(sb),
+                Ok(sb) => *slot = Some(sb),
                 Err(e) => tracing::warn!(error = %e, "cannot start a standby dyno init"),
             }
         });
