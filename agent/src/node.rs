@@ -163,13 +163,7 @@ impl Agent {
             Runtime::process_only(data.dynos_dir())
         });
         // Dynos' and builds' own network namespaces, and the node's firewall.
-        let network = crate::network::Network::start(
-            &cfg.dynos,
-            &runtime,
-            &std::env::current_exe().context("find the havend binary")?,
-            raft.clone(),
-        )
-        .await;
+        let network = crate::network::Network::start(&cfg.dynos, &runtime, raft.clone()).await;
         let builder = Builder::new(
             raft.clone(),
             cfg.node_id,

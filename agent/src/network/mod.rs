@@ -79,12 +79,7 @@ impl Network {
     /// Sets the node up for isolated dynos if `tuning` asks for it and the host allows:
     /// the bridge, forwarding, the table; keeps the addresses of the dynos a previous
     /// agent left running. Otherwise one line says why dynos share the host's network.
-    pub async fn start(
-        tuning: &DynoTuning,
-        runtime: &Runtime,
-        init_exe: &Path,
-        raft: HavenRaft,
-    ) -> Network {
+    pub async fn start(tuning: &DynoTuning, runtime: &Runtime, raft: HavenRaft) -> Network {
         if tuning.network == NetworkMode::Host {
             info!("dynos share the host's network ([dynos] network = \"host\")");
             return Network::host(raft);
@@ -93,7 +88,7 @@ impl Network {
             warn!("dyno network isolation needs container dynos; dynos share the host's network");
             return Network::host(raft);
         }
-        match setup(tuning, runtime, init_exe, &raft).await {
+        match setup(tuning, runtime, &raft).await {
             Ok(on) => {
                 info!(subnet = %on.subnet, bridge = BRIDGE, "dynos have network namespaces of their own");
                 Network {
@@ -271,18 +266,13 @@ fn find_nft() -> Option<String> {
         .map(|p| p.to_string())
 }
 
-async fn setup(
-    tuning: &DynoTuning,
-    runtime: &Runtime,
-    init_exe: &Path,
-    raft: &HavenRaft,
-) -> Result<On, String> {
+async fn setup(tuning: &DynoTuning, runtime: &Runtime, raft: &HavenRaft) -> Result<On, String> {
     let subnet: Subnet = tuning
         .subnet
         .parse()
         .map_err(|e| format!("[dynos] subnet: {e}"))?;
     let nft = find_nft().ok_or("no nft binary (install Debian's nftables package)")?;
-    crate::runtime::probe_network(init_exe)?;
+    runtime.probe_network()?;
     crate::runtime::setup_bridge(BRIDGE, subnet.gateway(), subnet.prefix())
         .map_err(|e| format!("set up the bridge {BRIDGE}: {e}"))?;
     let mut alloc = Allocator::new(subnet);

@@ -3,7 +3,7 @@
 //!
 //! **Container mode** (root, namespaces, overlayfs, cgroups): `spawn` writes the per-dyno
 //! dir and a spec file, creates the dyno's cgroup with its limits, and starts
-//! `havend dyno-init --spec FILE` (see [`init`]): PID 1 of new PID, mount, UTS and IPC
+//! `haven-init --spec FILE` (crate `init/`; [`InitExe`] finds it): PID 1 of new PID, mount, UTS and IPC
 //! namespaces (plus a network namespace of its own when the spec has a [`DynoNet`], see
 //! [`net`]; else the host's network), rooted by
 //! `pivot_root` in a tmpfs holding the host stack bound read-only, `/app` as an overlay
@@ -24,9 +24,7 @@
 mod adopt;
 mod cgroup;
 mod files;
-mod init;
 mod net;
-mod netlink;
 mod output;
 mod plan;
 mod probe;
@@ -49,8 +47,10 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 pub use files::chown_tree;
 use files::{create_private_dir, remove_tree};
-pub use init::{probe as dyno_init_probe, run as dyno_init};
-pub use net::{probe as probe_network, probe_child as dyno_init_probe_net, setup_bridge, DynoNet};
+pub use haven_init::{
+    probe as dyno_init_probe, probe_net as dyno_init_probe_net, run as dyno_init,
+};
+pub use net::{setup_bridge, DynoNet};
 pub use output::OutputTail;
 pub use plan::{DYNO_GID, DYNO_UID};
 pub use run::{dyno_run, DynoRunArgs};
@@ -123,24 +123,30 @@ pub struct ExitInfo {
 pub struct Runtime {
     mode: Mode,
     state_dir: PathBuf,
-    init_exe: PathBuf,
+    init: InitExe,
     cgroups: Option<cgroup::Layout>,
     reason: Option<String>,
+    /// An init started ahead of the next container dyno that outlives the agent
+    /// ([`Standby`]).
+    standby: Arc<std::sync::Mutex<Option<Standby>>>,
 }
 
 impl Runtime {
-    /// Probes root, the namespaces and overlayfs (by running `init_exe dyno-init --probe`
-    /// in the state dir), and cgroups; on failure logs one warning saying why and runs
-    /// dynos in Process mode. `state_dir` holds the per-dyno dirs. Blocks for the probe
-    /// (a few milliseconds): call it at startup.
-    pub fn new(state_dir: PathBuf, init_exe: PathBuf) -> Runtime {
-        match probe::probe_container(&state_dir, &init_exe) {
+    /// Probes root, the namespaces and overlayfs (by running the init's `--probe` in the
+    /// state dir), and cgroups; on failure logs one warning saying why and runs dynos in
+    /// Process mode. `state_dir` holds the per-dyno dirs; `agent_exe` is the `havend`
+    /// binary, next to which the init is looked for ([`InitExe::find`]). Blocks for the
+    /// probe (a few milliseconds): call it at startup.
+    pub fn new(state_dir: PathBuf, agent_exe: PathBuf) -> Runtime {
+        let init = InitExe::find(&agent_exe);
+        match probe::probe_container(&state_dir, &init) {
             Ok(layout) => Runtime {
                 mode: Mode::Container,
                 state_dir,
-                init_exe,
+                init,
                 cgroups: Some(layout),
                 reason: None,
+                standby: Arc::default(),
             },
             Err(why) => {
                 tracing::warn!(
@@ -148,7 +154,7 @@ impl Runtime {
                     "container dynos are unavailable on this host; dynos run as plain processes"
                 );
                 let mut rt = Runtime::process_only(state_dir);
-                rt.init_exe = init_exe;
+                rt.init = init;
                 rt.reason = Some(why);
                 rt
             }
@@ -160,14 +166,21 @@ impl Runtime {
         Runtime {
             mode: Mode::Process,
             state_dir,
-            init_exe: PathBuf::new(),
+            init: InitExe::agent(PathBuf::new()),
             cgroups: None,
             reason: Some("Process mode was asked for".into()),
+            standby: Arc::default(),
         }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Can this host give a dyno its own network namespace? (Runs the init's
+    /// `--probe-net`.)
+    pub fn probe_network(&self) -> Result<(), String> {
+        net::probe(&self.init)
     }
 
     /// Why container mode is unavailable (Process mode only).
@@ -265,7 +278,7 @@ impl Runtime {
         .map_err(invalid)?;
         let cg = layout.dyno(&spec.id);
         cg.create(spec.memory_limit_bytes, spec.pids_limit)?;
-        let init_spec = plan::InitSpec {
+        let mut init_spec = plan::InitSpec {
             hostname: spec.hostname.clone(),
             rootfs: dirs.rootfs(),
             steps,
@@ -283,7 +296,12 @@ impl Runtime {
                 .outlives_agent
                 .then(|| dirs.root.join(EXIT_STATUS_FILE)),
             net: spec.net.clone(),
+            output: None,
         };
+        let standby = self.take_standby(spec);
+        if standby.is_some() {
+            init_spec.output = Some(dirs.root.join(output::LOG_FILE));
+        }
         let written = serde_json::to_vec(&init_spec)
             .map_err(io::Error::other)
             .and_then(|bytes| {
@@ -295,9 +313,22 @@ impl Runtime {
                 io::Write::write_all(&mut f, &bytes)
             });
         let child = written.and_then(|()| {
-            let mut cmd = Command::new(&self.init_exe);
-            cmd.arg("dyno-init").arg("--spec").arg(dirs.spec_file());
-            cmd.env_clear().current_dir("/");
+            if spec.outlives_agent {
+                self.refill_standby(spec);
+            }
+            if let Some(sb) = standby {
+                // Its stdout and stderr become the output file, which it opens itself.
+                drop(output::create(&dirs.root)?);
+                match sb.start(&dirs.spec_file()) {
+                    Ok(child) => return Ok(child),
+                    Err(e) => {
+                        tracing::info!(error = %e, "the standby dyno init is gone; starting one");
+                        let _ = std::fs::remove_file(dirs.root.join(output::LOG_FILE));
+                    }
+                }
+            }
+            let mut cmd = Command::from(self.init.command(&["--spec"]));
+            cmd.arg(dirs.spec_file()).env_clear().current_dir("/");
             stdio(&mut cmd, spec, &dirs.root)?;
             cmd.spawn()
         });
@@ -314,6 +345,46 @@ impl Runtime {
             Kind::Container { cgroup: cg },
             spec.outlives_agent,
         ))
+    }
+
+    /// The standby init for `spec`, if one waits and fits (a dyno that outlives the agent,
+    /// with no stdin, on the same bridge or the host's network); one that does not fit is
+    /// stopped.
+    fn take_standby(&self, spec: &DynoSpec) -> Option<Standby> {
+        if !spec.outlives_agent || spec.stdin {
+            return None;
+        }
+        let mut sb = lock(&self.standby).take()?;
+        let bridge = spec.net.as_ref().map(|n| n.bridge.as_str());
+        (sb.alive() && sb.bridge.as_deref() == bridge).then_some(sb)
+    }
+
+    /// Starts the standby init for the next dyno like `spec`, soon, from a task of the
+    /// agent's runtime (so not on the critical path of the dyno just started, and from a
+    /// thread that lives as long as the runtime: the standby's parent-death signal
+    /// follows the thread that spawned it).
+    fn refill_standby(&self, spec: &DynoSpec) {
+        if !self.init.standby_capable() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let slot = self.standby.clone();
+        let init = self.init.clone();
+        let bridge = spec.net.as_ref().map(|n| n.bridge.clone());
+        rt.spawn(async move {
+            tokio::time::sleep(STANDBY_DELAY).await;
+            // Under the lock: of several starts in a row, one refill makes a standby.
+            let mut slot = lock(&slot);
+            if slot.is_some() {
+                return;
+            }
+            match Standby::spawn(&init, bridge) {
+                Ok(sb) => *slot = Some(sb),
+                Err(e) => tracing::warn!(error = %e, "cannot start a standby dyno init"),
+            }
+        });
     }
 
     fn spawn_process(&self, spec: &DynoSpec, dirs: &plan::DynoDirs) -> io::Result<DynoProcess> {
@@ -360,8 +431,139 @@ impl Runtime {
     }
 }
 
+/// The program a container dyno's init runs as: `haven-init` beside the agent's binary,
+/// a small one whose exec costs a fraction of `havend`'s (no C++ to load, few
+/// relocations), else `havend dyno-init` (a `havend` copied alone somewhere, as an
+/// upgrade test does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitExe {
+    path: PathBuf,
+    /// `havend`: the init is its `dyno-init` subcommand.
+    agent: bool,
+}
+
+impl InitExe {
+    /// The binary of the init.
+    pub const NAME: &'static str = "haven-init";
+
+    /// `haven-init` in the directory of `agent_exe` if there is one, else `agent_exe`.
+    pub fn find(agent_exe: &Path) -> InitExe {
+        match agent_exe.parent().map(|d| d.join(Self::NAME)) {
+            Some(p) if p.is_file() => InitExe {
+                path: p,
+                agent: false,
+            },
+            _ => InitExe::agent(agent_exe.to_path_buf()),
+        }
+    }
+
+    fn agent(path: PathBuf) -> InitExe {
+        InitExe { path, agent: true }
+    }
+
+    /// The init with `args` (`--spec`, `--probe DIR`, `--probe-net`).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.path);
+        if self.agent {
+            c.arg("dyno-init");
+        }
+        c.args(args);
+        c
+    }
+
+    /// Whether it can wait as a standby (`haven-init` can; `havend dyno-init` not).
+    fn standby_capable(&self) -> bool {
+        !self.agent
+    }
+
+    /// How it is run, for error messages.
+    pub fn display(&self) -> String {
+        match self.agent {
+            true => format!("{} dyno-init", self.path.display()),
+            false => self.path.display().to_string(),
+        }
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.into())
+}
+
+/// How long after a dyno start its standby init's successor is started.
+const STANDBY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An init (`haven-init --standby`) started before its dyno is known: it has exec'd and,
+/// for a dyno with a network of its own, made its network namespace and veth pair
+/// already; the dyno's spec path on its stdin sets it going. Until then it dies with
+/// the agent; dropped unused, it is killed.
+#[derive(Debug)]
+struct Standby {
+    /// `None` once handed a spec.
+    child: Option<Child>,
+    /// The bridge its veth is on; `None`: the host's network.
+    bridge: Option<String>,
+}
+
+impl Standby {
+    fn spawn(init: &InitExe, bridge: Option<String>) -> io::Result<Standby> {
+        let mut args = vec!["--standby"];
+        if let Some(b) = &bridge {
+            args.extend(["--bridge", b.as_str()]);
+        }
+        let mut cmd = Command::from(init.command(&args));
+        cmd.env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // Its errors before a spec comes: into the agent's log.
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(false);
+        Ok(Standby {
+            child: Some(cmd.spawn()?),
+            bridge,
+        })
+    }
+
+    /// Hands it the spec at `spec_path`: from here on it is the dyno's init.
+    fn start(mut self, spec_path: &Path) -> io::Result<Child> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| io::Error::other("the standby init was used"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("the standby init has no stdin"))?;
+        let mut line = spec_path.as_os_str().as_encoded_bytes().to_vec();
+        line.push(b'\n');
+        // A short line into an empty pipe: written at once, or the standby is gone.
+        let n = nix::unistd::write(&stdin, &line).map_err(io::Error::from)?;
+        if n != line.len() {
+            return Err(io::Error::other("short write to the standby init"));
+        }
+        drop(stdin);
+        Ok(child)
+    }
+
+    /// Whether it still waits for a spec.
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
 }
 
 /// Where the main process's status is left for an agent that adopted the dyno.
@@ -539,10 +741,10 @@ impl DynoProcess {
                 let _ = pidfd.readable().await;
                 let status = std::fs::read_to_string(self.handle.shared.dir.join(EXIT_STATUS_FILE))
                     .ok()
-                    .and_then(|s| init::Status::decode(&s));
+                    .and_then(|s| haven_init::Status::decode(&s));
                 match status {
-                    Some(init::Status::Exit(c)) => (Some(c), None),
-                    Some(init::Status::Signal(s)) => (None, Some(s)),
+                    Some(haven_init::Status::Exit(c)) => (Some(c), None),
+                    Some(haven_init::Status::Signal(s)) => (None, Some(s)),
                     None => (None, None),
                 }
             }
@@ -639,5 +841,32 @@ impl DynoHandle {
             cgroup.remove();
         }
         remove_tree(&s.dir);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_the_init_is_haven_init_beside_the_agent_else_havend_dyno_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("havend");
+        std::fs::write(&agent, "").unwrap();
+        let alone = InitExe::find(&agent);
+        assert_eq!(alone, InitExe::agent(agent.clone()));
+        let c = alone.command(&["--probe-net"]);
+        assert_eq!(c.get_program(), agent.as_os_str());
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["dyno-init", "--probe-net"]);
+
+        std::fs::write(dir.path().join(InitExe::NAME), "").unwrap();
+        let small = InitExe::find(&agent);
+        let c = small.command(&["--spec"]);
+        assert_eq!(c.get_program(), dir.path().join("haven-init").as_os_str());
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["--spec"]);
+        assert!(!small.display().contains("dyno-init"));
     }
 }

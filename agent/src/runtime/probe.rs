@@ -1,12 +1,13 @@
 //! Whether this host can run containers, probed once when the agent starts: root, the
 //! cgroup hierarchies (mounted in the state dir when the agent's `/sys` hides them), and a
-//! trial `dyno-init --probe` of the namespaces.
+//! trial `haven-init --probe` of the namespaces.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use super::cgroup;
 use super::files::{create_private_dir, remove_tree};
+use super::InitExe;
 
 /// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
 /// cannot have the memory controller) the cgroup2 hierarchy.
@@ -70,7 +71,7 @@ fn favor_cgroup_moves(at: &Path) {
     }
 }
 
-pub(super) fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgroup::Layout, String> {
+pub(super) fn probe_container(state_dir: &Path, init: &InitExe) -> Result<cgroup::Layout, String> {
     let euid = nix::unistd::geteuid();
     if !euid.is_root() {
         return Err(format!("havend is not running as root (euid {euid})"));
@@ -103,15 +104,14 @@ pub(super) fn probe_container(state_dir: &Path, init_exe: &Path) -> Result<cgrou
     }
     let dir = state_dir.join(format!(".probe-{}", std::process::id()));
     remove_tree(&dir);
-    let out = std::process::Command::new(init_exe)
-        .arg("dyno-init")
-        .arg("--probe")
+    let out = init
+        .command(&["--probe"])
         .arg(&dir)
         .env_clear()
         .stdin(Stdio::null())
         .output();
     remove_tree(&dir);
-    let out = out.map_err(|e| format!("run {} dyno-init --probe: {e}", init_exe.display()))?;
+    let out = out.map_err(|e| format!("run {} --probe: {e}", init.display()))?;
     if !out.status.success() {
         return Err(format!(
             "namespace probe failed ({}): {}",

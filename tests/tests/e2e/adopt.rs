@@ -467,3 +467,51 @@ fn an_agent_back_after_its_node_was_declared_down_kills_the_dynos_it_left() {
         pids.iter().map(|(_, p)| p).collect::<Vec<_>>()
     );
 }
+
+/// An adopted dyno ends with its own exit status: its init leaves the status in a file
+/// (opened before PID 1 changes the root) that the next agent reads. It used to be lost,
+/// and every adopted dyno's end read as a SIGKILL (status 137).
+#[test]
+fn an_adopted_dyno_exits_with_its_own_status() {
+    let mut env = cluster_with(1, Some(PATIENT));
+    let dir = tempfile::tempdir().unwrap();
+    haven_tests::bench::apps::copy_files(&example(), dir.path()).unwrap();
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "web: python3 app.py\nworker: echo started; sleep 12; exit 3\n",
+    )
+    .unwrap();
+    env.post_json(0, "/apps", &json!({ "name": "leaver" }))
+        .unwrap();
+    ok(hctl(
+        &env,
+        0,
+        &["deploy", &dir.path().to_string_lossy(), "-a", "leaver"],
+    ));
+    ok(hctl(&env, 0, &["ps:scale", "worker=1", "-a", "leaver"]));
+    eventually("the worker started", Duration::from_secs(60), || {
+        logs(&env, "leaver", &[])
+            .contains("app[worker.1]: started")
+            .then_some(())
+    });
+    env.kill_agent(0).unwrap();
+    env.restart(0).unwrap();
+    env.wait_ready(0, Duration::from_secs(60)).unwrap();
+    let before = logs(&env, "leaver", &[]);
+    assert!(
+        !before.contains("Process exited"),
+        "the worker exited before its agent was restarted:\n{before}"
+    );
+    let lines = eventually("the adopted worker exited", Duration::from_secs(60), || {
+        let l = logs(&env, "leaver", &["-s", "heroku"]);
+        l.contains("heroku[worker.1]: Process exited").then_some(l)
+    });
+    let first = lines
+        .lines()
+        .find(|l| l.contains("heroku[worker.1]: Process exited"))
+        .unwrap();
+    assert!(
+        first.ends_with("Process exited with status 3"),
+        "the adopted worker's end: {first}\n{lines}"
+    );
+}

@@ -118,6 +118,30 @@ fn the_scheduler_does_no_io_and_hctl_links_no_server_crate() {
 }
 
 #[test]
+fn the_dyno_init_links_no_c_plus_plus_and_no_async_runtime() {
+    let Some(meta) = metadata() else {
+        return;
+    };
+    // Exec'd for every dyno start: its size and dynamic libraries are start time.
+    let init = closure(&meta, "haven-init");
+    for banned in [
+        "rocksdb",
+        "librocksdb-sys",
+        "tokio",
+        "mio",
+        "ring",
+        "zstd-sys",
+    ] {
+        assert!(!init.contains(banned), "haven-init depends on {banned}");
+    }
+    let haven: Vec<&String> = init
+        .iter()
+        .filter(|d| d.starts_with("haven") || *d == "hctl")
+        .collect();
+    assert!(haven.is_empty(), "haven-init depends on {haven:?}");
+}
+
+#[test]
 fn the_catalog_depends_on_no_haven_crate() {
     let Some(meta) = metadata() else {
         return;

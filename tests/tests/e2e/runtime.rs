@@ -261,7 +261,8 @@ fn runtime_container_isolates_the_dyno_and_cleans_up() {
     assert!(out.stderr.contains("to stderr"), "{}", out.stderr);
     // PID namespace: the command is PID 2 under our init, and sees no host process.
     assert_eq!(field(&out, "pid"), "2");
-    assert!(field(&out, "init").contains("dyno-init"), "{}", out.stdout);
+    // The small init binary beside havend, not `havend dyno-init`.
+    assert!(field(&out, "init").contains("haven-init"), "{}", out.stdout);
     assert_eq!(field(&out, "procs"), "2", "only init and the command");
     assert_eq!(field(&out, "hostname"), "web.1");
     assert_eq!(

@@ -2,11 +2,11 @@
 //! (a bridge, a veth pair with one end in another namespace, links up, an address, two
 //! routes), each acknowledged before the next. No dependency beyond `libc`: the messages
 //! are a handful of fixed headers and attributes, built and unit-tested here. It is used
-//! by the agent (the bridge) and by `dyno-init` (single-threaded, before its fork), so
+//! by the agent (the bridge) and by the init (single-threaded, before its fork), so
 //! it runs no threads and needs no async runtime.
 //!
 //! A netlink socket belongs to the network namespace that was current when it was
-//! opened: `dyno-init` opens one before `unshare(CLONE_NEWNET)` for the host side and
+//! opened: the init opens one before `unshare(CLONE_NEWNET)` for the host side and
 //! one after it for the dyno's side.
 
 use std::io;
@@ -95,7 +95,7 @@ fn ifinfomsg(buf: &mut Vec<u8>, index: i32, flags: u32, change: u32) {
 
 /// The body of RTM_NEWLINK creating a veth pair: `name` here, `peer` in the network
 /// namespace of process `peer_pid`; `name` is up and, with `master`, a port of it.
-pub(super) fn veth_body(name: &str, peer: &str, peer_pid: i32, master: Option<u32>) -> Vec<u8> {
+pub(crate) fn veth_body(name: &str, peer: &str, peer_pid: i32, master: Option<u32>) -> Vec<u8> {
     let mut b = Vec::new();
     ifinfomsg(&mut b, 0, IFF_UP, IFF_UP);
     attr_str(&mut b, IFLA_IFNAME, name);
@@ -116,7 +116,7 @@ pub(super) fn veth_body(name: &str, peer: &str, peer_pid: i32, master: Option<u3
 }
 
 /// The body of RTM_NEWLINK creating bridge `name`, up.
-pub(super) fn bridge_body(name: &str) -> Vec<u8> {
+pub(crate) fn bridge_body(name: &str) -> Vec<u8> {
     let mut b = Vec::new();
     ifinfomsg(&mut b, 0, IFF_UP, IFF_UP);
     attr_str(&mut b, IFLA_IFNAME, name);
@@ -127,7 +127,7 @@ pub(super) fn bridge_body(name: &str) -> Vec<u8> {
 }
 
 /// The body of RTM_NEWADDR: `addr/prefix` on link `index`.
-pub(super) fn addr_body(index: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
+pub(crate) fn addr_body(index: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
     let mut b = vec![AF_INET, prefix, 0, RT_SCOPE_UNIVERSE];
     b.extend_from_slice(&index.to_ne_bytes());
     attr(&mut b, IFA_LOCAL, &addr.octets());
@@ -137,7 +137,7 @@ pub(super) fn addr_body(index: u32, addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
 
 /// The body of RTM_NEWROUTE: `dst` (`None`: the default route) out of link `oif`,
 /// through `gateway` or else directly on the link.
-pub(super) fn route_body(
+pub(crate) fn route_body(
     dst: Option<(Ipv4Addr, u8)>,
     gateway: Option<Ipv4Addr>,
     oif: u32,
@@ -171,7 +171,7 @@ pub(super) fn route_body(
 
 /// The errno of an NLMSG_ERROR answer to request `seq` (0: an acknowledgement), or
 /// `None` if `msg` holds no such answer.
-pub(super) fn ack_of(msg: &[u8], seq: u32) -> Option<i32> {
+pub(crate) fn ack_of(msg: &[u8], seq: u32) -> Option<i32> {
     let mut off = 0;
     while off + 16 <= msg.len() {
         let len = u32::from_ne_bytes(msg[off..off + 4].try_into().ok()?) as usize;

@@ -1,21 +1,27 @@
-//! `havend dyno-init`: the container's init, run by the runtime as a fresh (so
-//! single-threaded) process.
+//! The container's init, run by the runtime as a fresh (so single-threaded) process:
+//! `haven-init --spec FILE`, or `havend dyno-init --spec FILE` where no `haven-init`
+//! sits next to `havend`.
 //!
 //! The outer process joins the dyno's cgroups, unshares the mount, UTS, IPC and PID
 //! namespaces and forks. The child is PID 1 of the new PID namespace: it builds the root
 //! from the mount plan, `pivot_root`s into it, sets the hostname, forks the main process
 //! (which drops to the dyno uid with `no_new_privs` and execs bash), then reaps zombies and
 //! forwards signals until the main process exits; it exits with it, which makes the kernel
-//! kill whatever else is left in the namespace. With a [`super::net::DynoNet`] in the spec,
-//! the outer process also unshares the network namespace and plumbs it (veth to the
-//! node's bridge, address, routes) before the fork. The outer process forwards signals to PID 1,
-//! and relays the main process's status as its own (exit code, or the same signal), so the
-//! runtime's `wait` sees the command's status.
+//! kill whatever else is left in the namespace. With a [`crate::DynoNet`] in the spec,
+//! the outer process also unshares the network namespace, and plumbs it (veth to the
+//! node's bridge, address, routes; [`crate::net`]) after the fork while PID 1 builds the
+//! root; PID 1 starts the command only once the network is ready. The outer process
+//! forwards signals to PID 1, and relays the main process's status as its own (exit
+//! code, or the same signal), so the runtime's `wait` sees the command's status.
+//!
+//! A standby init ([`standby`], `--standby`) is started by the runtime before its dyno
+//! is known: it has exec'd, and made its network namespace and veth pair, by the time
+//! the spec's path comes on its stdin, so a dyno start skips both.
 
 use std::ffi::CString;
 use std::fs;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -31,9 +37,9 @@ use nix::unistd::{
     setsid, setuid, ForkResult, Gid, Pid, Uid,
 };
 
-use super::plan::{parse_mountinfo, InitSpec, MountStep};
+use crate::spec::{parse_mountinfo, InitSpec, MountStep};
 
-/// Exit code of `dyno-init` when the container could not be set up (as `docker run`).
+/// Exit code of the init when the container could not be set up (as `docker run`).
 pub const SETUP_FAILED: i32 = 125;
 /// Exit code when the command could not be executed.
 const EXEC_FAILED: i32 = 127;
@@ -67,18 +73,18 @@ fn ensure_single_threaded() -> Result<()> {
         .context("read /proc/self/task")?
         .count();
     if n != 1 {
-        bail!("dyno-init must be single-threaded, found {n} threads");
+        bail!("the dyno init must be single-threaded, found {n} threads");
     }
     Ok(())
 }
 
-/// `havend dyno-init --spec FILE`. Returns an exit code only on failure or on the relayed
+/// `haven-init --spec FILE`. Returns an exit code only on failure or on the relayed
 /// status; may also end the process with the relayed signal.
 pub fn run(spec_path: &Path) -> i32 {
-    match outer(spec_path) {
+    match outer(spec_path, None) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("havend dyno-init: {e:#}");
+            eprintln!("haven-init: {e:#}");
             SETUP_FAILED
         }
     }
@@ -100,18 +106,93 @@ fn close_inherited_fds() {
     }
 }
 
-fn outer(spec_path: &Path) -> Result<i32> {
-    close_inherited_fds();
+/// `haven-init --standby [--bridge NAME]`: an init started before its dyno is known, so
+/// that a dyno start skips this binary's exec and (with a bridge) the creation of its
+/// network namespace and veth pair: it does both now, then waits for one line on stdin,
+/// the path of the spec, and goes on as `--spec PATH` would. EOF instead: it exits.
+/// Until then it dies with the agent (parent-death signal). Its errors before the spec
+/// go to the agent's stderr.
+pub fn standby(bridge: Option<&str>) -> i32 {
+    let r = (|| -> Result<i32> {
+        close_inherited_fds();
+        prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+        let net = match bridge {
+            Some(bridge) => {
+                let host = crate::net::HostSide::open_bridge(bridge).context("open netlink")?;
+                ensure_single_threaded()?;
+                unshare(CloneFlags::CLONE_NEWNET).context("unshare the network namespace")?;
+                crate::net::disable_ipv6();
+                // Named after this process: unique while it (later the dyno) lives.
+                let veth = format!("hs{}", std::process::id());
+                crate::net::add_veth(&veth, host).context("create the veth pair")?;
+                true
+            }
+            None => false,
+        };
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("read the spec path")?;
+        let path = line.trim_end_matches('\n');
+        if path.is_empty() {
+            return Ok(0);
+        }
+        outer(Path::new(path), Some(Standby { net }))
+    })();
+    r.unwrap_or_else(|e| {
+        eprintln!("haven-init: {e:#}");
+        SETUP_FAILED
+    })
+}
+
+/// What a standby init prepared before its spec came.
+#[derive(Debug, Clone, Copy)]
+struct Standby {
+    /// In a network namespace of its own, with `eth0` the peer of a veth on the bridge.
+    net: bool,
+}
+
+/// A standby's stdio becomes the dyno's: `/dev/null` in, the spec's output file out.
+fn take_output(spec: &InitSpec) -> Result<()> {
+    let out = spec
+        .output
+        .as_ref()
+        .ok_or_else(|| anyhow!("a standby init needs the spec's output file"))?;
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .with_context(|| format!("open {}", out.display()))?;
+    let null = fs::File::open("/dev/null").context("open /dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).context("dup2 stdin")?;
+    nix::unistd::dup2(f.as_raw_fd(), 1).context("dup2 stdout")?;
+    nix::unistd::dup2(f.as_raw_fd(), 2).context("dup2 stderr")?;
+    Ok(())
+}
+
+fn outer(spec_path: &Path, standby: Option<Standby>) -> Result<i32> {
+    if standby.is_none() {
+        close_inherited_fds();
+    }
     let bytes = fs::read(spec_path).with_context(|| format!("read {}", spec_path.display()))?;
     // The spec holds the environment (config vars): gone from disk as soon as read.
     let _ = fs::remove_file(spec_path);
     let spec: InitSpec = serde_json::from_slice(&bytes).context("parse the dyno spec")?;
+    if standby.is_some() {
+        take_output(&spec)?;
+    }
     if spec.exit_status_file.is_none() {
         // The dyno dies with the agent (as a plain child would with its process group).
         prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
         if getppid().as_raw() != spec.parent_pid {
             bail!("the agent exited before the dyno started");
         }
+    } else if standby.is_some() {
+        // It outlives the agent from now on.
+        prctl::set_pdeathsig(None).context("clear the parent-death signal")?;
+    }
+    let net_ready = standby.is_some_and(|s| s.net);
+    if net_ready != (standby.is_some() && spec.net.is_some()) {
+        bail!("a standby init's network does not match the spec's");
     }
     let me = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
@@ -121,21 +202,37 @@ fn outer(spec_path: &Path) -> Result<i32> {
     // resets its own score.
     let _ = fs::write("/proc/self/oom_score_adj", "-1000");
     // The host end of the dyno's network is reached through a socket opened here, in
-    // the host's network namespace, before leaving it.
+    // the host's network namespace, before leaving it (a standby has done all that).
     let host_net = match &spec.net {
-        Some(net) => Some(super::net::HostSide::open(net).context("open netlink")?),
-        None => None,
+        Some(net) if !net_ready => Some(crate::net::HostSide::open(net).context("open netlink")?),
+        _ => None,
     };
     ensure_single_threaded()?;
-    if let (Some(net), Some(host)) = (&spec.net, host_net) {
+    if host_net.is_some() {
         unshare(NAMESPACES | CloneFlags::CLONE_NEWNET)
             .context("unshare the mount, UTS, IPC, PID and network namespaces")?;
-        super::net::join(net, host).context("set up the dyno's network")?;
+        crate::net::disable_ipv6();
     } else {
         unshare(NAMESPACES).context("unshare the mount, UTS, IPC and PID namespaces")?;
     }
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("create the status pipe")?;
+    // PID 1 builds the root while this process plumbs the network (both are in the new
+    // network namespace): PID 1 waits for one byte on this pipe before it starts the
+    // command, and exits if the pipe closes without it.
+    let (net_r, net_w) = match &spec.net {
+        Some(_) => {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC).context("create the network pipe")?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
+    // Opened now: PID 1's `pivot_root` moves this process's root too (it shares the
+    // mount namespace), after which the dyno dir is out of reach by path.
+    let exit_status = spec
+        .exit_status_file
+        .as_ref()
+        .and_then(|path| fs::File::create(path).ok());
     let signals = handled_signals();
     signals.thread_block().context("block signals")?;
     // SAFETY: this process is single-threaded (checked above), so the child may allocate
@@ -143,10 +240,12 @@ fn outer(spec_path: &Path) -> Result<i32> {
     match unsafe { fork() }.context("fork the container init")? {
         ForkResult::Child => {
             drop(status_r);
-            let code = match container_init(&spec, &status_w, &signals) {
+            drop(net_w);
+            drop(exit_status);
+            let code = match container_init(&spec, &status_w, net_r, &signals) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("havend dyno-init: {e:#}");
+                    eprintln!("haven-init: {e:#}");
                     SETUP_FAILED
                 }
             };
@@ -154,10 +253,26 @@ fn outer(spec_path: &Path) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(status_w);
+            drop(net_r);
+            if let (Some(net), Some(ready)) = (&spec.net, net_w) {
+                let plumbed = match host_net {
+                    Some(host) => crate::net::join(net, host),
+                    None => crate::net::configure(net),
+                };
+                if let Err(e) = plumbed {
+                    // PID 1 sees the pipe close without its byte and exits; so does
+                    // everything in its namespace.
+                    drop(ready);
+                    let _ = waitpid(child, None);
+                    return Err(anyhow!(e).context("set up the dyno's network"));
+                }
+                // PID 1 may already be gone (its setup failed): `relay` reports that.
+                let _ = nix::unistd::write(&ready, b"1");
+            }
             let status = relay(child, status_r, &signals)?;
-            if let Some(path) = &spec.exit_status_file {
-                // Read by an agent that adopted this dyno; the dyno dir may be gone.
-                let _ = fs::write(path, status.encode());
+            if let Some(mut f) = exit_status {
+                // Read by an agent that adopted this dyno (the dyno dir may be gone).
+                let _ = std::io::Write::write_all(&mut f, status.encode().as_bytes());
             }
             Ok(finish(status))
         }
@@ -226,8 +341,14 @@ fn finish(status: Status) -> i32 {
     }
 }
 
-/// PID 1 of the dyno's namespaces.
-fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Result<i32> {
+/// PID 1 of the dyno's namespaces. With `net_ready`, the outer process is plumbing the
+/// network meanwhile: the command starts only once it has.
+fn container_init(
+    spec: &InitSpec,
+    status_w: &OwnedFd,
+    net_ready: Option<OwnedFd>,
+    signals: &SigSet,
+) -> Result<i32> {
     // If the outer process dies, so does the dyno (and with PID 1, its whole namespace).
     prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
     mount(
@@ -257,11 +378,18 @@ fn container_init(spec: &InitSpec, status_w: &OwnedFd, signals: &SigSet) -> Resu
         .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
         .collect::<Result<Vec<_>>>()?;
 
+    if let Some(ready) = net_ready {
+        let mut byte = [0u8; 1];
+        if !matches!(nix::unistd::read(ready.as_raw_fd(), &mut byte), Ok(1)) {
+            // The outer process says why.
+            std::process::exit(SETUP_FAILED);
+        }
+    }
     // SAFETY: this process is single-threaded (a fork of the single-threaded outer process).
     let main = match unsafe { fork() }.context("fork the main process")? {
         ForkResult::Child => {
             let e = exec_main(spec, &program, &argv, &envp);
-            eprintln!("havend dyno-init: cannot run the command: {e:#}");
+            eprintln!("haven-init: cannot run the command: {e:#}");
             std::process::exit(EXEC_FAILED)
         }
         ForkResult::Parent { child } => child,
@@ -285,7 +413,7 @@ fn exec_main(
         // The stdio pipes belong to the agent (root): hand them to the dyno user so that
         // programs that reopen /dev/stdout or /dev/stderr by path (nginx, many loggers)
         // may. Only pipes, and the dyno's own output file: /dev/null or a terminal is a
-        // host device, and a file `dyno-run` was redirected to is the caller's.
+        // host device, and a file `havend dyno-run` was redirected to is the caller's.
         let own_files = spec.exit_status_file.is_some();
         for fd in 0..=2 {
             let ours = nix::sys::stat::fstat(fd).is_ok_and(|st| {
@@ -452,9 +580,54 @@ fn apply(step: &MountStep) -> Result<()> {
     Ok(())
 }
 
-/// Remounts the bind at `target` and every mount below it read-only, nosuid, nodev
-/// (keeping noexec where it was set).
+/// Makes the bind at `target` and every mount below it read-only, nosuid and nodev
+/// (keeping their other flags, noexec included): one `mount_setattr(2)` (Linux 5.12+),
+/// else a remount of each mount found in mountinfo.
 fn remount_readonly(target: &Path) -> Result<()> {
+    if set_readonly_recursive(target).is_ok() {
+        return Ok(());
+    }
+    remount_readonly_each(target)
+}
+
+/// `mount_setattr(target, AT_RECURSIVE, +rdonly +nosuid +nodev)`.
+fn set_readonly_recursive(target: &Path) -> nix::Result<()> {
+    /// `struct mount_attr` of `<linux/mount.h>`.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| nix::Error::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a NUL-terminated path and a `mount_attr` of the size passed, both alive for
+    // the call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::Error::result(r).map(drop)
+}
+
+/// [`remount_readonly`] without `mount_setattr`: each mount at or below `target`,
+/// remounted read-only, nosuid, nodev (keeping noexec where it was set).
+fn remount_readonly_each(target: &Path) -> Result<()> {
     let info = fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
     for m in parse_mountinfo(&info) {
         if !m.mount_point.starts_with(target) {
@@ -502,7 +675,7 @@ fn enter_root(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `havend dyno-init --probe DIR`: can this host run container dynos? Tries, in a child,
+/// `haven-init --probe DIR`: can this host run container dynos? Tries, in a child,
 /// the namespaces, private mounts, an overlay with its upper dir in `DIR` (the state
 /// dir's filesystem), a fresh procfs, the hostname and `pivot_root`. Exit 0 if all work.
 pub fn probe(dir: &Path) -> i32 {
