@@ -9,15 +9,20 @@
 //!
 //! On start the model comes from the latest snapshot and openraft re-applies the
 //! committed entries after it. The history on disk is then at least as new as the
-//! snapshot (`applied` ≥ the snapshot's last log id) and the re-applied entries write
-//! the same releases again (they are decided and immutable, keyed by app and version),
-//! so replay converges to where the node was. Should `applied` be older than the
-//! snapshot, the history is restored from the snapshot first.
+//! snapshot (`applied` ≥ the snapshot's last log id: the snapshot's synced write came
+//! after it; a store where it is older is refused) and the re-applied entries write the
+//! same releases again (they are decided and immutable, keyed by app and version) or
+//! delete a deleted app's, so replay converges to where the node was.
 //!
-//! A snapshot is the head (last applied, membership, the in-memory model) in bincode,
-//! then every history record `Some((family, key, value))`, then `None`. It is built from
-//! a copy of the small in-memory model and a RocksDB snapshot taken between two applies,
-//! on a thread of its own, so the history is read while entries keep being applied.
+//! A snapshot on the wire is the head (last applied, membership, the in-memory model) in
+//! bincode, then every history record `Some((family, key, value))`, then `None`. Only
+//! the head is built and stored (`snapshot_data`): building a snapshot copies the small
+//! in-memory model, never the history. The history is appended when a snapshot is read
+//! to be sent (`get_current_snapshot`, on the state machine's task, so between two
+//! applies): it is then at least as new as the head, and the follower that installs it
+//! applies the log after the snapshot next, which rewrites the same history (see
+//! above); reads wait for that behind the read barrier. A snapshot of the old format
+//! (everything in the head, no history) still loads.
 
 // openraft's `StorageError` is large, and it is the error type its traits require.
 #![allow(clippy::result_large_err)]
@@ -94,11 +99,13 @@ fn sm_cf(db: &DB) -> &rocksdb::ColumnFamily {
     db.cf_handle(CF_SM).expect("column family created at open")
 }
 
-/// Splits snapshot data into its head and its history records.
-fn decode(data: &[u8]) -> Result<(SnapshotHead, Vec<Record>), SErr> {
+/// Splits snapshot data into its head, the head's length in bytes and its history
+/// records.
+fn decode(data: &[u8]) -> Result<(SnapshotHead, usize, Vec<Record>), SErr> {
     let mut cur = Cursor::new(data);
     let head: SnapshotHead =
         bincode::deserialize_from(&mut cur).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let head_len = cur.position() as usize;
     let mut records = Vec::new();
     // A snapshot of the old format ends with its head.
     while (cur.position() as usize) < data.len() {
@@ -109,23 +116,22 @@ fn decode(data: &[u8]) -> Result<(SnapshotHead, Vec<Record>), SErr> {
             None => break,
         }
     }
-    Ok((head, records))
+    Ok((head, head_len, records))
 }
 
-/// Encodes a snapshot: `head`, then the history as `snap` sees it.
-fn encode(db: &DB, snap: &rocksdb::Snapshot<'_>, head: &SnapshotHead) -> anyhow::Result<Vec<u8>> {
-    let mut data = bincode::serialize(head)?;
+/// Appends the history as the database holds it now to a snapshot's head, and the end.
+fn append_history(db: &DB, data: &mut Vec<u8>) -> anyhow::Result<()> {
     for (tag, name) in HISTORY_CFS.iter().enumerate() {
         let cf = db
             .cf_handle(name)
             .ok_or_else(|| anyhow::anyhow!("no column family {name}"))?;
-        for item in snap.iterator_cf(cf, IteratorMode::Start) {
+        for item in db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item?;
-            bincode::serialize_into(&mut data, &Some((tag as u8, &*k, &*v)))?;
+            bincode::serialize_into(&mut *data, &Some((tag as u8, &*k, &*v)))?;
         }
     }
-    bincode::serialize_into(&mut data, &None::<(u8, &[u8], &[u8])>)?;
-    Ok(data)
+    bincode::serialize_into(&mut *data, &None::<(u8, &[u8], &[u8])>)?;
+    Ok(())
 }
 
 fn read_snapshot(db: &DB) -> Result<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>, SErr> {
@@ -220,11 +226,18 @@ impl StateMachineStore {
             snapshots: Arc::default(),
         };
         if let Some((meta, data)) = read_snapshot(&sm.db)? {
-            let (head, records) = decode(&data)?;
-            let applied = sm.read_applied()?;
-            if applied.is_none_or(|a| a.last_applied < meta.last_log_id) {
-                // The history on disk is older than the snapshot: take the snapshot's.
-                sm.replace_history(&meta, records)?;
+            let (head, _, _) = decode(&data)?;
+            if let Some(applied) = sm.read_applied()? {
+                if applied.last_applied < meta.last_log_id {
+                    // Releases moved to disk before the snapshot would be missing.
+                    return Err(sm_err(
+                        ErrorVerb::Read,
+                        format!(
+                            "the release history is older ({:?}) than the snapshot ({:?})",
+                            applied.last_applied, meta.last_log_id
+                        ),
+                    ));
+                }
             }
             sm.last_applied = head.last_applied;
             sm.membership = head.membership;
@@ -330,39 +343,35 @@ impl StateMachineStore {
     }
 }
 
-/// Builds a snapshot from a copy of the model taken when openraft asked for the builder
-/// and a RocksDB snapshot taken at the same point: openraft builds in a background task
-/// while entries keep being applied, so neither the shared model nor the live history
-/// may be read then (they would run ahead of `last_applied`).
+/// Builds a snapshot's head from a copy of the model taken when openraft asked for the
+/// builder: openraft builds in a background task while entries keep being applied, so
+/// the shared model must not be read then (it would run ahead of `last_applied`). The
+/// copy is small: old releases are on disk, and not part of what is built.
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     snapshots: Arc<SnapshotSlot>,
-    last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
-    data: Option<tokio::sync::oneshot::Receiver<Result<Vec<u8>, String>>>,
+    head: SnapshotHead,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Stores the head. The snapshot returned holds the head alone (no history): openraft
+    /// 0.9 keeps only the meta of a built snapshot (`core/sm/worker.rs`) and sends what
+    /// `get_current_snapshot` reads, which appends the history.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let rx = self
-            .data
-            .take()
-            .ok_or_else(|| snap_err(ErrorVerb::Write, "the snapshot was built already"))?;
-        let data = rx
-            .await
-            .map_err(|_| snap_err(ErrorVerb::Write, "the snapshot thread ended"))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut data = bincode::serialize(&self.head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let seq = self.snapshots.built.fetch_add(1, AtomicOrdering::SeqCst) + 1;
-        let snapshot_id = match self.last_applied {
+        let snapshot_id = match self.head.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
             None => format!("--{seq}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
+            last_log_id: self.head.last_applied,
+            last_membership: self.head.membership.clone(),
             snapshot_id,
         };
         write_snapshot(&self.db, &self.snapshots, &meta, &data)?;
+        bincode::serialize_into(&mut data, &None::<(u8, &[u8], &[u8])>)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -415,32 +424,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             membership: self.membership.clone(),
             state: self.state.read().unwrap_or_else(|p| p.into_inner()).clone(),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (taken_tx, taken_rx) = std::sync::mpsc::channel();
-        let db = self.db.clone();
-        let spawned = std::thread::Builder::new()
-            .name("raft-snapshot".into())
-            .spawn(move || {
-                let snap = db.snapshot();
-                let _ = taken_tx.send(());
-                let data = encode(&db, &snap, &head).map_err(|e| e.to_string());
-                drop(snap);
-                let _ = tx.send(data);
-            });
-        // Wait until the RocksDB snapshot is taken: nothing is applied meanwhile.
-        let data = match spawned {
-            Ok(_) => {
-                let _ = taken_rx.recv();
-                Some(rx)
-            }
-            Err(_) => None,
-        };
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
-            data,
+            head,
         }
     }
 
@@ -454,7 +441,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let data = snapshot.into_inner();
-        let (head, records) = decode(&data)?;
+        let (head, head_len, records) = decode(&data)?;
         {
             let state_lock = self.state.clone();
             let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
@@ -465,11 +452,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.membership = meta.last_membership.clone();
             self.persist(&mut state, &[], true)?;
         }
-        write_snapshot(&self.db, &self.snapshots, meta, &data)
+        // Stored without the history, which is in its families now.
+        write_snapshot(&self.db, &self.snapshots, meta, &data[..head_len])
     }
 
+    /// The stored head with the history as it is now (see the module's comment).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        Ok(read_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+        let Some((meta, data)) = read_snapshot(&self.db)? else {
+            return Ok(None);
+        };
+        // What is stored is a head alone (of either format).
+        let mut data = data;
+        append_history(&self.db, &mut data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
@@ -560,24 +555,32 @@ mod tests {
     async fn a_snapshot_carries_the_history_to_another_store() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = open(&dir.path().join("a"), 4);
-        fill(&mut sm, 60).await;
-        let before = whole(&sm);
-        let snap = sm
+        let app = fill(&mut sm, 60).await;
+        let built = sm
             .get_snapshot_builder()
             .await
             .build_snapshot()
             .await
             .unwrap();
-        // Entries applied after the builder was made are not in the snapshot.
+        // Releases after the snapshot: the history sent is newer than its head.
+        let later: Vec<_> = (0..20)
+            .map(|i| {
+                let v = format!("later-{i}");
+                entry(63 + i, set(app, &[("N", Some(v.as_str()))]))
+            })
+            .collect();
+        sm.apply(later.clone()).await.unwrap();
+        let before = whole(&sm);
+        let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta, built.meta);
         let mut other = open(&dir.path().join("b"), 3);
         other
             .install_snapshot(&snap.meta, snap.snapshot)
             .await
             .unwrap();
-        assert_eq!(whole(&other), before);
         assert_eq!(
             other.applied_state().await.unwrap().0,
-            snap.meta.last_log_id
+            built.meta.last_log_id
         );
         // Its own `keep` rules its memory.
         assert!(other
@@ -587,14 +590,19 @@ mod tests {
             .apps
             .values()
             .all(|a| a.releases.len() <= 3));
-        // Reopened, it comes back from its stored snapshot with the same state.
+        // A follower applies the log after the snapshot next, and is where the leader is.
+        other.apply(later.clone()).await.unwrap();
+        assert_eq!(whole(&other), before);
+        // Reopened, it comes back from its snapshot and re-applies the log after it.
         drop(other);
-        let reopened = open(&dir.path().join("b"), 3);
+        let mut reopened = open(&dir.path().join("b"), 3);
+        assert_eq!(
+            reopened.applied_state().await.unwrap().0,
+            built.meta.last_log_id
+        );
+        reopened.apply(later).await.unwrap();
         assert_eq!(whole(&reopened), before);
-        let current = {
-            let mut r = reopened.clone();
-            r.get_current_snapshot().await.unwrap().unwrap()
-        };
+        let current = reopened.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snap.meta);
     }
 
