@@ -189,6 +189,46 @@ mod tests {
     }
 
     #[test]
+    fn rollback_to_uses_the_carried_release_not_the_nodes_copy() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
+        let mut target = s.apps[&id].releases[1].clone();
+        target.slug = Some(Uuid::from_u128(5));
+        // As on a node that keeps v2 on disk only.
+        s.apps.get_mut(&id).unwrap().releases.remove(1);
+        let rollback = |target: &crate::model::Release| Command::RollbackTo {
+            app: id,
+            target: Box::new(target.clone()),
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        };
+        let out = rollback(&target).apply(&mut s).unwrap();
+        assert!(matches!(out, CommandOutput::Release { version: 4, .. }));
+        let app = &s.apps[&id];
+        let r = app.releases.last().unwrap();
+        assert_eq!(r.description, "Rollback to v2");
+        assert_eq!((r.slug, r.config["FOO"].as_str()), (target.slug, "1"));
+        assert!(app.config.shares(&r.config));
+        // A version the app never had, and a release not decided, are refused.
+        let before = s.clone();
+        let mut future = target.clone();
+        future.version = 9;
+        assert!(matches!(
+            rollback(&future).apply(&mut s),
+            Err(CommandError::NotFound(_))
+        ));
+        let mut pending = target.clone();
+        pending.status = crate::model::ReleaseStatus::Pending;
+        assert!(matches!(
+            rollback(&pending).apply(&mut s),
+            Err(CommandError::Invalid(_))
+        ));
+        assert_eq!(s, before);
+    }
+
+    #[test]
     fn rollback_to_a_release_without_a_slug_is_refused_and_changes_nothing() {
         let mut s = State::default();
         let id = create(&mut s, "my-app");
