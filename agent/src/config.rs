@@ -37,6 +37,8 @@ pub struct RaftTuning {
     pub election_timeout_max_ms: u64,
     pub snapshot_after: u64,
     pub keep_logs: u64,
+    /// Releases of each app kept in memory; older ones are read from disk.
+    pub releases_in_memory: usize,
 }
 
 impl Default for RaftTuning {
@@ -48,6 +50,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: d.election_timeout_max.as_millis() as u64,
             snapshot_after: d.snapshot_after,
             keep_logs: d.keep_logs,
+            releases_in_memory: d.releases_in_memory,
         }
     }
 }
@@ -66,6 +69,7 @@ impl RaftTuning {
             election_timeout_max: Duration::from_millis(self.election_timeout_max_ms),
             snapshot_after: self.snapshot_after.max(1),
             keep_logs: self.keep_logs,
+            releases_in_memory: self.releases_in_memory.max(1),
             ..haven_raft::RaftSettings::default()
         })
     }
@@ -600,6 +604,18 @@ mod tests {
         let mut c = cfg();
         c.raft.election_timeout_min_ms = 10;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn releases_in_memory_reaches_the_raft_settings() {
+        let t: RaftTuning = toml::from_str("releases_in_memory = 3").unwrap();
+        assert_eq!(t.settings().unwrap().releases_in_memory, 3);
+        assert_eq!(
+            RaftTuning::default().settings().unwrap().releases_in_memory,
+            10
+        );
+        let zero: RaftTuning = toml::from_str("releases_in_memory = 0").unwrap();
+        assert_eq!(zero.settings().unwrap().releases_in_memory, 1);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! - [`catalog`]: `haven-catalog` re-exported (the dyno sizes and stack names the platform
 //!   offers), so that the agent reaches it through this crate.
 //! - `storage`: openraft's log store and state machine over one RocksDB (column families for
-//!   the log, the Raft metadata and the state machine's snapshot). The WAL is synced before
-//!   an append is reported persisted and before a vote is saved.
+//!   the log, the Raft metadata, the state machine's snapshot and the release history each
+//!   app keeps on disk beyond its newest releases, read through [`History`]). The WAL is
+//!   synced before an append is reported persisted and before a vote is saved.
 //! - [`rpc`]: the tarpc `Peer` service (Raft RPCs, write forwarding, read index, joining)
 //!   and helpers to run it over any byte stream (the agent gives QUIC bi-streams).
 //! - `node`: the Raft node: write forwarding, read barriers, membership, and openraft's
@@ -36,7 +37,7 @@ use command::{Command, CommandResult};
 use model::{Node, NodeId, State};
 
 pub use haven_catalog as catalog;
-pub use storage::{open_store, LogStore, StateMachineStore};
+pub use storage::{open_store, History, LogStore, StateMachineStore};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for Haven.
@@ -70,6 +71,9 @@ pub struct RaftSettings {
     pub keep_logs: u64,
     /// How long a forwarded write or read barrier may take.
     pub request_timeout: Duration,
+    /// Releases of each app kept in memory (the newest; also the current one, pending ones
+    /// and those a dyno runs); older ones are read from disk.
+    pub releases_in_memory: usize,
 }
 
 impl Default for RaftSettings {
@@ -81,6 +85,7 @@ impl Default for RaftSettings {
             snapshot_after: 5000,
             keep_logs: 1000,
             request_timeout: Duration::from_secs(10),
+            releases_in_memory: 10,
         }
     }
 }
@@ -195,6 +200,19 @@ impl HavenRaft {
     /// Runs `f` on this node's replica of the state (no barrier: may lag the leader).
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.inner.with_state(f)
+    }
+
+    /// This node's release history on disk. Read it inside [`HavenRaft::with_state`]
+    /// (whose lock keeps a release from moving between memory and disk meanwhile), with
+    /// `History::find`/`History::window`, which look in memory first.
+    pub fn history(&self) -> History {
+        self.inner.history()
+    }
+
+    /// A digest of this node's replica as a whole (the model with every release, in memory
+    /// or on disk): equal on two nodes that applied the same entries.
+    pub fn digest(&self) -> anyhow::Result<u64> {
+        self.inner.digest()
     }
 
     /// Raft status of this node.

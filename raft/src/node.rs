@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::command::{Command, CommandResult};
 use crate::model::{Node, NodeId, State};
 use crate::rpc::PeerClient;
-use crate::storage::{open_db, LogStore, StateMachineStore};
+use crate::storage::{open_db, History, LogStore, StateMachineStore};
 use crate::{ClusterError, PeerConnector, RaftSettings, RaftStatus, TypeConfig, MAX_VOTERS};
 
 pub(crate) type Raft = openraft::Raft<TypeConfig>;
@@ -33,6 +33,7 @@ pub(crate) struct Inner {
     pub(crate) raft: Raft,
     pub(crate) node_id: NodeId,
     state: Arc<RwLock<State>>,
+    history: History,
     connector: Arc<dyn PeerConnector>,
     settings: RaftSettings,
     /// The store's database, to know when openraft's tasks have let go of it.
@@ -64,9 +65,10 @@ impl Inner {
         let db = open_db(data_dir)?;
         let weak_db = Arc::downgrade(&db);
         let log = LogStore::new(db.clone());
-        let sm =
-            StateMachineStore::new(db).map_err(|e| anyhow::anyhow!("open state machine: {e}"))?;
+        let sm = StateMachineStore::new(db, settings.releases_in_memory)
+            .map_err(|e| anyhow::anyhow!("open state machine: {e}"))?;
         let state = sm.state.clone();
+        let history = sm.history.clone();
         let config = Config {
             cluster_name: "haven".into(),
             heartbeat_interval: settings.heartbeat.as_millis() as u64,
@@ -89,6 +91,7 @@ impl Inner {
             raft,
             node_id,
             state,
+            history,
             connector,
             settings,
             db: weak_db,
@@ -121,6 +124,15 @@ impl Inner {
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&guard)
+    }
+
+    pub(crate) fn history(&self) -> History {
+        self.history.clone()
+    }
+
+    pub(crate) fn digest(&self) -> anyhow::Result<u64> {
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        crate::storage::digest(&guard, &self.history)
     }
 
     /// The leader's id and peer address, if one is known.

@@ -468,3 +468,306 @@ async fn losing_the_leader_elects_another_and_keeps_acknowledged_writes() {
         c.stop(id).await;
     }
 }
+
+/// How many config releases the history test makes: `HAVEN_TEST_RELEASES`, else 2,000
+/// (enough for several snapshots and a history mostly on disk, in CI time).
+fn releases_to_make() -> usize {
+    std::env::var("HAVEN_TEST_RELEASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+const OWNER: uuid::Uuid = uuid::Uuid::from_u128(0xad);
+
+fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+fn actor() -> haven_raft::command::Actor {
+    haven_raft::command::Actor {
+        email: "admin@example.com".into(),
+        at: at(),
+    }
+}
+
+/// Creates app `name` and deploys it once (so that its later releases have a slug to
+/// roll back to); returns its id.
+async fn deployed_app(raft: &HavenRaft, name: &str) -> uuid::Uuid {
+    use haven_raft::command::BuildResult;
+    use haven_raft::model::{Build, BuildStatus, Slug};
+    let id = uuid::Uuid::new_v4();
+    let created = raft
+        .write(Command::CreateApp {
+            id,
+            name: name.into(),
+            stack: "heroku-24".into(),
+            release_id: uuid::Uuid::new_v4(),
+            actor: actor(),
+            owner: OWNER,
+        })
+        .await
+        .unwrap();
+    assert!(created.is_ok(), "{created:?}");
+    let build = Build {
+        id: uuid::Uuid::new_v4(),
+        app: id,
+        status: BuildStatus::Pending,
+        node: 1,
+        source_url: "http://n/sources/x".into(),
+        source_checksum: None,
+        source_version: Some("1a2b3c4".into()),
+        buildpacks: vec![],
+        stack: "heroku-24".into(),
+        user_email: "admin@example.com".into(),
+        user_id: OWNER,
+        output_stream_url: String::new(),
+        slug: None,
+        release: None,
+        failure: None,
+        created_at: at(),
+        updated_at: at(),
+    };
+    let started = raft
+        .write(Command::StartBuild {
+            build: build.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(started.is_ok(), "{started:?}");
+    let slug = Slug {
+        id: uuid::Uuid::new_v4(),
+        app: id,
+        sha256: "ab".repeat(32),
+        size: 10,
+        process_types: [("web".to_string(), "python app.py".to_string())].into(),
+        holders: [1].into(),
+        commit: None,
+        stack: "heroku-24".into(),
+        buildpack_provided_description: None,
+        created_at: at(),
+    };
+    let finished = raft
+        .write(Command::FinishBuild {
+            build: build.id,
+            result: BuildResult::Succeeded {
+                slug,
+                release_id: uuid::Uuid::new_v4(),
+                description: "Deploy 1a2b3c4".into(),
+            },
+            at: at(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(finished, Ok(CommandOutput::Release { version: 2, .. })),
+        "{finished:?}"
+    );
+    id
+}
+
+fn set_config(app: uuid::Uuid, n: usize) -> Command {
+    Command::SetConfig {
+        app,
+        changes: [
+            ("N".to_string(), Some(n.to_string())),
+            (format!("K{}", n % 7), Some("x".repeat(40))),
+        ]
+        .into(),
+        release_id: uuid::Uuid::new_v4(),
+        actor: actor(),
+    }
+}
+
+/// The digests of `ids` once they have applied the same entries (no writes meanwhile).
+async fn agreed_digest(c: &TestCluster, ids: &[NodeId]) -> u64 {
+    let mut digest = 0;
+    eventually("the nodes' digests agree", WAIT, || {
+        let mut seen = Vec::new();
+        for id in ids {
+            let n = c.node(*id);
+            seen.push((n.status().applied_index, n.digest().unwrap()));
+        }
+        let agreed = seen.windows(2).all(|w| w[0] == w[1]);
+        digest = seen[0].1;
+        async move { agreed }
+    })
+    .await;
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_history_on_disk_survives_restarts_and_reaches_a_lagging_node() {
+    let releases = releases_to_make();
+    let keep = 10;
+    let mut c = TestCluster::new(RaftSettings {
+        snapshot_after: 300,
+        keep_logs: 50,
+        releases_in_memory: keep,
+        ..settings()
+    });
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    let owner = haven_raft::model::User {
+        id: OWNER,
+        email: "admin@example.com".into(),
+        created_at: at(),
+        admin: true,
+        password_hash: None,
+    };
+    let made = c
+        .node(1)
+        .write(Command::CreateUser {
+            user: owner,
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert!(made.is_ok(), "{made:?}");
+    let apps = [
+        deployed_app(c.node(1), "app-one").await,
+        deployed_app(c.node(1), "app-two").await,
+    ];
+
+    // Config releases, 16 at a time, through both nodes.
+    let mut n = 0;
+    while n < releases {
+        let writes: Vec<_> = (n..(n + 16).min(releases))
+            .map(|i| {
+                let node = c.node([1, 2][i % 2]).clone();
+                let app = apps[i % 2];
+                async move { node.write(set_config(app, i)).await }
+            })
+            .collect();
+        for r in futures::future::join_all(writes).await {
+            assert!(
+                matches!(r.unwrap(), Ok(CommandOutput::Release { .. })),
+                "a config write failed"
+            );
+        }
+        n += 16;
+    }
+    let per_app = (releases / 2) as u64 + 2;
+    for id in [1, 2] {
+        let node = c.node(id);
+        node.read_barrier().await.unwrap();
+        node.with_state(|s| {
+            for a in s.apps.values() {
+                assert!(
+                    a.releases.len() <= keep,
+                    "node {id} keeps {} releases of {} in memory",
+                    a.releases.len(),
+                    a.name
+                );
+                assert!(a.last_version() >= per_app - 1);
+            }
+        });
+        assert!(node.history().stored_count() >= releases - 2 * keep);
+    }
+    let digest = agreed_digest(&c, &[1, 2]).await;
+
+    // Reads see the whole history: the oldest releases from disk, the newest from memory.
+    let node = c.node(2).clone();
+    let history = node.history();
+    node.with_state(|s| {
+        let a = &s.apps[&apps[0]];
+        let last = a.last_version();
+        let first: Vec<u64> = history
+            .window(a, 1, u64::MAX, false, 5)
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(first, [1, 2, 3, 4, 5]);
+        let newest: Vec<u64> = history
+            .window(a, 1, u64::MAX, true, 3)
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(newest, [last, last - 1, last - 2]);
+        // A page across the boundary between disk and memory.
+        let across: Vec<u64> = history
+            .window(a, last - 14, last, false, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(across, (last - 14..=last).collect::<Vec<_>>());
+        let all = history.all(a).unwrap();
+        assert_eq!(all.len() as u64, last);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.version == i as u64 + 1));
+        let v3 = history.find(a, "v3").unwrap().unwrap();
+        assert!(a.find_release("v3").is_none(), "v3 is still in memory");
+        assert_eq!(history.find(a, &v3.id.to_string()).unwrap(), Some(v3));
+        assert_eq!(history.find(a, &(last + 1).to_string()).unwrap(), None);
+    });
+
+    // Rollback to a release only on disk, carried by the command as the proposer read it.
+    let target = node
+        .with_state(|s| history.find(&s.apps[&apps[0]], "v3"))
+        .unwrap()
+        .unwrap();
+    let out = c
+        .node(1)
+        .write(Command::RollbackTo {
+            app: apps[0],
+            target: Box::new(target.clone()),
+            release_id: uuid::Uuid::new_v4(),
+            actor: actor(),
+        })
+        .await
+        .unwrap();
+    let Ok(CommandOutput::Release { version, .. }) = out else {
+        panic!("the rollback failed: {out:?}");
+    };
+    for id in [1, 2] {
+        let node = c.node(id);
+        node.read_barrier().await.unwrap();
+        node.with_state(|s| {
+            let a = &s.apps[&apps[0]];
+            let r = a.find_release(&version.to_string()).unwrap();
+            assert_eq!(r.description, "Rollback to v3");
+            assert_eq!((&r.config, r.slug), (&target.config, target.slug));
+            assert_eq!(a.config, target.config);
+        });
+    }
+    let digest_after_rollback = agreed_digest(&c, &[1, 2]).await;
+    assert_ne!(digest, digest_after_rollback);
+
+    // Node 3 joins after the leader purged its log: it catches up by snapshot, history
+    // included.
+    let leader = c.agreed_leader().await;
+    assert!(c.node(leader).status().purged_index.unwrap_or(0) > 1);
+    c.join(3, leader).await;
+    c.node(3).read_barrier().await.unwrap();
+    let third = c.node(3).status();
+    assert!(third.snapshot_index.is_some(), "no snapshot: {third:?}");
+    assert!(c.node(3).history().stored_count() >= releases - 2 * keep);
+    // (Joining registered node 3 in the model: the state moved on.)
+    let digest = agreed_digest(&c, &[1, 2, 3]).await;
+    assert_ne!(digest, digest_after_rollback);
+
+    // Every node restarted comes back with the same state.
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+    for id in [1, 2, 3] {
+        c.start(id).await;
+    }
+    c.agreed_leader().await;
+    assert_eq!(agreed_digest(&c, &[1, 2, 3]).await, digest);
+    // And goes on from there.
+    let out = c.node(3).write(set_config(apps[1], 0)).await.unwrap();
+    assert!(
+        matches!(out, Ok(CommandOutput::Release { version, .. }) if version == per_app + 1),
+        "{out:?}"
+    );
+    agreed_digest(&c, &[1, 2, 3]).await;
+    for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}

@@ -153,7 +153,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             released_at: None,
-            config: BTreeMap::new(),
+            config: Default::default(),
             releases: Vec::new(),
             formation: BTreeMap::new(),
             owner: OWNER,

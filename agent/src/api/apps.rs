@@ -376,7 +376,7 @@ mod tests {
             created_at: at,
             updated_at: at + chrono::Duration::seconds(5),
             released_at: Some(at),
-            config: BTreeMap::new(),
+            config: Default::default(),
             releases: Vec::new(),
             formation: BTreeMap::new(),
             owner: Uuid::from_u128(1),

@@ -94,10 +94,12 @@ pub async fn of_release(
     Extension(caller): Extension<Caller>,
     Path((key, release)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let history = ctx.raft.history();
     let config = with_app(&ctx, &caller, Action::ViewApp, &key, |_, a| {
-        a.find_release(&release).map(|r| r.config.clone())
+        history.find(a, &release).map(|r| r.map(|r| r.config))
     })
     .await?
+    .map_err(|e| ApiError::internal(format!("read the release history: {e:#}")))?
     .ok_or_else(ApiError::release_not_found)?;
     Ok(Json(config).into_response())
 }

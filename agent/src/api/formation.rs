@@ -356,7 +356,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             released_at: None,
-            config: BTreeMap::new(),
+            config: Default::default(),
             releases: vec![],
             formation: BTreeMap::from([("web".to_string(), f.clone())]),
         };

@@ -15,6 +15,7 @@ use super::apps::{time, user_ref};
 use super::body::JsonBody;
 use super::paging::{page, range_header, KeyKind, RangeField, SortKey};
 use super::{with_app, write, Action, ApiContext, ApiError, Caller};
+use haven_api::{RangeSpec, DEFAULT_PAGE};
 
 /// Model → wire for release `r` of app `a`. `current` is the id of the app's current
 /// release (the newest that succeeded), computed once per answer.
@@ -64,7 +65,63 @@ fn range_fields<'a>() -> [RangeField<&'a model::Release>; 2] {
     ]
 }
 
-/// `GET /apps/{app}/releases`: oldest first unless `order=desc`.
+/// The versions a `Range` on `version` can answer from: `(lo, hi, descending, max + 1)`,
+/// so that only those are read from disk. `None`: the whole list is needed (a range on
+/// another field). A header `page` will refuse gives an empty window: `page` answers
+/// the 400 from it.
+pub fn version_window(range: Option<&str>) -> Option<(u64, u64, bool, usize)> {
+    let spec = match range.map(str::trim).filter(|r| !r.is_empty()) {
+        None => return Some((1, u64::MAX, false, DEFAULT_PAGE + 1)),
+        Some(header) => match RangeSpec::parse(header) {
+            Ok(spec) => spec,
+            Err(_) => return Some((1, 0, false, 0)),
+        },
+    };
+    if spec.field != "version" {
+        return None;
+    }
+    let num = |s: &str| {
+        s.trim()
+            .strip_prefix('v')
+            .unwrap_or(s.trim())
+            .parse::<u64>()
+    };
+    let (start, exclusive) = match spec.start.as_deref().map(str::trim) {
+        None => (None, false),
+        Some(s) => match s.strip_prefix(']') {
+            Some(rest) => (Some(rest.trim()), true),
+            None => (Some(s), false),
+        },
+    };
+    let start = start.filter(|s| !s.is_empty()).map(num);
+    let start = match start.transpose() {
+        Ok(s) => s,
+        Err(_) => return Some((1, 0, false, 0)),
+    };
+    let end = match spec.end.as_deref().map(num).transpose() {
+        Ok(e) => e,
+        Err(_) => return Some((1, 0, false, 0)),
+    };
+    let limit = spec.max.saturating_add(1);
+    Some(if spec.descending {
+        let hi = match start {
+            None => u64::MAX,
+            Some(s) if exclusive => s.saturating_sub(1),
+            Some(s) => s,
+        };
+        (end.unwrap_or(1).max(1), hi, true, limit)
+    } else {
+        let lo = match start {
+            None => 1,
+            Some(s) if exclusive => s.saturating_add(1),
+            Some(s) => s,
+        };
+        (lo.max(1), end.unwrap_or(u64::MAX), false, limit)
+    })
+}
+
+/// `GET /apps/{app}/releases`: oldest first unless `order=desc`. Releases ranged on
+/// `version` (the default) are read from memory and disk window by window.
 pub async fn list(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
@@ -72,9 +129,15 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = range_header(&headers)?;
+    let history = ctx.raft.history();
     let page = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let current = a.current_release().map(|r| r.id);
-        page(a.releases.iter().collect(), range, &range_fields())
+        let releases = match version_window(range) {
+            Some((lo, hi, desc, limit)) => history.window(a, lo, hi, desc, limit),
+            None => history.all(a),
+        }
+        .map_err(|e| ApiError::internal(format!("read the release history: {e:#}")))?;
+        page(releases.iter().collect(), range, &range_fields())
             .map(|p| p.map(|r| to_wire(s, a, r, current)))
     })
     .await??;
@@ -87,11 +150,15 @@ pub async fn info(
     Extension(caller): Extension<Caller>,
     Path((key, release)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let history = ctx.raft.history();
     let r = with_app(&ctx, &caller, Action::ViewApp, &key, |s, a| {
         let current = a.current_release().map(|r| r.id);
-        a.find_release(&release).map(|r| to_wire(s, a, r, current))
+        history
+            .find(a, &release)
+            .map(|r| r.map(|r| to_wire(s, a, &r, current)))
     })
     .await?
+    .map_err(|e| ApiError::internal(format!("read the release history: {e:#}")))?
     .ok_or_else(ApiError::release_not_found)?;
     Ok(Json(r).into_response())
 }
@@ -120,7 +187,8 @@ pub fn rollback_target(body: &Value) -> Result<String, ApiError> {
 }
 
 /// `POST /apps/{app}/releases {"release": ID-OR-VERSION}` → 201 with the new release, which
-/// carries the slug and config vars of the target.
+/// carries the slug and config vars of the target. The target is read here (from memory
+/// or disk) and carried in the command, so every node makes the same release.
 pub async fn create(
     State(ctx): State<ApiContext>,
     Extension(caller): Extension<Caller>,
@@ -129,14 +197,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let target = rollback_target(&body)?;
     // The target may be a release just made through another node: read past the barrier.
-    let (app, to) = with_app(&ctx, &caller, Action::ChangeApp, &key, |_, a| {
-        (a.id, a.find_release(&target).map(|r| r.version))
+    let history = ctx.raft.history();
+    let (app, found) = with_app(&ctx, &caller, Action::ChangeApp, &key, |_, a| {
+        (a.id, history.find(a, &target))
     })
     .await?;
-    let to = to.ok_or_else(ApiError::release_not_found)?;
-    let cmd = Command::Rollback {
+    let found = found
+        .map_err(|e| ApiError::internal(format!("read the release history: {e:#}")))?
+        .ok_or_else(ApiError::release_not_found)?;
+    let to = found.version;
+    let cmd = Command::RollbackTo {
         app,
-        to_version: to,
+        target: Box::new(found),
         release_id: Uuid::new_v4(),
         actor: caller.actor(),
     };
@@ -174,7 +246,7 @@ mod tests {
             id: Uuid::from_u128(u128::from(version)),
             version,
             slug: (version > 1).then(|| Uuid::from_u128(99)),
-            config: BTreeMap::new(),
+            config: Default::default(),
             description: format!("v{version}"),
             status,
             created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
@@ -207,7 +279,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             released_at: Some(at),
-            config: BTreeMap::new(),
+            config: Default::default(),
             releases: vec![
                 release(1, ReleaseStatus::Succeeded),
                 release(2, ReleaseStatus::Succeeded),
@@ -252,6 +324,25 @@ mod tests {
         assert_eq!(wire[1].user.id, Uuid::from_u128(1).to_string());
         assert_eq!(wire[1].app.name, "my-app");
         assert_eq!(wire[1].created_at, "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn version_windows_read_only_what_a_page_shows() {
+        let w = |h| version_window(Some(h));
+        assert_eq!(version_window(None), Some((1, u64::MAX, false, 201)));
+        assert_eq!(w("version ..; max=2"), Some((1, u64::MAX, false, 3)));
+        assert_eq!(w("version ]2..; max=2"), Some((3, u64::MAX, false, 3)));
+        assert_eq!(w("version v5..9"), Some((5, 9, false, 201)));
+        assert_eq!(
+            w("version ..; order=desc, max=10"),
+            Some((1, u64::MAX, true, 11))
+        );
+        assert_eq!(w("version ]50..10; order=desc"), Some((10, 49, true, 201)));
+        assert_eq!(w("version ]..; max=5"), Some((1, u64::MAX, false, 6)));
+        assert_eq!(w("id ..; max=5"), None);
+        // What `page` refuses reads nothing.
+        assert_eq!(w("version x.."), Some((1, 0, false, 0)));
+        assert_eq!(w("version ..; max=0"), Some((1, 0, false, 0)));
     }
 
     #[test]

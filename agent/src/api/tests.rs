@@ -350,6 +350,89 @@ async fn apps_lifecycle() {
 }
 
 #[tokio::test]
+async fn releases_kept_on_disk_are_listed_paged_and_read() {
+    let h = Harness::start().await;
+    h.call(Method::POST, "/apps", Some(json!({"name": "old"})))
+        .await;
+    // 30 config releases: with the default 10 in memory, v1..v21 are on disk only.
+    for n in 0..30 {
+        let (st, _) = h
+            .call(
+                Method::PATCH,
+                "/apps/old/config-vars",
+                Some(json!({ "N": n.to_string() })),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    h.raft.with_state(|s| {
+        let a = s.find_app("old").unwrap();
+        assert!(a.find_release("v2").is_none(), "v2 is still in memory");
+        assert_eq!(a.last_version(), 31);
+    });
+    // Every page, oldest first, across disk and memory.
+    let mut versions = Vec::new();
+    let mut range = "version ..; max=7".to_string();
+    loop {
+        let (st, hd, page) = h.ranged("/apps/old/releases", &range).await;
+        versions.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["version"].as_u64().unwrap()),
+        );
+        match hd.get("next-range") {
+            Some(next) => {
+                assert_eq!(st, StatusCode::PARTIAL_CONTENT);
+                range = next.to_str().unwrap().to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(versions, (1..=31).collect::<Vec<u64>>());
+    let (_, _, newest) = h
+        .ranged("/apps/old/releases", "version ..; max=3, order=desc")
+        .await;
+    let newest: Vec<u64> = newest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(newest, [31, 30, 29]);
+    let (_, all) = h.call(Method::GET, "/apps/old/releases", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 31);
+    assert_eq!(all[30]["current"], true);
+    let v3_id = all[2]["id"].as_str().unwrap().to_string();
+    for key in ["3", "v3", v3_id.as_str()] {
+        let (st, r) = h
+            .call(Method::GET, &format!("/apps/old/releases/{key}"), None)
+            .await;
+        assert_eq!(
+            (st, r["version"].as_u64()),
+            (StatusCode::OK, Some(3)),
+            "{key}"
+        );
+        assert_eq!(r["description"], "Set N config vars");
+    }
+    let (_, v3_config) = h
+        .call(Method::GET, "/apps/old/releases/v3/config-vars", None)
+        .await;
+    assert_eq!(v3_config, json!({"N": "1"}));
+    // A rollback target on disk is found (and, with no slug, refused as on Heroku).
+    let (st, r) = h
+        .call(
+            Method::POST,
+            "/apps/old/releases",
+            Some(json!({ "release": v3_id })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(r["message"], haven_raft::command::NO_SLUG_ROLLBACK);
+    h.raft.shutdown().await;
+}
+
+#[tokio::test]
 async fn config_vars_and_releases() {
     let h = Harness::start().await;
     h.call(Method::POST, "/apps", Some(json!({"name": "cfg"})))

@@ -104,12 +104,12 @@ fn app() -> model::App {
         created_at: at(0),
         updated_at: at(5),
         released_at: Some(at(5)),
-        config: BTreeMap::from([("A".to_string(), "1".to_string())]),
+        config: BTreeMap::from([("A".to_string(), "1".to_string())]).into(),
         releases: vec![model::Release {
             id: Uuid::from_u128(80),
             version: 1,
             slug: Some(Uuid::from_u128(81)),
-            config: BTreeMap::new(),
+            config: Default::default(),
             description: "Initial release".into(),
             status: model::ReleaseStatus::Succeeded,
             created_at: at(5),
@@ -453,7 +453,7 @@ fn config_vars() {
     let body = serde_json::to_vec(&a.config).unwrap();
     let raw: Value = serde_json::from_slice(&body).unwrap();
     let back = w::ConfigVars::deserialize(&raw).unwrap();
-    assert_eq!(back, a.config);
+    assert_eq!(back, *a.config);
 }
 
 #[test]

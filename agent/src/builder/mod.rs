@@ -252,7 +252,7 @@ impl Builder {
                 return Err(e);
             }
         };
-        let config = app.config.clone();
+        let config = app.config.to_map();
         let job = Job {
             builder: self.clone(),
             build: build.clone(),

@@ -41,7 +41,7 @@ pub(super) fn launch_of(s: &State, id: Uuid) -> Result<Option<Launch>, String> {
     let slug = s
         .release_slug(release)
         .ok_or_else(|| format!("release v{} has no slug: deploy the app first", d.release))?;
-    let mut env = release.config.clone();
+    let mut env = release.config.to_map();
     env.extend(d.env.clone());
     let holders = slug
         .holders

@@ -19,7 +19,7 @@ use super::{Actor, CommandError, CommandOutput, CommandResult};
 use crate::model::{
     normalize_attachment_name, provider_attachment_name, provider_config_prefix,
     provider_config_vars, validate_addon_name, validate_config_key, Addon, AddonState, Attachment,
-    NodeId, NodeStatus, State,
+    ConfigVars, NodeId, NodeStatus, State,
 };
 
 /// A new attachment: its id, the app, and the name asked for (`--as`), if any.
@@ -444,7 +444,7 @@ pub(super) fn set_vars(
     verb: &str,
 ) -> Result<u64, CommandError> {
     let a = app_mut(state, &att.app)?;
-    let mut config = a.config.clone();
+    let mut config = a.config.to_map();
     for v in &att.config_vars {
         match values.and_then(|m| m.get(v)) {
             Some(value) => {
@@ -456,6 +456,7 @@ pub(super) fn set_vars(
         }
     }
     let slug = a.current_release().and_then(|r| r.slug);
+    let config = ConfigVars::new(config);
     a.config = config.clone();
     Ok(push_release(
         a,

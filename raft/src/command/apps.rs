@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
-use crate::model::{validate_app_name, App, State};
+use crate::model::{validate_app_name, App, ConfigVars, State};
 
 /// Creates an app and its release v1, owned by the user `owner`. Names are unique.
 pub(super) fn create(
@@ -41,17 +41,18 @@ pub(super) fn create(
         created_at: actor.at,
         updated_at: actor.at,
         released_at: None,
-        config: BTreeMap::new(),
+        config: ConfigVars::default(),
         releases: Vec::new(),
         formation: BTreeMap::new(),
         owner,
         collaborators: Vec::new(),
     };
+    let config = app.config.clone();
     push_release(
         &mut app,
         release_id,
         None,
-        BTreeMap::new(),
+        config,
         "Initial release".into(),
         actor,
     );

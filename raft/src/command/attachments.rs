@@ -9,7 +9,9 @@ use super::addons::{addon_not_found, att_values, provider_naming, set_vars, Atta
 use super::apps::app_mut;
 use super::releases::push_release;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
-use crate::model::{attachment_naming, normalize_attachment_name, AddonState, Attachment, State};
+use crate::model::{
+    attachment_naming, normalize_attachment_name, AddonState, Attachment, ConfigVars, State,
+};
 
 /// The name and config vars of a new attachment, refused when the app already has an
 /// attachment of that name or another attachment sets one of its vars.
@@ -246,7 +248,7 @@ pub(super) fn promote(
     let mut config = state
         .apps
         .get(&spec.app)
-        .map(|x| x.config.clone())
+        .map(|x| x.config.to_map())
         .unwrap_or_default();
     for old in &changed {
         // The old holder's vars it keeps are set again (a fresh colour is new).
@@ -257,6 +259,7 @@ pub(super) fn promote(
     config.extend(att_values(state, &a, &att));
     let app = app_mut(state, &spec.app)?;
     let slug = app.current_release().and_then(|r| r.slug);
+    let config = ConfigVars::new(config);
     app.config = config.clone();
     let version = push_release(
         app,

@@ -25,17 +25,18 @@ pub(super) fn set(
         return Err(CommandError::Invalid("no config vars to change".into()));
     }
     let a = app_mut(state, &app)?;
-    let mut config = a.config.clone();
-    for (k, v) in changes {
-        match v {
-            Some(v) => {
-                config.insert(k.clone(), v.clone());
-            }
-            None => {
-                config.remove(k);
+    let config = a.config.changed(|config| {
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    config.insert(k.clone(), v.clone());
+                }
+                None => {
+                    config.remove(k);
+                }
             }
         }
-    }
+    });
     let slug = a.current_release().and_then(|r| r.slug);
     a.config = config.clone();
     let version = push_release(
@@ -109,7 +110,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            app.config,
+            *app.config,
             BTreeMap::from([("BAZ".to_string(), "3".to_string())])
         );
         assert_eq!(app.releases[1].config.len(), 2);

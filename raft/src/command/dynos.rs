@@ -108,7 +108,8 @@ pub(super) fn create_one_off(state: &mut State, dyno: &Dyno) -> CommandResult {
         .apps
         .get(&dyno.app)
         .ok_or_else(|| not_found_app(&dyno.app))?;
-    if !a.releases.iter().any(|r| r.version == dyno.release) {
+    // By version range, not by the releases kept in memory: those differ between nodes.
+    if dyno.release == 0 || dyno.release > a.last_version() {
         return Err(CommandError::NotFound(format!(
             "release v{} not found",
             dyno.release

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{
-    App, Build, Cluster, Collaborator, Dyno, Node, NodeId, NodeStatus, ReleaseStatus, State, Token,
-    Unplaced, User,
+    App, Build, Cluster, Collaborator, Dyno, Node, NodeId, NodeStatus, Release, ReleaseStatus,
+    State, Token, Unplaced, User,
 };
 
 mod addon_ha;
@@ -48,7 +48,7 @@ mod tokens;
 mod users;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 pub use addon_ha::failover_target;
 pub use addons::{AttachmentSpec, MemberReport};
@@ -115,7 +115,9 @@ pub enum Command {
         release_id: Uuid,
         actor: Actor,
     },
-    /// Makes the next release with the slug and config vars of an earlier one.
+    /// Makes the next release with the slug and config vars of an earlier one, looked up
+    /// among the releases kept in memory. No longer proposed (a node may keep that release
+    /// on disk only): `RollbackTo` replaces it; kept so that the log format stays.
     Rollback {
         app: Uuid,
         to_version: u64,
@@ -390,6 +392,16 @@ pub enum Command {
         release_seed: Uuid,
         actor: Actor,
     },
+    /// Makes the next release with the slug and config vars of `target`, an earlier
+    /// release of the app as the proposer read it (from memory or its history on disk).
+    /// Apply uses the carried release and never looks it up, so every node makes the same
+    /// release whichever releases it keeps in memory.
+    RollbackTo {
+        app: Uuid,
+        target: Box<Release>,
+        release_id: Uuid,
+        actor: Actor,
+    },
     /// `repo:connect`: the app follows a branch of a repository (replaces a link).
     ConnectRepo {
         link: crate::model::RepoLink,
@@ -647,6 +659,12 @@ impl Command {
                 release_seed,
                 actor,
             } => credentials::rotate(state, *addon, password, *release_seed, actor),
+            Command::RollbackTo {
+                app,
+                target,
+                release_id,
+                actor,
+            } => releases::rollback_to(state, *app, target, *release_id, actor),
             Command::ConnectRepo { link } => repos::connect(state, link),
             Command::DisconnectRepo { app } => repos::disconnect(state, *app),
             Command::StartRepoBuild { build, commit } => repos::start_build(state, build, commit),

@@ -1,18 +1,16 @@
 //! Releases: rollback, the end of a release phase, and making the next release.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use super::apps::app_mut;
 use super::{Actor, CommandError, CommandOutput, CommandResult};
-use crate::model::{App, Release, ReleaseStatus, State};
+use crate::model::{App, ConfigVars, Release, ReleaseStatus, State};
 
 /// What Heroku answers to a rollback to a release without a slug (such as v1).
 pub const NO_SLUG_ROLLBACK: &str = "Cannot rollback to a release that had no slug.";
 
 /// Makes the next release with the slug and config vars of the succeeded release
-/// `to_version`. A release without a slug (nothing deployed yet) is refused, as on Heroku.
+/// `to_version`, looked up in memory (`Command::Rollback`, no longer proposed).
 pub(super) fn rollback(
     state: &mut State,
     app: Uuid,
@@ -20,13 +18,33 @@ pub(super) fn rollback(
     release_id: Uuid,
     actor: &Actor,
 ) -> CommandResult {
-    let a = app_mut(state, &app)?;
-    let target = a
+    let target = app_mut(state, &app)?
         .releases
         .iter()
         .find(|r| r.version == to_version)
         .ok_or_else(|| CommandError::NotFound(format!("release v{to_version} not found")))?
         .clone();
+    rollback_to(state, app, &target, release_id, actor)
+}
+
+/// Makes the next release with the slug and config vars of `target`, as the proposer read
+/// it. Only the carried release is used (never the node's copy, which may be on disk), so
+/// the outcome is the same on every node. A release without a slug (nothing deployed
+/// yet) is refused, as on Heroku.
+pub(super) fn rollback_to(
+    state: &mut State,
+    app: Uuid,
+    target: &Release,
+    release_id: Uuid,
+    actor: &Actor,
+) -> CommandResult {
+    let a = app_mut(state, &app)?;
+    let to_version = target.version;
+    if to_version == 0 || to_version > a.last_version() {
+        return Err(CommandError::NotFound(format!(
+            "release v{to_version} not found"
+        )));
+    }
     if target.status != ReleaseStatus::Succeeded {
         return Err(CommandError::Invalid(format!(
             "release v{to_version} is {} and cannot be rolled back to",
@@ -41,7 +59,7 @@ pub(super) fn rollback(
         a,
         release_id,
         target.slug,
-        target.config,
+        target.config.clone(),
         format!("Rollback to v{to_version}"),
         actor,
     );
@@ -59,15 +77,23 @@ pub(super) fn set_status(
     status: ReleaseStatus,
 ) -> CommandResult {
     let a = app_mut(state, &app)?;
+    let last = a.last_version();
+    // Pending releases are always kept in memory; one that is not there is decided (on
+    // disk on this node) or does not exist, whichever releases this node keeps.
     let r = a
         .releases
         .iter_mut()
         .find(|r| r.version == version)
-        .ok_or_else(|| CommandError::NotFound(format!("release v{version} not found")))?;
+        .ok_or_else(|| match version {
+            1.. if version <= last => {
+                CommandError::Conflict(format!("release v{version} is no longer pending"))
+            }
+            _ => CommandError::NotFound(format!("release v{version} not found")),
+        })?;
     if r.status != ReleaseStatus::Pending {
+        // The same answer as for a decided release on disk, so that every node agrees.
         return Err(CommandError::Conflict(format!(
-            "release v{version} is already {}",
-            r.status.as_str()
+            "release v{version} is no longer pending"
         )));
     }
     r.status = status;
@@ -79,7 +105,7 @@ pub(super) fn push_release(
     app: &mut App,
     id: Uuid,
     slug: Option<Uuid>,
-    config: BTreeMap<String, String>,
+    config: ConfigVars,
     description: String,
     actor: &Actor,
 ) -> u64 {
@@ -99,12 +125,12 @@ pub(super) fn push_release_with(
     app: &mut App,
     id: Uuid,
     slug: Option<Uuid>,
-    config: BTreeMap<String, String>,
+    config: ConfigVars,
     description: String,
     actor: &Actor,
     status: ReleaseStatus,
 ) -> u64 {
-    let version = app.releases.len() as u64 + 1;
+    let version = app.last_version() + 1;
     app.releases.push(Release {
         id,
         version,
@@ -160,6 +186,46 @@ mod tests {
         }
         .apply(&mut s);
         assert!(matches!(missing, Err(CommandError::NotFound(_))));
+    }
+
+    #[test]
+    fn rollback_to_uses_the_carried_release_not_the_nodes_copy() {
+        let mut s = State::default();
+        let id = create(&mut s, "my-app");
+        set(id, &[("FOO", Some("1"))]).apply(&mut s).unwrap();
+        set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
+        let mut target = s.apps[&id].releases[1].clone();
+        target.slug = Some(Uuid::from_u128(5));
+        // As on a node that keeps v2 on disk only.
+        s.apps.get_mut(&id).unwrap().releases.remove(1);
+        let rollback = |target: &crate::model::Release| Command::RollbackTo {
+            app: id,
+            target: Box::new(target.clone()),
+            release_id: Uuid::new_v4(),
+            actor: actor(2),
+        };
+        let out = rollback(&target).apply(&mut s).unwrap();
+        assert!(matches!(out, CommandOutput::Release { version: 4, .. }));
+        let app = &s.apps[&id];
+        let r = app.releases.last().unwrap();
+        assert_eq!(r.description, "Rollback to v2");
+        assert_eq!((r.slug, r.config["FOO"].as_str()), (target.slug, "1"));
+        assert!(app.config.shares(&r.config));
+        // A version the app never had, and a release not decided, are refused.
+        let before = s.clone();
+        let mut future = target.clone();
+        future.version = 9;
+        assert!(matches!(
+            rollback(&future).apply(&mut s),
+            Err(CommandError::NotFound(_))
+        ));
+        let mut pending = target.clone();
+        pending.status = crate::model::ReleaseStatus::Pending;
+        assert!(matches!(
+            rollback(&pending).apply(&mut s),
+            Err(CommandError::Invalid(_))
+        ));
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod addon_rules;
 mod addons;
 mod backups;
 mod certs;
+mod config_vars;
 mod providers;
 mod repos;
 mod rules;
@@ -31,6 +32,7 @@ pub use backups::{
     parse_schedule_time, Backup, BackupResult, BackupSchedule, BackupStatus, SCHEDULED_RETAINED,
 };
 pub use certs::{generated_endpoint_name, name_matches, CertInfo, SniEndpoint};
+pub use config_vars::ConfigVars;
 pub use providers::{
     provider_attachment_name, provider_config_prefix, provider_config_var, provider_config_vars,
     validate_provider_name, validate_provider_plans, validate_provider_url, AddonProvider,
@@ -125,9 +127,12 @@ pub struct App {
     pub updated_at: DateTime<Utc>,
     /// Time of the newest release.
     pub released_at: Option<DateTime<Utc>>,
-    /// The config vars now in force (those of the newest release).
-    pub config: BTreeMap<String, String>,
-    /// Releases in version order: `releases[i].version == i + 1`.
+    /// The config vars now in force (those of the newest release, shared with it).
+    pub config: ConfigVars,
+    /// The releases this node keeps in memory, in version order: the newest ones, the
+    /// current one, pending ones and those a dyno runs. Older ones are in the node's
+    /// history on disk (`haven_raft::History`); versions run from 1 without gaps, so the
+    /// newest release is always the last here.
     pub releases: Vec<Release>,
     /// Formation by process type.
     pub formation: BTreeMap<String, Formation>,
@@ -198,7 +203,13 @@ impl App {
         }
     }
 
-    /// A release by version (`5`, `v5`) or id.
+    /// The version of the newest release (0 before the first).
+    pub fn last_version(&self) -> u64 {
+        self.releases.last().map_or(0, |r| r.version)
+    }
+
+    /// A release kept in memory by version (`5`, `v5`) or id; older ones are read with
+    /// `haven_raft::History::find`.
     pub fn find_release(&self, key: &str) -> Option<&Release> {
         let version = key.strip_prefix('v').unwrap_or(key).parse::<u64>().ok();
         match version {
@@ -231,7 +242,7 @@ pub struct Release {
     pub id: Uuid,
     pub version: u64,
     pub slug: Option<Uuid>,
-    pub config: BTreeMap<String, String>,
+    pub config: ConfigVars,
     pub description: String,
     pub status: ReleaseStatus,
     pub created_at: DateTime<Utc>,

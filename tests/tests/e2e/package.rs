@@ -42,12 +42,22 @@ fn the_debian_package_installs_a_node_its_unit_starts() {
     );
     let deb = String::from_utf8_lossy(&built.stdout).trim().to_string();
     let field = |f: &str| {
-        let o = Command::new("dpkg-deb").args(["-f", &deb, f]).output().unwrap();
+        let o = Command::new("dpkg-deb")
+            .args(["-f", &deb, f])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     assert_eq!(field("Package"), "haven");
-    assert!(field("Depends").contains("nftables"), "{}", field("Depends"));
-    let list = Command::new("dpkg-deb").args(["-c", &deb]).output().unwrap();
+    assert!(
+        field("Depends").contains("nftables"),
+        "{}",
+        field("Depends")
+    );
+    let list = Command::new("dpkg-deb")
+        .args(["-c", &deb])
+        .output()
+        .unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     for f in [
         "./usr/bin/havend",
@@ -130,7 +140,10 @@ fn the_debian_package_installs_a_node_its_unit_starts() {
             .bearer_auth(&token)
             .send()
             .ok()?;
-        r.status().is_success().then(|| r.json::<Value>().ok()).flatten()
+        r.status()
+            .is_success()
+            .then(|| r.json::<Value>().ok())
+            .flatten()
     });
     assert_eq!(status["node_name"], "packaged");
     assert!(status["leader"].is_string(), "{status}");

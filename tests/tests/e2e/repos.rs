@@ -98,6 +98,10 @@ fn released(env: &Env, node: usize, app: &str, commit: &str) {
         Duration::from_secs(240),
         || {
             let b = builds_of(env, node, app, commit);
+            assert!(
+                !b.iter().any(|b| b["status"] == "failed"),
+                "the build of {commit} failed: {b:?}"
+            );
             let ok = b.iter().any(|b| b["status"] == "succeeded");
             let releases = env.get_json(node, &format!("/apps/{app}/releases")).ok()?;
             let last = releases.as_array()?.last()?.clone();
@@ -178,6 +182,21 @@ fn a_connected_branch_deploys_each_new_commit_once_through_a_leader_death() {
     let leader = env.leader_index().unwrap();
     env.kill(leader).unwrap();
     let alive = (0..3).find(|i| *i != leader).unwrap();
+    // A build copies its slug to three nodes, so it waits until the dead one is known
+    // down (else it fails for want of the third copy, as a push would).
+    let dead_id = env.node_id(leader).to_string();
+    eventually(
+        "the dead leader marked down",
+        Duration::from_secs(60),
+        || {
+            let nodes = env.get_json(alive, "/cluster/nodes").ok()?;
+            nodes
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == dead_id.as_str() && n["status"] == "down")
+                .then_some(())
+        },
+    );
     let third = repo.commit("main", "third");
     released(&env, alive, "follows-main", &third);
     for c in [&first, &second, &third] {
