@@ -160,7 +160,7 @@ impl Repos {
             .trim()
             .to_string();
         let tar = dir.join("source.tar");
-        let archived = git(
+        git(
             dir,
             &[
                 "archive",
@@ -170,8 +170,7 @@ impl Repos {
                 &commit,
             ],
         )
-        .await;
-        archived?;
+        .await?;
         // The builder removes its source file when it is done; keep it out of `dir`.
         let file = self.inner.work_dir.join(format!("{}.tar", Uuid::new_v4()));
         tokio::fs::rename(&tar, &file)

@@ -92,7 +92,13 @@ pub struct Keeper {
     peers: QuicConnector,
     events: Events,
     in_flight: Arc<Mutex<HashSet<Uuid>>>,
+    /// When the last scan ran: the leader's loop runs every 50–200 ms, a scan of every
+    /// slug at most every [`SCAN_EVERY`].
+    last_scan: Arc<Mutex<Option<Instant>>>,
 }
+
+/// Least time between two scans for slugs short of holders.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Keeper {
     pub fn new(
@@ -109,6 +115,7 @@ impl Keeper {
             peers,
             events,
             in_flight: Arc::default(),
+            last_scan: Arc::default(),
         }
     }
 
@@ -116,6 +123,16 @@ impl Keeper {
     /// its own task, one at a time per slug). `down_since` is the leader's.
     pub fn round(&self, down_since: &HashMap<NodeId, Instant>, after: Duration) {
         let now = Instant::now();
+        let due = self.last_scan.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|t| now.duration_since(t) >= SCAN_EVERY);
+            if due {
+                *last = Some(now);
+            }
+            due
+        });
+        if !due {
+            return;
+        }
         let dead: BTreeSet<NodeId> = down_since
             .iter()
             .filter(|(_, t)| now.duration_since(**t) >= after)

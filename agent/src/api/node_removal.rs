@@ -81,6 +81,8 @@ pub async fn remove(
         .await?;
     }
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    // Re-counted whenever the state applies an entry.
+    let mut changes = ctx.raft.changes();
     loop {
         let left = ctx.raft.with_state(|s| {
             s.dynos
@@ -98,7 +100,7 @@ pub async fn remove(
                 DRAIN_DEADLINE.as_secs()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = tokio::time::timeout_at(deadline, changes.next()).await;
     }
     ctx.raft
         .change_voters(rest, BTreeSet::from([node.id]))

@@ -109,12 +109,7 @@ impl History {
         } else {
             IteratorMode::From(&from, Direction::Forward)
         };
-        let mut opts = ReadOptions::default();
-        // Bound the scan to the app's keys.
-        opts.set_iterate_lower_bound(from.to_vec());
-        let mut upper = to.to_vec();
-        upper.push(0);
-        opts.set_iterate_upper_bound(upper);
+        let opts = bounded(&from, &to);
         let db = self.db()?;
         for item in db.iterator_cf_opt(cf(&db, CF_RELEASES), opts, mode) {
             let (_, v) = item.context("read the release history")?;
@@ -230,11 +225,7 @@ impl History {
     /// Removes every stored release of `app` (the app was deleted).
     pub(crate) fn delete_app(&self, batch: &mut WriteBatch, app: Uuid) -> anyhow::Result<()> {
         let (from, to) = (release_key(app, 0), release_key(app, u64::MAX));
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(from.to_vec());
-        let mut upper = to.to_vec();
-        upper.push(0);
-        opts.set_iterate_upper_bound(upper);
+        let opts = bounded(&from, &to);
         let db = self.db()?;
         let it = db.iterator_cf_opt(
             cf(&db, CF_RELEASES),
@@ -326,6 +317,16 @@ pub(crate) fn digest(state: &State, history: &History) -> anyhow::Result<u64> {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     Ok(h)
+}
+
+/// Read options that keep a scan within `from..=to` (one app's keys).
+fn bounded(from: &[u8], to: &[u8]) -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_lower_bound(from.to_vec());
+    let mut upper = to.to_vec();
+    upper.push(0);
+    opts.set_iterate_upper_bound(upper);
+    opts
 }
 
 #[cfg(test)]

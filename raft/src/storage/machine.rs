@@ -274,15 +274,15 @@ impl StateMachineStore {
                 .put_raw(&mut batch, *tag, k, v)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
-        let applied = Applied {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        batch.put_cf(
-            sm_cf(&self.db),
-            KEY_APPLIED,
-            bincode::serialize(&applied).map_err(|e| snap_err(ErrorVerb::Write, e))?,
-        );
+        put_applied(
+            &self.db,
+            &mut batch,
+            &Applied {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            },
+        )
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.db
             .write_opt(batch, &synced())
             .map_err(|e| snap_err(ErrorVerb::Write, e))
@@ -308,15 +308,15 @@ impl StateMachineStore {
             }
         }
         if record {
-            let applied = Applied {
-                last_applied: self.last_applied,
-                membership: self.membership.clone(),
-            };
-            batch.put_cf(
-                sm_cf(&self.db),
-                KEY_APPLIED,
-                bincode::serialize(&applied).map_err(|e| sm_err(ErrorVerb::Write, e))?,
-            );
+            put_applied(
+                &self.db,
+                &mut batch,
+                &Applied {
+                    last_applied: self.last_applied,
+                    membership: self.membership.clone(),
+                },
+            )
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         }
         if batch.is_empty() {
             return Ok(());
@@ -469,6 +469,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// Puts the applied log id and membership into `batch`.
+fn put_applied(db: &DB, batch: &mut WriteBatch, applied: &Applied) -> bincode::Result<()> {
+    batch.put_cf(sm_cf(db), KEY_APPLIED, bincode::serialize(applied)?);
+    Ok(())
 }
 
 #[cfg(test)]
