@@ -4,7 +4,9 @@
 //! quorum. The voters stay an odd number (3 or 5) when the live nodes allow, and the
 //! autopilot never leaves fewer than 3: with too few live nodes it changes nothing
 //! ([`plan`], pure). A node that returns after its seat was given away is added back as
-//! a learner.
+//! a learner. A member the model has removed (`havend leave`, or a `nodes:remove` cut
+//! short) leaves the membership at once, whatever the count; its seat goes to a live
+//! learner when there is one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ pub struct View {
     pub learners: BTreeSet<NodeId>,
     /// Nodes down for longer than the autopilot waits.
     pub dead: BTreeSet<NodeId>,
+    /// Nodes the model has removed (`State::removed_nodes`).
+    pub removed: BTreeSet<NodeId>,
 }
 
 /// What to change: the new voters, and the nodes to remove from the membership.
@@ -36,10 +40,22 @@ pub struct Change {
     pub promoted: BTreeSet<NodeId>,
     pub demoted: BTreeSet<NodeId>,
     pub removed: BTreeSet<NodeId>,
+    /// The removed are members the model removed (not dead voters).
+    pub left: bool,
 }
 
-/// The change for `v`, if any: only when a voter is dead.
+/// The change for `v`, if any: when a member was removed from the model, or a voter is
+/// dead.
 pub fn plan(v: &View) -> Option<Change> {
+    let gone: BTreeSet<NodeId> = v
+        .voters
+        .union(&v.learners)
+        .filter(|id| v.removed.contains(id))
+        .copied()
+        .collect();
+    if !gone.is_empty() {
+        return plan_departure(v, gone);
+    }
     let dead_voters: BTreeSet<NodeId> = v.voters.intersection(&v.dead).copied().collect();
     if dead_voters.is_empty() {
         return None;
@@ -70,6 +86,36 @@ pub fn plan(v: &View) -> Option<Change> {
             .collect(),
         removed: dead_voters,
         voters,
+        left: false,
+    })
+}
+
+/// Members removed from the model leave; the remaining voters keep their seats and live
+/// learners fill them up to an odd number (at most [`MAX_VOTERS`]). Nothing when no
+/// voter would remain.
+fn plan_departure(v: &View, gone: BTreeSet<NodeId>) -> Option<Change> {
+    let kept: BTreeSet<NodeId> = v.voters.difference(&gone).copied().collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let candidates: Vec<NodeId> = v
+        .learners
+        .iter()
+        .filter(|id| !gone.contains(id) && !v.dead.contains(id))
+        .copied()
+        .collect();
+    let mut target = (kept.len() + candidates.len()).min(MAX_VOTERS);
+    if target % 2 == 0 {
+        target -= 1;
+    }
+    let target = target.max(kept.len());
+    let promoted: BTreeSet<NodeId> = candidates.into_iter().take(target - kept.len()).collect();
+    Some(Change {
+        voters: kept.union(&promoted).copied().collect(),
+        promoted,
+        demoted: BTreeSet::new(),
+        removed: gone,
+        left: true,
     })
 }
 
@@ -87,21 +133,22 @@ pub async fn round(
     let now = Instant::now();
     let status = raft.status();
     let members: BTreeSet<NodeId> = status.members.iter().map(|(id, _)| *id).collect();
-    let (down, outside): (BTreeSet<NodeId>, Vec<model::Node>) = raft.with_state(|s| {
-        let down = s
-            .nodes
-            .values()
-            .filter(|n| n.status == NodeStatus::Down)
-            .map(|n| n.id)
-            .collect();
-        let outside = s
-            .nodes
-            .values()
-            .filter(|n| n.status == NodeStatus::Up && n.id != me && !members.contains(&n.id))
-            .cloned()
-            .collect();
-        (down, outside)
-    });
+    let (down, outside, removed): (BTreeSet<NodeId>, Vec<model::Node>, BTreeSet<NodeId>) = raft
+        .with_state(|s| {
+            let down = s
+                .nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Down)
+                .map(|n| n.id)
+                .collect();
+            let outside = s
+                .nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Up && n.id != me && !members.contains(&n.id))
+                .cloned()
+                .collect();
+            (down, outside, s.removed_nodes.clone())
+        });
     down_since.retain(|id, _| down.contains(id));
     for id in &down {
         down_since.entry(*id).or_insert(now);
@@ -114,6 +161,7 @@ pub async fn round(
             .filter(|(_, t)| now.duration_since(**t) >= after)
             .map(|(id, _)| *id)
             .collect(),
+        removed,
     };
     if let Some(c) = plan(&view) {
         let name = |id: &NodeId| {
@@ -129,11 +177,19 @@ pub async fn round(
             .await
         {
             Ok(()) => {
-                let mut what = format!(
-                    "autopilot removed {} (a voter down for over {} s)",
-                    names(&c.removed),
-                    after.as_secs()
-                );
+                let mut what =
+                    if c.left {
+                        format!(
+                        "autopilot took {} out of the Raft membership (removed from the cluster)",
+                        c.removed.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+                    )
+                    } else {
+                        format!(
+                            "autopilot removed {} (a voter down for over {} s)",
+                            names(&c.removed),
+                            after.as_secs()
+                        )
+                    };
                 if !c.promoted.is_empty() {
                     what.push_str(&format!("; promoted {} to voter", names(&c.promoted)));
                 }
@@ -186,7 +242,37 @@ mod tests {
             voters: set(voters),
             learners: set(learners),
             dead: set(dead),
+            removed: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn a_member_removed_from_the_model_leaves_at_once() {
+        let mut v = view(&[1, 2, 3], &[4], &[]);
+        v.removed = set(&[2]);
+        let c = plan(&v).unwrap();
+        assert!(c.left);
+        assert_eq!(c.removed, set(&[2]));
+        assert_eq!(c.voters, set(&[1, 3, 4]));
+        assert_eq!(c.promoted, set(&[4]));
+        // No learner: two voters remain (an explicit removal may go below three).
+        let mut v = view(&[1, 2, 3], &[], &[]);
+        v.removed = set(&[3]);
+        assert_eq!(plan(&v).unwrap().voters, set(&[1, 2]));
+        // A removed learner just leaves.
+        let mut v = view(&[1, 2, 3], &[4], &[]);
+        v.removed = set(&[4]);
+        let c = plan(&v).unwrap();
+        assert_eq!(c.voters, set(&[1, 2, 3]));
+        assert_eq!(c.removed, set(&[4]));
+        // The last voter never leaves this way.
+        let mut v = view(&[1], &[], &[]);
+        v.removed = set(&[1]);
+        assert_eq!(plan(&v), None);
+        // Removed ids outside the membership change nothing.
+        let mut v = view(&[1, 2, 3], &[], &[]);
+        v.removed = set(&[7]);
+        assert_eq!(plan(&v), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `havend`: the Haven agent. `init` makes a new cluster's first node, `join` adds a node
-//! to a cluster, `run` starts a node from its data dir.
+//! to a cluster, `restore` makes a new cluster's first node from a backup, `run` starts a
+//! node from its data dir.
 
 mod addons;
 mod api;
 mod autopilot;
+mod backup;
 mod builder;
 mod config;
 mod dashboard;
@@ -14,6 +16,7 @@ mod git;
 mod https;
 mod join;
 mod leader;
+mod leave;
 mod liveness;
 mod logs;
 mod metrics;
@@ -22,6 +25,7 @@ mod node;
 mod peer;
 mod peer_server;
 mod repos;
+mod restore;
 mod router;
 mod runtime;
 mod slugcache;
@@ -97,11 +101,30 @@ enum Cmd {
         /// `host:port` of a member's peer (QUIC, UDP) address.
         peer: String,
     },
-    /// Run the node whose data dir was created by `init` or `join`.
+    /// Create a new one-node cluster from a backup (`hctl cluster:backup FILE`), then exit
+    /// (start it with `run`; other nodes then join it).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        node: NodeFlags,
+        /// Print the result as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the node whose data dir was created by `init`, `join` or `restore`.
     ///
     /// SIGTERM (or ^C) stops the node and its dynos. SIGUSR2 stops the node for an
     /// upgrade: its dynos keep running and serving, and the next `havend run` adopts them.
     Run {
+        /// The node's data dir.
+        #[arg(long, env = "HAVEN_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Take this node out of its cluster for good (run on its host, while `havend run`
+    /// runs): its dynos move, it leaves Raft and its identity is refused from then on.
+    Leave {
         /// The node's data dir.
         #[arg(long, env = "HAVEN_DATA_DIR")]
         data_dir: PathBuf,
@@ -234,7 +257,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill(&mut buf[..]);
     hex::encode(buf)
@@ -349,6 +372,58 @@ fn cmd_init(
     Ok(())
 }
 
+fn cmd_restore(from: &Path, node: &NodeFlags, json_out: bool) -> Result<()> {
+    let data = DataDir::new(&node.data_dir);
+    let node_id = random_node_id();
+    let r = restore::prepare(from, &data, node_id, |cluster_id| {
+        node.resolve(cluster_id, node_id, "127.0.0.1")
+            .map(|(cfg, _)| cfg)
+    })?;
+    let (api_url, https_url, peer) = (r.cfg.api_url()?, r.cfg.https_api_url()?, r.cfg.peer_addr()?);
+    if json_out {
+        println!(
+            "{}",
+            json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "admin_token": r.admin_token, "join_token": r.join_token, "api_url": api_url, "https_api_url": https_url, "ca_fingerprint": r.ca_fingerprint, "peer_addr": peer, "restored": {"apps": r.apps, "releases": r.releases, "blobs": r.blobs, "missing_blobs": r.missing_blobs, "backup_created_at": r.backup_created_at}})
+        );
+        return Ok(());
+    }
+    let dir = data.root.display();
+    println!(
+        "Restored Haven cluster {:?} ({}) from the backup of {} in {dir}",
+        r.cluster_name, r.cluster_id, r.backup_created_at
+    );
+    println!(
+        "  {} apps, {} releases, {} slugs and backups{}",
+        r.apps,
+        r.releases,
+        r.blobs,
+        if r.missing_blobs > 0 {
+            format!(
+                " ({} named by releases are not in the file: redeploy those apps)",
+                r.missing_blobs
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "Node {} (id {}), API {api_url}, peers {peer}",
+        r.cfg.name, r.node_id
+    );
+    println!();
+    println!("Existing API tokens keep working. A new admin token (shown only once):");
+    println!("  {}", r.admin_token);
+    println!(
+        "Join token for other nodes (the cluster has a new CA, {}):",
+        r.ca_fingerprint
+    );
+    println!("  {}", r.join_token);
+    println!();
+    println!("Start this node:  havend run --data-dir {dir}");
+    println!("Add a node:       havend join --token JOIN_TOKEN --data-dir DIR {peer}");
+    Ok(())
+}
+
 /// The local address used to reach `peer`: a good default advertise host for a joiner.
 fn local_addr_towards(peer: &str) -> Option<String> {
     let addr: std::net::SocketAddr = peer.parse().ok()?;
@@ -424,7 +499,11 @@ async fn wait_for_signal() -> bool {
 }
 
 async fn run_until_signal(agent: node::Agent) {
-    let keep_dynos = wait_for_signal().await;
+    let left = agent.left.clone();
+    let keep_dynos = tokio::select! {
+        keep = wait_for_signal() => keep,
+        _ = left.notified() => { info!("left the cluster: stopping"); false }
+    };
     agent.shutdown(keep_dynos).await;
 }
 
@@ -487,7 +566,9 @@ fn main() -> ExitCode {
             admin_email,
             json,
         } => cmd_init(node, domain.clone(), cluster_name, admin_email, *json),
+        Cmd::Restore { from, node, json } => cmd_restore(from, node, *json),
         Cmd::Run { data_dir } => start_run(data_dir),
+        Cmd::Leave { data_dir } => leave::client(data_dir),
         Cmd::GitHook | Cmd::BuildExec { .. } => Ok(()),
         Cmd::Join { token, node, peer } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

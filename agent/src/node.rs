@@ -74,11 +74,14 @@ pub struct Agent {
     /// The add-on manager: awaited at shutdown so that servers stop cleanly.
     addon_task: Option<tokio::task::JoinHandle<()>>,
     addons: AddonManager,
+    /// Notified once `havend leave` took the node out of the cluster.
+    pub left: Arc<tokio::sync::Notify>,
 }
 
 impl Agent {
     /// Starts every part of the agent from its data dir.
     pub async fn start(data: &DataDir) -> Result<Agent> {
+        crate::leave::check_not_left(&data.root)?;
         let cfg = data.load_config()?;
         // The router's port is bound first, before anything slow: a client that connects
         // while the agent starts waits in the backlog instead of being refused, and the
@@ -290,6 +293,18 @@ impl Agent {
             backups.clone(),
             shutdown_rx.clone(),
         )));
+        let left = Arc::new(tokio::sync::Notify::new());
+        tasks.push(tokio::spawn(crate::leave::serve(
+            crate::leave::Leaver {
+                raft: raft.clone(),
+                me: cfg.node_id,
+                name: cfg.name.clone(),
+                data_dir: data.root.clone(),
+                events: events.clone(),
+                left: left.clone(),
+            },
+            shutdown_rx.clone(),
+        )));
         let ctx = ApiContext {
             raft: raft.clone(),
             node_id: cfg.node_id,
@@ -364,6 +379,7 @@ impl Agent {
             dynos,
             addon_task: Some(addon_task),
             addons,
+            left,
         };
         agent.bootstrap_if_new(data).await?;
         tasks_push_register(&agent);
@@ -372,8 +388,9 @@ impl Agent {
     }
 
     /// On the first run after `init`: make a one-node cluster and commit the bootstrap
-    /// command kept in the data dir.
+    /// command kept in the data dir (after `restore`: the restored state).
     async fn bootstrap_if_new(&self, data: &DataDir) -> Result<()> {
+        crate::restore::commit_pending(&self.raft, data, &self.cfg.peer_addr()?).await?;
         let path = data.bootstrap_path();
         if !path.exists() {
             return Ok(());

@@ -1,8 +1,9 @@
-//! Keeping slugs where they are needed (issue 18, item 2): on the leader, a slug whose
-//! live holders fall below min(3, up nodes) — a holder down past `[dynos]
-//! voter_replace_after_secs`, or gone — is copied again, through the leader (it fetches
-//! the slug from a live holder if it lacks it, then pushes it to up nodes that lack it),
-//! and the new holders are recorded (`AddSlugHolders`). On every node, blobs of the slug
+//! Keeping slugs where they are needed (issue 18, item 2): on the leader, a slug (or a
+//! finished Postgres backup's dump) whose live holders fall below min(3, up nodes) — a
+//! holder down past `[dynos] voter_replace_after_secs`, or gone — is copied again,
+//! through the leader (it fetches the blob from a live holder if it lacks it, then
+//! pushes it to up nodes that lack it), and the new holders are recorded
+//! (`AddSlugHolders`, `AddBackupHolders`). On every node, blobs of the slug
 //! store that the state no longer names (slugs of deleted apps, Postgres backups deleted
 //! or expired) are removed once older than `[builds] slug_gc_grace_secs`, which also
 //! spares a slug a build has written but not recorded yet.
@@ -25,9 +26,19 @@ use crate::slugs::SlugStore;
 /// How many nodes a slug should be on (fewer when fewer nodes are up).
 pub const COPIES: usize = 3;
 
-/// A slug that needs copies: where it can be read, and which up nodes lack it.
+/// What a blob short of holders is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Slug,
+    Backup,
+}
+
+/// A slug (or backup dump) that needs copies: where it can be read, and which up nodes
+/// lack it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shortfall {
+    pub kind: Held,
+    /// The slug's or the backup's id.
     pub slug: Uuid,
     pub sha: String,
     /// Up holders to read it from.
@@ -47,34 +58,37 @@ pub fn shortfalls(s: &haven_raft::model::State, dead: &BTreeSet<NodeId>) -> Vec<
         .collect();
     let want = COPIES.min(up.len());
     let mut out = Vec::new();
-    for slug in s.slugs.values() {
-        let live = slug
-            .holders
+    let blobs = s
+        .slugs
+        .values()
+        .map(|sl| (Held::Slug, sl.id, sl.sha256.clone(), sl.holders.clone()))
+        .chain(s.backups.values().filter_map(|b| {
+            let sha = b.sha256.clone()?;
+            Some((Held::Backup, b.id, sha, b.holders.iter().copied().collect()))
+        }));
+    for (kind, id, sha, holders) in blobs {
+        let live = holders
             .iter()
             .filter(|h| s.nodes.contains_key(h) && !dead.contains(h))
             .count();
         if live >= want {
             continue;
         }
-        let sources: Vec<NodeId> = slug
-            .holders
-            .iter()
-            .filter(|h| up.contains(h))
-            .copied()
-            .collect();
+        let sources: Vec<NodeId> = holders.iter().filter(|h| up.contains(h)).copied().collect();
         if sources.is_empty() {
             continue;
         }
         let targets: Vec<NodeId> = up
             .iter()
-            .filter(|n| !slug.holders.contains(n))
+            .filter(|n| !holders.contains(n))
             .take(want - live)
             .copied()
             .collect();
         if !targets.is_empty() {
             out.push(Shortfall {
-                slug: slug.id,
-                sha: slug.sha256.clone(),
+                kind,
+                slug: id,
+                sha,
                 sources,
                 targets,
             });
@@ -201,21 +215,30 @@ impl Keeper {
             .iter()
             .filter_map(|id| addr(id).map(|(n, _)| n))
             .collect();
-        match self
-            .raft
-            .write(Command::AddSlugHolders {
-                slug: short.slug,
-                nodes: added,
-            })
-            .await
-        {
+        let (cmd, what) = match short.kind {
+            Held::Slug => (
+                Command::AddSlugHolders {
+                    slug: short.slug,
+                    nodes: added,
+                },
+                "slug",
+            ),
+            Held::Backup => (
+                Command::AddBackupHolders {
+                    backup: short.slug,
+                    nodes: added,
+                },
+                "backup",
+            ),
+        };
+        match self.raft.write(cmd).await {
             Ok(Ok(_)) => {
-                info!(slug = %short.slug, "copied a slug short of holders");
+                info!(id = %short.slug, what, "copied a blob short of holders");
                 self.events.record(
                     "slugs",
                     format!(
-                        "copied slug {} to {}: its holders were down or gone",
-                        &short.sha[..12],
+                        "copied {what} {} to {}: its holders were down or gone",
+                        &short.sha[..12.min(short.sha.len())],
                         names.join(", ")
                     ),
                 );
@@ -340,6 +363,36 @@ mod tests {
         // No up holder: nothing can be done.
         let (s, _) = state(&[(1, false), (2, true)], &[1]);
         assert!(shortfalls(&s, &BTreeSet::from([1])).is_empty());
+    }
+
+    #[test]
+    fn a_backup_dump_whose_holders_died_is_copied_too() {
+        let (mut s, _) = state(&[(1, true), (2, false), (3, true), (4, true)], &[1, 3, 4]);
+        let id = Uuid::new_v4();
+        s.backups.insert(
+            id,
+            haven_raft::model::Backup {
+                id,
+                number: 1,
+                app: Uuid::new_v4(),
+                addon: Uuid::new_v4(),
+                addon_name: "postgresql-curved-12345".into(),
+                node: 1,
+                status: haven_raft::model::BackupStatus::Completed,
+                started_at: chrono::Utc::now(),
+                finished_at: Some(chrono::Utc::now()),
+                size: 1,
+                sha256: Some("d".repeat(64)),
+                holders: vec![1, 2],
+                scheduled: false,
+            },
+        );
+        let short = shortfalls(&s, &BTreeSet::from([2]));
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert_eq!(short[0].kind, Held::Backup);
+        assert_eq!(short[0].slug, id);
+        assert_eq!(short[0].sources, vec![1]);
+        assert_eq!(short[0].targets, vec![3, 4]);
     }
 
     #[test]

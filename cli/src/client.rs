@@ -293,7 +293,17 @@ impl Api {
             .timeout(Duration::from_secs(6 * 3600));
         let mut resp = self.send(req)?;
         let tmp = dest.with_extension("part");
-        let mut f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        // Downloads (backups, dumps) hold secrets: only the caller reads them.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+        }
+        .with_context(|| format!("create {}", tmp.display()))?;
         let n = std::io::copy(&mut resp, &mut f).context("download")?;
         f.sync_all()?;
         fs::rename(&tmp, dest).with_context(|| format!("write {}", dest.display()))?;

@@ -510,6 +510,18 @@ enum Cmd {
     /// Recent platform events of every up node, newest first (admins).
     #[command(name = "cluster:events")]
     ClusterEvents(JsonArg),
+    /// Save a consistent copy of the cluster state (apps, releases, config vars,
+    /// formations, users, add-on records) to FILE, for `havend restore` (admins).
+    #[command(name = "cluster:backup")]
+    ClusterBackup {
+        file: std::path::PathBuf,
+        /// Also carry the slugs and Postgres backup dumps (a restored cluster can then
+        /// run its apps without a redeploy).
+        #[arg(long)]
+        slugs: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     #[command(flatten)]
     Addon(addon_args::AddonCmd),
     #[command(flatten)]
@@ -686,6 +698,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::NodesRemove { node } => cluster::remove(&api()?, node),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
         Cmd::ClusterEvents(j) => cluster::events(&api()?, j.json),
+        Cmd::ClusterBackup { file, slugs, json } => {
+            cluster::backup(&api()?, file, *slugs, json.json)
+        }
         Cmd::Addon(c) => c.run(api),
         Cmd::Cert(c) => c.run(api),
     }

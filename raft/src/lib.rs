@@ -209,6 +209,17 @@ impl HavenRaft {
         self.inner.history()
     }
 
+    /// A consistent copy of this node's replica for a backup (call after a read barrier):
+    /// returns the model as of one applied entry, after calling `each` with every
+    /// release of its apps that the model does not hold in memory (oldest first per app).
+    pub fn export(
+        &self,
+        each: impl FnMut(uuid::Uuid, model::Release) -> anyhow::Result<()>,
+    ) -> anyhow::Result<State> {
+        self.history()
+            .export(|copy| self.with_state(|s| copy(s)), each)
+    }
+
     /// A digest of this node's replica as a whole (the model with every release, in memory
     /// or on disk): equal on two nodes that applied the same entries.
     pub fn digest(&self) -> anyhow::Result<u64> {

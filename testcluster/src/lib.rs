@@ -66,6 +66,9 @@ pub struct Options {
     /// Reach the nodes' API and router over `https://` (trusting the cluster CA), as for
     /// nodes whose config turns plain HTTP off.
     pub https: bool,
+    /// Make node 0 with `havend restore --from FILE` (a cluster from a backup) instead of
+    /// `havend init`; the others join it.
+    pub restore_from: Option<PathBuf>,
 }
 
 impl Options {
@@ -79,6 +82,7 @@ impl Options {
             config_toml: None,
             env: Vec::new(),
             https: false,
+            restore_from: None,
         }
     }
 }
@@ -477,7 +481,13 @@ impl TestCluster {
 
     fn init_first(&mut self, opts: &Options) -> Result<()> {
         let mut cmd = self.havend_command(0);
-        cmd.args(["init", "--json"]).args(self.node_flags(0));
+        match &opts.restore_from {
+            Some(file) => cmd
+                .args(["restore", "--json", "--from"])
+                .arg(file)
+                .args(self.node_flags(0)),
+            None => cmd.args(["init", "--json"]).args(self.node_flags(0)),
+        };
         if let Some(cfg) = self.config_file(0, opts)? {
             cmd.args(["--config", &cfg]);
         }
@@ -489,7 +499,7 @@ impl TestCluster {
         let _ = fs::write(&self.file.nodes[0].log, &out.stderr);
         if !out.status.success() {
             bail!(
-                "havend init failed ({}): {}",
+                "havend init/restore failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );

@@ -223,6 +223,7 @@ fn up(
         config_toml,
         env,
         https,
+        restore_from: None,
     })?;
     tc.keep();
     println!(

@@ -27,6 +27,7 @@ mod authorizations;
 mod body;
 mod builds;
 mod cluster;
+mod cluster_backup;
 mod collaborators;
 mod config_vars;
 pub mod credentials;
@@ -321,6 +322,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/cluster/status", get(cluster::status))
         .route("/cluster/nodes", get(cluster::nodes))
         .route("/cluster/events", get(cluster::events))
+        .route("/cluster/backup", get(cluster_backup::backup))
         .route(
             "/apps/{app}/repo",
             get(repos::info)

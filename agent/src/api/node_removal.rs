@@ -102,10 +102,26 @@ pub async fn remove(
         }
         let _ = tokio::time::timeout_at(deadline, changes.next()).await;
     }
-    ctx.raft
-        .change_voters(rest, BTreeSet::from([node.id]))
-        .await?;
-    write(&ctx, Command::RemoveNode { node_id: node.id }).await?;
+    if node.id == ctx.node_id {
+        // The leader removes itself: the removal commits while it still leads (outside
+        // the membership it could not find the next leader); leaving the membership
+        // then makes it step down, or the next leader's autopilot takes it out.
+        write(&ctx, Command::RemoveNode { node_id: node.id }).await?;
+        let leaving = ctx.raft.change_voters(rest, BTreeSet::from([node.id]));
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(10), leaving).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(
+                "leaving the membership failed or took too long; the next leader removes this node"
+            );
+        }
+    } else {
+        ctx.raft
+            .change_voters(rest, BTreeSet::from([node.id]))
+            .await?;
+        write(&ctx, Command::RemoveNode { node_id: node.id }).await?;
+    }
     ctx.events.record(
         "node",
         format!(

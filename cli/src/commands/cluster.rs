@@ -1,4 +1,5 @@
-//! `nodes`, `nodes:drain`, `nodes:undrain`, `cluster:status`.
+//! `nodes`, `nodes:drain`, `nodes:undrain`, `nodes:remove`, `cluster:status`,
+//! `cluster:events`, `cluster:backup`.
 
 use anyhow::Result;
 use haven_api as w;
@@ -157,4 +158,82 @@ pub fn remove(api: &Api, node: &str) -> Result<()> {
         r.value.name, r.value.id
     );
     Ok(())
+}
+
+/// `hctl cluster:backup FILE [--slugs]`: downloads the backup, then reads its manifest.
+pub fn backup(api: &Api, file: &std::path::Path, slugs: bool, json: bool) -> Result<()> {
+    eprint!(
+        "Backing up the cluster state{}... ",
+        if slugs { " with slugs and backups" } else { "" }
+    );
+    let size = api
+        .download(&format!("/cluster/backup?slugs={slugs}"), file)
+        .inspect_err(|_| eprintln!("failed"))?;
+    eprintln!("done, {}", human_size(size));
+    let manifest = read_manifest(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    let n = |k: &str| manifest[k].as_u64().unwrap_or(0).to_string();
+    let blobs = manifest["blobs"].as_array().map_or(0, |b| b.len());
+    let missing = manifest["missing"].as_array().map_or(0, |b| b.len());
+    println!(
+        "{}",
+        header(&format!(
+            "Backup of {} in {}",
+            manifest["cluster_name"].as_str().unwrap_or("?"),
+            file.display()
+        ))
+    );
+    println!(
+        "{}",
+        key_values(&[
+            (
+                "Cluster",
+                manifest["cluster_id"].as_str().unwrap_or("").to_string()
+            ),
+            (
+                "Taken on",
+                manifest["node"].as_str().unwrap_or("").to_string()
+            ),
+            (
+                "Created",
+                manifest["created_at"].as_str().unwrap_or("").to_string()
+            ),
+            ("Apps", n("apps")),
+            ("Releases", n("releases")),
+            ("Blobs", blobs.to_string()),
+            ("Missing blobs", missing.to_string()),
+            ("Format", n("format")),
+        ])
+    );
+    println!(
+        "Restore on a new host: havend restore --from {} --data-dir DIR",
+        file.display()
+    );
+    Ok(())
+}
+
+/// The `manifest.json` at the start of a backup file.
+fn read_manifest(file: &std::path::Path) -> Result<serde_json::Value> {
+    use anyhow::Context;
+    let f = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut entry = tar.entries()?.next().context("the backup is empty")??;
+    if entry.path()?.to_string_lossy() != "manifest.json" {
+        anyhow::bail!(
+            "{} does not begin with a manifest: not a Haven backup",
+            file.display()
+        );
+    }
+    Ok(serde_json::from_reader(&mut entry)?)
+}
+
+fn human_size(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::apps::app_mut;
 use super::{CommandError, CommandOutput, CommandResult};
 use crate::model::{
-    Addon, Backup, BackupResult, BackupSchedule, BackupStatus, State, SCHEDULED_RETAINED,
+    Addon, Backup, BackupResult, BackupSchedule, BackupStatus, NodeId, State, SCHEDULED_RETAINED,
 };
 
 /// The Postgres add-on `id`, for a backup command.
@@ -149,6 +149,20 @@ pub(super) fn unschedule(state: &mut State, app: Uuid, addon: Uuid) -> CommandRe
 }
 
 /// Deletes a backup of `app` (its bytes stay on the holders until they collect them).
+/// More nodes hold backup `id`'s dump (the leader's re-replication).
+pub(super) fn add_holders(state: &mut State, id: Uuid, nodes: &[NodeId]) -> CommandResult {
+    let b = state
+        .backups
+        .get_mut(&id)
+        .ok_or_else(|| CommandError::NotFound(format!("backup {id} not found")))?;
+    for n in nodes {
+        if !b.holders.contains(n) {
+            b.holders.push(*n);
+        }
+    }
+    Ok(CommandOutput::Done)
+}
+
 pub(super) fn delete(state: &mut State, app: Uuid, id: Uuid) -> CommandResult {
     app_mut(state, &app)?;
     match state.backups.get(&id) {

@@ -9,7 +9,8 @@
 //! module: `cluster` (bootstrap and nodes), `tokens`, `users`, `apps`, `collaborators`,
 //! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
 //! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints), `backups` (Postgres backups),
-//! `providers` (third-party add-on providers).
+//! `providers` (third-party add-on providers), `repos` (connected repositories), `restore`
+//! (a new cluster from a backup).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -44,6 +45,7 @@ mod formation;
 mod providers;
 mod releases;
 mod repos;
+mod restore;
 mod tokens;
 mod users;
 
@@ -416,6 +418,21 @@ pub enum Command {
         build: Build,
         commit: String,
     },
+    /// `havend restore`: the backed-up state (rebased onto the new node) fills a new,
+    /// empty cluster.
+    RestoreState {
+        state: Box<State>,
+    },
+    /// `havend restore`: older releases of one app from the backup, a chunk at a time.
+    RestoreReleases {
+        app: Uuid,
+        releases: Vec<Release>,
+    },
+    /// More nodes hold a Postgres backup's dump (the leader's re-replication).
+    AddBackupHolders {
+        backup: Uuid,
+        nodes: Vec<NodeId>,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -668,6 +685,13 @@ impl Command {
             Command::ConnectRepo { link } => repos::connect(state, link),
             Command::DisconnectRepo { app } => repos::disconnect(state, *app),
             Command::StartRepoBuild { build, commit } => repos::start_build(state, build, commit),
+            Command::RestoreState { state: restored } => restore::restore_state(state, restored),
+            Command::RestoreReleases { app, releases } => {
+                restore::restore_releases(state, *app, releases)
+            }
+            Command::AddBackupHolders { backup, nodes } => {
+                backups::add_holders(state, *backup, nodes)
+            }
         }
     }
 }

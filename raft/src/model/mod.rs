@@ -21,6 +21,7 @@ mod certs;
 mod config_vars;
 mod providers;
 mod repos;
+mod restored;
 mod rules;
 
 pub use addon_rules::{
@@ -38,6 +39,7 @@ pub use providers::{
     validate_provider_name, validate_provider_plans, validate_provider_url, AddonProvider,
 };
 pub use repos::{redact_url, validate_branch, validate_commit, validate_repo_url, RepoLink};
+pub use restored::{rebase_restored, Rebase};
 
 pub use rules::{
     normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,

@@ -206,6 +206,37 @@ impl History {
     }
 }
 
+/// A consistent copy of the replicated state for a backup: the model as of one applied
+/// entry (`head`), and every app's releases that are not in the head's memory, read from
+/// a RocksDB snapshot taken under the same lock (`lock` runs its closure with the state's
+/// read lock held, as `HavenRaft::with_state` does), so the apply loop pauses only for
+/// the copy of the small in-memory model.
+impl History {
+    pub fn export(
+        &self,
+        lock: impl FnOnce(&mut dyn FnMut(&State)),
+        mut each: impl FnMut(Uuid, Release) -> anyhow::Result<()>,
+    ) -> anyhow::Result<State> {
+        let db = self.db()?;
+        let mut taken = None;
+        lock(&mut |s: &State| taken = Some((s.clone(), db.snapshot())));
+        let (head, snap) = taken.context("the state lock did not run the copy")?;
+        for item in snap.iterator_cf(cf(&db, CF_RELEASES), IteratorMode::Start) {
+            let (k, v) = item.context("read the release history")?;
+            let app = Uuid::from_slice(k.get(..16).context("a short release key")?)?;
+            let r: Release = bincode::deserialize(&v).context("decode a stored release")?;
+            let in_head = head
+                .apps
+                .get(&app)
+                .is_some_and(|a| a.releases.iter().any(|m| m.version == r.version));
+            if head.apps.contains_key(&app) && !in_head {
+                each(app, r)?;
+            }
+        }
+        Ok(head)
+    }
+}
+
 /// Writes into a batch of the state machine.
 impl History {
     pub(crate) fn put(&self, batch: &mut WriteBatch, app: Uuid, r: &Release) -> anyhow::Result<()> {
