@@ -39,6 +39,9 @@ pub struct RaftTuning {
     pub keep_logs: u64,
     /// Releases of each app kept in memory; older ones are read from disk.
     pub releases_in_memory: usize,
+    /// Release retention, applied by the leader: each app keeps its newest N releases
+    /// (and what a dyno runs); older ones are removed. 0 keeps every release.
+    pub retain_releases: u64,
 }
 
 impl Default for RaftTuning {
@@ -51,6 +54,7 @@ impl Default for RaftTuning {
             snapshot_after: d.snapshot_after,
             keep_logs: d.keep_logs,
             releases_in_memory: d.releases_in_memory,
+            retain_releases: 0,
         }
     }
 }

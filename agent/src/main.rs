@@ -26,6 +26,7 @@ mod peer;
 mod peer_server;
 mod repos;
 mod restore;
+mod retention;
 mod router;
 mod runtime;
 mod slugcache;

@@ -260,6 +260,13 @@ impl Agent {
             ),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::retention::run(
+            cfg.node_id,
+            raft.clone(),
+            cfg.raft.retain_releases,
+            events.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(crate::slugkeeper::collect(
             raft.clone(),
             slugs.clone(),

@@ -20,6 +20,7 @@
 
 pub mod command;
 pub mod model;
+pub mod retention;
 #[path = "service.rs"]
 pub mod rpc;
 
@@ -207,6 +208,12 @@ impl HavenRaft {
     /// `History::find`/`History::window`, which look in memory first.
     pub fn history(&self) -> History {
         self.inner.history()
+    }
+
+    /// The compactions release retention with `keep` asks for now (`retention::plan`).
+    pub fn retention_plan(&self, keep: u64) -> anyhow::Result<Vec<Command>> {
+        let history = self.history();
+        self.with_state(|s| retention::plan(s, &history, keep))
     }
 
     /// A consistent copy of this node's replica for a backup (call after a read barrier):

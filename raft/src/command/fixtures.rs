@@ -74,3 +74,19 @@ pub fn set(app: Uuid, pairs: &[(&str, Option<&str>)]) -> Command {
         actor: actor(1),
     }
 }
+
+/// A slug record `id` of `app`, held by node 1.
+pub fn slug(id: Uuid, app: Uuid) -> crate::model::Slug {
+    crate::model::Slug {
+        id,
+        app,
+        sha256: "a".repeat(64),
+        size: 1,
+        process_types: Default::default(),
+        holders: [1].into_iter().collect(),
+        commit: None,
+        stack: "heroku-24".into(),
+        buildpack_provided_description: None,
+        created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+    }
+}

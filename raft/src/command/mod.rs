@@ -10,7 +10,7 @@
 //! `config`, `releases`, `formation`, `builds` (with buildpacks and slugs), `dynos`,
 //! `domains`, `drains`, `addons` (add-ons and attachments), `certs` (SNI endpoints), `backups` (Postgres backups),
 //! `providers` (third-party add-on providers), `repos` (connected repositories), `restore`
-//! (a new cluster from a backup).
+//! (a new cluster from a backup), `retention` (old releases compacted away).
 //!
 //! The log and snapshots hold these types as bincode, which encodes enum variants by
 //! position and struct fields in order: never reorder or remove them (in this file or the
@@ -46,6 +46,7 @@ mod providers;
 mod releases;
 mod repos;
 mod restore;
+mod retention;
 mod tokens;
 mod users;
 
@@ -60,6 +61,7 @@ pub use dynos::{DynoReport, DynoTarget};
 pub use formation::{FormationChange, QuantityChange};
 pub use releases::NO_SLUG_ROLLBACK;
 pub use repos::lost as build_lost;
+pub use retention::protected as protected_releases;
 
 /// Who asked for a change and when; recorded in releases.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -433,6 +435,14 @@ pub enum Command {
         backup: Uuid,
         nodes: Vec<NodeId>,
     },
+    /// Release retention: the app's releases older than `below` go (not what a dyno
+    /// runs, the current or a pending one), with `slugs` and `builds` only they used.
+    CompactReleases {
+        app: Uuid,
+        below: u64,
+        slugs: Vec<Uuid>,
+        builds: Vec<Uuid>,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -692,6 +702,12 @@ impl Command {
             Command::AddBackupHolders { backup, nodes } => {
                 backups::add_holders(state, *backup, nodes)
             }
+            Command::CompactReleases {
+                app,
+                below,
+                slugs,
+                builds,
+            } => retention::compact(state, *app, *below, slugs, builds),
         }
     }
 }

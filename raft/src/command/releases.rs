@@ -38,6 +38,12 @@ pub(super) fn rollback_to(
     release_id: Uuid,
     actor: &Actor,
 ) -> CommandResult {
+    if target.slug.is_some_and(|s| !state.slugs.contains_key(&s)) {
+        return Err(CommandError::NotFound(format!(
+            "release v{} was compacted away (release retention)",
+            target.version
+        )));
+    }
     let a = app_mut(state, &app)?;
     let to_version = target.version;
     if to_version == 0 || to_version > a.last_version() {
@@ -162,6 +168,8 @@ mod tests {
         set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
         // As if v2 and v3 had followed a deploy.
         let slug = Uuid::from_u128(5);
+        s.slugs
+            .insert(slug, crate::command::fixtures::slug(slug, id));
         for r in &mut s.apps.get_mut(&id).unwrap().releases[1..] {
             r.slug = Some(slug);
         }
@@ -196,6 +204,10 @@ mod tests {
         set(id, &[("FOO", Some("2"))]).apply(&mut s).unwrap();
         let mut target = s.apps[&id].releases[1].clone();
         target.slug = Some(Uuid::from_u128(5));
+        s.slugs.insert(
+            Uuid::from_u128(5),
+            crate::command::fixtures::slug(Uuid::from_u128(5), id),
+        );
         // As on a node that keeps v2 on disk only.
         s.apps.get_mut(&id).unwrap().releases.remove(1);
         let rollback = |target: &crate::model::Release| Command::RollbackTo {

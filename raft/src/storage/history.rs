@@ -272,6 +272,33 @@ impl History {
         Ok(())
     }
 
+    /// Removes the stored releases of `app` older than `below` (release retention).
+    pub(crate) fn delete_before(
+        &self,
+        batch: &mut WriteBatch,
+        app: Uuid,
+        below: u64,
+    ) -> anyhow::Result<()> {
+        if below <= 1 {
+            return Ok(());
+        }
+        let (from, to) = (release_key(app, 0), release_key(app, below - 1));
+        let opts = bounded(&from, &to);
+        let db = self.db()?;
+        let it = db.iterator_cf_opt(
+            cf(&db, CF_RELEASES),
+            opts,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.context("read the release history")?;
+            let r: Release = bincode::deserialize(&v).context("decode a stored release")?;
+            batch.delete_cf(cf(&db, CF_RELEASE_IDS), r.id.as_bytes());
+            batch.delete_cf(cf(&db, CF_RELEASES), k);
+        }
+        Ok(())
+    }
+
     /// Removes the whole history (a snapshot replaces it).
     pub(crate) fn clear(&self, batch: &mut WriteBatch) -> anyhow::Result<()> {
         let db = self.db()?;

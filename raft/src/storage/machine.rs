@@ -2,7 +2,8 @@
 //! of each app), the release history on disk (`history.rs`), and snapshots of both.
 //!
 //! Each `apply` ends with one RocksDB batch: the releases that leave memory, the history
-//! of deleted apps removed, and the `applied` key (the last applied log id and the
+//! of deleted apps removed, the releases compacted away (`CompactReleases`), and the
+//! `applied` key (the last applied log id and the
 //! membership). The batch is not synced by itself: the log it follows is, and a later
 //! synced write (the next append) carries it to disk with the WAL; a lost tail is
 //! re-applied from the log.
@@ -244,7 +245,7 @@ impl StateMachineStore {
             *sm.state.write().unwrap_or_else(|p| p.into_inner()) = head.state;
             // Honour this node's `keep` at once (the snapshot may come from another).
             let mut state = sm.state.write().unwrap_or_else(|p| p.into_inner());
-            sm.persist(&mut state, &[], false)?;
+            sm.persist(&mut state, &[], &[], false)?;
         }
         Ok(sm)
     }
@@ -291,11 +292,22 @@ impl StateMachineStore {
     /// Writes one batch: the history of `deleted` apps removed, the releases beyond
     /// `keep` moved to disk, and (with `record`) the applied log id; then drops the moved
     /// releases from memory. Called with the state's write lock held.
-    fn persist(&self, state: &mut State, deleted: &[Uuid], record: bool) -> Result<(), SErr> {
+    fn persist(
+        &self,
+        state: &mut State,
+        deleted: &[Uuid],
+        compacted: &[(Uuid, u64)],
+        record: bool,
+    ) -> Result<(), SErr> {
         let w = |e: anyhow::Error| sm_err(ErrorVerb::Write, e);
         let mut batch = WriteBatch::default();
         for app in deleted {
             self.history.delete_app(&mut batch, *app).map_err(w)?;
+        }
+        for (app, below) in compacted {
+            self.history
+                .delete_before(&mut batch, *app, *below)
+                .map_err(w)?;
         }
         let moved = evictions(state, self.keep);
         for (app, idx) in &moved {
@@ -395,6 +407,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let mut deleted = Vec::new();
+        let mut compacted = Vec::new();
         let state_lock = self.state.clone();
         let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
         for entry in entries {
@@ -403,8 +416,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => out.push(Ok(Default::default())),
                 EntryPayload::Normal(cmd) => {
                     let result = cmd.apply(&mut state);
-                    if let (Ok(_), Command::DeleteApp { app }) = (&result, &cmd) {
-                        deleted.push(*app);
+                    match (&result, &cmd) {
+                        (Ok(_), Command::DeleteApp { app }) => deleted.push(*app),
+                        (Ok(_), Command::CompactReleases { app, below, .. }) => {
+                            compacted.push((*app, *below))
+                        }
+                        _ => {}
                     }
                     out.push(result);
                 }
@@ -414,7 +431,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
-        self.persist(&mut state, &deleted, true)?;
+        self.persist(&mut state, &deleted, &compacted, true)?;
         Ok(out)
     }
 
@@ -450,7 +467,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             // The snapshot's meta is authoritative for what it covers.
             self.last_applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();
-            self.persist(&mut state, &[], true)?;
+            self.persist(&mut state, &[], &[], true)?;
         }
         // Stored without the history, which is in its families now.
         write_snapshot(&self.db, &self.snapshots, meta, &data[..head_len])
@@ -610,6 +627,54 @@ mod tests {
         assert_eq!(whole(&reopened), before);
         let current = reopened.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snap.meta);
+    }
+
+    #[tokio::test]
+    async fn retention_removes_the_same_old_releases_from_memory_and_disk_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two nodes that keep different numbers of releases in memory.
+        let mut a = open(&dir.path().join("a"), 4);
+        let mut b = open(&dir.path().join("b"), 30);
+        let app = fill(&mut a, 50).await;
+        // b gets a's state as a follower would: a snapshot.
+        a.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let snap = a.get_current_snapshot().await.unwrap().unwrap();
+        b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_eq!(whole(&a), whole(&b));
+        let plan = {
+            let s = a.state.read().unwrap();
+            crate::retention::plan(&s, &a.history, 10).unwrap()
+        };
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        let next = 1000;
+        for sm in [&mut a, &mut b] {
+            let out = sm.apply([entry(next, plan[0].clone())]).await.unwrap();
+            assert!(out[0].is_ok(), "{out:?}");
+        }
+        for sm in [&a, &b] {
+            let s = sm.state.read().unwrap();
+            let versions: Vec<u64> = sm
+                .history
+                .all(&s.apps[&app])
+                .unwrap()
+                .iter()
+                .map(|r| r.version)
+                .collect();
+            assert_eq!(versions, (42..=51).collect::<Vec<_>>());
+        }
+        assert_eq!(whole(&a), whole(&b));
+        // Nothing more to do until more releases come.
+        let s = a.state.read().unwrap();
+        assert!(crate::retention::plan(&s, &a.history, 10)
+            .unwrap()
+            .is_empty());
+        assert!(crate::retention::plan(&s, &a.history, 0)
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

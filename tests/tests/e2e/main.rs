@@ -32,6 +32,7 @@ mod pg_admin;
 mod redis_ha;
 mod repos;
 mod restore;
+mod retention;
 mod router;
 mod router_faults;
 mod runtime;
