@@ -377,8 +377,9 @@ fn cmd_restore(from: &Path, node: &NodeFlags, json_out: bool) -> Result<()> {
     let data = DataDir::new(&node.data_dir);
     let node_id = random_node_id();
     let r = restore::prepare(from, &data, node_id, |cluster_id| {
-        node.resolve(cluster_id, node_id, "127.0.0.1")
-            .map(|(cfg, _)| cfg)
+        let (cfg, _) = node.resolve(cluster_id, node_id, "127.0.0.1")?;
+        let record = node::node_record(&cfg)?;
+        Ok((cfg, record))
     })?;
     let (api_url, https_url, peer) = (r.cfg.api_url()?, r.cfg.https_api_url()?, r.cfg.peer_addr()?);
     if json_out {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use haven_raft::command::{Command, CommandError};
-use haven_raft::model::{rebase_restored, Rebase, State};
+use haven_raft::model::{rebase_restored, Node, Rebase, State};
 use haven_raft::HavenRaft;
 use tracing::info;
 use uuid::Uuid;
@@ -51,13 +51,13 @@ pub struct Restored {
     pub backup_created_at: String,
 }
 
-/// Prepares `data` from the backup at `from`; `resolve(cluster_id, node_id)` makes the
-/// node's config from its flags. On failure the data dir is removed again.
+/// Prepares `data` from the backup at `from`; `resolve(cluster_id)` makes the node's
+/// config from its flags, and its node record. On failure the data dir is removed again.
 pub fn prepare(
     from: &Path,
     data: &DataDir,
     node_id: u64,
-    resolve: impl FnOnce(&str) -> Result<NodeConfig>,
+    resolve: impl FnOnce(&str) -> Result<(NodeConfig, Node)>,
 ) -> Result<Restored> {
     if !from.is_file() {
         anyhow::bail!(
@@ -77,7 +77,7 @@ fn prepare_in(
     from: &Path,
     data: &DataDir,
     node_id: u64,
-    resolve: impl FnOnce(&str) -> Result<NodeConfig>,
+    resolve: impl FnOnce(&str) -> Result<(NodeConfig, Node)>,
 ) -> Result<Restored> {
     let dir = restore_dir(data);
     std::fs::create_dir_all(&dir)?;
@@ -89,14 +89,14 @@ fn prepare_in(
         .cluster
         .clone()
         .context("the backup holds no cluster")?;
-    let cfg = resolve(&cluster.id.to_string())?;
+    let (cfg, node) = resolve(&cluster.id.to_string())?;
     let ca = tls::generate_ca()?;
     let node_cert = tls::issue_node_cert(&ca, node_id)?;
     let ca_fp = tls::pem_fingerprint(&ca.cert_pem)?;
     let admin_token = format!("hvn_{}", crate::random_hex(24));
     let join_secret = crate::random_hex(24);
     let rebase = Rebase {
-        node: crate::node::node_record(&cfg)?,
+        node,
         ca_fingerprint: ca_fp.clone(),
         join_secret_sha256: join::secret_hash(&join_secret),
         admin_token_sha256: join::secret_hash(&admin_token),

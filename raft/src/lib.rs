@@ -47,7 +47,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// Opens tarpc clients to other nodes. The agent implements it over QUIC with the

@@ -293,18 +293,22 @@ async fn state_survives_a_restart_of_every_node() {
             Ok(CommandOutput::Done)
         );
     }
-    // Leave entries after node 1's last snapshot, so that the restart must re-apply them.
+    // Leave entries after node 1's last snapshot, so that the restart must re-apply them
+    // — and fewer than `snapshot_after`, so that no newer snapshot is being built (in the
+    // background) when the nodes stop.
     let mut written = 30;
     loop {
         for id in [1, 2, 3] {
             c.node(id).read_barrier().await.unwrap();
         }
         let st = c.node(1).status();
-        if st.snapshot_index.is_some() && st.applied_index > st.snapshot_index {
-            break;
+        if let (Some(snap), Some(applied)) = (st.snapshot_index, st.applied_index) {
+            if applied > snap && applied - snap < 20 {
+                break;
+            }
         }
         assert!(
-            written < 40,
+            written < 80,
             "node 1 never has entries after its snapshot: {st:?}"
         );
         assert_eq!(
@@ -768,6 +772,146 @@ async fn release_history_on_disk_survives_restarts_and_reaches_a_lagging_node() 
     );
     agreed_digest(&c, &[1, 2, 3]).await;
     for id in [1, 2, 3] {
+        c.stop(id).await;
+    }
+}
+
+fn big_releases() -> u64 {
+    std::env::var("HAVEN_TEST_BIG_RELEASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// A state of `apps` apps with `per_app` releases each: the head (each app's newest
+/// release in memory) and every app's older releases.
+fn big_state(
+    apps: usize,
+    per_app: u64,
+) -> (State, Vec<(uuid::Uuid, Vec<haven_raft::model::Release>)>) {
+    let mut s = State {
+        cluster: Some(haven_raft::model::Cluster {
+            id: uuid::Uuid::new_v4(),
+            name: "haven".into(),
+            app_domain: "localhost".into(),
+            created_at: at(),
+            join_secret_sha256: "j".into(),
+            ca_fingerprint: "c".into(),
+        }),
+        ..State::default()
+    };
+    Command::CreateUser {
+        user: haven_raft::model::User {
+            id: OWNER,
+            email: "admin@example.com".into(),
+            created_at: at(),
+            admin: true,
+            password_hash: None,
+        },
+        token: None,
+    }
+    .apply(&mut s)
+    .unwrap();
+    let mut older = Vec::new();
+    for n in 0..apps {
+        let id = uuid::Uuid::new_v4();
+        Command::CreateApp {
+            id,
+            name: format!("big-{n}"),
+            stack: "heroku-24".into(),
+            release_id: uuid::Uuid::new_v4(),
+            actor: actor(),
+            owner: OWNER,
+        }
+        .apply(&mut s)
+        .unwrap();
+        set_config(id, n).apply(&mut s).unwrap();
+        let a = s.apps.get_mut(&id).unwrap();
+        let base = a.releases.last().unwrap().clone();
+        let make = |v: u64| haven_raft::model::Release {
+            id: uuid::Uuid::new_v4(),
+            version: v,
+            description: format!("Set N config var (v{v})"),
+            ..base.clone()
+        };
+        older.push((id, (1..per_app).map(make).collect()));
+        a.releases = vec![make(per_app)];
+    }
+    (s, older)
+}
+
+/// Issue 14: a lagging node catches up by snapshot with at least 100,000 releases in the
+/// history (made through Raft as a restore does, in chunks), and ends with the same state;
+/// the figures are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_catches_up_by_snapshot_at_100k_releases() {
+    let total = big_releases();
+    let apps = 10;
+    let per_app = total / apps as u64;
+    let mut c = TestCluster::new(RaftSettings {
+        snapshot_after: 40,
+        keep_logs: 5,
+        releases_in_memory: 10,
+        ..settings()
+    });
+    c.bootstrap().await;
+    c.join(2, 1).await;
+    let (head, older) = big_state(apps, per_app);
+    let out = c
+        .node(1)
+        .write(Command::RestoreState {
+            state: Box::new(head),
+        })
+        .await
+        .unwrap();
+    assert!(out.is_ok(), "{out:?}");
+    let t = Instant::now();
+    for (app, releases) in older {
+        for chunk in releases.chunks(1000) {
+            let out = c
+                .node(1)
+                .write(Command::RestoreReleases {
+                    app,
+                    releases: chunk.to_vec(),
+                })
+                .await
+                .unwrap();
+            assert!(out.is_ok(), "{out:?}");
+        }
+    }
+    eprintln!("wrote {total} releases in {:?}", t.elapsed());
+    // A snapshot that covers them, built by the leader in the background.
+    let last = c.node(1).status().applied_index.unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    loop {
+        let st = c.node(1).status();
+        if st.snapshot_index.is_some_and(|s| s >= last) && st.purged_index.is_some_and(|p| p > 1) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no snapshot: {st:?}"
+        );
+        // Entries move the snapshot policy along.
+        let out = c.node(1).write(add_token(10_000 + n)).await.unwrap();
+        assert!(out.is_ok());
+        n += 1;
+    }
+    eprintln!("snapshot covering them built within {:?}", t.elapsed());
+    let t = Instant::now();
+    c.join(3, 1).await;
+    c.node(3).read_barrier().await.unwrap();
+    let third = c.node(3).status();
+    assert!(third.snapshot_index.is_some(), "no snapshot: {third:?}");
+    eprintln!("node 3 installed it and caught up in {:?}", t.elapsed());
+    let stored = c.node(3).history().stored_count() as u64;
+    assert!(
+        stored >= total - 20 * apps as u64,
+        "node 3 holds {stored} releases on disk"
+    );
+    agreed_digest(&c, &[1, 2, 3]).await;
+    for id in [3, 2, 1] {
         c.stop(id).await;
     }
 }

@@ -15,20 +15,26 @@
 //! same releases again (they are decided and immutable, keyed by app and version) or
 //! delete a deleted app's, so replay converges to where the node was.
 //!
-//! A snapshot on the wire is the head (last applied, membership, the in-memory model) in
-//! bincode, then every history record `Some((family, key, value))`, then `None`. Only
-//! the head is built and stored (`snapshot_data`): building a snapshot copies the small
-//! in-memory model, never the history. The history is appended when a snapshot is read
-//! to be sent (`get_current_snapshot`, on the state machine's task, so between two
-//! applies): it is then at least as new as the head, and the follower that installs it
-//! applies the log after the snapshot next, which rewrites the same history (see
-//! above); reads wait for that behind the read barrier. A snapshot of the old format
-//! (everything in the head, no history) still loads.
+//! A snapshot is a file: the head (last applied, membership, the in-memory model) in
+//! bincode, then every history record `Some((family, key, value))`, then `None`.
+//! Building one copies the small in-memory model when openraft asks for the builder (on
+//! the state machine's task: the head is exact), and the builder, in openraft's
+//! background task, writes the head and then the history as the database holds it
+//! then — at least as new as the head — into `<raft dir>.snapshots/<id>.snap`, fsyncs
+//! it, and records it (its meta, the head alone for restarts, and the file's name) in
+//! `sm`: the apply loop never waits for the history to be read. openraft sends the file
+//! in chunks and a follower receives it into a file of its own, whose records it writes
+//! into its history in one synced batch, keeping the file as its own latest snapshot.
+//! The follower applies the log after the snapshot next, which rewrites the same
+//! history (see above); reads wait for that behind the read barrier. A stored snapshot
+//! of an older format (a head without a file, or everything in the head) still loads,
+//! and is sent as a file made on demand.
 
 // openraft's `StorageError` is large, and it is the error type its traits require.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -53,7 +59,19 @@ pub(crate) const CF_SM: &str = "sm";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The name of the latest snapshot's file in the snapshot dir.
+const KEY_SNAPSHOT_FILE: &[u8] = b"snapshot_file";
 const KEY_APPLIED: &[u8] = b"applied";
+
+/// The file a snapshot is sent from and received into.
+pub type SnapshotFile = tokio::fs::File;
+
+/// Where a store keeps its snapshot files: beside the database, `<db dir>.snapshots`.
+pub(crate) fn snapshot_dir(db: &DB) -> PathBuf {
+    let mut p = db.path().as_os_str().to_owned();
+    p.push(".snapshots");
+    PathBuf::from(p)
+}
 
 /// The head of a snapshot (all of one, before the history moved to disk).
 #[derive(Serialize, Deserialize)]
@@ -100,38 +118,64 @@ fn sm_cf(db: &DB) -> &rocksdb::ColumnFamily {
     db.cf_handle(CF_SM).expect("column family created at open")
 }
 
-/// Splits snapshot data into its head, the head's length in bytes and its history
-/// records.
-fn decode(data: &[u8]) -> Result<(SnapshotHead, usize, Vec<Record>), SErr> {
-    let mut cur = Cursor::new(data);
+/// Reads a snapshot's head from `r`, and its length in bytes.
+fn read_head(r: &mut (impl Read + Seek)) -> Result<(SnapshotHead, u64), SErr> {
     let head: SnapshotHead =
-        bincode::deserialize_from(&mut cur).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-    let head_len = cur.position() as usize;
-    let mut records = Vec::new();
-    // A snapshot of the old format ends with its head.
-    while (cur.position() as usize) < data.len() {
-        let rec: Option<Record> =
-            bincode::deserialize_from(&mut cur).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        match rec {
-            Some(r) => records.push(r),
-            None => break,
-        }
-    }
-    Ok((head, head_len, records))
+        bincode::deserialize_from(&mut *r).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let len = r
+        .stream_position()
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok((head, len))
 }
 
-/// Appends the history as the database holds it now to a snapshot's head, and the end.
-fn append_history(db: &DB, data: &mut Vec<u8>) -> anyhow::Result<()> {
+/// Calls `each` with every history record after the head in `r` (whose whole length is
+/// `len`; a snapshot of the old format ends with its head).
+fn read_records(
+    r: &mut (impl Read + Seek),
+    len: u64,
+    mut each: impl FnMut(Record) -> Result<(), SErr>,
+) -> Result<(), SErr> {
+    loop {
+        let at = r
+            .stream_position()
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if at >= len {
+            return Ok(());
+        }
+        let rec: Option<Record> =
+            bincode::deserialize_from(&mut *r).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        match rec {
+            Some(rec) => each(rec)?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Writes a whole snapshot file at `path`: `head`, then the history as `db` holds it
+/// now, then the end; synced, and renamed into place only when complete.
+fn write_snapshot_file(db: &DB, path: &Path, head: &[u8]) -> anyhow::Result<()> {
+    let part = path.with_extension("part");
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&part)?);
+    out.write_all(head)?;
+    append_history(db, &mut out)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&part, path)?;
+    Ok(())
+}
+
+/// Appends the history as the database holds it now, and the end.
+fn append_history(db: &DB, out: &mut impl Write) -> anyhow::Result<()> {
     for (tag, name) in HISTORY_CFS.iter().enumerate() {
         let cf = db
             .cf_handle(name)
             .ok_or_else(|| anyhow::anyhow!("no column family {name}"))?;
         for item in db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item?;
-            bincode::serialize_into(&mut *data, &Some((tag as u8, &*k, &*v)))?;
+            bincode::serialize_into(&mut *out, &Some((tag as u8, &*k, &*v)))?;
         }
     }
-    bincode::serialize_into(&mut *data, &None::<(u8, &[u8], &[u8])>)?;
+    bincode::serialize_into(&mut *out, &None::<(u8, &[u8], &[u8])>)?;
     Ok(())
 }
 
@@ -171,20 +215,27 @@ fn read_snapshot_meta(db: &DB) -> Result<Option<SnapshotMeta<NodeId, BasicNode>>
 struct SnapshotSlot {
     write: Mutex<()>,
     built: AtomicU64,
+    /// The file a snapshot is being received into.
+    receiving: Mutex<Option<PathBuf>>,
 }
 
 /// Stores a snapshot unless a newer one is stored already (a snapshot built in the
 /// background may finish after a newer one was installed).
+/// Stores a snapshot (its head, and the name of its file in the snapshot dir) unless a
+/// newer one is stored already (a snapshot built in the background may finish after a
+/// newer one was installed); then removes the other snapshot files. Returns whether it
+/// was stored.
 fn write_snapshot(
     db: &DB,
     slot: &SnapshotSlot,
     meta: &SnapshotMeta<NodeId, BasicNode>,
-    data: &[u8],
-) -> Result<(), SErr> {
+    head: &[u8],
+    file: &str,
+) -> Result<bool, SErr> {
     let _guard = slot.write.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(current) = read_snapshot_meta(db)? {
         if current.last_log_id > meta.last_log_id {
-            return Ok(());
+            return Ok(false);
         }
     }
     let mut batch = WriteBatch::default();
@@ -194,10 +245,46 @@ fn write_snapshot(
         KEY_SNAPSHOT_META,
         bincode::serialize(meta).map_err(|e| snap_err(ErrorVerb::Write, e))?,
     );
-    batch.put_cf(cf, KEY_SNAPSHOT_DATA, data);
+    batch.put_cf(cf, KEY_SNAPSHOT_DATA, head);
+    batch.put_cf(cf, KEY_SNAPSHOT_FILE, file.as_bytes());
     batch.delete_cf(cf, KEY_SNAPSHOT);
     db.write_opt(batch, &synced())
-        .map_err(|e| snap_err(ErrorVerb::Write, e))
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    // Older files go (one being sent stays readable until it is closed).
+    if let Ok(dir) = std::fs::read_dir(snapshot_dir(db)) {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with(".snap") && name != file {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The stored snapshot's file, if it has one and it is there.
+fn read_snapshot_file(db: &DB) -> Result<Option<PathBuf>, SErr> {
+    let name = db
+        .get_cf(sm_cf(db), KEY_SNAPSHOT_FILE)
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    Ok(name
+        .map(|n| snapshot_dir(db).join(String::from_utf8_lossy(&n).into_owned()))
+        .filter(|p| p.is_file()))
+}
+
+/// A file name for snapshot `id` (ids are `term-index-seq`, or made of them).
+fn file_name(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.snap")
 }
 
 /// The state machine: the model in memory, shared with readers, and the history on disk.
@@ -227,7 +314,7 @@ impl StateMachineStore {
             snapshots: Arc::default(),
         };
         if let Some((meta, data)) = read_snapshot(&sm.db)? {
-            let (head, _, _) = decode(&data)?;
+            let (head, _) = read_head(&mut std::io::Cursor::new(&data))?;
             if let Some(applied) = sm.read_applied()? {
                 if applied.last_applied < meta.last_log_id {
                     // Releases moved to disk before the snapshot would be missing.
@@ -259,22 +346,23 @@ impl StateMachineStore {
             .transpose()
     }
 
-    /// Replaces the whole history with a snapshot's records and records the snapshot as
-    /// applied, in one synced batch.
+    /// Replaces the whole history with the records that follow the head in `r` and
+    /// records the snapshot as applied, in one synced batch.
     fn replace_history(
         &self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        records: Vec<Record>,
+        r: &mut (impl Read + Seek),
+        len: u64,
     ) -> Result<(), SErr> {
         let mut batch = WriteBatch::default();
         self.history
             .clear(&mut batch)
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        for (tag, k, v) in &records {
+        read_records(r, len, |(tag, k, v)| {
             self.history
-                .put_raw(&mut batch, *tag, k, v)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        }
+                .put_raw(&mut batch, tag, &k, &v)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))
+        })?;
         put_applied(
             &self.db,
             &mut batch,
@@ -366,11 +454,10 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    /// Stores the head. The snapshot returned holds the head alone (no history): openraft
-    /// 0.9 keeps only the meta of a built snapshot (`core/sm/worker.rs`) and sends what
-    /// `get_current_snapshot` reads, which appends the history.
+    /// Writes the snapshot's file (the head, then the history as it is now) on a
+    /// blocking thread, records it, and returns it open for sending.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let mut data = bincode::serialize(&self.head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let head = bincode::serialize(&self.head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let seq = self.snapshots.built.fetch_add(1, AtomicOrdering::SeqCst) + 1;
         let snapshot_id = match self.head.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
@@ -381,12 +468,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.head.membership.clone(),
             snapshot_id,
         };
-        write_snapshot(&self.db, &self.snapshots, &meta, &data)?;
-        bincode::serialize_into(&mut data, &None::<(u8, &[u8], &[u8])>)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (db, slots) = (self.db.clone(), self.snapshots.clone());
+        let name = file_name(&meta.snapshot_id);
+        let m = meta.clone();
+        let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, SErr> {
+            let dir = snapshot_dir(&db);
+            std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let path = dir.join(&name);
+            write_snapshot_file(&db, &path, &head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let file = std::fs::File::open(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            if !write_snapshot(&db, &slots, &m, &head, &name)? {
+                // A newer snapshot was installed meanwhile: this one is only sent.
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))??;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -448,42 +549,116 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, SErr> {
+        let dir = snapshot_dir(&self.db);
+        std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // A transfer cut short left its file behind.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("receiving-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let seq = self.snapshots.built.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        let path = dir.join(format!("receiving-{seq}-{}.part", Uuid::new_v4().simple()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // Unlinked once installed or dropped: only the name is kept here, in the file.
+        *self
+            .snapshots
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(path);
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), SErr> {
-        let data = snapshot.into_inner();
-        let (head, head_len, records) = decode(&data)?;
+        let mut file = snapshot.into_std().await;
+        file.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let len = file
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        file.rewind().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let (head, head_len) = read_head(&mut r)?;
+        let head_bytes = {
+            let mut b = vec![0u8; head_len as usize];
+            r.rewind().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            r.read_exact(&mut b)
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            b
+        };
         {
             let state_lock = self.state.clone();
             let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
-            self.replace_history(meta, records)?;
+            self.replace_history(meta, &mut r, len)?;
             *state = head.state;
             // The snapshot's meta is authoritative for what it covers.
             self.last_applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();
             self.persist(&mut state, &[], &[], true)?;
         }
-        // Stored without the history, which is in its families now.
-        write_snapshot(&self.db, &self.snapshots, meta, &data[..head_len])
+        // The received file is this node's snapshot now (the same head and history).
+        let name = file_name(&meta.snapshot_id);
+        let received = self
+            .snapshots
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let kept = match received {
+            Some(path) => std::fs::rename(&path, snapshot_dir(&self.db).join(&name)).is_ok(),
+            None => false,
+        };
+        write_snapshot(
+            &self.db,
+            &self.snapshots,
+            meta,
+            &head_bytes,
+            if kept { &name } else { "" },
+        )?;
+        Ok(())
     }
 
-    /// The stored head with the history as it is now (see the module's comment).
+    /// The stored snapshot's file; for a snapshot stored in an older format, a file made
+    /// now from its head and the history as it is now (see the module's comment).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some((meta, data)) = read_snapshot(&self.db)? else {
+        let Some(meta) = read_snapshot_meta(&self.db)? else {
             return Ok(None);
         };
-        // What is stored is a head alone (of either format).
-        let mut data = data;
-        append_history(&self.db, &mut data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if let Some(path) = read_snapshot_file(&self.db)? {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(file),
+            }));
+        }
+        let Some((meta, head)) = read_snapshot(&self.db)? else {
+            return Ok(None);
+        };
+        let dir = snapshot_dir(&self.db);
+        std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let name = file_name(&meta.snapshot_id);
+        let path = dir.join(&name);
+        write_snapshot_file(&self.db, &path, &head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        write_snapshot(&self.db, &self.snapshots, &meta, &head, &name)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
 }
