@@ -14,11 +14,14 @@ use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use haven_raft::model::NodeId;
 use haven_raft::rpc::{peer_client, PeerClient};
+use haven_raft::version::Protocols;
 use haven_raft::PeerConnector;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::tls::{self, CertKey, NODE_SERVER_NAME};
+use crate::version::{self, HelloError};
 
 /// QUIC transport settings shared by both sides: keep-alives well under the idle timeout
 /// so that a dead peer is noticed within seconds.
@@ -181,6 +184,21 @@ impl QuicConnector {
             .await
             .map_err(|_| format!("connect to {addr}: timed out"))?
             .map_err(|e| format!("connect to {addr}: {e}"))?;
+        // Both sides check that they speak a common peer protocol before anything else.
+        match version::client_hello(&conn, addr, Protocols::THIS).await {
+            Ok(_) => {}
+            Err(HelloError::Incompatible(why)) => {
+                if version::log_due(addr) {
+                    warn!(peer = addr, "refused a peer connection: {why}");
+                }
+                conn.close(4u32.into(), b"incompatible peer protocol");
+                return Err(format!("connect to {addr}: {why}"));
+            }
+            Err(e) => {
+                conn.close(0u32.into(), b"hello failed");
+                return Err(format!("connect to {addr}: {e}"));
+            }
+        }
         if let Ok(mut m) = self.conns.lock() {
             m.insert(addr.to_string(), conn.clone());
         }
@@ -251,6 +269,8 @@ pub enum StreamKind {
     Routes = 4,
     /// An app's log lines on this node ([`crate::logs`]).
     Logs = 5,
+    /// The peer protocol hello, the first stream of every connection ([`crate::version`]).
+    Hello = version::HELLO_BYTE,
 }
 
 impl StreamKind {
@@ -263,6 +283,7 @@ impl StreamKind {
             3 => Some(StreamKind::Heartbeat),
             4 => Some(StreamKind::Routes),
             5 => Some(StreamKind::Logs),
+            version::HELLO_BYTE => Some(StreamKind::Hello),
             _ => None,
         }
     }
