@@ -37,3 +37,4 @@ mod router_faults;
 mod runtime;
 mod slug_upkeep;
 mod tls;
+mod upgrade;
