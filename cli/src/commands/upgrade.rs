@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
 use haven_api as w;
 
 use crate::client::Api;
@@ -187,9 +188,9 @@ fn upgrade_one(api: &Api, target: &w::ClusterNode, req: &Request) -> Result<()> 
         started_at: before_status.started_at.clone(),
         was_unreachable: false,
     };
-    let dynos_before = target.dynos;
     eprintln!("  now: {}", versions(&before_status));
     let started = Instant::now();
+    let since = Utc::now();
     let exec_done = match req.exec {
         Some(cmd) => {
             eprintln!("  restarting: {cmd}");
@@ -274,15 +275,31 @@ fn upgrade_one(api: &Api, target: &w::ClusterNode, req: &Request) -> Result<()> 
         versions(&after),
         after.applied_index.unwrap_or(0)
     );
-    if back.dynos < dynos_before {
+    let events = watch
+        .get::<Vec<w::PlatformEvent>>("/cluster/events")
+        .map(|e| e.value)
+        .unwrap_or_default();
+    if marked_down_since(&events, &back.name, since) {
         eprintln!(
-            "  warning: {} has {} dynos placed, {dynos_before} before: it was marked down \
-             while it restarted and its dynos moved; raise [dynos] node_timeout_ms above the \
+            "  warning: the leader marked {} down while it restarted, so its dynos were \
+             started elsewhere instead of adopted; raise [dynos] node_timeout_ms above the \
              restart time",
-            target.name, back.dynos
+            back.name
         );
     }
     Ok(())
+}
+
+/// Whether `events` say the leader marked `name` down at or after `since` (less a few
+/// seconds of clock skew between the nodes and this machine).
+pub fn marked_down_since(events: &[w::PlatformEvent], name: &str, since: DateTime<Utc>) -> bool {
+    let from = since - chrono::Duration::seconds(5);
+    let marked = format!("marked {name} down");
+    events.iter().any(|e| {
+        e.kind == "node"
+            && e.message.starts_with(&marked)
+            && DateTime::parse_from_rfc3339(&e.at).is_ok_and(|at| at.with_timezone(&Utc) >= from)
+    })
 }
 
 #[cfg(test)]
@@ -395,6 +412,44 @@ mod tests {
             preflight(&single, &status(&["1"], Some("1")), &single[0]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_node_marked_down_during_its_restart_is_noticed() {
+        let ev = |kind: &str, at: &str, message: &str| w::PlatformEvent {
+            at: at.into(),
+            node: "node-1".into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
+        let since = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let down = "marked node-2 down: not heard from for 2000 ms";
+        assert!(marked_down_since(
+            &[ev("node", "2026-01-01T10:00:03.120Z", down)],
+            "node-2",
+            since
+        ));
+        // Before the restart, of another node, or another kind: no.
+        assert!(!marked_down_since(
+            &[
+                ev("node", "2026-01-01T09:50:00Z", down),
+                ev(
+                    "node",
+                    "2026-01-01T10:00:03Z",
+                    "marked node-3 down: not heard"
+                ),
+                ev(
+                    "node",
+                    "2026-01-01T10:00:03Z",
+                    "marked node-2 up: heard from again"
+                ),
+                ev("raft", "2026-01-01T10:00:03Z", down),
+            ],
+            "node-2",
+            since
+        ));
     }
 
     #[test]
