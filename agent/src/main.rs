@@ -35,6 +35,7 @@ mod slugs;
 #[cfg(test)]
 mod testkit;
 mod tls;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -81,6 +81,8 @@ pub struct Agent {
 impl Agent {
     /// Starts every part of the agent from its data dir.
     pub async fn start(data: &DataDir) -> Result<Agent> {
+        // Fixes the start time `GET /cluster/status` reports (a restart changes it).
+        crate::version::started_at();
         crate::leave::check_not_left(&data.root)?;
         let cfg = data.load_config()?;
         // The router's port is bound first, before anything slow: a client that connects

@@ -14,11 +14,14 @@ use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use haven_raft::model::NodeId;
 use haven_raft::rpc::{peer_client, PeerClient};
+use haven_raft::version::Protocols;
 use haven_raft::PeerConnector;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::tls::{self, CertKey, NODE_SERVER_NAME};
+use crate::version::{self, HelloError};
 
 /// QUIC transport settings shared by both sides: keep-alives well under the idle timeout
 /// so that a dead peer is noticed within seconds.
@@ -181,6 +184,21 @@ impl QuicConnector {
             .await
             .map_err(|_| format!("connect to {addr}: timed out"))?
             .map_err(|e| format!("connect to {addr}: {e}"))?;
+        // Both sides check that they speak a common peer protocol before anything else.
+        match version::client_hello(&conn, addr, Protocols::THIS).await {
+            Ok(_) => {}
+            Err(HelloError::Incompatible(why)) => {
+                if version::log_due(addr) {
+                    warn!(peer = addr, "refused a peer connection: {why}");
+                }
+                conn.close(4u32.into(), b"incompatible peer protocol");
+                return Err(format!("connect to {addr}: {why}"));
+            }
+            Err(e) => {
+                conn.close(0u32.into(), b"hello failed");
+                return Err(format!("connect to {addr}: {e}"));
+            }
+        }
         if let Ok(mut m) = self.conns.lock() {
             m.insert(addr.to_string(), conn.clone());
         }
@@ -251,6 +269,8 @@ pub enum StreamKind {
     Routes = 4,
     /// An app's log lines on this node ([`crate::logs`]).
     Logs = 5,
+    /// The peer protocol hello, the first stream of every connection ([`crate::version`]).
+    Hello = version::HELLO_BYTE,
 }
 
 impl StreamKind {
@@ -263,6 +283,7 @@ impl StreamKind {
             3 => Some(StreamKind::Heartbeat),
             4 => Some(StreamKind::Routes),
             5 => Some(StreamKind::Logs),
+            version::HELLO_BYTE => Some(StreamKind::Hello),
             _ => None,
         }
     }
@@ -273,8 +294,11 @@ impl StreamKind {
 mod tests {
     use std::time::Instant;
 
+    use haven_raft::version::Mismatch;
+
     use super::*;
     use crate::tls::{generate_ca, issue_node_cert};
+    use crate::version::{client_hello, serve_hello, HELLO_BYTE, VERSION};
 
     #[test]
     fn a_peer_drops_its_connection_to_a_restarted_node_at_once() {
@@ -329,5 +353,87 @@ mod tests {
         );
         // Well before the 3 s idle timeout: the first keep-alive gets the reset.
         assert!(after < Duration::from_millis(1500), "took {after:?}");
+    }
+
+    /// Two endpoints of one cluster; the server answers the first stream of the first
+    /// connection with `server` (given the stream past its first byte).
+    async fn exchange<F, Fut>(server: F) -> (quinn::Connection, quinn::Endpoint, quinn::Endpoint)
+    where
+        F: FnOnce(quinn::SendStream, quinn::RecvStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ca = generate_ca().unwrap();
+        let a = issue_node_cert(&ca, 1).unwrap();
+        let b = issue_node_cert(&ca, 2).unwrap();
+        let srv = bind_endpoint("127.0.0.1:0".parse().unwrap(), &a, &ca.cert_pem).unwrap();
+        let cli = bind_endpoint("127.0.0.1:0".parse().unwrap(), &b, &ca.cert_pem).unwrap();
+        let addr = srv.local_addr().unwrap();
+        let accept = srv.clone();
+        tokio::spawn(async move {
+            let conn = accept.accept().await.unwrap().await.unwrap();
+            let (send, mut recv) = conn.accept_bi().await.unwrap();
+            let mut first = [0u8; 1];
+            recv.read_exact(&mut first).await.unwrap();
+            assert_eq!(first[0], HELLO_BYTE);
+            server(send, recv).await;
+            // Keep the connection until the client is done with it.
+            conn.closed().await;
+        });
+        let conn = cli.connect(addr, NODE_SERVER_NAME).unwrap().await.unwrap();
+        (conn, srv, cli)
+    }
+
+    #[tokio::test]
+    async fn a_peer_refuses_an_older_client_over_quic_and_the_client_gets_the_reason() {
+        let (conn, _s, _c) = exchange(|send, recv| async move {
+            let newer = Protocols { min: 2, max: 3 };
+            let m = serve_hello(send, recv, newer, "node-0 at 10.0.0.1:7401", |p| {
+                assert_eq!(p, Protocols::THIS)
+            })
+            .await
+            .unwrap();
+            assert!(matches!(m, Some(Mismatch::PeerTooOld { .. })));
+        })
+        .await;
+        let err = client_hello(&conn, "10.0.0.1:7401", p(1, 1))
+            .await
+            .unwrap_err();
+        match err {
+            HelloError::Incompatible(why) => assert!(
+                why.starts_with(&format!(
+                    "node-0 at 10.0.0.1:7401 (havend {VERSION}, peer protocol 2 to 3) refused \
+                     this node's peer protocol 1: this node is older than the cluster still \
+                     supports"
+                )),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_from_before_protocol_versions_drops_the_hello_and_speaks_protocol_1() {
+        // What an older agent does with a stream kind it does not know: drop the stream.
+        let (conn, _s, _c) = exchange(|send, recv| async move {
+            drop((send, recv));
+        })
+        .await;
+        assert_eq!(client_hello(&conn, "10.0.0.1:7401", p(1, 1)).await, Ok(1));
+        let (conn, _s, _c) = exchange(|send, recv| async move {
+            drop((send, recv));
+        })
+        .await;
+        let err = client_hello(&conn, "10.0.0.1:7401", p(2, 2))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(a havend from before protocol versions) speaks peer protocol 1"),
+            "{err}"
+        );
+    }
+
+    fn p(min: u32, max: u32) -> Protocols {
+        Protocols { min, max }
     }
 }

@@ -7,16 +7,18 @@
 //! have no certificate yet and may only call the join service. This is the one module
 //! that names every service; the services dial out through [`crate::peer`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use haven_raft::model::NodeId;
 use haven_raft::rpc::PeerServer;
+use haven_raft::version::{check_protocols, Protocols};
 use quinn::crypto::rustls::HandshakeData;
 use tracing::{debug, info, warn};
 
 use crate::join::JoinServer;
 use crate::peer::StreamKind;
 use crate::tls::{ALPN_JOIN, ALPN_PEER};
+use crate::version;
 
 /// What incoming connections are served with.
 #[derive(Clone)]
@@ -106,6 +108,9 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
                 return;
             }
             let peer = peer_node_id(&conn);
+            // The protocols the client announced in its hello (none: a node from before
+            // protocol versions).
+            let announced = Arc::new(OnceLock::new());
             loop {
                 let accepted = if services.removed(peer) {
                     None
@@ -125,17 +130,17 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
                     conn.close(3u32.into(), b"this node was removed from the cluster");
                     return;
                 };
-                tokio::spawn(serve_stream(send, recv, services.clone(), peer));
+                let conn = Peer {
+                    conn: conn.clone(),
+                    node: peer,
+                    announced: announced.clone(),
+                };
+                tokio::spawn(serve_stream(send, recv, services.clone(), conn));
             }
         }
         Some(p) if p == ALPN_JOIN => {
             info!(%remote, "join connection");
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(crate::join::serve(
-                    tokio::io::join(recv, send),
-                    services.join.clone(),
-                ));
-            }
+            crate::join::serve_connection(conn, services.join.clone()).await;
         }
         _ => {
             conn.close(2u32.into(), b"unknown protocol");
@@ -143,18 +148,66 @@ async fn handle_connection(conn: quinn::Connection, services: Services) {
     }
 }
 
+/// The client of a peer connection.
+struct Peer {
+    conn: quinn::Connection,
+    /// The node its certificate names.
+    node: Option<NodeId>,
+    /// The protocols it said hello with.
+    announced: Arc<OnceLock<Protocols>>,
+}
+
 /// Serves one bi-stream of a peer connection by its kind byte.
 async fn serve_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     services: Services,
-    peer: Option<NodeId>,
+    client: Peer,
 ) {
     let mut kind = [0u8; 1];
     if recv.read_exact(&mut kind).await.is_err() {
         return;
     }
-    match StreamKind::from_byte(kind[0]) {
+    let peer = client.node;
+    let kind = StreamKind::from_byte(kind[0]);
+    if kind == Some(StreamKind::Hello) {
+        let me = version::node_label(&services.raft);
+        let announced = client.announced.clone();
+        let record = move |p| {
+            let _ = announced.set(p);
+        };
+        match version::serve_hello(send, recv, Protocols::THIS, &me, record).await {
+            Ok(None) => {}
+            Ok(Some(m)) => {
+                let remote = client.conn.remote_address();
+                if version::log_due(&remote.to_string()) {
+                    warn!(%remote, node = ?peer, "refused a peer connection: {m}");
+                }
+                client
+                    .conn
+                    .close(4u32.into(), b"incompatible peer protocol");
+            }
+            Err(e) => debug!(node = ?peer, error = %e, "peer hello failed"),
+        }
+        return;
+    }
+    // A client that said no hello is from before protocol versions.
+    let protocols = client
+        .announced
+        .get()
+        .copied()
+        .unwrap_or(Protocols::UNANNOUNCED);
+    if let Err(m) = check_protocols(Protocols::THIS, protocols) {
+        let remote = client.conn.remote_address();
+        if version::log_due(&remote.to_string()) {
+            warn!(%remote, node = ?peer, "refused a peer connection: {m}");
+        }
+        client
+            .conn
+            .close(4u32.into(), b"incompatible peer protocol");
+        return;
+    }
+    match kind {
         Some(StreamKind::Rpc) => {
             haven_raft::rpc::serve_peer(tokio::io::join(recv, send), services.peer).await
         }
@@ -168,7 +221,8 @@ async fn serve_stream(
                 warn!("refused route registrations from a peer whose certificate names no node")
             }
         },
-        None => debug!(kind = kind[0], "unknown peer stream kind"),
+        Some(StreamKind::Hello) => {}
+        None => debug!("unknown peer stream kind"),
     }
 }
 

@@ -379,6 +379,20 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// The answering node's havend version (absent from nodes before version fields).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// When its agent started: a restart changes it.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The peer protocols it speaks (`haven_raft::version`).
+    #[serde(default)]
+    pub protocol_min: Option<u32>,
+    #[serde(default)]
+    pub protocol_max: Option<u32>,
+    /// The on-disk format of its store.
+    #[serde(default)]
+    pub format: Option<u32>,
 }
 
 /// One entry of `GET /cluster/events` (Haven-only): something the platform did.

@@ -20,7 +20,7 @@ use client::Api;
 use commands::config::parse_pair;
 use commands::{
     access, apps, auth, buildpacks, builds, cluster, config, domains, drains, logs, ps, releases,
-    repos,
+    repos, upgrade,
 };
 
 #[derive(Parser)]
@@ -504,6 +504,25 @@ enum Cmd {
     /// refuse its identity from then on; a wiped host joins again as a new node.
     #[command(name = "nodes:remove")]
     NodesRemove { node: String },
+    /// Rolling upgrade, one node at a time: check the cluster can spare the node, run
+    /// --exec (it restarts havend on the new binary: SIGUSR2, install, start; dynos keep
+    /// running), wait until the node is back, caught up and up; then the next node.
+    #[command(name = "nodes:upgrade")]
+    NodesUpgrade {
+        /// Nodes (names or ids), upgraded in this order.
+        nodes: Vec<String>,
+        /// Every node, followers first and the leader last.
+        #[arg(long, conflicts_with = "nodes")]
+        all: bool,
+        /// Shell command that restarts one node's havend on the new binary; it gets
+        /// HAVEN_NODE, HAVEN_NODE_ID, HAVEN_NODE_HOST and HAVEN_NODE_API. Without it, hctl
+        /// waits for you to restart each node.
+        #[arg(long)]
+        exec: Option<String>,
+        /// Seconds each node may take to come back and catch up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Show the Raft status of the node you talk to.
     #[command(name = "cluster:status")]
     ClusterStatus(JsonArg),
@@ -696,6 +715,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::NodesDrain { node } => cluster::set_draining(&api()?, node, true),
         Cmd::NodesUndrain { node } => cluster::set_draining(&api()?, node, false),
         Cmd::NodesRemove { node } => cluster::remove(&api()?, node),
+        Cmd::NodesUpgrade {
+            nodes,
+            all,
+            exec,
+            timeout,
+        } => upgrade::run(
+            &api()?,
+            &upgrade::Request {
+                nodes,
+                all: *all,
+                exec: exec.as_deref(),
+                timeout: std::time::Duration::from_secs(*timeout),
+            },
+        ),
         Cmd::ClusterStatus(j) => cluster::status(&api()?, j.json),
         Cmd::ClusterEvents(j) => cluster::events(&api()?, j.json),
         Cmd::ClusterBackup { file, slugs, json } => {

@@ -12,6 +12,8 @@
 //!   synced before an append is reported persisted and before a vote is saved.
 //! - [`rpc`]: the tarpc `Peer` service (Raft RPCs, write forwarding, read index, joining)
 //!   and helpers to run it over any byte stream (the agent gives QUIC bi-streams).
+//! - [`version`]: the on-disk format and peer protocol versions and their pure checks (the
+//!   store records its format in `meta`; the agent exchanges the protocol with peers).
 //! - `node`: the Raft node: write forwarding, read barriers, membership, and openraft's
 //!   network over [`PeerConnector`].
 //!
@@ -23,6 +25,7 @@ pub mod model;
 pub mod retention;
 #[path = "service.rs"]
 pub mod rpc;
+pub mod version;
 
 mod node;
 mod storage;

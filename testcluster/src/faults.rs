@@ -2,6 +2,7 @@
 //! alone), SIGSTOP/SIGCONT, a graceful stop for an upgrade, and network partitions
 //! (netns mode). See the crate docs for what each one models.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -72,6 +73,19 @@ impl TestCluster {
             let _ = c.wait();
         }
         Ok(())
+    }
+
+    /// Upgrades node `i`'s agent to `havend`: stops it as for an upgrade (its dynos keep
+    /// running), makes `havend` the binary every later start runs, and starts the node
+    /// again from its data dir (not awaited; the new agent adopts the dynos).
+    pub fn upgrade_agent(&mut self, i: usize, havend: &Path, timeout: Duration) -> Result<()> {
+        if !havend.is_file() {
+            bail!("{} does not exist", havend.display());
+        }
+        let havend = std::fs::canonicalize(havend)?;
+        self.stop_agent_for_upgrade(i, timeout)?;
+        self.file.havend = havend;
+        self.restart(i)
     }
 
     /// SIGSTOP to the node's process group: the node freezes like a hung host.

@@ -367,6 +367,15 @@ impl TestCluster {
         })
     }
 
+    /// Reads `cluster.json` again, after another process (the `testcluster` CLI) changed
+    /// the cluster, e.g. restarted a node; children of this process that exited are reaped.
+    pub fn reload(&mut self) -> Result<()> {
+        self.file = ClusterFile::read(&self.dir)?;
+        self.children
+            .retain(|_, c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+        Ok(())
+    }
+
     /// Leaves the cluster running when this value is dropped.
     pub fn keep(&mut self) {
         self.keep = true;

@@ -62,6 +62,15 @@ enum Cmd {
     Cont(NodeArgs),
     /// Start a node again from its data dir (killing it first if it runs).
     Restart(NodeArgs),
+    /// Upgrade a node's agent: SIGUSR2 (its dynos keep running), then start it again on
+    /// HAVEND, which later restarts of every node run too.
+    Upgrade {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The new havend binary.
+        #[arg(long)]
+        havend: PathBuf,
+    },
     /// Cut a node off from the other nodes; the host still reaches it (netns mode).
     Partition(NodeArgs),
     /// Undo a partition.
@@ -317,6 +326,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stop(a) => with_node(&a, |tc, i| tc.stop(i)),
         Cmd::Cont(a) => with_node(&a, |tc, i| tc.cont(i)),
         Cmd::Restart(a) => with_node(&a, |tc, i| tc.restart(i)),
+        Cmd::Upgrade { node, havend } => with_node(&node, |tc, i| {
+            tc.upgrade_agent(i, &havend, std::time::Duration::from_secs(60))
+        }),
         Cmd::Partition(a) => with_node(&a, |tc, i| tc.partition(i)),
         Cmd::Heal(a) => with_node(&a, |tc, i| tc.heal(i)),
         Cmd::Down { dir } => {

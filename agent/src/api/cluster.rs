@@ -36,6 +36,11 @@ pub fn status_to_wire(state: &Model, status: &RaftStatus) -> w::ClusterStatus {
         last_log_index: status.last_log_index,
         snapshot_index: status.snapshot_index,
         purged_index: status.purged_index,
+        version: Some(crate::version::VERSION.to_string()),
+        started_at: Some(crate::version::started_at_rfc3339()),
+        protocol_min: Some(haven_raft::version::MIN_PROTOCOL),
+        protocol_max: Some(haven_raft::version::PROTOCOL),
+        format: Some(haven_raft::version::FORMAT),
     }
 }
 

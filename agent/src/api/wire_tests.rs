@@ -488,9 +488,16 @@ fn cluster_status_and_nodes() {
             "last_log_index",
             "snapshot_index",
             "purged_index",
+            "version",
+            "started_at",
+            "protocol_min",
+            "protocol_max",
+            "format",
         ],
     );
     assert_eq!(status.leader_name.as_deref(), Some("n1"));
+    assert_eq!(status.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(status.format, Some(haven_raft::version::FORMAT));
     let n = round_trip(
         &super::cluster::node_to_wire(&s, &node(), &st),
         &[

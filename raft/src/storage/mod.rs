@@ -2,7 +2,8 @@
 //!
 //! Column families:
 //! - `log`: entries, keyed by big-endian index (so iteration order is log order);
-//! - `meta`: the vote, the committed log id and the last purged log id;
+//! - `meta`: the vote, the committed log id, the last purged log id and `format`, the
+//!   store's on-disk format version (`crate::version`; none recorded reads as 1);
 //! - `sm`: the latest snapshot (its meta and data) and `applied`, the last log id the
 //!   state machine applied (`machine.rs`);
 //! - `releases`, `release_ids`: the release history beyond what each app keeps in memory
@@ -37,7 +38,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::NodeId;
-use crate::TypeConfig;
+use crate::{version, TypeConfig};
 
 mod history;
 mod machine;
@@ -55,6 +56,8 @@ const CF_META: &str = "meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
+/// The on-disk format version, a big-endian u32 ([`crate::version::FORMAT`]).
+const KEY_FORMAT: &[u8] = b"format";
 
 /// Per column family memtable size, and the total of all memtables.
 const MEMTABLE_BYTES: usize = 4 << 20;
@@ -121,7 +124,53 @@ pub fn open_db(dir: &Path) -> anyhow::Result<Arc<DB>> {
     .map(|n| ColumnFamilyDescriptor::new(n, bounded()));
     let db = DB::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|e| anyhow::anyhow!("open RocksDB at {}: {e}", dir.display()))?;
+    check_format(&db, version::MIN_FORMAT, version::FORMAT)
+        .map_err(|e| anyhow::anyhow!("cannot open the store at {}: {e}", dir.display()))?;
     Ok(Arc::new(db))
+}
+
+/// The on-disk format `db` records, if any.
+fn recorded_format(db: &DB) -> anyhow::Result<Option<u32>> {
+    let cf = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| anyhow::anyhow!("no {CF_META} column family"))?;
+    match db.get_cf(cf, KEY_FORMAT)? {
+        None => Ok(None),
+        Some(b) => {
+            let bytes: [u8; 4] = b.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "its recorded on-disk format is malformed ({} bytes)",
+                    b.len()
+                )
+            })?;
+            Ok(Some(u32::from_be_bytes(bytes)))
+        }
+    }
+}
+
+/// Refuses a store whose format this binary does not read (see
+/// [`version::check_format`]); records `max` in one that has an older format or none.
+/// Nothing else is written before this check passes.
+fn check_format(db: &DB, min: u32, max: u32) -> anyhow::Result<()> {
+    let recorded = recorded_format(db)?;
+    match version::check_format(recorded, min, max).map_err(anyhow::Error::msg)? {
+        version::FormatCheck::Current => Ok(()),
+        version::FormatCheck::Upgrade { from } => {
+            if recorded.is_some() {
+                tracing::info!(from, to = max, "upgrading the store's on-disk format");
+            }
+            write_format(db, max)
+        }
+    }
+}
+
+/// Records `format` as the store's on-disk format (synced).
+fn write_format(db: &DB, format: u32) -> anyhow::Result<()> {
+    let cf = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| anyhow::anyhow!("no {CF_META} column family"))?;
+    db.put_cf_opt(cf, KEY_FORMAT, format.to_be_bytes(), &synced())?;
+    Ok(())
 }
 
 /// The Raft log and metadata.
@@ -297,4 +346,73 @@ pub fn open_store(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
     let keep = crate::RaftSettings::default().releases_in_memory;
     let sm = StateMachineStore::new(db.clone(), keep).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((LogStore::new(db), sm))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn reopen(dir: &Path) -> anyhow::Result<Arc<DB>> {
+        open_db(dir)
+    }
+
+    #[test]
+    fn a_new_store_records_this_binarys_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        assert_eq!(recorded_format(&db).unwrap(), Some(version::FORMAT));
+    }
+
+    #[test]
+    fn a_store_from_before_format_versions_opens_as_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_db(dir.path()).unwrap();
+            // What a store written before format versions looks like: no `format` key.
+            let cf = db.cf_handle(CF_META).unwrap();
+            db.delete_cf(cf, KEY_FORMAT).unwrap();
+            db.put_cf(cf, KEY_VOTE, b"kept").unwrap();
+        }
+        let db = reopen(dir.path()).unwrap();
+        assert_eq!(recorded_format(&db).unwrap(), Some(version::FORMAT));
+        let cf = db.cf_handle(CF_META).unwrap();
+        assert_eq!(db.get_cf(cf, KEY_VOTE).unwrap().unwrap(), b"kept");
+    }
+
+    #[test]
+    fn a_store_in_a_newer_format_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_db(dir.path()).unwrap();
+            write_format(&db, version::FORMAT + 1).unwrap();
+        }
+        let err = reopen(dir.path()).err().unwrap().to_string();
+        let want = format!(
+ "cannot open the store at {}: its on-disk format is {}, newer than this havend reads (format {}): a newer havend ran on it",
+            dir.path().display(),
+            version::FORMAT + 1,
+            version::FORMAT
+        );
+        assert!(err.starts_with(&want), "{err}");
+        // Still the newer format: the refusal wrote nothing.
+        let all = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = DB::open_cf(&Options::default(), dir.path(), all).unwrap();
+        assert_eq!(recorded_format(&db).unwrap(), Some(version::FORMAT + 1));
+    }
+
+    #[test]
+    fn a_store_older_than_this_binary_reads_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        write_format(&db, 1).unwrap();
+        let err = check_format(&db, 2, 3).unwrap_err().to_string();
+        assert!(
+            err.starts_with("its on-disk format is 1, older than this havend still reads"),
+            "{err}"
+        );
+        // An older format this binary reads is upgraded.
+        check_format(&db, 1, 3).unwrap();
+        assert_eq!(recorded_format(&db).unwrap(), Some(3));
+    }
 }

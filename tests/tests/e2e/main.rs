@@ -38,3 +38,4 @@ mod router_faults;
 mod runtime;
 mod slug_upkeep;
 mod tls;
+mod upgrade;
