@@ -19,6 +19,7 @@ mod builds;
 mod chaos;
 mod cluster;
 mod dashboard;
+mod durability;
 mod dynos;
 mod hctl;
 mod heroku_cli;
