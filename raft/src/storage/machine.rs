@@ -45,6 +45,7 @@ use openraft::{
 };
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
+use tracing::info;
 use uuid::Uuid;
 
 use super::history::{evictions, History, HISTORY_CFS};
@@ -471,6 +472,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (db, slots) = (self.db.clone(), self.snapshots.clone());
         let name = file_name(&meta.snapshot_id);
         let m = meta.clone();
+        let started = std::time::Instant::now();
         let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, SErr> {
             let dir = snapshot_dir(&db);
             std::fs::create_dir_all(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
@@ -485,6 +487,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| snap_err(ErrorVerb::Write, e))??;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        info!(
+            snapshot = %meta.snapshot_id,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(tokio::fs::File::from_std(file)),
@@ -582,6 +591,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), SErr> {
+        let started = std::time::Instant::now();
         let mut file = snapshot.into_std().await;
         file.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let len = file
@@ -626,6 +636,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             &head_bytes,
             if kept { &name } else { "" },
         )?;
+        info!(
+            snapshot = %meta.snapshot_id,
+            bytes = len,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot installed"
+        );
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod router;
 pub mod rss;
 pub mod scheduler;
+pub mod snapshot;
 pub mod table;
 pub mod writes;
 
@@ -218,6 +219,7 @@ pub const SECTIONS: &[&str] = &[
     "router",
     "logs",
     "rss",
+    "snapshot",
     "chaos",
     "addons",
 ];
@@ -233,6 +235,7 @@ pub fn run_section(name: &str, opts: &Opts, progress: Progress<'_>) -> Vec<Row> 
         "router" => router::section(opts, progress),
         "logs" => logs::section(opts, progress),
         "rss" => rss::section(opts, progress),
+        "snapshot" => snapshot::section(opts, progress),
         "chaos" => chaos::section(opts, progress),
         "addons" => addons::section(opts, progress),
         other => Err(anyhow::anyhow!(
