@@ -9,7 +9,7 @@ use super::cgroup;
 use super::files::{create_private_dir, remove_tree};
 use super::InitExe;
 
-/// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
+/// Mounts the v1 memory, pids, cpu and cpuacct hierarchies under `base`, or else (a v2 host, where v1
 /// cannot have the memory controller) the cgroup2 hierarchy.
 fn mount_cgroups(base: &Path) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
@@ -26,6 +26,14 @@ fn mount_cgroups(base: &Path) -> Result<(), String> {
     };
     if try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
         let _ = try_mount("cgroup", Some("pids"), &base.join("pids"));
+        // CPU shares and usage: `cpu` and `cpuacct` as the host mounts them, apart or
+        // together (a v1 hierarchy mounts again only with its own set of controllers).
+        if try_mount("cgroup", Some("cpu"), &base.join("cpu")).is_ok() {
+            let _ = try_mount("cgroup", Some("cpuacct"), &base.join("cpuacct"));
+        } else {
+            let _ = std::fs::remove_dir(base.join("cpu"));
+            let _ = try_mount("cgroup", Some("cpu,cpuacct"), &base.join("cpu,cpuacct"));
+        }
         return Ok(());
     }
     try_mount("cgroup2", None, &base.join("unified"))
