@@ -27,6 +27,26 @@ use crate::runtime::{DynoProcess, OutputTail};
 /// that time beyond the quota, and the kill frees it all (the dyno dir is removed).
 const DISK_CHECK_TICKS: u64 = 2;
 
+/// The bytes `proc` has written to its writable space when they exceed `quota`
+/// (measured on a blocking thread: it walks the dyno's upper dir and `/tmp`).
+pub(super) async fn disk_over_quota(proc: &DynoProcess, quota: u64) -> Option<u64> {
+    let handle = proc.handle();
+    tokio::task::spawn_blocking(move || handle.disk_usage_bytes())
+        .await
+        .ok()
+        .flatten()
+        .filter(|used| *used > quota)
+}
+
+/// The app log's line for a dyno killed over its disk quota (README, "Dynos").
+pub(super) fn disk_quota_line(used: u64, quota: u64) -> String {
+    format!(
+        "Error R15 (Disk quota exceeded): {} MB written to /app and /tmp, quota {} MB",
+        used / (1024 * 1024),
+        quota / (1024 * 1024)
+    )
+}
+
 /// What a supervisor keeps with a running dyno (the runtime's process record note), for
 /// the next agent to adopt it with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,18 +411,9 @@ impl DynoManager {
                 _ = ticker.tick() => {
                     ticks += 1;
                     if ticks % DISK_CHECK_TICKS == 0 {
-                        let handle = proc.handle();
-                        let used = tokio::task::spawn_blocking(move || handle.disk_usage_bytes())
-                            .await
-                            .ok()
-                            .flatten();
-                        if let Some(used) = used.filter(|u| *u > disk_quota) {
+                        if let Some(used) = disk_over_quota(proc, disk_quota).await {
                             self.unroute(id).await;
-                            logs.platform(l.app, &l.name, &format!(
-                                "Error R15 (Disk quota exceeded): {} MB written to /app and /tmp, quota {} MB",
-                                used / (1024 * 1024),
-                                disk_quota / (1024 * 1024)
-                            ));
+                            logs.platform(l.app, &l.name, &disk_quota_line(used, disk_quota));
                             logs.platform(l.app, &l.name, "Stopping process with SIGKILL");
                             proc.kill();
                             let info = proc.wait().await;

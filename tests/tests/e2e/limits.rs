@@ -250,7 +250,10 @@ fn dynos_writing_past_their_disk_quota_are_stopped_and_the_node_disk_is_spared()
         "the filler wrote at most {wrote} MB before the kill; its dir peaked at {} MB seen",
         peak >> 20
     );
-    assert!(!log.contains("never stopped"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.ends_with("]: never stopped")),
+        "{log}"
+    );
     assert!(log.contains("Stopping process with SIGKILL"), "{log}");
     // The quota is 512 MiB; a check every 200 ms lets little more through.
     assert!(wrote < 512 + 512, "wrote {wrote} MB: {log}");
@@ -286,4 +289,40 @@ fn du(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// An attached one-off (`hctl run`) past its disk quota is stopped too, and says why on
+/// the caller's terminal.
+#[test]
+fn dynos_attached_one_offs_past_their_disk_quota_are_stopped() {
+    let env = cluster_with(1, None);
+    if !container_mode(&env) {
+        eprintln!("skipped: dynos run as plain processes here (no disk quota)");
+        return;
+    }
+    deploy(&env, "disk-run", "worker: sleep 600\n");
+    // 600 MiB into /tmp, past eco's 512 MiB; unstopped, it would end well by itself.
+    let out = hctl(
+        &env,
+        0,
+        &[
+            "run",
+            "--size",
+            "eco",
+            "-a",
+            "disk-run",
+            "head -c 600M /dev/zero >/tmp/fill; sleep 60; echo survived",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("survived"), "{stdout}");
+    assert_ne!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Error R15 (Disk quota exceeded)")
+            || stdout.contains("Error R15 (Disk quota exceeded)"),
+        "{stdout}{stderr}"
+    );
+    let log = logs(&env, "disk-run");
+    assert!(log.contains("Error R15 (Disk quota exceeded)"), "{log}");
 }
