@@ -410,7 +410,7 @@ impl DynoManager {
                 }
                 _ = ticker.tick() => {
                     ticks += 1;
-                    if ticks % DISK_CHECK_TICKS == 0 {
+                    if ticks.is_multiple_of(DISK_CHECK_TICKS) {
                         if let Some(used) = disk_over_quota(proc, disk_quota).await {
                             self.unroute(id).await;
                             logs.platform(l.app, &l.name, &disk_quota_line(used, disk_quota));
