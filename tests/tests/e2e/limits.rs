@@ -191,6 +191,10 @@ fn dynos_over_their_memory_limit_are_killed_with_r15() {
         })
         .unwrap_or("unknown (the dyno was already gone)");
     eprintln!("the dyno's memory cgroup: {version}");
+    // Run inside the cgroup v2 VM (see the test below), the version is part of the claim.
+    if let Ok(want) = std::env::var("HAVEN_EXPECT_CGROUP") {
+        assert_eq!(version, want, "the dyno's memory cgroup");
+    }
     let log = eventually("R15 in the app's log", Duration::from_secs(60), || {
         let l = logs(&env, "mem");
         l.contains("Error R15 (Memory quota vastly exceeded)")
@@ -325,4 +329,93 @@ fn dynos_attached_one_offs_past_their_disk_quota_are_stopped() {
     );
     let log = logs(&env, "disk-run");
     assert!(log.contains("Error R15 (Disk quota exceeded)"), "{log}");
+}
+
+/// The host this suite runs on is hybrid (the memory controller bound to cgroup v1, which
+/// a cgroup namespace or the `unified` mount cannot change: a controller lives in one
+/// hierarchy per kernel), so cgroup v2 is shown in a VM: `vng` (virtme-ng) boots the
+/// host's kernel package (`/boot/vmlinuz-*`, or `HAVEN_VM_KERNEL`) on a snapshot of this
+/// host's filesystem with only the cgroup2 hierarchy, and this test binary runs the memory
+/// (R15) and CPU share tests there, whose clusters then use `memory.max` and `cpu.weight`.
+/// Skipped where `vng`, `qemu-system-x86_64` or a kernel is missing (install:
+/// `apt-get install qemu-system-x86 linux-image-amd64 busybox-static`, `pip install
+/// virtme-ng`). KVM is used only with `HAVEN_VM_KVM=1` (nested KVM fails on some hosts).
+#[test]
+fn dynos_memory_and_cpu_limits_hold_on_cgroup_v2_in_a_vm() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if std::env::var_os("HAVEN_EXPECT_CGROUP").is_some() {
+        return; // Already inside the VM.
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+    };
+    let vng = std::env::var_os("HAVEN_VNG")
+        .map(PathBuf::from)
+        .or_else(|| on_path("vng"));
+    let kernel = std::env::var_os("HAVEN_VM_KERNEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let mut k: Vec<PathBuf> = std::fs::read_dir("/boot")
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+                })
+                .collect();
+            k.sort();
+            k.pop()
+        });
+    let (Some(vng), Some(kernel), Some(_)) = (vng, kernel, on_path("qemu-system-x86_64")) else {
+        eprintln!(
+            "skipped: no cgroup v2 VM here (needs vng, qemu-system-x86_64 and /boot/vmlinuz-*)"
+        );
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let tests_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The VM's /tmp is this host's, where overlayfs refuses an upper dir: a tmpfs instead.
+    let script = format!(
+        "mkdir -p /run/h && mount -t tmpfs tmpfs /run/h && cd {} && \
+         TMPDIR=/run/h HAVEN_EXPECT_CGROUP=v2 {} --exact --nocapture --test-threads 1 \
+         limits::dynos_over_their_memory_limit_are_killed_with_r15 \
+         limits::dynos_performance_l_gets_more_cpu_than_standard_1x_on_a_contended_cpu 2>&1; \
+         grep -q 'cgroup2' /proc/self/mountinfo && ! grep -q ':memory:' /proc/self/cgroup && \
+         echo only-cgroup2",
+        tests_dir.display(),
+        exe.display()
+    );
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = std::process::Command::new(vng);
+    cmd.arg("-r")
+        .arg(&kernel)
+        .args(["--memory", "4G", "--cpus", "2"]);
+    if std::env::var("HAVEN_VM_KVM").as_deref() != Ok("1") {
+        cmd.arg("--disable-kvm");
+    }
+    let mut child = cmd
+        .arg("--exec")
+        .arg(&script)
+        .stdin(std::process::Stdio::null())
+        .stdout(out_file.reopen().unwrap())
+        .stderr(out_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status = eventually("the VM's run", Duration::from_secs(840), || {
+        child.try_wait().ok().flatten()
+    });
+    let out = std::fs::read_to_string(out_file.path()).unwrap_or_default();
+    eprintln!("{out}");
+    assert!(status.success(), "vng: {status}");
+    assert!(out.contains("only-cgroup2"), "the VM is not cgroup2-only");
+    assert!(out.contains("the dyno's memory cgroup: v2"), "{out}");
+    assert!(out.contains("test result: ok. 2 passed"), "{out}");
 }
