@@ -67,14 +67,20 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Where a process's CPU usage is counted: the file and whether it is v2's `cpu.stat`.
+/// Where a dyno's CPU usage is counted: the file and whether it is v2's `cpu.stat`.
+/// `None` until the dyno's init (`pid`) has joined its own cgroup (`…/haven/<id>`): a
+/// standby init runs before it knows its dyno.
 fn cpu_usage_file(pid: i32) -> Option<(PathBuf, bool)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+
     for l in text.lines() {
         let mut it = l.splitn(3, ':');
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
         let rel = path.trim_start_matches('/');
         if ctrls.split(',').any(|c| c == "cpuacct") {
+            if !path.contains("/haven/") {
+                return None;
+            }
             for mount in ["/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct"] {
                 let f = Path::new(mount).join(rel).join("cpuacct.usage");
                 if f.exists() {
@@ -84,6 +90,9 @@ fn cpu_usage_file(pid: i32) -> Option<(PathBuf, bool)> {
         }
     }
     let v2 = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    if !v2.contains("/haven/") {
+        return None;
+    }
     let f = Path::new("/sys/fs/cgroup")
         .join(v2.trim_start_matches('/'))
         .join("cpu.stat");
