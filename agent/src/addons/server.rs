@@ -226,6 +226,7 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
         env,
         memory_limit_bytes: memory_mb * 2 * 1024 * 1024,
         pids_limit: 512,
+        cpu_shares: 0,
         stdin: false,
         outlives_agent: true,
         note: note(addon, member),

@@ -216,6 +216,7 @@ impl Job {
             ],
             memory_limit_bytes: BUILD_MEMORY_MB * 1024 * 1024,
             pids_limit: 8192,
+            cpu_shares: 0,
             stdin: false,
             // A build ends with the agent that runs it.
             outlives_agent: false,

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::launch::{launch_of, spec_of};
+use super::launch::{disk_quota_bytes, launch_of, spec_of};
+use super::supervisor::{disk_over_quota, disk_quota_line};
 use super::DynoManager;
 
 /// From the caller to an attached dyno.
@@ -144,6 +145,8 @@ impl DynoManager {
         let mut stdin = proc.take_stdin();
         let mut output_open = true;
         let mut stop_check = tokio::time::interval(Duration::from_millis(500));
+        let disk_quota = disk_quota_bytes(&launch.size);
+        let mut disk_killed = false;
         let code = loop {
             tokio::select! {
                 out = rx.recv(), if output_open => match out {
@@ -180,6 +183,17 @@ impl DynoManager {
                     let stop = self.inner.raft.with_state(|s| s.dynos.get(&id).is_none_or(|d| !d.run));
                     if stop {
                         proc.terminate();
+                    }
+                    if disk_killed {
+                        continue;
+                    }
+                    if let Some(used) = disk_over_quota(&proc, disk_quota).await {
+                        disk_killed = true;
+                        let line = disk_quota_line(used, disk_quota);
+                        logs.platform(launch.app, &launch.name, &line);
+                        logs.platform(launch.app, &launch.name, "Stopping process with SIGKILL");
+                        let _ = output.send(fail(line)).await;
+                        proc.kill();
                     }
                 }
             }

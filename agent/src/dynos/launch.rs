@@ -76,9 +76,27 @@ pub(super) fn quota_mb(size: &str) -> u64 {
     haven_raft::catalog::dyno_size(size).map_or(512, |s| s.memory_mb)
 }
 
+/// The catalog's entry for a size, standard-1x's for one it does not know.
+fn size_of(size: &str) -> &'static haven_raft::catalog::DynoSize {
+    use haven_raft::catalog::{dyno_size, DEFAULT_DYNO_SIZE, DYNO_SIZES};
+    dyno_size(size)
+        .or_else(|| dyno_size(DEFAULT_DYNO_SIZE))
+        .unwrap_or(&DYNO_SIZES[0])
+}
+
 /// Heroku's process limits by size.
 fn pids_limit(size: &str) -> u64 {
-    haven_raft::catalog::dyno_size(size).map_or(256, |s| s.pids_limit)
+    size_of(size).pids_limit
+}
+
+/// The size's CPU share (`cpu.shares` units).
+fn cpu_shares(size: &str) -> u64 {
+    size_of(size).cpu_shares
+}
+
+/// The size's disk quota for `/app`'s changes and `/tmp`, bytes.
+pub(super) fn disk_quota_bytes(size: &str) -> u64 {
+    size_of(size).disk_mb * 1024 * 1024
 }
 
 /// The environment of a dyno: config vars, then Heroku's own.
@@ -119,6 +137,7 @@ pub(super) fn spec_of(
         // Heroku kills at twice the quota (R15); between 1x and 2x it logs R14.
         memory_limit_bytes: quota * 2,
         pids_limit: pids_limit(&l.size),
+        cpu_shares: cpu_shares(&l.size),
         stdin,
         // Managed dynos keep running through an agent restart; an attached one-off's
         // caller is gone with the agent anyway.
@@ -137,5 +156,10 @@ mod tests {
         assert_eq!(quota_mb("standard-2x"), 1024);
         assert_eq!(pids_limit("standard-1x"), 256);
         assert_eq!(pids_limit("performance-l"), 16384);
+        assert_eq!(cpu_shares("standard-1x"), 1024);
+        assert_eq!(cpu_shares("performance-l"), 51200);
+        assert_eq!(cpu_shares("unknown"), 1024);
+        assert_eq!(disk_quota_bytes("standard-1x"), 1 << 30);
+        assert_eq!(disk_quota_bytes("eco"), 512 << 20);
     }
 }

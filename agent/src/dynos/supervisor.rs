@@ -17,10 +17,35 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::launch::{launch_of, quota_mb, spec_of, Launch};
+use super::launch::{disk_quota_bytes, launch_of, quota_mb, spec_of, Launch};
 use super::{DynoManager, Signal};
 use crate::router::table::RouteEntry;
 use crate::runtime::{DynoProcess, OutputTail};
+
+/// How often (in 100 ms ticks) a dyno's writable space is measured against its disk
+/// quota: every 200 ms. Between two checks a dyno writes at most what the disk takes in
+/// that time beyond the quota, and the kill frees it all (the dyno dir is removed).
+const DISK_CHECK_TICKS: u64 = 2;
+
+/// The bytes `proc` has written to its writable space when they exceed `quota`
+/// (measured on a blocking thread: it walks the dyno's upper dir and `/tmp`).
+pub(super) async fn disk_over_quota(proc: &DynoProcess, quota: u64) -> Option<u64> {
+    let handle = proc.handle();
+    tokio::task::spawn_blocking(move || handle.disk_usage_bytes())
+        .await
+        .ok()
+        .flatten()
+        .filter(|used| *used > quota)
+}
+
+/// The app log's line for a dyno killed over its disk quota (README, "Dynos").
+pub(super) fn disk_quota_line(used: u64, quota: u64) -> String {
+    format!(
+        "Error R15 (Disk quota exceeded): {} MB written to /app and /tmp, quota {} MB",
+        used / (1024 * 1024),
+        quota / (1024 * 1024)
+    )
+}
 
 /// What a supervisor keeps with a running dyno (the runtime's process record note), for
 /// the next agent to adopt it with.
@@ -351,8 +376,10 @@ impl DynoManager {
             }
         }
         let quota = quota_mb(&l.size) * 1024 * 1024;
+        let disk_quota = disk_quota_bytes(&l.size);
         let mut last_r14: Option<Instant> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 info = proc.wait() => {
@@ -382,6 +409,18 @@ impl DynoManager {
                     }
                 }
                 _ = ticker.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(DISK_CHECK_TICKS) {
+                        if let Some(used) = disk_over_quota(proc, disk_quota).await {
+                            self.unroute(id).await;
+                            logs.platform(l.app, &l.name, &disk_quota_line(used, disk_quota));
+                            logs.platform(l.app, &l.name, "Stopping process with SIGKILL");
+                            proc.kill();
+                            let info = proc.wait().await;
+                            let code = info.code.unwrap_or_else(|| 128 + info.signal.unwrap_or(9));
+                            return Outcome::Exited(code);
+                        }
+                    }
                     if !booted {
                         if let Some(p) = port {
                             let at = address.unwrap_or(Ipv4Addr::LOCALHOST);

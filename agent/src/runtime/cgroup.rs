@@ -1,11 +1,17 @@
-//! Dyno cgroups: where they go (v2 unified, or v1/hybrid with the memory and pids
-//! controllers), creating them with limits, usage and OOM counters, killing and removing.
+//! Dyno cgroups: where they go (v2 unified, or v1/hybrid with the memory, pids, cpu and
+//! cpuacct controllers), creating them with limits (memory, pids, CPU share), usage and
+//! OOM counters, killing and removing.
 //!
 //! v1 and hybrid hosts: `<memory mount>/<our memory cgroup>/haven/<id>` and the same under
-//! the pids hierarchy. v2 hosts: `<our cgroup>/haven/<id>`, after enabling `+memory +pids`
-//! in our cgroup's `subtree_control`; when our cgroup holds processes (the
-//! no-internal-processes rule refuses that), they move to a leaf `<our cgroup>/agent`
-//! first, as Docker-in-Docker entrypoints do.
+//! the pids, cpu and cpuacct hierarchies (those three optional: a host without them runs
+//! dynos without that limit or counter). v2 hosts: `<our cgroup>/haven/<id>`, after
+//! enabling `+memory +pids` (and `+cpu` when offered) in our cgroup's `subtree_control`;
+//! when our cgroup holds processes (the no-internal-processes rule refuses that), they
+//! move to a leaf `<our cgroup>/agent` first, as Docker-in-Docker entrypoints do.
+//!
+//! The CPU share of a size (`haven_catalog::DynoSize::cpu_shares`) is written as
+//! `cpu.shares` on v1 and as `cpu.weight` (= shares × 100 / 1024, see [`cpu_weight`]) on
+//! v2; it only splits contended CPU time between dynos (siblings under `haven`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,6 +60,11 @@ pub enum Own {
     V1 {
         memory: PathBuf,
         pids: Option<PathBuf>,
+        /// The `cpu` controller's cgroup (`cpu.shares`).
+        cpu: Option<PathBuf>,
+        /// The `cpuacct` controller's cgroup when it is a hierarchy apart from `cpu`'s
+        /// (co-mounted `cpu,cpuacct` hosts read usage from `cpu`).
+        cpuacct: Option<PathBuf>,
     },
 }
 
@@ -82,9 +93,13 @@ pub fn locate(mountinfo: &str, proc_cgroup: &str) -> Result<Own, String> {
         Some(under(&m.mount_point, &m.root, &l.path))
     };
     if let Some(memory) = v1("memory") {
+        let cpu = v1("cpu");
+        let cpuacct = v1("cpuacct").filter(|a| Some(a) != cpu.as_ref());
         return Ok(Own::V1 {
             memory,
             pids: v1("pids"),
+            cpu,
+            cpuacct,
         });
     }
     let v2_mounts: Vec<_> = mounts.iter().filter(|m| m.fstype == "cgroup2").collect();
@@ -108,11 +123,21 @@ pub enum Layout {
     V2 {
         parent: PathBuf,
         pids: bool,
+        /// The `cpu` controller is enabled for dyno cgroups (`cpu.weight`).
+        cpu: bool,
     },
     V1 {
         memory: PathBuf,
         pids: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+        cpuacct: Option<PathBuf>,
     },
+}
+
+/// cgroup v2's `cpu.weight` for a v1 `cpu.shares` value: the same ratio to the default
+/// (1024 shares, weight 100), clamped to the kernel's 1..=10000.
+pub fn cpu_weight(shares: u64) -> u64 {
+    (shares * 100 / 1024).clamp(1, 10_000)
 }
 
 fn read(p: &Path) -> io::Result<String> {
@@ -145,7 +170,12 @@ fn enable(dir: &Path, controllers: &[&str]) -> Result<(), String> {
 /// Creates the `haven` subtree under our cgroups (see the module docs).
 pub fn setup(own: &Own) -> Result<Layout, String> {
     match own {
-        Own::V1 { memory, pids } => {
+        Own::V1 {
+            memory,
+            pids,
+            cpu,
+            cpuacct,
+        } => {
             let memory = memory.join("haven");
             mkdir(&memory)?;
             let pids = match pids {
@@ -156,7 +186,23 @@ pub fn setup(own: &Own) -> Result<Layout, String> {
                 }
                 None => None,
             };
-            Ok(Layout::V1 { memory, pids })
+            // Optional: without them dynos run, unweighted or uncounted.
+            let optional = |dir: &Option<PathBuf>, what: &str| {
+                let d = dir.as_ref()?.join("haven");
+                match mkdir(&d) {
+                    Ok(()) => Some(d),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dynos get no {what}");
+                        None
+                    }
+                }
+            };
+            Ok(Layout::V1 {
+                memory,
+                pids,
+                cpu: optional(cpu, "CPU share"),
+                cpuacct: optional(cpuacct, "CPU usage counter"),
+            })
         }
         Own::V2 { dir } => {
             let available = read(&dir.join("cgroup.controllers"))
@@ -187,9 +233,20 @@ pub fn setup(own: &Own) -> Result<Layout, String> {
             let parent = dir.join("haven");
             mkdir(&parent)?;
             enable(&parent, &wanted)?;
+            // The CPU weight is optional (the cpu controller may be missing, or refused
+            // while a realtime thread runs in our cgroup).
+            let cpu = has("cpu")
+                && match enable(dir, &["cpu"]).and_then(|()| enable(&parent, &["cpu"])) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dynos get no CPU weight");
+                        false
+                    }
+                };
             Ok(Layout::V2 {
                 parent,
                 pids: wanted.contains(&"pids"),
+                cpu,
             })
         }
     }
@@ -200,11 +257,19 @@ impl Layout {
     fn parents(&self) -> Vec<&Path> {
         match self {
             Layout::V2 { parent, .. } => vec![parent.as_path()],
-            Layout::V1 { memory, pids } => {
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => {
                 let mut v = vec![memory.as_path()];
-                if let Some(p) = pids {
-                    v.push(p);
-                }
+                v.extend(
+                    [pids, cpu, cpuacct]
+                        .into_iter()
+                        .flatten()
+                        .map(PathBuf::as_path),
+                );
                 v
             }
         }
@@ -247,34 +312,62 @@ pub struct DynoCgroup {
     pub pids: Option<PathBuf>,
     /// Whether `pids.max` exists to be set.
     pub pids_limit: bool,
+    /// The v1 cpu cgroup (`cpu.shares`; `cpuacct.usage` too when co-mounted).
+    pub cpu: Option<PathBuf>,
+    /// The v1 cpuacct cgroup, when apart from `cpu`.
+    pub cpuacct: Option<PathBuf>,
+    /// v2: whether `cpu.weight` exists to be set.
+    pub cpu_weight: bool,
 }
 
 impl Layout {
     pub fn dyno(&self, id: &str) -> DynoCgroup {
         match self {
-            Layout::V2 { parent, pids } => DynoCgroup {
+            Layout::V2 { parent, pids, cpu } => DynoCgroup {
                 v2: true,
                 memory: parent.join(id),
                 pids: None,
                 pids_limit: *pids,
+                cpu: None,
+                cpuacct: None,
+                cpu_weight: *cpu,
             },
-            Layout::V1 { memory, pids } => DynoCgroup {
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+            } => DynoCgroup {
                 v2: false,
                 memory: memory.join(id),
                 pids: pids.as_ref().map(|p| p.join(id)),
                 pids_limit: pids.is_some(),
+                cpu: cpu.as_ref().map(|p| p.join(id)),
+                cpuacct: cpuacct.as_ref().map(|p| p.join(id)),
+                cpu_weight: false,
             },
         }
     }
 }
 
+/// What a dyno's cgroup limits: `None` (or 0 in [`DynoCgroup::create`]) leaves one unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard memory limit, bytes.
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    /// CPU share in v1 `cpu.shares` units.
+    pub cpu_shares: Option<u64>,
+}
+
 /// The limit files to write, in order: (dir, file, value). Swap is capped too, so the
 /// memory limit is real.
-pub fn limit_writes(
-    cg: &DynoCgroup,
-    memory_hard: Option<u64>,
-    pids: Option<u64>,
-) -> Vec<(PathBuf, &'static str, String)> {
+pub fn limit_writes(cg: &DynoCgroup, limits: Limits) -> Vec<(PathBuf, &'static str, String)> {
+    let Limits {
+        memory: memory_hard,
+        pids,
+        cpu_shares,
+    } = limits;
     let mut out = Vec::new();
     if let Some(m) = memory_hard {
         if cg.v2 {
@@ -293,6 +386,17 @@ pub fn limit_writes(
         let dir = cg.pids.clone().unwrap_or_else(|| cg.memory.clone());
         out.push((dir, "pids.max", p.to_string()));
     }
+    if let Some(shares) = cpu_shares {
+        if let Some(dir) = &cg.cpu {
+            out.push((dir.clone(), "cpu.shares", shares.to_string()));
+        } else if cg.v2 && cg.cpu_weight {
+            out.push((
+                cg.memory.clone(),
+                "cpu.weight",
+                cpu_weight(shares).to_string(),
+            ));
+        }
+    }
     out
 }
 
@@ -307,15 +411,18 @@ pub fn parse_oom_kills(text: &str) -> Option<u64> {
 impl DynoCgroup {
     pub fn dirs(&self) -> Vec<&Path> {
         let mut v = vec![self.memory.as_path()];
-        if let Some(p) = &self.pids {
-            v.push(p);
-        }
+        v.extend(
+            [&self.pids, &self.cpu, &self.cpuacct]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path),
+        );
         v
     }
 
     /// Makes the cgroup(s) and sets the limits (`0` = no limit). Optional files missing
     /// on this kernel (swap accounting) are skipped.
-    pub fn create(&self, memory_hard: u64, pids: u64) -> io::Result<()> {
+    pub fn create(&self, memory_hard: u64, pids: u64, cpu_shares: u64) -> io::Result<()> {
         for d in self.dirs() {
             match std::fs::create_dir(d) {
                 Ok(()) => {}
@@ -331,8 +438,11 @@ impl DynoCgroup {
         }
         let writes = limit_writes(
             self,
-            (memory_hard > 0).then_some(memory_hard),
-            (pids > 0).then_some(pids),
+            Limits {
+                memory: (memory_hard > 0).then_some(memory_hard),
+                pids: (pids > 0).then_some(pids),
+                cpu_shares: (cpu_shares > 0).then_some(cpu_shares),
+            },
         );
         for (dir, file, value) in writes {
             let optional = matches!(file, "memory.swap.max" | "memory.memsw.limit_in_bytes");
@@ -450,6 +560,8 @@ mod tests {
             Own::V1 {
                 memory: "/sys/fs/cgroup/memory/process_api/ca24".into(),
                 pids: Some("/sys/fs/cgroup/pids".into()),
+                cpu: Some("/sys/fs/cgroup/cpu,cpuacct".into()),
+                cpuacct: None,
             }
         );
     }
@@ -470,10 +582,27 @@ mod tests {
             locate(mi, "4:memory:/docker/abc\n").unwrap(),
             Own::V1 {
                 memory: "/sys/fs/cgroup/memory".into(),
-                pids: None
+                pids: None,
+                cpu: None,
+                cpuacct: None,
             }
         );
         assert!(locate("1 0 253:0 / / rw - ext4 /dev/vda rw\n", "0::/\n").is_err());
+        // cpu and cpuacct mounted apart (this project's CI host).
+        let mi = "\
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+";
+        assert_eq!(
+            locate(mi, "4:memory:/p/27ad\n3:cpuset:/\n2:cpuacct:/\n1:cpu:/\n").unwrap(),
+            Own::V1 {
+                memory: "/sys/fs/cgroup/memory/p/27ad".into(),
+                pids: None,
+                cpu: Some("/sys/fs/cgroup/cpu".into()),
+                cpuacct: Some("/sys/fs/cgroup/cpuacct".into()),
+            }
+        );
     }
 
     #[test]
@@ -481,6 +610,7 @@ mod tests {
         let v2 = Layout::V2 {
             parent: "/sys/fs/cgroup/haven".into(),
             pids: true,
+            cpu: true,
         }
         .dyno("d1");
         assert_eq!(v2.memory, PathBuf::from("/sys/fs/cgroup/haven/d1"));
@@ -488,7 +618,12 @@ mod tests {
             v2.procs_files(),
             vec![PathBuf::from("/sys/fs/cgroup/haven/d1/cgroup.procs")]
         );
-        let w = limit_writes(&v2, Some(1 << 30), Some(256));
+        let all = |memory, pids, cpu_shares| Limits {
+            memory,
+            pids,
+            cpu_shares,
+        };
+        let w = limit_writes(&v2, all(Some(1 << 30), Some(256), Some(51200)));
         let files: Vec<_> = w.iter().map(|(d, f, v)| (d.join(f), v.as_str())).collect();
         assert_eq!(
             files,
@@ -502,30 +637,111 @@ mod tests {
                     "0"
                 ),
                 (PathBuf::from("/sys/fs/cgroup/haven/d1/pids.max"), "256"),
+                (PathBuf::from("/sys/fs/cgroup/haven/d1/cpu.weight"), "5000"),
             ]
         );
         let v1 = Layout::V1 {
             memory: "/m/own/haven".into(),
             pids: Some("/p/haven".into()),
+            cpu: Some("/c/haven".into()),
+            cpuacct: Some("/a/haven".into()),
         }
         .dyno("d1");
         assert_eq!(
             v1.procs_files(),
             vec![
                 PathBuf::from("/m/own/haven/d1/cgroup.procs"),
-                PathBuf::from("/p/haven/d1/cgroup.procs")
+                PathBuf::from("/p/haven/d1/cgroup.procs"),
+                PathBuf::from("/c/haven/d1/cgroup.procs"),
+                PathBuf::from("/a/haven/d1/cgroup.procs"),
             ]
         );
-        let w = limit_writes(&v1, Some(100), None);
-        assert_eq!(w.len(), 2);
+        let w = limit_writes(&v1, all(Some(100), None, Some(2048)));
+        assert_eq!(w.len(), 3);
         assert_eq!(w[0].1, "memory.limit_in_bytes");
         assert_eq!(w[1].1, "memory.memsw.limit_in_bytes");
+        assert_eq!(
+            (w[2].0.join(w[2].1), w[2].2.as_str()),
+            (PathBuf::from("/c/haven/d1/cpu.shares"), "2048")
+        );
         let no_pids = Layout::V1 {
             memory: "/m/haven".into(),
             pids: None,
+            cpu: None,
+            cpuacct: None,
         }
         .dyno("d1");
-        assert!(limit_writes(&no_pids, None, Some(10)).is_empty());
+        assert!(limit_writes(&no_pids, all(None, Some(10), Some(1024))).is_empty());
+        // A v2 host without the cpu controller: no weight to write.
+        let no_cpu = Layout::V2 {
+            parent: "/sys/fs/cgroup/haven".into(),
+            pids: false,
+            cpu: false,
+        }
+        .dyno("d1");
+        assert!(limit_writes(&no_cpu, all(None, None, Some(1024))).is_empty());
+    }
+
+    #[test]
+    fn runtime_cgroup_cpu_weight_keeps_the_shares_ratio() {
+        assert_eq!(cpu_weight(1024), 100);
+        assert_eq!(cpu_weight(2048), 200);
+        assert_eq!(cpu_weight(51200), 5000);
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1 << 20), 10_000);
+    }
+
+    /// The v2 path against a directory shaped like cgroupfs (this project's CI host has
+    /// its memory controller on v1, so v2 memory limits cannot be set for real there):
+    /// controllers enabled down to `haven`, every limit written where the kernel reads it.
+    #[test]
+    fn runtime_cgroup_v2_setup_and_create_write_every_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("havend.service");
+        std::fs::create_dir(&own).unwrap();
+        std::fs::write(
+            own.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let layout = setup(&Own::V2 { dir: own.clone() }).unwrap();
+        assert_eq!(
+            layout,
+            Layout::V2 {
+                parent: own.join("haven"),
+                pids: true,
+                cpu: true,
+            }
+        );
+        // A fake file keeps only the last write: cpu came last, in both.
+        for d in [&own, &own.join("haven")] {
+            let sc = std::fs::read_to_string(d.join("cgroup.subtree_control")).unwrap();
+            assert_eq!(sc, "+cpu", "{}", d.display());
+        }
+        let cg = layout.dyno("d1");
+        cg.create(64 << 20, 100, 51200).unwrap();
+        let get = |f: &str| std::fs::read_to_string(own.join("haven/d1").join(f)).unwrap();
+        assert_eq!(get("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(get("memory.swap.max"), "0");
+        assert_eq!(get("pids.max"), "100");
+        assert_eq!(get("cpu.weight"), "5000");
+        assert_eq!(cg.procs_files(), vec![own.join("haven/d1/cgroup.procs")]);
+        // Without the cpu controller, dynos run unweighted.
+        let bare = dir.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::write(bare.join("cgroup.controllers"), "memory\n").unwrap();
+        let layout = setup(&Own::V2 { dir: bare.clone() }).unwrap();
+        assert_eq!(
+            layout,
+            Layout::V2 {
+                parent: bare.join("haven"),
+                pids: false,
+                cpu: false,
+            }
+        );
+        layout.dyno("d2").create(1 << 20, 10, 1024).unwrap();
+        assert!(!bare.join("haven/d2/cpu.weight").exists());
+        assert!(!bare.join("haven/d2/pids.max").exists());
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct DynoSpec {
     pub memory_limit_bytes: u64,
     /// Process/thread limit (0: no limit).
     pub pids_limit: u64,
+    /// CPU share in cgroup v1 `cpu.shares` units (`cpu.weight` = shares × 100 / 1024 on
+    /// v2): the dyno's part of contended CPU time (0: the kernel's default, 1024).
+    pub cpu_shares: u64,
     /// Pipe stdin (attached one-off dynos); else it is `/dev/null`.
     pub stdin: bool,
     /// The dyno keeps running when the agent dies or restarts, and the next agent adopts
@@ -252,6 +255,9 @@ impl Runtime {
         if spec.slug_dir.is_some() {
             std::fs::create_dir(dirs.work())?;
         }
+        let tmp = dirs.tmp();
+        std::fs::create_dir(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
         let mut etc_files = Vec::new();
         if let (Ok(p), Ok(g)) = (
             std::fs::read_to_string("/etc/passwd"),
@@ -277,7 +283,7 @@ impl Runtime {
         })
         .map_err(invalid)?;
         let cg = layout.dyno(&spec.id);
-        cg.create(spec.memory_limit_bytes, spec.pids_limit)?;
+        cg.create(spec.memory_limit_bytes, spec.pids_limit, spec.cpu_shares)?;
         let mut init_spec = plan::InitSpec {
             hostname: spec.hostname.clone(),
             rootfs: dirs.rootfs(),
@@ -818,6 +824,26 @@ impl DynoHandle {
             Kind::Container { .. } => kill(pid, sig),
             Kind::Process => killpg(pid, sig),
         };
+    }
+
+    /// Bytes the dyno has written to its ephemeral filesystem: the blocks allocated under
+    /// `/app`'s upper dir and `/tmp` (container mode only; Process mode has no quota).
+    /// Walks both trees: call it from a blocking thread.
+    pub fn disk_usage_bytes(&self) -> Option<u64> {
+        match &self.shared.kind {
+            Kind::Container { .. } => {
+                let dirs = plan::DynoDirs {
+                    root: self.shared.dir.clone(),
+                };
+                Some(
+                    dirs.writable()
+                        .iter()
+                        .map(|d| files::allocated_bytes(d))
+                        .sum(),
+                )
+            }
+            Kind::Process => None,
+        }
     }
 
     /// Current memory use of the dyno's cgroup (container mode only).

@@ -56,6 +56,16 @@ impl DynoDirs {
     pub fn work(&self) -> PathBuf {
         self.root.join("work")
     }
+    /// The container's `/tmp` (mode 1777), bound in: on the node's disk beside the upper
+    /// dir, so the dyno's writable space is these two dirs ([`DynoDirs::writable`]),
+    /// counted against its disk quota, and not the node's memory.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    /// Everything the dyno can write to: `/app`'s upper dir and `/tmp`.
+    pub fn writable(&self) -> [PathBuf; 2] {
+        [self.upper(), self.tmp()]
+    }
     /// Process mode: the writable copy of the slug, the dyno's cwd and `HOME`.
     pub fn app_copy(&self) -> PathBuf {
         self.root.join("app")
@@ -282,10 +292,10 @@ pub fn mount_plan(input: &PlanInput<'_>) -> Result<Vec<MountStep>, String> {
             readonly: false,
         },
     });
-    steps.push(MountStep::Tmpfs {
+    steps.push(MountStep::Bind {
+        source: input.dirs.tmp(),
         target: at("tmp"),
-        options: "mode=1777".into(),
-        dev: false,
+        readonly: false,
     });
     steps.push(MountStep::Tmpfs {
         target: at("dev"),
@@ -347,6 +357,7 @@ mod tests {
             env: vec![("PORT".into(), "5000".into())],
             memory_limit_bytes: 512 << 20,
             pids_limit: 256,
+            cpu_shares: 1024,
             stdin: false,
             outlives_agent: false,
             note: String::new(),
@@ -499,8 +510,10 @@ mod tests {
             }
         );
         let pos = |pred: &dyn Fn(&MountStep) -> bool| plan.iter().position(pred).unwrap();
-        let tmp =
-            pos(&|s| matches!(s, MountStep::Tmpfs { target, .. } if *target == r.join("tmp")));
+        let tmp = pos(&|s| {
+            matches!(s, MountStep::Bind { source, target, readonly: false }
+                if *target == r.join("tmp") && source == Path::new("/state/d1/tmp"))
+        });
         let dev = pos(
             &|s| matches!(s, MountStep::Tmpfs { target, dev: true, .. } if *target == r.join("dev")),
         );

@@ -9,8 +9,8 @@ use super::cgroup;
 use super::files::{create_private_dir, remove_tree};
 use super::InitExe;
 
-/// Mounts the v1 memory and pids hierarchies under `base`, or else (a v2 host, where v1
-/// cannot have the memory controller) the cgroup2 hierarchy.
+/// Mounts the v1 memory, pids, cpu and cpuacct hierarchies under `base` on a v1 or hybrid
+/// host, or else (a v2 host) the cgroup2 hierarchy.
 fn mount_cgroups(base: &Path) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     let try_mount = |fstype: &str, options: Option<&str>, dir: &Path| -> Result<(), String> {
@@ -24,8 +24,24 @@ fn mount_cgroups(base: &Path) -> Result<(), String> {
         )
         .map_err(|e| format!("mount {fstype} at {}: {e}", dir.display()))
     };
-    if try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
+    // The host's own choice, from /proc/self/cgroup (which no /sys hides): a v1 memory
+    // line means a hybrid or v1 host. On a v2 host the memory controller could still be
+    // mounted as v1 while no v2 cgroup uses it — and would then be taken from v2 for
+    // every process of the host — so there only cgroup2 is mounted.
+    let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v1_host = cgroup::parse_proc_cgroup(&proc_cgroup)
+        .iter()
+        .any(|l| l.controllers.iter().any(|c| c == "memory"));
+    if v1_host && try_mount("cgroup", Some("memory"), &base.join("memory")).is_ok() {
         let _ = try_mount("cgroup", Some("pids"), &base.join("pids"));
+        // CPU shares and usage: `cpu` and `cpuacct` as the host mounts them, apart or
+        // together (a v1 hierarchy mounts again only with its own set of controllers).
+        if try_mount("cgroup", Some("cpu"), &base.join("cpu")).is_ok() {
+            let _ = try_mount("cgroup", Some("cpuacct"), &base.join("cpuacct"));
+        } else {
+            let _ = std::fs::remove_dir(base.join("cpu"));
+            let _ = try_mount("cgroup", Some("cpu,cpuacct"), &base.join("cpu,cpuacct"));
+        }
         return Ok(());
     }
     try_mount("cgroup2", None, &base.join("unified"))

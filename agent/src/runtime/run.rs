@@ -33,6 +33,9 @@ pub struct DynoRunArgs {
     /// Process/thread limit.
     #[arg(long, default_value_t = 256)]
     pids: u64,
+    /// CPU share (cgroup v1 `cpu.shares` units; 0: the kernel's default).
+    #[arg(long, default_value_t = 0)]
+    cpu_shares: u64,
     /// Host name, also `DYNO`.
     #[arg(long, default_value = "run.1")]
     hostname: String,
@@ -132,6 +135,7 @@ pub fn dyno_run(args: DynoRunArgs) -> Result<i32> {
         // As the supervisor does: the hard limit is twice the quota.
         memory_limit_bytes: (args.memory_mb << 20).saturating_mul(2),
         pids_limit: args.pids,
+        cpu_shares: args.cpu_shares,
         stdin: true,
         outlives_agent: false,
         note: String::new(),

@@ -25,6 +25,7 @@ mod hctl;
 mod heroku_cli;
 mod invariants;
 mod leave;
+mod limits;
 mod logs;
 mod network;
 mod node_removal;
