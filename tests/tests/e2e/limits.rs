@@ -352,9 +352,9 @@ fn dynos_attached_one_offs_past_their_disk_quota_are_stopped() {
 /// host's kernel package (`/boot/vmlinuz-*`, or `HAVEN_VM_KERNEL`) on a snapshot of this
 /// host's filesystem with only the cgroup2 hierarchy, and this test binary runs the memory
 /// (R15) and CPU share tests there, whose clusters then use `memory.max` and `cpu.weight`.
-/// Skipped where `vng`, `qemu-system-x86_64` or a kernel is missing (install:
-/// `apt-get install qemu-system-x86 linux-image-amd64 busybox-static`, `pip install
-/// virtme-ng`). KVM is used only with `HAVEN_VM_KVM=1` (nested KVM fails on some hosts).
+/// Skipped where `vng`, `qemu-system-x86_64` or a kernel is missing (`scripts/install-deps`
+/// installs them: `apt-get install qemu-system-x86 linux-image-amd64 busybox-static`, and
+/// virtme-ng in `target/vng-venv`). KVM is used only with `HAVEN_VM_KVM=1` (nested KVM fails on some hosts).
 #[test]
 fn dynos_memory_and_cpu_limits_hold_on_cgroup_v2_in_a_vm() {
     if !nix_is_root() {
@@ -371,9 +371,12 @@ fn dynos_memory_and_cpu_limits_hold_on_cgroup_v2_in_a_vm() {
                 .find(|f| f.is_file())
         })
     };
+    // scripts/install-deps puts it in target/vng-venv.
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vng-venv/bin/vng");
     let vng = std::env::var_os("HAVEN_VNG")
         .map(PathBuf::from)
-        .or_else(|| on_path("vng"));
+        .or_else(|| on_path("vng"))
+        .or_else(|| installed.is_file().then_some(installed));
     let kernel = std::env::var_os("HAVEN_VM_KERNEL")
         .map(PathBuf::from)
         .or_else(|| {
@@ -409,7 +412,16 @@ fn dynos_memory_and_cpu_limits_hold_on_cgroup_v2_in_a_vm() {
         exe.display()
     );
     let out_file = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = std::process::Command::new(vng);
+    let mut cmd = std::process::Command::new(&vng);
+    // vng runs its sibling `virtme-run`: its venv's bin dir goes first on PATH.
+    if let Some(bin) = vng.parent() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![bin.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            cmd.env("PATH", joined);
+        }
+    }
     cmd.arg("-r")
         .arg(&kernel)
         .args(["--memory", "4G", "--cpus", "2"]);
