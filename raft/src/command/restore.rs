@@ -63,8 +63,7 @@ pub(super) fn restore_releases(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::command::fixtures::{actor, set, user, ADMIN};
-    use crate::command::Command;
+    use crate::command::fixtures::{create, set};
 
     fn cluster_with_app(n: usize) -> (State, Uuid) {
         let mut s = State::default();
@@ -76,23 +75,7 @@ mod tests {
             join_secret_sha256: "x".into(),
             ca_fingerprint: "y".into(),
         });
-        Command::CreateUser {
-            user: user(ADMIN.as_u128(), "admin@haven.local", true),
-            token: None,
-        }
-        .apply(&mut s)
-        .unwrap();
-        let app = Uuid::new_v4();
-        Command::CreateApp {
-            id: app,
-            name: "my-app".into(),
-            stack: "heroku-24".into(),
-            release_id: Uuid::new_v4(),
-            actor: actor(0),
-            owner: ADMIN,
-        }
-        .apply(&mut s)
-        .unwrap();
+        let app = create(&mut s, "my-app");
         for i in 0..n {
             let v = i.to_string();
             set(app, &[("N", Some(v.as_str()))]).apply(&mut s).unwrap();

@@ -72,28 +72,11 @@ pub(super) fn compact(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::command::fixtures::{actor, set, user, ADMIN};
-    use crate::command::Command;
+    use crate::command::fixtures::{create, set};
 
     fn app_with(n: usize) -> (State, Uuid) {
         let mut s = State::default();
-        Command::CreateUser {
-            user: user(ADMIN.as_u128(), "admin@haven.local", true),
-            token: None,
-        }
-        .apply(&mut s)
-        .unwrap();
-        let app = Uuid::new_v4();
-        Command::CreateApp {
-            id: app,
-            name: "my-app".into(),
-            stack: "heroku-24".into(),
-            release_id: Uuid::new_v4(),
-            actor: actor(0),
-            owner: ADMIN,
-        }
-        .apply(&mut s)
-        .unwrap();
+        let app = create(&mut s, "my-app");
         for i in 0..n {
             let v = i.to_string();
             set(app, &[("N", Some(v.as_str()))]).apply(&mut s).unwrap();

@@ -255,21 +255,7 @@ impl History {
 
     /// Removes every stored release of `app` (the app was deleted).
     pub(crate) fn delete_app(&self, batch: &mut WriteBatch, app: Uuid) -> anyhow::Result<()> {
-        let (from, to) = (release_key(app, 0), release_key(app, u64::MAX));
-        let opts = bounded(&from, &to);
-        let db = self.db()?;
-        let it = db.iterator_cf_opt(
-            cf(&db, CF_RELEASES),
-            opts,
-            IteratorMode::From(&from, Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item.context("read the release history")?;
-            let r: Release = bincode::deserialize(&v).context("decode a stored release")?;
-            batch.delete_cf(cf(&db, CF_RELEASE_IDS), r.id.as_bytes());
-            batch.delete_cf(cf(&db, CF_RELEASES), k);
-        }
-        Ok(())
+        self.delete_versions(batch, app, 0, u64::MAX)
     }
 
     /// Removes the stored releases of `app` older than `below` (release retention).
@@ -282,7 +268,18 @@ impl History {
         if below <= 1 {
             return Ok(());
         }
-        let (from, to) = (release_key(app, 0), release_key(app, below - 1));
+        self.delete_versions(batch, app, 0, below - 1)
+    }
+
+    /// Removes the stored releases of `app` with versions in `lo..=hi`, and their ids.
+    fn delete_versions(
+        &self,
+        batch: &mut WriteBatch,
+        app: Uuid,
+        lo: u64,
+        hi: u64,
+    ) -> anyhow::Result<()> {
+        let (from, to) = (release_key(app, lo), release_key(app, hi));
         let opts = bounded(&from, &to);
         let db = self.db()?;
         let it = db.iterator_cf_opt(
