@@ -32,6 +32,7 @@ mod runtime;
 mod slugcache;
 mod slugkeeper;
 mod slugs;
+mod stacks;
 #[cfg(test)]
 mod testkit;
 mod tls;
@@ -153,6 +154,10 @@ enum Cmd {
     /// Debug: run one dyno attached to this terminal and exit with its status.
     #[command(hide = true)]
     DynoRun(runtime::DynoRunArgs),
+    /// Build a stack's run and build images (NAME-run.tar.zst, NAME-build.tar.zst) from
+    /// Debian packages with mmdebstrap.
+    #[command(name = "stack:build")]
+    StackBuild(stacks::build::BuildArgs),
 }
 
 #[derive(Args)]
@@ -572,6 +577,7 @@ fn main() -> ExitCode {
         Cmd::Restore { from, node, json } => cmd_restore(from, node, *json),
         Cmd::Run { data_dir } => start_run(data_dir),
         Cmd::Leave { data_dir } => leave::client(data_dir),
+        Cmd::StackBuild(args) => stacks::build::run(args),
         Cmd::GitHook | Cmd::BuildExec { .. } => Ok(()),
         Cmd::Join { token, node, peer } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
