@@ -29,6 +29,7 @@ mod limits;
 mod logs;
 mod network;
 mod node_removal;
+mod official_buildpacks;
 mod package;
 mod pg_admin;
 mod redis_ha;
