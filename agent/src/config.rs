@@ -138,6 +138,10 @@ pub struct DynoTuning {
     /// `isolated` (the default): every container dyno and build has a network namespace
     /// of its own on the node's bridge; `host`: they share the host's network.
     pub network: NetworkMode,
+    /// `image` (the default): builds and dynos run on their stack's imported image (`hctl
+    /// stacks:import`), or on the host's root while a stack has none; `host`: always on
+    /// the host's root (`/usr`, `/etc`, ... bound read-only).
+    pub stack: crate::stacks::roots::StackMode,
     /// The addresses of this node's dynos (the bridge has the first one). Every node may
     /// use the same subnet: dyno addresses never leave their node.
     pub subnet: String,
@@ -167,6 +171,7 @@ impl Default for DynoTuning {
             standby_replace_after_secs: 300,
             voter_replace_after_secs: 300,
             network: NetworkMode::Isolated,
+            stack: crate::stacks::roots::StackMode::Image,
             subnet: "10.213.0.0/16".into(),
         }
     }
@@ -396,6 +401,10 @@ impl DataDir {
     /// Build caches, by app id.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
+    }
+    /// Unpacked stack images, by sha256.
+    pub fn stacks_dir(&self) -> PathBuf {
+        self.root.join("stacks")
     }
     /// Extracted slugs, by sha256.
     pub fn slug_cache_dir(&self) -> PathBuf {

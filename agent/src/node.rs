@@ -181,8 +181,15 @@ impl Agent {
             runtime.clone(),
             network.clone(),
             logs.clone(),
+            cfg.dynos.stack,
         )
         .context("set up the builder")?;
+        tasks.push(tokio::spawn(
+            builder
+                .stacks()
+                .clone()
+                .keep_up(Duration::from_secs(5), shutdown_rx.clone()),
+        ));
 
         // Dynos: slug cache, runtime, the reconcile loop; liveness and the leader's loops.
         let cache = SlugCache::open(
@@ -192,6 +199,7 @@ impl Agent {
             raft.clone(),
             cfg.node_id,
             cfg.dynos.slug_cache_mb.saturating_mul(1024 * 1024),
+            Some(builder.stacks().clone()),
         )
         .context("open the slug cache")?;
         let registrar = Registrar::new(

@@ -35,6 +35,8 @@ struct Inner {
     entries: Mutex<HashMap<String, Entry>>,
     /// Serializes fetch+extract of one slug.
     busy: tokio::sync::Mutex<()>,
+    /// The stack images dynos run on (none: always the host's root).
+    stacks: Option<crate::stacks::roots::StackRoots>,
 }
 
 /// Cheap to clone.
@@ -48,6 +50,8 @@ pub struct Lease {
     cache: SlugCache,
     sha: String,
     pub dir: PathBuf,
+    /// The unpacked run image of the slug's stack; `None`: the host's root.
+    pub root: Option<PathBuf>,
 }
 
 impl Drop for Lease {
@@ -87,6 +91,7 @@ impl SlugCache {
         raft: HavenRaft,
         me: NodeId,
         budget: u64,
+        stacks: Option<crate::stacks::roots::StackRoots>,
     ) -> std::io::Result<SlugCache> {
         std::fs::create_dir_all(dir)?;
         let mut entries = HashMap::new();
@@ -116,6 +121,7 @@ impl SlugCache {
                 budget,
                 entries: Mutex::new(entries),
                 busy: tokio::sync::Mutex::new(()),
+                stacks,
             }),
         })
     }
@@ -130,11 +136,32 @@ impl SlugCache {
             cache: self.clone(),
             sha: sha.to_string(),
             dir: self.inner.dir.join(sha),
+            root: None,
         }
     }
 
-    /// The extracted slug `sha`, fetched from `holders` (peer addresses) if needed.
-    pub async fn acquire(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<Lease, String> {
+    /// The extracted slug `sha` (fetched from `holders`, peer addresses, if needed) with
+    /// the run image of `stack` (the slug's) when one is imported.
+    pub async fn acquire(
+        &self,
+        sha: &str,
+        holders: &[(NodeId, String)],
+        stack: Option<&str>,
+    ) -> Result<Lease, String> {
+        let root = match (&self.inner.stacks, stack) {
+            (Some(stacks), Some(stack)) => stacks
+                .root(stack, haven_raft::model::StackImageKind::Run)
+                .await
+                .map_err(|e| format!("the {stack} run image is not ready here: {e}"))?
+                .map(|r| r.dir),
+            _ => None,
+        };
+        let mut lease = self.acquire_slug(sha, holders).await?;
+        lease.root = root;
+        Ok(lease)
+    }
+
+    async fn acquire_slug(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<Lease, String> {
         if !valid_sha256(sha) {
             return Err(format!("bad slug name {sha:?}"));
         }
@@ -272,13 +299,21 @@ mod tests {
         // Room for two extracted slugs.
         let raft = crate::testkit::single_node_raft(&dir.path().join("raft"), 1).await;
         let peers = crate::testkit::connector(1);
-        let cache =
-            SlugCache::open(&dir.path().join("cache"), store, peers, raft, 1, 100_000).unwrap();
-        let lease_a = cache.acquire(&a, &[]).await.unwrap();
+        let cache = SlugCache::open(
+            &dir.path().join("cache"),
+            store,
+            peers,
+            raft,
+            1,
+            100_000,
+            None,
+        )
+        .unwrap();
+        let lease_a = cache.acquire(&a, &[], None).await.unwrap();
         assert!(lease_a.dir.join("blob").is_file());
-        drop(cache.acquire(&b, &[]).await.unwrap());
+        drop(cache.acquire(&b, &[], None).await.unwrap());
         // a is in use: adding c evicts b (idle), not a (older but leased).
-        let lease_c = cache.acquire(&c, &[]).await.unwrap();
+        let lease_c = cache.acquire(&c, &[], None).await.unwrap();
         assert!(lease_a.dir.is_dir(), "a slug in use was evicted");
         assert!(lease_c.dir.is_dir());
         assert!(
@@ -288,14 +323,18 @@ mod tests {
         // Released, a is now the least recently used idle one.
         drop(lease_a);
         drop(lease_c);
-        let lease_b = cache.acquire(&b, &[]).await.unwrap();
+        let lease_b = cache.acquire(&b, &[], None).await.unwrap();
         assert!(lease_b.dir.join("blob").is_file(), "b is extracted again");
         assert!(
             !dir.path().join("cache").join(&a).exists(),
             "a should be evicted"
         );
         // A slug no node holds cannot be had.
-        let err = cache.acquire(&"f".repeat(64), &[]).await.err().unwrap();
+        let err = cache
+            .acquire(&"f".repeat(64), &[], None)
+            .await
+            .err()
+            .unwrap();
         assert!(
             err.contains("cannot reach peers") || err.contains("no holder"),
             "{err}"

@@ -250,8 +250,8 @@ impl Keeper {
     }
 }
 
-/// The blobs of this node's store the state does not name (pure): neither a slug nor a
-/// backup, and older than `grace`.
+/// The blobs of this node's store the state does not name (pure): neither a slug, a
+/// backup nor a stack image, and older than `grace`.
 pub fn garbage(
     s: &haven_raft::model::State,
     held: &[(String, SystemTime)],
@@ -263,6 +263,7 @@ pub fn garbage(
         .values()
         .map(|sl| sl.sha256.as_str())
         .chain(s.backups.values().filter_map(|b| b.sha256.as_deref()))
+        .chain(s.stack_images.values().map(|i| i.sha256.as_str()))
         .collect();
     held.iter()
         .filter(|(sha, at)| {

@@ -105,13 +105,24 @@ impl SlugStore {
         size: u64,
         reader: &mut (impl AsyncRead + Unpin),
     ) -> Result<(), String> {
+        self.receive_limited(sha, size, reader, self.inner.max_size)
+            .await
+    }
+
+    /// Like [`SlugStore::receive`] with a limit of `max` bytes.
+    async fn receive_limited(
+        &self,
+        sha: &str,
+        size: u64,
+        reader: &mut (impl AsyncRead + Unpin),
+        max: u64,
+    ) -> Result<(), String> {
         let dest = self
             .path(sha)
             .ok_or_else(|| format!("bad slug name {sha:?}"))?;
-        if size > self.inner.max_size {
+        if size > max {
             return Err(format!(
-                "slug of {size} bytes is over this node's limit of {} bytes",
-                self.inner.max_size
+                "slug of {size} bytes is over this node's limit of {max} bytes"
             ));
         }
         if dest.is_file() {
@@ -303,12 +314,41 @@ impl SlugStore {
         Ok(holders)
     }
 
+    /// A fresh name in the store's dir for a file being written (`add_file` it after).
+    pub fn temp_path(&self) -> PathBuf {
+        self.inner
+            .dir
+            .join(format!(".upload.{}.part", uuid::Uuid::new_v4()))
+    }
+
     /// Fetches slug `sha` from the peer at `addr` into this store.
     pub async fn fetch_from(
         &self,
         peers: &QuicConnector,
         addr: &str,
         sha: &str,
+    ) -> Result<(), String> {
+        self.fetch_limited(peers, addr, sha, self.inner.max_size)
+            .await
+    }
+
+    /// Fetches stack image `sha` (larger than slugs may be) from the peer at `addr`.
+    pub async fn fetch_image_from(
+        &self,
+        peers: &QuicConnector,
+        addr: &str,
+        sha: &str,
+    ) -> Result<(), String> {
+        self.fetch_limited(peers, addr, sha, crate::api::stacks::MAX_IMAGE_BYTES)
+            .await
+    }
+
+    async fn fetch_limited(
+        &self,
+        peers: &QuicConnector,
+        addr: &str,
+        sha: &str,
+        max: u64,
     ) -> Result<(), String> {
         if self.has(sha) {
             return Ok(());
@@ -327,7 +367,8 @@ impl SlugStore {
         recv.read_exact(&mut size)
             .await
             .map_err(|e| format!("slug from {addr}: {e}"))?;
-        self.receive(sha, u64::from_be_bytes(size), &mut recv).await
+        self.receive_limited(sha, u64::from_be_bytes(size), &mut recv, max)
+            .await
     }
 }
 

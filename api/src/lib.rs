@@ -102,6 +102,41 @@ pub struct AppUpdate {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<bool>,
+    /// The stack of the app's next build (`heroku stack:set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_stack: Option<String>,
+}
+
+/// A stack, as `GET /stacks` answers: the Platform API's fields, and the images Haven has
+/// for it (none: builds and dynos of the stack use the host's root).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stack {
+    pub id: String,
+    pub name: String,
+    /// `supported`.
+    pub state: String,
+    /// The stack of apps created without one.
+    pub default: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub images: Vec<StackImage>,
+}
+
+/// One imported image of a stack.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackImage {
+    /// `run` (the root of dynos) or `build` (the root of builds).
+    pub kind: String,
+    /// sha256 (hex) of the compressed image.
+    pub sha256: String,
+    pub bytes: u64,
+    pub unpacked_bytes: u64,
+    /// The image's OS (`PRETTY_NAME` of its os-release).
+    pub os: String,
+    /// Names of the nodes that hold it.
+    pub nodes: Vec<String>,
+    pub created_at: String,
 }
 
 /// Config vars: `GET/PATCH /apps/{app}/config-vars`. In a PATCH body a `null` value unsets.

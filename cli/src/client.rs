@@ -322,6 +322,22 @@ impl Api {
         self.send(req).map(|_| ())
     }
 
+    /// PUTs `len` bytes read from `body` to `path` (a stack image) with no overall
+    /// timeout, and decodes the answer into `T`.
+    pub fn put_reader<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<Answer<T>> {
+        let req = self
+            .request(Method::PUT, path)
+            .header("Content-Type", "application/octet-stream")
+            .timeout(Duration::from_secs(6 * 3600))
+            .body(reqwest::blocking::Body::sized(body, len));
+        self.call_json(req, path)
+    }
+
     /// GETs a full URL (a build's `output_stream_url`) and hands each line to `f` as it
     /// arrives, until the server ends the stream.
     pub fn stream_lines(&self, url: &str, mut f: impl FnMut(&str)) -> Result<()> {

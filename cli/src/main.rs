@@ -10,6 +10,7 @@ mod commands;
 mod deploy;
 mod output;
 mod run;
+mod stack_args;
 
 use std::process::ExitCode;
 
@@ -157,6 +158,9 @@ enum Cmd {
     #[command(name = "apps:create")]
     AppsCreate {
         name: Option<String>,
+        /// The app's stack (heroku-24, the default, or heroku-22).
+        #[arg(long, short = 's')]
+        stack: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -544,6 +548,8 @@ enum Cmd {
     #[command(flatten)]
     Addon(addon_args::AddonCmd),
     #[command(flatten)]
+    Stack(stack_args::StackCmd),
+    #[command(flatten)]
     Cert(cert_args::CertCmd),
 }
 
@@ -586,7 +592,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::AccessAdd { email, app } => access::add(&api()?, app.name()?, email),
         Cmd::AccessRemove { email, app } => access::remove(&api()?, app.name()?, email),
         Cmd::Apps(j) => apps::list(&api()?, j.json),
-        Cmd::AppsCreate { name, json: j } => apps::create(&api()?, name.as_deref(), j.json),
+        Cmd::AppsCreate {
+            name,
+            stack,
+            json: j,
+        } => apps::create(&api()?, name.as_deref(), stack.as_deref(), j.json),
         Cmd::AppsInfo { app, json: j } => apps::info(&api()?, app.name()?, j.json),
         Cmd::AppsRename { newname, app } => apps::rename(&api()?, app.name()?, newname),
         Cmd::AppsDestroy { app, confirm } => apps::destroy(api, app.name()?, confirm.as_deref()),
@@ -735,6 +745,7 @@ fn run(cli: Cli) -> Result<()> {
             cluster::backup(&api()?, file, *slugs, json.json)
         }
         Cmd::Addon(c) => c.run(api),
+        Cmd::Stack(c) => c.run(api),
         Cmd::Cert(c) => c.run(api),
     }
 }

@@ -17,15 +17,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The on-disk format this binary writes.
-pub const FORMAT: u32 = 1;
+/// The on-disk format this binary writes. 2: snapshot heads start with a magic and carry
+/// the stack images beside the state (format-1 heads are still read).
+pub const FORMAT: u32 = 2;
 /// The oldest on-disk format this binary still opens.
 pub const MIN_FORMAT: u32 = 1;
 /// The format of a store that records none (written before format versions).
 pub const UNRECORDED_FORMAT: u32 = 1;
 
-/// The peer protocol this binary prefers (the newest it speaks).
-pub const PROTOCOL: u32 = 1;
+/// The peer protocol this binary prefers (the newest it speaks). 2: the stack image
+/// commands, and snapshots with format-2 heads (a protocol-1 node cannot install one).
+pub const PROTOCOL: u32 = 2;
 /// The oldest peer protocol this binary still speaks.
 pub const MIN_PROTOCOL: u32 = 1;
 
@@ -99,7 +101,7 @@ pub enum FormatCheck {
     /// The store is in this binary's format.
     Current,
     /// The store is in an older format this binary reads: it is rewritten as [`FORMAT`]
-    /// (today only the recorded number changes).
+    /// (only the recorded number changes: older snapshot heads are read as they are).
     Upgrade { from: u32 },
 }
 

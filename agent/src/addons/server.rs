@@ -217,6 +217,7 @@ pub fn spec(addon: &Addon, member: &AddonMember, data_dir: &Path, container: boo
         id: member.id.to_string(),
         hostname: hostname.into(),
         slug_dir: None,
+        root: None,
         binds: vec![Bind {
             host: data_dir.to_path_buf(),
             target: "/data".into(),

@@ -108,9 +108,20 @@ fn owner(state: &Model, a: &model::App) -> w::UserRef {
 /// Model → wire for an app.
 pub fn to_wire(state: &Model, node_id: NodeId, a: &model::App) -> w::App {
     let (git_url, web_url) = urls(state, node_id, &a.name);
-    let stack = w::NamedRef {
+    // `stack`: what the current release runs on; `build_stack`: what the next build uses.
+    let build_stack = w::NamedRef {
         id: name_id("stack", &a.stack),
         name: a.stack.clone(),
+    };
+    let running = a
+        .current_release()
+        .and_then(|r| state.release_slug(r))
+        .map(|sl| sl.stack.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| a.stack.clone());
+    let stack = w::NamedRef {
+        id: name_id("stack", &running),
+        name: running,
     };
     w::App {
         id: a.id.to_string(),
@@ -118,7 +129,7 @@ pub fn to_wire(state: &Model, node_id: NodeId, a: &model::App) -> w::App {
         git_url,
         web_url,
         maintenance: a.maintenance,
-        build_stack: stack.clone(),
+        build_stack,
         stack,
         generation: w::Generation {
             id: GENERATION_ID.into(),
@@ -280,6 +291,18 @@ pub async fn update(
     Path(key): Path<String>,
     JsonBody(req): JsonBody<w::AppUpdate>,
 ) -> Result<Response, ApiError> {
+    if let Some(stack) = &req.build_stack {
+        let id = app_id(&ctx, &caller, Action::ChangeApp, &key).await?;
+        let cmd = Command::SetAppStack {
+            app: id,
+            stack: stack.clone(),
+            actor: caller.actor(),
+        };
+        write(&ctx, cmd).await?;
+        if req.name.is_none() && req.maintenance.is_none() {
+            return info(State(ctx), Extension(caller), Path(id.to_string())).await;
+        }
+    }
     if req.name.is_none() && req.maintenance.is_none() {
         return info(State(ctx), Extension(caller), Path(key)).await;
     }

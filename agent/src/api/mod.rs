@@ -49,6 +49,7 @@ pub mod rendezvous;
 mod repos;
 mod scheme;
 mod sni_endpoints;
+pub mod stacks;
 #[cfg(test)]
 mod tests;
 mod users;
@@ -59,7 +60,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use base64::Engine;
 use chrono::Utc;
@@ -323,6 +324,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/cluster/nodes", get(cluster::nodes))
         .route("/cluster/events", get(cluster::events))
         .route("/cluster/backup", get(cluster_backup::backup))
+        .route("/stacks", get(stacks::list))
+        .route("/stacks/{stack}", get(stacks::info))
+        .route("/stacks/{stack}/images/{kind}", put(stacks::import))
         .route(
             "/apps/{app}/repo",
             get(repos::info)

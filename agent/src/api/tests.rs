@@ -94,6 +94,7 @@ impl Harness {
             runtime.clone(),
             crate::network::Network::host(raft.clone()),
             logs.clone(),
+            Default::default(),
         )
         .unwrap();
         let builder_for_repos = builder.clone();
@@ -104,6 +105,7 @@ impl Harness {
             raft.clone(),
             NODE,
             1 << 30,
+            None,
         )
         .unwrap();
         let registrar = crate::router::registry::Registrar::new(

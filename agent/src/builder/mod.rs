@@ -70,6 +70,8 @@ struct Inner {
     network: crate::network::Network,
     /// Build events go to the app's log (`app[api]: Build started by …`).
     logs: crate::logs::Logs,
+    /// Stack images on this node: sandboxed builds run on their stack's build image.
+    stacks: crate::stacks::roots::StackRoots,
 }
 
 /// What a new build starts from.
@@ -101,7 +103,16 @@ impl Builder {
         runtime: Arc<crate::runtime::Runtime>,
         network: crate::network::Network,
         logs: crate::logs::Logs,
+        stack_mode: crate::stacks::roots::StackMode,
     ) -> std::io::Result<Builder> {
+        let stacks = crate::stacks::roots::StackRoots::open(
+            &data.stacks_dir(),
+            slugs.clone(),
+            peers.clone(),
+            raft.clone(),
+            node_id,
+            stack_mode,
+        )?;
         let builtin_dir = data.root.join("buildpacks");
         haven_buildpacks::install_builtins(&builtin_dir)?;
         for dir in [data.builds_dir(), data.cache_dir(), data.sources_dir()] {
@@ -122,8 +133,14 @@ impl Builder {
                 runtime,
                 network,
                 logs,
+                stacks,
             }),
         })
+    }
+
+    /// Stack images on this node.
+    pub fn stacks(&self) -> &crate::stacks::roots::StackRoots {
+        &self.inner.stacks
     }
 
     pub fn slugs(&self) -> &SlugStore {

@@ -163,6 +163,25 @@ impl Job {
         .await
         .map_err(|e| Failure::new(e.to_string()))?
         .map_err(|e| Failure::new(format!("prepare the build sandbox: {e}")))?;
+        let stack = &self.build.stack;
+        let root = inner
+            .stacks
+            .root(stack, haven_raft::model::StackImageKind::Build)
+            .await
+            .map_err(|e| Failure::new(format!("the {stack} build image is not ready here: {e}")))?;
+        match &root {
+            Some(r) => self.say(&format!(
+                "-----> Using the {stack} build image {} ({})",
+                crate::stacks::roots::short(&r.sha256),
+                r.os
+            )),
+            None if inner.stacks.mode() == crate::stacks::roots::StackMode::Image => {
+                self.say(&format!(
+                    "-----> Using the host's root: no {stack} image is imported (hctl stacks:import)"
+                ))
+            }
+            None => self.say("-----> Using the host's root ([dynos] stack = \"host\")"),
+        }
         let exe = std::env::current_exe().map_err(|e| Failure::new(e.to_string()))?;
         let sandbox_id = format!("build-{}", self.build.id);
         let net = inner
@@ -174,6 +193,7 @@ impl Job {
             id: sandbox_id.clone(),
             hostname: "build".into(),
             slug_dir: None,
+            root: root.map(|r| r.dir),
             binds: vec![
                 Bind {
                     host: app_dir.to_path_buf(),

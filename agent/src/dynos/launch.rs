@@ -131,6 +131,7 @@ pub(super) fn spec_of(
         id: id.to_string(),
         hostname: l.name.clone(),
         slug_dir: Some(lease.dir.clone()),
+        root: lease.root.clone(),
         binds: Vec::new(),
         command: l.command.clone(),
         env: env_of(l, port),

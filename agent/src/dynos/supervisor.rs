@@ -164,7 +164,7 @@ impl DynoManager {
             let lease = match self
                 .inner
                 .cache
-                .acquire(&launch.slug_sha, &launch.holders)
+                .acquire(&launch.slug_sha, &launch.holders, Some(&launch.stack))
                 .await
             {
                 Ok(l) => l,

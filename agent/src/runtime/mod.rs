@@ -83,6 +83,9 @@ pub struct DynoSpec {
     /// The extracted slug: the read-only lower layer of `/app`. `None`: an empty,
     /// writable `/app`.
     pub slug_dir: Option<PathBuf>,
+    /// The root filesystem whose `/usr`, `/etc`, ... the container gets read-only (an
+    /// unpacked stack image). `None`: the host's.
+    pub root: Option<PathBuf>,
     pub binds: Vec<Bind>,
     /// A shell command line, run in `/app` after `.profile.d/*.sh` are sourced (see
     /// [`plan::shell_args`]): a simple command becomes the dyno's main process.
@@ -259,9 +262,10 @@ impl Runtime {
         std::fs::create_dir(&tmp)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
         let mut etc_files = Vec::new();
+        let root = spec.root.clone().unwrap_or_else(|| PathBuf::from("/"));
         if let (Ok(p), Ok(g)) = (
-            std::fs::read_to_string("/etc/passwd"),
-            std::fs::read_to_string("/etc/group"),
+            std::fs::read_to_string(root.join("etc/passwd")),
+            std::fs::read_to_string(root.join("etc/group")),
         ) {
             std::fs::write(dirs.etc_file("passwd"), plan::with_dyno_entry(&p, false))?;
             std::fs::write(dirs.etc_file("group"), plan::with_dyno_entry(&g, true))?;
@@ -273,9 +277,16 @@ impl Runtime {
             plan::hosts_with(&hosts, &spec.hostname),
         )?;
         etc_files.push("hosts");
-        let host_stack = host_stack();
+        if spec.root.is_some() && root.join("etc/resolv.conf").is_file() {
+            // A stack image's /etc has no resolver of its own: the host's serves.
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            std::fs::write(dirs.etc_file("resolv.conf"), resolv)?;
+            etc_files.push("resolv.conf");
+        }
+        let host_stack = stack_entries(&root);
         let steps = plan::mount_plan(&plan::PlanInput {
             dirs,
+            root: &root,
             slug_dir: spec.slug_dir.as_deref(),
             binds: &spec.binds,
             host_stack: &host_stack,
@@ -602,12 +613,13 @@ fn bash_path() -> PathBuf {
         .unwrap_or_else(|| "bash".into())
 }
 
-/// The host stack entries that exist, as dirs or symlinks.
-fn host_stack() -> Vec<(String, plan::HostEntry)> {
+/// The stack entries of `root` (the host's `/` or an unpacked stack image) that exist,
+/// as dirs or symlinks.
+fn stack_entries(root: &Path) -> Vec<(String, plan::HostEntry)> {
     plan::HOST_STACK
         .iter()
         .filter_map(|name| {
-            let p = Path::new("/").join(name);
+            let p = root.join(name);
             let meta = std::fs::symlink_metadata(&p).ok()?;
             let entry = if meta.file_type().is_symlink() {
                 plan::HostEntry::Symlink(std::fs::read_link(&p).ok()?)

@@ -234,8 +234,10 @@ pub fn hosts_with(host: &str, hostname: &str) -> String {
 pub struct PlanInput<'a> {
     pub dirs: &'a DynoDirs,
     pub slug_dir: Option<&'a Path>,
+    /// Where the stack entries come from: `/`, or an unpacked stack image.
+    pub root: &'a Path,
     pub binds: &'a [Bind],
-    /// The host stack entries that exist, in [`HOST_STACK`] order.
+    /// The stack entries that exist under `root`, in [`HOST_STACK`] order.
     pub host_stack: &'a [(String, HostEntry)],
     /// Files written in the dyno dir and bound read-only over `/etc/NAME` (`passwd`,
     /// `group`, `hosts`), when the host has a real `/etc`.
@@ -256,7 +258,7 @@ pub fn mount_plan(input: &PlanInput<'_>) -> Result<Vec<MountStep>, String> {
     for (name, entry) in input.host_stack {
         steps.push(match entry {
             HostEntry::Dir => MountStep::Bind {
-                source: Path::new("/").join(name),
+                source: input.root.join(name),
                 target: at(name),
                 readonly: true,
             },
@@ -352,6 +354,7 @@ mod tests {
             id: "0b6c-1".into(),
             hostname: "web.1".into(),
             slug_dir: Some("/var/lib/haven/slugs/abc".into()),
+            root: None,
             binds: vec![],
             command: "node server.js".into(),
             env: vec![("PORT".into(), "5000".into())],
@@ -459,6 +462,7 @@ mod tests {
         let plan = mount_plan(&PlanInput {
             dirs: &dirs,
             slug_dir: Some(Path::new("/slugs/abc")),
+            root: Path::new("/"),
             binds: &binds,
             host_stack: &stack,
             etc_files: &["passwd", "group", "hosts"],
@@ -556,6 +560,7 @@ mod tests {
         let plan = mount_plan(&PlanInput {
             dirs: &dirs,
             slug_dir: None,
+            root: Path::new("/"),
             binds: &[],
             host_stack: &[],
             etc_files: &["passwd"],

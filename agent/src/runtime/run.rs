@@ -125,6 +125,7 @@ pub fn dyno_run(args: DynoRunArgs) -> Result<i32> {
         id,
         hostname: args.hostname.clone(),
         slug_dir: args.slug.clone(),
+        root: None,
         binds: args
             .binds
             .iter()

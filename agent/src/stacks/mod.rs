@@ -12,8 +12,11 @@
 //!   sha256, sizes and OS release.
 //! - `unpack.rs`: an image into a root directory, atomically, refusing entries that
 //!   leave the root and dropping device nodes and setuid bits.
+//! - `roots.rs`: the images the replicated state names, fetched and unpacked once per
+//!   node: the read-only root of builds and dynos.
 
 pub mod build;
+pub mod roots;
 pub mod unpack;
 
 #[allow(unused_imports)]

@@ -9,9 +9,6 @@
 //! belong to the caller. Extended attributes (file capabilities) are not unpacked.
 //! Directory mtimes are not kept (they change as their entries land).
 
-// Called by the runtime's stack installation; until then only by the tests.
-#![allow(dead_code)]
-
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};

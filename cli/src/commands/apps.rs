@@ -36,18 +36,21 @@ pub fn list(api: &Api, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `hctl apps:create [NAME]`.
-pub fn create(api: &Api, name: Option<&str>, json: bool) -> Result<()> {
+/// `hctl apps:create [NAME] [--stack STACK]`.
+pub fn create(api: &Api, name: Option<&str>, stack: Option<&str>, json: bool) -> Result<()> {
     let body = w::AppCreate {
         name: name.map(str::to_string),
-        stack: None,
+        stack: stack.map(str::to_string),
     };
     let app = api.call_with::<w::App, _>(Method::POST, "/apps", &body)?;
     if json {
         return print_json(&app);
     }
     let app = app.value;
-    println!("Creating ⬢ {}... done", app.name);
+    println!(
+        "Creating ⬢ {}... done, stack is {}",
+        app.name, app.stack.name
+    );
     println!("{} | {}", app.web_url, app.git_url);
     Ok(())
 }
@@ -85,6 +88,7 @@ pub fn rename(api: &Api, app: &str, newname: &str) -> Result<()> {
     let body = w::AppUpdate {
         name: Some(newname.to_string()),
         maintenance: None,
+        build_stack: None,
     };
     let out: w::App = api.call_with(Method::PATCH, &app_path(app), &body)?.value;
     println!("Renaming {app} to {}... done", out.name);
@@ -114,6 +118,7 @@ pub fn set_maintenance(api: &Api, app: &str, on: bool) -> Result<()> {
     let body = w::AppUpdate {
         name: None,
         maintenance: Some(on),
+        build_stack: None,
     };
     api.call_with::<w::App, _>(Method::PATCH, &app_path(app), &body)?;
     println!(

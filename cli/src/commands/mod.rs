@@ -19,6 +19,7 @@ pub mod pg_backups;
 pub mod ps;
 pub mod releases;
 pub mod repos;
+pub mod stacks;
 pub mod upgrade;
 
 /// The API path of an app.

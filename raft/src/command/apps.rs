@@ -87,6 +87,20 @@ pub(super) fn update(
     Ok(CommandOutput::App(Box::new(a.summary())))
 }
 
+/// `stack:set`: the stack of the app's next build (one of the catalog's).
+pub(super) fn set_stack(state: &mut State, app: Uuid, stack: &str, actor: &Actor) -> CommandResult {
+    if !crate::catalog::STACKS.contains(&stack) {
+        return Err(CommandError::Invalid(format!(
+            "Stack not found: {stack}. Haven's stacks are {}.",
+            crate::catalog::STACKS.join(", ")
+        )));
+    }
+    let a = app_mut(state, &app)?;
+    a.stack = stack.to_string();
+    a.updated_at = actor.at;
+    Ok(CommandOutput::App(Box::new(a.summary())))
+}
+
 /// Deletes an app with its builds, slugs, dynos and unplaced dynos; its attachments go
 /// and its add-ons are deprovisioned (refused while one is attached to another app).
 pub(super) fn delete(state: &mut State, app: Uuid) -> CommandResult {

@@ -47,6 +47,7 @@ mod releases;
 mod repos;
 mod restore;
 mod retention;
+mod stacks;
 mod tokens;
 mod users;
 
@@ -443,6 +444,29 @@ pub enum Command {
         slugs: Vec<Uuid>,
         builds: Vec<Uuid>,
     },
+    /// `hctl stacks:import`: the stack's image of `kind` is the blob `sha256`, which
+    /// `node` holds (replaces an earlier image of that stack and kind).
+    SetStackImage {
+        stack: String,
+        kind: crate::model::StackImageKind,
+        sha256: String,
+        bytes: u64,
+        unpacked_bytes: u64,
+        os: String,
+        node: NodeId,
+        at: DateTime<Utc>,
+    },
+    /// More nodes hold a stack image (each node fetches every image once).
+    AddStackImageHolders {
+        sha256: String,
+        nodes: Vec<NodeId>,
+    },
+    /// `stack:set`: the stack of the app's next build.
+    SetAppStack {
+        app: Uuid,
+        stack: String,
+        actor: Actor,
+    },
 }
 
 /// Why a command was rejected. The variants map onto HTTP statuses at the API.
@@ -708,6 +732,32 @@ impl Command {
                 slugs,
                 builds,
             } => retention::compact(state, *app, *below, slugs, builds),
+            Command::SetStackImage {
+                stack,
+                kind,
+                sha256,
+                bytes,
+                unpacked_bytes,
+                os,
+                node,
+                at,
+            } => stacks::set_image(
+                state,
+                stack,
+                *kind,
+                sha256,
+                *bytes,
+                *unpacked_bytes,
+                os,
+                *node,
+                *at,
+            ),
+            Command::AddStackImageHolders { sha256, nodes } => {
+                stacks::add_holders(state, sha256, nodes)
+            }
+            Command::SetAppStack { app, stack, actor } => {
+                apps::set_stack(state, *app, stack, actor)
+            }
         }
     }
 }

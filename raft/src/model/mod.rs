@@ -23,6 +23,7 @@ mod providers;
 mod repos;
 mod restored;
 mod rules;
+mod stacks;
 
 pub use addon_rules::{
     attachment_naming, generated_addon_name, normalize_attachment_name, validate_addon_name,
@@ -40,6 +41,7 @@ pub use providers::{
 };
 pub use repos::{redact_url, validate_branch, validate_commit, validate_repo_url, RepoLink};
 pub use restored::{rebase_restored, Rebase};
+pub use stacks::{stack_image_key, StackImage, StackImageKind};
 
 pub use rules::{
     normalize_email, normalize_hostname, normalize_size, validate_app_name, validate_buildpack,
@@ -535,6 +537,11 @@ pub struct State {
     /// Nodes removed from the cluster (`nodes:remove`): their identity — the node id
     /// their certificate names — is refused from then on.
     pub removed_nodes: BTreeSet<NodeId>,
+    /// Stack images by [`stack_image_key`]. Kept out of the state's serialized form
+    /// (commands and backups carry states of the shape before stack images existed):
+    /// snapshots carry them beside the state (`storage/machine.rs`).
+    #[serde(skip)]
+    pub stack_images: BTreeMap<String, StackImage>,
 }
 
 impl State {

@@ -33,6 +33,7 @@
 // openraft's `StorageError` is large, and it is the error type its traits require.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -51,7 +52,7 @@ use uuid::Uuid;
 use super::history::{evictions, History, HISTORY_CFS};
 use super::{io_err, synced, Entry, SErr};
 use crate::command::{Command, CommandResult};
-use crate::model::{NodeId, State};
+use crate::model::{NodeId, StackImage, State};
 use crate::TypeConfig;
 
 pub(crate) const CF_SM: &str = "sm";
@@ -74,12 +75,34 @@ pub(crate) fn snapshot_dir(db: &DB) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The head of a snapshot (all of one, before the history moved to disk).
+/// The head of a snapshot (all of one, before the history moved to disk): since format
+/// 2, [`HEAD_MAGIC`] and then this; the state's stack images travel beside the state,
+/// whose serialized form leaves them out (see [`State::stack_images`]).
 #[derive(Serialize, Deserialize)]
 struct SnapshotHead {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     state: State,
+    stack_images: BTreeMap<String, StackImage>,
+}
+
+/// The head as format 1 wrote it (no magic, no stack images). Its first byte is an
+/// `Option` tag (0 or 1), so it never starts like [`HEAD_MAGIC`].
+#[derive(Deserialize)]
+struct SnapshotHeadV1 {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    state: State,
+}
+
+/// What a format-2 head starts with.
+const HEAD_MAGIC: [u8; 4] = *b"\xffHV2";
+
+/// A head as written since format 2.
+fn encode_head(head: &SnapshotHead) -> bincode::Result<Vec<u8>> {
+    let mut out = HEAD_MAGIC.to_vec();
+    bincode::serialize_into(&mut out, head)?;
+    Ok(out)
 }
 
 /// What the state machine has applied, written with every apply's batch.
@@ -121,8 +144,28 @@ fn sm_cf(db: &DB) -> &rocksdb::ColumnFamily {
 
 /// Reads a snapshot's head from `r`, and its length in bytes.
 fn read_head(r: &mut (impl Read + Seek)) -> Result<(SnapshotHead, u64), SErr> {
-    let head: SnapshotHead =
-        bincode::deserialize_from(&mut *r).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let start = r
+        .stream_position()
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    let mut magic = [0u8; 4];
+    let v2 = r.read_exact(&mut magic).is_ok() && magic == HEAD_MAGIC;
+    let head = if v2 {
+        let mut head: SnapshotHead =
+            bincode::deserialize_from(&mut *r).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        head.state.stack_images = std::mem::take(&mut head.stack_images);
+        head
+    } else {
+        r.seek(std::io::SeekFrom::Start(start))
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let old: SnapshotHeadV1 =
+            bincode::deserialize_from(&mut *r).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        SnapshotHead {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            state: old.state,
+            stack_images: BTreeMap::new(),
+        }
+    };
     let len = r
         .stream_position()
         .map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -458,7 +501,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     /// Writes the snapshot's file (the head, then the history as it is now) on a
     /// blocking thread, records it, and returns it open for sending.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let head = bincode::serialize(&self.head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let head = encode_head(&self.head).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let seq = self.snapshots.built.fetch_add(1, AtomicOrdering::SeqCst) + 1;
         let snapshot_id = match self.head.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
@@ -546,11 +589,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let head = SnapshotHead {
+        let mut head = SnapshotHead {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             state: self.state.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            stack_images: BTreeMap::new(),
         };
+        head.stack_images = head.state.stack_images.clone();
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),

@@ -40,5 +40,6 @@ mod router;
 mod router_faults;
 mod runtime;
 mod slug_upkeep;
+mod stacks;
 mod tls;
 mod upgrade;
