@@ -6,7 +6,8 @@
 //! `haven-init --spec FILE` (crate `init/`; [`InitExe`] finds it): PID 1 of new PID, mount, UTS and IPC
 //! namespaces (plus a network namespace of its own when the spec has a [`DynoNet`], see
 //! [`net`]; else the host's network), rooted by
-//! `pivot_root` in a tmpfs holding the host stack bound read-only, `/app` as an overlay
+//! `pivot_root` in a tmpfs holding the stack (`DynoSpec::root`: an unpacked stack image,
+//! or the host's own `/usr`, `/etc`, ...) bound read-only, `/app` as an overlay
 //! (slug below, per-dyno upper dir above), a private `/tmp`, fresh `/proc` and a minimal
 //! `/dev`. The command runs as uid/gid [`plan::DYNO_UID`] with `no_new_privs`. Every mount
 //! lives only in the dyno's private mount namespace, so the host never sees them.

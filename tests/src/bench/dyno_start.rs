@@ -68,9 +68,40 @@ pub fn starts_from_log(log: &str, kind: &str) -> Vec<(f64, f64)> {
 
 /// Haven's samples: `ping` scaled up by one dyno at a time to `count` (one start at a
 /// time, as crun's runs are).
-pub fn measure_haven(count: usize, progress: Progress<'_>) -> Result<Vec<(f64, f64)>> {
+/// With the heroku-24 images (`scripts/build-stack`) imported first, dynos run on the
+/// run image; the returned path is the node's unpacked run image, for crun's bundle.
+pub fn measure_haven(
+    count: usize,
+    progress: Progress<'_>,
+) -> Result<(Vec<(f64, f64)>, Option<std::path::PathBuf>)> {
     progress("dyno-start: starting a 1-node cluster");
     let env = super::cluster(1, None);
+    let images =
+        ["run", "build"].map(|k| crate::repo_path(&format!("target/stacks/heroku-24-{k}.tar.zst")));
+    let mut stack_root = None;
+    if images.iter().all(|p| p.is_file()) {
+        progress("dyno-start: importing the heroku-24 stack images");
+        hctl(
+            &env,
+            0,
+            &[
+                "stacks:import",
+                "heroku-24",
+                "--run",
+                &images[0].to_string_lossy(),
+                "--build",
+                &images[1].to_string_lossy(),
+            ],
+        )?;
+        let stack = env.get_json(0, "/stacks/heroku-24")?;
+        let sha = stack["images"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["kind"] == "run"))
+            .and_then(|i| i["sha256"].as_str())
+            .context("the imported run image")?
+            .to_string();
+        stack_root = env.data_dir(0).map(|d| d.join("stacks").join(sha));
+    }
     create_app(&env, APP)?;
     let dir = tempfile::tempdir()?;
     copy_files(&crate::repo_path("examples/python-hello"), dir.path())?;
@@ -98,18 +129,35 @@ pub fn measure_haven(count: usize, progress: Progress<'_>) -> Result<Vec<(f64, f
     if samples.is_empty() {
         bail!("no dyno start found in the app's log");
     }
-    Ok(samples)
+    // crun's bundle binds the unpacked image: it must outlive the cluster.
+    let stack_root = match stack_root {
+        Some(root) => {
+            let keep =
+                std::env::temp_dir().join(format!("haven-bench-stack-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&keep);
+            let ok = Command::new("cp")
+                .arg("-a")
+                .arg(&root)
+                .arg(&keep)
+                .status()?;
+            ok.success().then_some(keep)
+        }
+        None => None,
+    };
+    Ok((samples, stack_root))
 }
 
-/// A bundle in `dir`: rootfs with the host's `/usr` bound read-only, printing `ready`.
-fn make_bundle(dir: &Path) -> Result<()> {
+/// A bundle in `dir`: rootfs with `/usr` of `stack` (an unpacked stack image; `None`:
+/// the host's) bound read-only, printing `ready`.
+fn make_bundle(dir: &Path, stack: Option<&Path>) -> Result<()> {
+    let base = stack.unwrap_or(Path::new("/"));
     let rootfs = dir.join("rootfs");
     for d in ["usr", "proc", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
     // Debian's merged /usr: /bin, /lib … are links into /usr, as on the host.
     for l in ["bin", "sbin", "lib", "lib64"] {
-        if let Ok(target) = std::fs::read_link(Path::new("/").join(l)) {
+        if let Ok(target) = std::fs::read_link(base.join(l)) {
             std::os::unix::fs::symlink(target, rootfs.join(l))?;
         }
     }
@@ -128,7 +176,8 @@ fn make_bundle(dir: &Path) -> Result<()> {
     if let Some(m) = spec["mounts"].as_array_mut() {
         // A dyno sees no cgroup file system.
         m.retain(|m| m["destination"] != "/sys/fs/cgroup");
-        m.push(json!({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]}));
+        let usr = base.join("usr").to_string_lossy().into_owned();
+        m.push(json!({"destination": "/usr", "type": "bind", "source": usr, "options": ["rbind", "ro"]}));
     }
     // Dynos use the host network (they listen on host ports): no network namespace.
     if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
@@ -176,11 +225,11 @@ fn hide_unified_cgroup(cmd: &mut Command) {
 }
 
 /// crun's samples, in milliseconds: `runs` runs of the bundle.
-pub fn measure_crun(runs: usize, progress: Progress<'_>) -> Result<Vec<f64>> {
+pub fn measure_crun(runs: usize, progress: Progress<'_>, stack: Option<&Path>) -> Result<Vec<f64>> {
     let dir = tempfile::Builder::new()
         .prefix("haven-bench-crun-")
         .tempdir()?;
-    make_bundle(dir.path())?;
+    make_bundle(dir.path(), stack)?;
     let hybrid = hybrid_cgroups();
     progress(&format!("dyno-start: {runs} runs of crun run"));
     let mut out = Vec::new();
@@ -231,12 +280,20 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
             "needs root: dynos run in containers only as root",
         )]);
     }
-    let samples = measure_haven(opts.pick(20, 5), progress)?;
+    let (samples, stack) = measure_haven(opts.pick(20, 5), progress)?;
     let crun = if have("crun") {
-        measure_crun(opts.pick(30, 10), progress).map_err(|e| format!("{e:#}"))
+        measure_crun(opts.pick(30, 10), progress, stack.as_deref()).map_err(|e| format!("{e:#}"))
     } else {
         Err("crun is not installed (scripts/install-bench-deps)".to_string())
     };
+    let root = if stack.is_some() {
+        "both on the heroku-24 run image, the dyno in its own network namespace"
+    } else {
+        "both on the host's /usr (no stack images in target/stacks: scripts/build-stack)"
+    };
+    if let Some(s) = &stack {
+        let _ = std::fs::remove_dir_all(s);
+    }
     let mut start: Vec<f64> = samples.iter().map(|s| s.0).collect();
     let mut decided: Vec<f64> = samples
         .iter()
@@ -269,7 +326,7 @@ pub fn section(opts: &Opts, progress: Progress<'_>) -> Result<Vec<Row>> {
         .target(Target::at_most(20.0))
         .peer("crun run", crun_med)
         .note(format!(
-            "agent log: Starting process → first line, {n} dynos, p99 {p99:.2} ms; {crun_note}"
+            "agent log: Starting process → first line, {n} dynos, p99 {p99:.2} ms; {crun_note}; {root}"
         ))];
     if let Some(c) = crun_med {
         rows.push(

@@ -111,7 +111,11 @@ fn stack_images_reach_every_node_and_are_the_root_of_builds_and_dynos() {
     );
     for i in 0..env.len() {
         for sha in [&run_sha, &build_sha] {
-            let held = env.data_dir(i).unwrap().join("slugs").join(sha);
+            let held = env
+                .data_dir(i)
+                .unwrap()
+                .join("slugs")
+                .join(format!("{sha}.tar.zst"));
             assert_eq!(&sha256_of(&held), sha, "node {i}'s copy of {sha}");
         }
     }
