@@ -233,9 +233,10 @@ fn fixture() -> PathBuf {
 /// `STACK=heroku-24`: it detects the app, accepts the stack, chooses Python 3.13 from
 /// `.python-version` and then cannot download Python (no internet here), so the build
 /// fails with the buildpack's own curl and "Unable to download/install Python" errors
-/// and the app's previous release stays. Measured here (no internet, DNS failing at
-/// once): the failing push takes about 35 s, nearly all of it the buildpack's own
-/// `curl --retry 5` backoff (1+2+4+8+16 s); the test allows 180 s.
+/// and the app's previous release stays. Measured here (no internet; the build's DNS
+/// queries go unanswered): the failing push takes 50 s, nearly all of it the buildpack's
+/// own `curl --retry 5` backoff (1+2+4+8+16 s) and 3 s connect timeouts; the clone of
+/// the unreachable upstream URL fails in 10 s. The test allows 180 s.
 #[test]
 fn the_official_python_buildpack_gets_past_its_stack_check_and_fails_fast_offline() {
     let env = cluster(1);

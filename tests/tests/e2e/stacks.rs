@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use haven_tests::{cluster, eventually, hctl, hctl_ok as ok, repo_path, Env};
+use haven_tests::{
+    cluster, eventually, hctl, hctl_ok as ok, heroku_schema, repo_path, validate_haven, Env,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -79,6 +81,30 @@ fn stack_images_reach_every_node_and_are_the_root_of_builds_and_dynos() {
     assert_eq!(names, ["heroku-24", "heroku-22"], "{stacks}");
     assert_eq!(stacks[0]["default"], true);
     assert!(stacks[0]["images"].as_array().unwrap().is_empty());
+    let schema = heroku_schema();
+    for s in stacks.as_array().unwrap() {
+        let errs = validate_haven(&schema, &schema["definitions"]["stack"], s);
+        assert!(errs.is_empty(), "{errs:?}: {s}");
+    }
+
+    // An app's stack: chosen at creation, changed for the next build by stack:set.
+    let out = ok(hctl(
+        &env,
+        0,
+        &["apps:create", "older", "--stack", "heroku-22"],
+    ));
+    assert!(out.contains("stack is heroku-22"), "{out}");
+    let app = env.get_json(0, "/apps/older").unwrap();
+    assert_eq!(app["build_stack"]["name"], "heroku-22", "{app}");
+    ok(hctl(&env, 0, &["stack:set", "heroku-24", "-a", "older"]));
+    let app = env.get_json(0, "/apps/older").unwrap();
+    assert_eq!(app["build_stack"]["name"], "heroku-24", "{app}");
+    let bad = hctl(&env, 0, &["stack:set", "cedar-14", "-a", "older"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("Stack not found: cedar-14"), "{err}");
+    let app = env.get_json(0, "/apps/older").unwrap();
+    assert_eq!(app["build_stack"]["name"], "heroku-24", "{app}");
 
     let out = ok(hctl(
         &env,
