@@ -388,7 +388,7 @@ mod tests {
         let (conn, _s, _c) = exchange(|send, recv| async move {
             let newer = Protocols { min: 2, max: 3 };
             let m = serve_hello(send, recv, newer, "node-0 at 10.0.0.1:7401", |p| {
-                assert_eq!(p, Protocols::THIS)
+                assert_eq!(p, Protocols { min: 1, max: 1 })
             })
             .await
             .unwrap();

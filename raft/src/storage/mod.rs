@@ -392,7 +392,11 @@ mod tests {
  "cannot open the store at {}: its on-disk format is {}, newer than this havend reads (format {}): a newer havend ran on it",
             dir.path().display(),
             version::FORMAT + 1,
-            version::FORMAT
+            if version::MIN_FORMAT == version::FORMAT {
+                version::FORMAT.to_string()
+            } else {
+                format!("{} to {}", version::MIN_FORMAT, version::FORMAT)
+            }
         );
         assert!(err.starts_with(&want), "{err}");
         // Still the newer format: the refusal wrote nothing.
