@@ -339,8 +339,7 @@ impl SlugStore {
         addr: &str,
         sha: &str,
     ) -> Result<(), String> {
-        self.fetch_limited(peers, addr, sha, crate::api::stacks::MAX_IMAGE_BYTES)
-            .await
+        self.fetch_limited(peers, addr, sha, MAX_IMAGE_BYTES).await
     }
 
     async fn fetch_limited(
@@ -435,6 +434,9 @@ mod tests {
         assert!(store.path(&"A".repeat(64)).is_none());
     }
 }
+
+/// The most bytes a stack image may have (uploaded or fetched).
+pub const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
 /// sha256 (hex) of a file's bytes, read in chunks.
 pub async fn sha256_file(path: &Path) -> std::io::Result<String> {

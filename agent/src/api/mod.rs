@@ -49,7 +49,7 @@ pub mod rendezvous;
 mod repos;
 mod scheme;
 mod sni_endpoints;
-pub mod stacks;
+mod stacks;
 #[cfg(test)]
 mod tests;
 mod users;

@@ -24,8 +24,7 @@ use super::apps::name_id;
 use super::{allow, write, Action, ApiContext, ApiError, Caller};
 use crate::stacks::roots::{os_release, short};
 
-/// The most bytes an uploaded stack image may have.
-pub const MAX_IMAGE_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+use crate::slugs::MAX_IMAGE_BYTES;
 
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -197,6 +196,8 @@ pub async fn import(
     )
     .await?;
     info!(stack = name, kind = kind.as_str(), sha = %short(&sha), bytes, "imported a stack image");
+    // This node (a follower, maybe) answers with the image it has just recorded.
+    ctx.raft.read_barrier().await?;
     let out = ctx.raft.with_state(|s| stack_wire(s, name, &created_at(s)));
     Ok((StatusCode::OK, Json(out)).into_response())
 }

@@ -606,6 +606,11 @@ fn stdio(cmd: &mut Command, spec: &DynoSpec, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether havend runs as root (containers, and unpacking images with their owners).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 fn bash_path() -> PathBuf {
     ["/bin/bash", "/usr/bin/bash"]
         .iter()

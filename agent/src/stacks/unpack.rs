@@ -74,7 +74,7 @@ fn unpack_into(image: &Path, root: &Path) -> io::Result<UnpackInfo> {
     let decoder = zstd::Decoder::new(io::BufReader::new(file))?;
     let mut archive = tar::Archive::new(decoder);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    archive.set_preserve_ownerships(crate::runtime::is_root());
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
