@@ -65,7 +65,8 @@ impl Drop for Lease {
     }
 }
 
-fn dir_size(path: &Path) -> u64 {
+/// Bytes of the files under `path`.
+pub(crate) fn dir_size(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -203,37 +204,29 @@ impl SlugCache {
     }
 
     async fn fetch(&self, sha: &str, holders: &[(NodeId, String)]) -> Result<(), String> {
-        let peers = &self.inner.peers;
-        let mut errors = Vec::new();
-        for (id, addr) in holders.iter().filter(|(id, _)| *id != self.inner.me) {
-            match self.inner.store.fetch_from(peers, addr, sha).await {
-                Ok(()) => {
-                    info!(%sha, from = id, "fetched a slug");
-                    let raft = &self.inner.raft;
-                    let slug_id = raft.with_state(|s| {
-                        s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id)
-                    });
-                    if let Some(slug) = slug_id {
-                        let _ = raft
-                            .write(Command::AddSlugHolders {
-                                slug,
-                                nodes: vec![self.inner.me],
-                            })
-                            .await;
-                    }
-                    return Ok(());
-                }
-                Err(e) => errors.push(format!("{addr}: {e}")),
-            }
+        let others: Vec<(NodeId, String)> = holders
+            .iter()
+            .filter(|(id, _)| *id != self.inner.me)
+            .cloned()
+            .collect();
+        let from = self
+            .inner
+            .store
+            .fetch_from_any(&self.inner.peers, &others, sha, false)
+            .await?;
+        info!(%sha, from, "fetched a slug");
+        let raft = &self.inner.raft;
+        let slug_id =
+            raft.with_state(|s| s.slugs.values().find(|sl| sl.sha256 == sha).map(|sl| sl.id));
+        if let Some(slug) = slug_id {
+            let _ = raft
+                .write(Command::AddSlugHolders {
+                    slug,
+                    nodes: vec![self.inner.me],
+                })
+                .await;
         }
-        Err(format!(
-            "no holder could send slug {sha} ({})",
-            if errors.is_empty() {
-                "no holders known".to_string()
-            } else {
-                errors.join("; ")
-            }
-        ))
+        Ok(())
     }
 
     /// Removes least-recently-used extracted slugs without leases while over budget.

@@ -332,14 +332,36 @@ impl SlugStore {
             .await
     }
 
-    /// Fetches stack image `sha` (larger than slugs may be) from the peer at `addr`.
-    pub async fn fetch_image_from(
+    /// Fetches blob `sha` — a slug, or a stack image (`image`: up to [`MAX_IMAGE_BYTES`])
+    /// — from the first of `holders` (node, peer address) that sends it: that node, or
+    /// why none did.
+    pub async fn fetch_from_any(
         &self,
         peers: &QuicConnector,
-        addr: &str,
+        holders: &[(NodeId, String)],
         sha: &str,
-    ) -> Result<(), String> {
-        self.fetch_limited(peers, addr, sha, MAX_IMAGE_BYTES).await
+        image: bool,
+    ) -> Result<NodeId, String> {
+        let (what, max) = if image {
+            ("stack image", MAX_IMAGE_BYTES)
+        } else {
+            ("slug", self.inner.max_size)
+        };
+        let mut errors = Vec::new();
+        for (id, addr) in holders {
+            match self.fetch_limited(peers, addr, sha, max).await {
+                Ok(()) => return Ok(*id),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(format!(
+            "no holder could send {what} {sha} ({})",
+            if errors.is_empty() {
+                "no holders known".to_string()
+            } else {
+                errors.join("; ")
+            }
+        ))
     }
 
     async fn fetch_limited(

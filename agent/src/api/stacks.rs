@@ -141,7 +141,7 @@ pub async fn import(
     let stacks = ctx.builder.stacks().clone();
     let dest = stacks.dir_of(&sha);
     let unpacked = if dest.is_dir() {
-        crate::stacks::roots::tree_bytes(&dest)
+        crate::slugcache::dir_size(&dest)
     } else {
         let (file, into) = (tmp.clone(), dest.clone());
         let started = std::time::Instant::now();

@@ -174,45 +174,28 @@ impl StackRoots {
                 .filter_map(|h| s.nodes.get(h).map(|n| (n.id, n.peer_addr.clone())))
                 .collect()
         });
-        let mut errors = Vec::new();
-        for (id, addr) in &holders {
-            let started = std::time::Instant::now();
-            match self
-                .inner
-                .store
-                .fetch_image_from(&self.inner.peers, addr, sha)
-                .await
-            {
-                Ok(()) => {
-                    info!(
-                        sha = %short(sha),
-                        from = id,
-                        bytes = image.bytes,
-                        ms = started.elapsed().as_millis() as u64,
-                        "fetched a stack image"
-                    );
-                    let _ = self
-                        .inner
-                        .raft
-                        .write(Command::AddStackImageHolders {
-                            sha256: sha.clone(),
-                            nodes: vec![self.inner.me],
-                        })
-                        .await;
-                    return Ok(());
-                }
-                Err(e) => errors.push(format!("{addr}: {e}")),
-            }
-        }
-        Err(format!(
-            "no holder could send stack image {} ({})",
-            short(sha),
-            if errors.is_empty() {
-                "no holders known".to_string()
-            } else {
-                errors.join("; ")
-            }
-        ))
+        let started = std::time::Instant::now();
+        let from = self
+            .inner
+            .store
+            .fetch_from_any(&self.inner.peers, &holders, sha, true)
+            .await?;
+        info!(
+            sha = %short(sha),
+            from,
+            bytes = image.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "fetched a stack image"
+        );
+        let _ = self
+            .inner
+            .raft
+            .write(Command::AddStackImageHolders {
+                sha256: sha.clone(),
+                nodes: vec![self.inner.me],
+            })
+            .await;
+        Ok(())
     }
 
     /// Every node: fetches and unpacks each image the state names soon after it is
@@ -240,25 +223,6 @@ impl StackRoots {
             }
         }
     }
-}
-
-/// Bytes of the regular files under `dir` (an unpacked image).
-pub fn tree_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&p) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => todo.push(e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    total
 }
 
 /// The first 12 hex digits, for logs.
